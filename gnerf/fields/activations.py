@@ -1,0 +1,143 @@
+"""Activations and input encodings for coordinate networks.
+
+Each activation is an ``nn.Module`` with its hyperparameters as attributes so
+that a network prints what it is. The paper's defaults (supplementary, sec. 4):
+
+===========  ===========================================  =======================
+name         definition                                   defaults
+===========  ===========================================  =======================
+gaussian     ``exp(-x^2 / (2 sigma^2))``                   sigma = 0.05 (images),
+                                                          0.09 (shapes), 0.1 (NeRF)
+sine         ``sin(omega x)`` (+ SIREN initialisation)     omega = 30
+wavelet      ``cos(omega0 x) * exp(-(s0 x)^2)``            omega0 = 10, s0 = 10
+relu         ``max(x, 0)`` (usually with positional enc.)  L = 8 frequencies
+===========  ===========================================  =======================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict
+
+import torch
+from torch import Tensor, nn
+
+
+class Gaussian(nn.Module):
+    """Gaussian activation ``exp(-x^2 / (2 sigma^2))`` (Ramasinghe & Lucey, 2022)."""
+
+    def __init__(self, sigma: float = 0.1) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"Gaussian activation needs sigma > 0, got sigma={sigma}")
+        self.sigma = float(sigma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.exp(-0.5 * (x / self.sigma) ** 2)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class Sine(nn.Module):
+    """Sine activation ``sin(omega x)`` (SIREN, Sitzmann et al., 2020).
+
+    Use with :func:`siren_init_` on the linear layers; :class:`~gnerf.fields.mlp.CoordinateMLP`
+    does this automatically for ``activation="sine"``.
+    """
+
+    def __init__(self, omega: float = 30.0) -> None:
+        super().__init__()
+        self.omega = float(omega)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(self.omega * x)
+
+    def extra_repr(self) -> str:
+        return f"omega={self.omega}"
+
+
+class GaborWavelet(nn.Module):
+    """Real part of the Gabor wavelet ``cos(omega0 x) * exp(-(s0 x)^2)`` (WIRE, Saragadam et al., 2023)."""
+
+    def __init__(self, omega0: float = 10.0, s0: float = 10.0) -> None:
+        super().__init__()
+        self.omega0 = float(omega0)
+        self.s0 = float(s0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cos(self.omega0 * x) * torch.exp(-((self.s0 * x) ** 2))
+
+    def extra_repr(self) -> str:
+        return f"omega0={self.omega0}, s0={self.s0}"
+
+
+class PositionalEncoding(nn.Module):
+    """Frequency encoding ``[cos(2^k pi x), sin(2^k pi x)]`` for ``k < num_frequencies``.
+
+    Output size is ``in_dim * 2 * num_frequencies`` (plus ``in_dim`` with ``include_input``).
+    The features are grouped as all cosines then all sines, each ordered by frequency then
+    input coordinate.
+    """
+
+    def __init__(self, in_dim: int, num_frequencies: int = 8, include_input: bool = False) -> None:
+        super().__init__()
+        if num_frequencies < 1:
+            raise ValueError(f"positional encoding needs num_frequencies >= 1, got {num_frequencies}")
+        self.in_dim = int(in_dim)
+        self.num_frequencies = int(num_frequencies)
+        self.include_input = bool(include_input)
+        freqs = (2.0 ** torch.arange(self.num_frequencies, dtype=torch.float32)) * math.pi
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.in_dim * 2 * self.num_frequencies + (self.in_dim if self.include_input else 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scaled = (x[..., None, :] * self.freqs[:, None]).flatten(-2)  # [..., L * in_dim]
+        parts = [torch.cos(scaled), torch.sin(scaled)]
+        if self.include_input:
+            parts.insert(0, x)
+        return torch.cat(parts, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, num_frequencies={self.num_frequencies}, include_input={self.include_input}"
+
+
+_ACTIVATIONS: Dict[str, Callable[..., nn.Module]] = {
+    "gaussian": Gaussian,
+    "sine": Sine,
+    "wavelet": GaborWavelet,
+    "relu": lambda: nn.ReLU(),
+}
+
+ACTIVATIONS = tuple(_ACTIVATIONS)
+"""Names accepted by :func:`make_activation`."""
+
+
+def make_activation(name: str, **kwargs: Any) -> nn.Module:
+    """Build an activation by name (one of :data:`ACTIVATIONS`) with its hyperparameters.
+
+    >>> make_activation("gaussian", sigma=0.05)
+    Gaussian(sigma=0.05)
+    """
+    key = name.lower().replace("_", "-")
+    if key not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    try:
+        return _ACTIVATIONS[key](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad hyperparameters {kwargs} for activation {name!r}: {err}") from None
+
+
+@torch.no_grad()
+def siren_init_(linear: nn.Linear, omega: float, is_first: bool) -> None:
+    """SIREN initialisation (Sitzmann et al., 2020, sec. 3.2) of one linear layer, in place.
+
+    First layer: ``U(-1/n, 1/n)``; later layers: ``U(-sqrt(6/n)/omega, sqrt(6/n)/omega)``,
+    with ``n`` the layer's fan-in. Biases keep PyTorch's default initialisation.
+    """
+    fan_in = linear.weight.shape[1]
+    bound = 1.0 / fan_in if is_first else math.sqrt(6.0 / fan_in) / omega
+    linear.weight.uniform_(-bound, bound)
