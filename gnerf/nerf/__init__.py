@@ -1,0 +1,1 @@
+"""NeRF components of gnerf: dataparsers, models and method configurations for nerfstudio."""

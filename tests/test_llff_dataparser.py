@@ -1,0 +1,307 @@
+"""Tests for the LLFF-format dataparser (gnerf.nerf.llff_dataparser) on generated poses_bounds.npy fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from gnerf.nerf.llff_dataparser import LLFF, LLFFDataParserConfig, average_pose
+
+N_VIEWS = 17  # held out with holdout_every=8: 0, 8, 16
+H0, W0, FOCAL0 = 24, 32, 30.0  # "full-resolution" hwf column stored in poses_bounds.npy
+NEAR_RANGE, FAR_RANGE = (2.0, 3.0), (8.0, 10.0)
+
+
+def _rot(axis: str, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _make_opengl_poses() -> np.ndarray:
+    """N x 3 x 4 OpenGL camera-to-world poses: a jittered grid of cameras looking down -z, then moved by a global
+    rigid transform so that recentring has something to undo."""
+    rng = np.random.default_rng(0)
+    g_rot = _rot("z", 0.4) @ _rot("x", -0.3) @ _rot("y", 0.2)
+    g_t = np.array([1.5, -2.0, 0.7])
+    poses = []
+    for i in range(N_VIEWS):
+        gx, gy = i % 5 - 2.0, i // 5 - 1.5
+        rot = _rot("x", rng.uniform(-0.1, 0.1)) @ _rot("y", rng.uniform(-0.1, 0.1)) @ _rot("z", rng.uniform(-0.05, 0.05))
+        t = np.array([0.3 * gx, 0.3 * gy, rng.uniform(-0.05, 0.05)])
+        poses.append(np.concatenate([g_rot @ rot, (g_rot @ t + g_t)[:, None]], axis=1))
+    return np.stack(poses)
+
+
+def _to_llff_rows(c2w: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """OpenGL [right, up, back] -> LLFF [down, right, back] 3x5 rows (written independently of the parser)."""
+    rows = []
+    for pose, bd in zip(c2w, bounds):
+        right, up, back, t = pose[:, 0], pose[:, 1], pose[:, 2], pose[:, 3]
+        m = np.stack([-up, right, back, t, np.array([H0, W0, FOCAL0])], axis=1)  # 3 x 5
+        rows.append(np.concatenate([m.reshape(-1), bd]))
+    return np.stack(rows)
+
+
+def _write_images(folder: Path, h: int, w: int, n: int = N_VIEWS, ext: str = ".png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.full((h, w, 3), (i * 13) % 256, dtype=np.uint8)
+        img[0, 0] = [255, 0, 0]
+        imageio.imwrite(folder / f"IMG_{i:04d}{ext}", img, extension=ext.lower())
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """Scene with images/ (full res 24x32) and images_2/ (12x16); returns (path, c2w_opengl, bounds)."""
+    c2w = _make_opengl_poses()
+    rng = np.random.default_rng(1)
+    bounds = np.stack([rng.uniform(*NEAR_RANGE, N_VIEWS), rng.uniform(*FAR_RANGE, N_VIEWS)], axis=1)
+    np.save(tmp_path / "poses_bounds.npy", _to_llff_rows(c2w, bounds))
+    _write_images(tmp_path / "images", H0, W0)
+    _write_images(tmp_path / "images_2", H0 // 2, W0 // 2)
+    return tmp_path, c2w, bounds
+
+
+def _parse(data: Path, split: str = "train", **kw):
+    parser = LLFFDataParserConfig(data=data, **kw).setup()
+    assert isinstance(parser, LLFF)
+    return parser.get_dataparser_outputs(split=split)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_split_every_8th_view_held_out(scene):
+    data, _, _ = scene
+    train = _parse(data, "train", downscale_factor=2)
+    test = _parse(data, "test", downscale_factor=2)
+    val = _parse(data, "val", downscale_factor=2)
+    assert [p.name for p in test.image_filenames] == ["IMG_0000.png", "IMG_0008.png", "IMG_0016.png"]
+    assert [p.name for p in val.image_filenames] == [p.name for p in test.image_filenames]
+    expected_train = [i for i in range(N_VIEWS) if i % 8 != 0]
+    assert [p.name for p in train.image_filenames] == [f"IMG_{i:04d}.png" for i in expected_train]
+    assert train.metadata["image_indices"].tolist() == expected_train
+    assert len(train.cameras) == 14 and len(test.cameras) == 3
+    assert all(p.parent.name == "images_2" for p in train.image_filenames)
+    # the holdout can be disabled
+    assert len(_parse(data, "train", holdout_every=0).image_filenames) == N_VIEWS
+
+
+def test_intrinsics_from_downscaled_folder(scene):
+    data, _, _ = scene
+    out = _parse(data, downscale_factor=2)
+    cams = out.cameras
+    assert torch.allclose(cams.fx, torch.full_like(cams.fx, FOCAL0 / 2))
+    assert torch.allclose(cams.fy, torch.full_like(cams.fy, FOCAL0 / 2))
+    assert torch.allclose(cams.cx, torch.full_like(cams.cx, W0 / 4))
+    assert torch.allclose(cams.cy, torch.full_like(cams.cy, H0 / 4))
+    assert (cams.width == W0 // 2).all() and (cams.height == H0 // 2).all()
+    assert cams.camera_type.unique().tolist() == [1]  # CameraType.PERSPECTIVE
+
+
+def test_intrinsics_fallback_to_full_images(scene, capsys):
+    data, _, _ = scene
+    out = _parse(data, downscale_factor=4)  # images_4/ does not exist -> images/ at full size
+    assert "images_4" in capsys.readouterr().out
+    assert all(p.parent.name == "images" for p in out.image_filenames)
+    cams = out.cameras
+    assert torch.allclose(cams.fx, torch.full_like(cams.fx, FOCAL0))
+    assert torch.allclose(cams.cx, torch.full_like(cams.cx, W0 / 2))
+    assert (cams.width == W0).all() and (cams.height == H0).all()
+    # factor 1 reads images/ directly
+    out1 = _parse(data, downscale_factor=1)
+    assert all(p.parent.name == "images" for p in out1.image_filenames)
+
+
+def test_intrinsics_follow_arbitrary_image_size(tmp_path):
+    """BLEFF-like: only images/, at a size unrelated to 4032x3024 or factor 8, uppercase .JPG, hidden junk."""
+    c2w = _make_opengl_poses()
+    bounds = np.tile([2.0, 9.0], (N_VIEWS, 1))
+    np.save(tmp_path / "poses_bounds.npy", _to_llff_rows(c2w, bounds))
+    _write_images(tmp_path / "images", 18, 24, ext=".JPG")  # 0.75 x the hwf size
+    imageio.imwrite(tmp_path / "images" / "._IMG_0000.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    out = _parse(tmp_path, holdout_every=0)
+    assert len(out.image_filenames) == N_VIEWS and out.image_filenames[0].name == "IMG_0000.JPG"
+    assert torch.allclose(out.cameras.fx, torch.full_like(out.cameras.fx, FOCAL0 * 0.75))
+    assert torch.allclose(out.cameras.cy, torch.full_like(out.cameras.cy, 9.0))
+
+
+def test_intrinsics_non_uniform_rescale(tmp_path, capsys):
+    """Images whose aspect differs from the hwf column: fx follows the width ratio, fy the height ratio."""
+    c2w = _make_opengl_poses()
+    np.save(tmp_path / "poses_bounds.npy", _to_llff_rows(c2w, np.tile([2.0, 9.0], (N_VIEWS, 1))))
+    _write_images(tmp_path / "images", 12, 24)  # sy = 0.5, sx = 0.75
+    cams = _parse(tmp_path, downscale_factor=1).cameras
+    assert "aspect ratio" in capsys.readouterr().out
+    assert torch.allclose(cams.fx, torch.full_like(cams.fx, FOCAL0 * 0.75))
+    assert torch.allclose(cams.fy, torch.full_like(cams.fy, FOCAL0 * 0.5))
+    assert torch.allclose(cams.cx, torch.full_like(cams.cx, 12.0))
+    assert torch.allclose(cams.cy, torch.full_like(cams.cy, 6.0))
+
+
+def test_bounds_scale_and_near_far(scene):
+    data, _, bounds = scene
+    out = _parse(data, "train", downscale_factor=2)
+    scale = 1.0 / (bounds.min() * 0.75)
+    assert out.dataparser_scale == pytest.approx(scale)
+    assert out.metadata["near_plane"] == pytest.approx(0.9 * bounds.min() * scale) == pytest.approx(0.9 / 0.75)
+    assert out.metadata["far_plane"] == pytest.approx(bounds.max() * scale)
+    assert out.metadata["forward_facing"] is True
+    idx = out.metadata["image_indices"].numpy()
+    np.testing.assert_allclose(out.metadata["bounds"].numpy(), bounds[idx] * scale, rtol=1e-5)
+    # near/far are global (identical for every split)
+    test = _parse(data, "test", downscale_factor=2)
+    assert test.metadata["near_plane"] == out.metadata["near_plane"]
+    assert test.metadata["far_plane"] == out.metadata["far_plane"]
+    # bd_factor=None disables rescaling
+    assert _parse(data, bd_factor=None).dataparser_scale == 1.0
+
+
+def test_recentred_poses(scene):
+    data, _, _ = scene
+    c2w = _parse(data, holdout_every=0).cameras.camera_to_worlds.double().numpy()
+    avg = average_pose(c2w)
+    np.testing.assert_allclose(avg[:, :3], np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(c2w[:, :, 3].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(avg, np.eye(4)[:3], atol=1e-5)
+    # rotations stay orthonormal and proper
+    rot = c2w[:, :, :3]
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-5)
+
+
+def test_relative_geometry_preserved(scene):
+    data, c2w_gt, bounds = scene
+    out = _parse(data, holdout_every=0)
+    c2w = out.cameras.camera_to_worlds.double().numpy()
+    scale = 1.0 / (bounds.min() * 0.75)
+    d_new = np.linalg.norm(c2w[:, None, :, 3] - c2w[None, :, :, 3], axis=-1)
+    d_gt = np.linalg.norm(c2w_gt[:, None, :, 3] - c2w_gt[None, :, :, 3], axis=-1)
+    np.testing.assert_allclose(d_new, scale * d_gt, atol=1e-5)
+    rel_new = np.einsum("iba,jbc->ijac", c2w[:, :, :3], c2w[:, :, :3])  # R_i^T R_j
+    rel_gt = np.einsum("iba,jbc->ijac", c2w_gt[:, :, :3], c2w_gt[:, :, :3])
+    np.testing.assert_allclose(rel_new, rel_gt, atol=1e-5)
+
+
+def test_dataparser_transform_inverts_to_original_opengl_poses(scene):
+    """Checks the [down,right,back] -> [right,up,back] conversion and the recorded transform/scale."""
+    data, c2w_gt, _ = scene
+    out = _parse(data, "test", downscale_factor=2)
+    orig = out.transform_poses_to_original_space(out.cameras.camera_to_worlds, camera_convention="opengl")
+    idx = out.metadata["image_indices"].numpy()
+    np.testing.assert_allclose(orig.numpy(), c2w_gt[idx], atol=1e-5)
+    # without recentring / scaling the poses are exactly the (converted) input poses
+    raw = _parse(data, "test", recenter=False, bd_factor=None).cameras.camera_to_worlds.numpy()
+    np.testing.assert_allclose(raw, c2w_gt[idx], atol=1e-6)
+
+
+def test_scene_box_contains_cameras_and_far_frustum(scene):
+    data, _, _ = scene
+    out = _parse(data, holdout_every=0, downscale_factor=2)
+    aabb = out.scene_box.aabb
+    c2w = out.cameras.camera_to_worlds
+    far = out.metadata["far_plane"]
+    eps = 1e-4
+    centres = c2w[:, :, 3]
+    assert ((centres >= aabb[0] - eps) & (centres <= aabb[1] + eps)).all()
+    # principal-axis points at depth far (inside the far-plane rectangle, hence inside the box)
+    far_pts = centres - far * c2w[:, :, 2]
+    assert ((far_pts >= aabb[0] - eps) & (far_pts <= aabb[1] + eps)).all()
+    # the camera-space frustum corners at depth far land on the box faces for some camera
+    cams = out.cameras
+    dirs = torch.stack(
+        [(0 - cams.cx[:, 0]) / cams.fx[:, 0], (cams.cy[:, 0] - 0) / cams.fy[:, 0], -torch.ones(len(cams))], -1
+    )
+    corner = centres + far * torch.einsum("nij,nj->ni", c2w[:, :, :3], dirs)
+    assert ((corner >= aabb[0] - eps) & (corner <= aabb[1] + eps)).all()
+    # same box for every split
+    assert torch.equal(_parse(data, "test", downscale_factor=2).scene_box.aabb, aabb)
+
+
+def test_input_dataset_loads_images(scene):
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    data, _, _ = scene
+    out = _parse(data, "train", downscale_factor=2)
+    ds = InputDataset(out)
+    item = ds[0]
+    assert item["image"].shape == (H0 // 2, W0 // 2, 3)
+    assert item["image"].dtype == torch.float32
+    assert tuple(item["image"][0, 0].tolist()) == (1.0, 0.0, 0.0)
+
+
+def test_vanilla_datamanager_batch(scene):
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+
+    data, _, _ = scene
+    config = VanillaDataManagerConfig(
+        dataparser=LLFFDataParserConfig(data=data, downscale_factor=2),
+        train_num_rays_per_batch=64,
+        eval_num_rays_per_batch=64,
+    )
+    dm = VanillaDataManager(config, device="cpu", test_mode="test")
+    ray_bundle, batch = dm.next_train(0)
+    assert ray_bundle.origins.shape == (64, 3) and batch["image"].shape == (64, 3)
+    assert len(dm.eval_dataset) == 3
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_error_missing_data_folder(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        _parse(missing)
+
+
+def test_error_missing_poses_bounds(scene):
+    data, _, _ = scene
+    (data / "poses_bounds.npy").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        _parse(data)
+    assert str(data / "poses_bounds.npy") in str(err.value)
+
+
+def test_error_wrong_shape(scene):
+    data, _, _ = scene
+    np.save(data / "poses_bounds.npy", np.zeros((N_VIEWS, 15)))
+    with pytest.raises(ValueError) as err:
+        _parse(data)
+    assert str(data / "poses_bounds.npy") in str(err.value) and "(17, 15)" in str(err.value)
+
+
+def test_error_pose_image_count_mismatch(scene):
+    data, _, _ = scene
+    (data / "images_2" / "IMG_0003.png").unlink()
+    with pytest.raises(ValueError) as err:
+        _parse(data, downscale_factor=2)
+    msg = str(err.value)
+    assert f"{N_VIEWS} pose rows" in msg and f"{N_VIEWS - 1} images" in msg and str(data / "images_2") in msg
+
+
+def test_error_missing_image_folder(scene):
+    data, _, _ = scene
+    for folder in ("images", "images_2"):
+        for f in (data / folder).iterdir():
+            f.unlink()
+        (data / folder).rmdir()
+    with pytest.raises(FileNotFoundError) as err:
+        _parse(data, downscale_factor=8)
+    msg = str(err.value)
+    assert str(data / "images_8") in msg and str(data / "images") in msg
+
+
+def test_error_unknown_split(scene):
+    data, _, _ = scene
+    with pytest.raises(ValueError, match="split"):
+        _parse(data, "bogus")
