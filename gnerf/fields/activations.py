@@ -33,7 +33,7 @@ class Gaussian(nn.Module):
         self.sigma = float(sigma)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.exp(-0.5 * (x / self.sigma) ** 2)
+        return torch.exp(x.square() * (-0.5 / self.sigma**2))
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"

@@ -1,0 +1,138 @@
+"""Gaussian-NeRF: one Gaussian radiance field, stratified samples, no hierarchical sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from torch.nn import Parameter
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.ray_samplers import LinearDisparitySampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.model_components.scene_colliders import NearFarCollider
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+
+from gnerf.nerf.field import GaussianRadianceField
+from gnerf.nerf.metrics import ImageMetrics
+
+BLENDER_NEAR, BLENDER_FAR = 2.0, 6.0
+
+
+@dataclass
+class GaussianNeRFModelConfig(ModelConfig):
+    """Gaussian-NeRF (GARF) with the paper's defaults (supplementary, sec. 4.3)."""
+
+    _target: Type = field(default_factory=lambda: GaussianNeRFModel)
+    num_samples: int = 128
+    """Stratified samples per ray (a single model, no hierarchical or proposal sampling)."""
+    sampling: Literal["auto", "uniform", "disparity"] = "auto"
+    """Sample spacing: uniform in depth, linear in disparity (forward-facing scenes, as GARF), or
+    auto: disparity when the dataparser marks the scene forward-facing, uniform otherwise."""
+    near_plane: Optional[float] = None
+    """Near plane; None takes the dataparser's ``near_plane`` metadata, else 2.0 (Blender)."""
+    far_plane: Optional[float] = None
+    """Far plane; None takes the dataparser's ``far_plane`` metadata, else 6.0 (Blender)."""
+    collider_params: Optional[Dict[str, float]] = None
+    """Unused: the near and far planes above configure the collider."""
+    background_color: Literal["random", "last_sample", "black", "white"] = "white"
+    """Background composited behind the field (Blender scenes have white backgrounds)."""
+    sigma: float = 0.1
+    """Width of every Gaussian activation."""
+    hidden_dim: int = 256
+    """Trunk width."""
+    num_layers: int = 9
+    """Trunk linear layers, output included (eight hidden layers)."""
+    skip_connections: Tuple[int, ...] = (5,)
+    """Trunk layers that receive xyz again."""
+    feature_dim: int = 256
+    """Feature size passed from the trunk to the colour head."""
+    direction_dim: int = 64
+    """Size of the Gaussian embedding of the view direction (0: no view dependence)."""
+    color_hidden_dim: int = 128
+    """Colour head width."""
+    color_num_layers: int = 2
+    """Colour head linear layers, output included."""
+    position_scale: float = 1.0
+    """xyz is multiplied by this before entering the field."""
+    loss_coefficients: Dict[str, float] = field(default_factory=lambda: {"rgb_loss": 1.0})
+    """Weight of each loss term."""
+    eval_num_rays_per_chunk: int = 4096
+    """Rays rendered at once during evaluation."""
+
+
+class GaussianNeRFModel(Model):
+    """Renders a :class:`GaussianRadianceField` with stratified samples and classic volume rendering."""
+
+    config: GaussianNeRFModelConfig
+
+    def populate_modules(self) -> None:
+        # the collider is configured here from the dataparser's metadata, not from collider_params
+        metadata = self.kwargs.get("metadata") or {}
+        near = self.config.near_plane if self.config.near_plane is not None else metadata.get("near_plane", BLENDER_NEAR)
+        far = self.config.far_plane if self.config.far_plane is not None else metadata.get("far_plane", BLENDER_FAR)
+        if not 0 <= near < far:
+            raise ValueError(f"need 0 <= near_plane < far_plane, got near={near}, far={far}; "
+                             "set --pipeline.model.near-plane / --pipeline.model.far-plane")
+        self.near_plane, self.far_plane = float(near), float(far)
+        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane)
+
+        sampling = self.config.sampling
+        if sampling == "auto":
+            sampling = "disparity" if metadata.get("forward_facing", False) else "uniform"
+        self.sampling = sampling
+        sampler_cls = LinearDisparitySampler if sampling == "disparity" else UniformSampler
+        self.sampler = sampler_cls(num_samples=self.config.num_samples, train_stratified=True)
+
+        c = self.config
+        self.field = GaussianRadianceField(
+            sigma=c.sigma, hidden_dim=c.hidden_dim, num_layers=c.num_layers, skip_connections=c.skip_connections,
+            feature_dim=c.feature_dim, direction_dim=c.direction_dim, color_hidden_dim=c.color_hidden_dim,
+            color_num_layers=c.color_num_layers, position_scale=c.position_scale,
+        )
+        self.renderer_rgb = RGBRenderer(background_color=c.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="expected")
+        self.rgb_loss = MSELoss()
+        self.image_metrics = ImageMetrics()
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {"fields": list(self.field.parameters())}
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:
+        ray_samples = self.sampler(ray_bundle)
+        field_outputs = self.field(ray_samples)
+        weights = ray_samples.get_weights(field_outputs[FieldHeadNames.DENSITY])
+        return {
+            "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights),
+            "accumulation": self.renderer_accumulation(weights),
+            "depth": self.renderer_depth(weights, ray_samples),
+        }
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        image = batch["image"].to(outputs["rgb"].device)
+        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image
+        )
+        return {"rgb_loss": self.config.loss_coefficients["rgb_loss"] * self.rgb_loss(gt, pred)}
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        mse = torch.mean((outputs["rgb"].detach() - image) ** 2)
+        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        rgb = outputs["rgb"]
+        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
+        acc = colormaps.apply_colormap(outputs["accumulation"])
+        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"],
+                                               near_plane=self.near_plane, far_plane=self.far_plane)
+        images = {"img": torch.cat([image, rgb], dim=1), "accumulation": acc, "depth": depth}
+        return metrics, images

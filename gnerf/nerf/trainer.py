@@ -1,0 +1,131 @@
+"""A nerfstudio Trainer that follows gnerf's curvature protocol.
+
+nerfstudio's ``Trainer.train_iteration`` is the only place that calls ``backward()``. This
+subclass passes ``create_graph=True`` exactly on the steps where one of the stepping optimizers
+asks for curvature (``should_create_graph()``), releases the graph after the step, stops on a
+non-finite loss, and writes checkpoints atomically. Plain steps run the same code as nerfstudio's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Type
+
+import torch
+
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
+from nerfstudio.utils.decorators import check_main_thread
+
+from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
+from gnerf.optim.curvature import should_create_graph
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class CurvatureTrainerConfig(TrainerConfig):
+    """TrainerConfig for methods whose optimizers may need Hessian-vector products."""
+
+    _target: Type = field(default_factory=lambda: CurvatureTrainer)
+
+
+class CurvatureTrainer(Trainer):
+    """Trainer that builds the autograd graph only on curvature steps."""
+
+    config: CurvatureTrainerConfig
+
+    def setup_optimizers(self) -> Optimizers:
+        config = dict(self.config.optimizers)
+        if self._forward_facing():
+            for name, group in config.items():
+                sched = group.get("scheduler")
+                if isinstance(sched, ExponentialDecaySchedulerConfig) and sched.lr_final_forward_facing is not None:
+                    config[name] = {**group, "scheduler": dataclasses.replace(sched, lr_final=sched.lr_final_forward_facing)}
+        optimizers = Optimizers(config, self.pipeline.get_param_groups())
+        curvature = [name for name, opt in optimizers.optimizers.items() if hasattr(opt, "should_create_graph")]
+        if curvature:
+            if self.mixed_precision or self.use_grad_scaler:
+                raise ValueError(
+                    f"param group(s) {curvature} use a curvature optimizer, whose Hessian-vector products need "
+                    "float32 gradients with an intact graph: run without --mixed-precision and --use-grad-scaler "
+                    "(or give those groups a first-order optimizer)."
+                )
+            accumulating = [n for n in curvature if self.gradient_accumulation_steps[n] != 1]
+            if accumulating:
+                raise ValueError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
+                                 "gradient accumulation: remove them from --gradient-accumulation-steps.")
+        return optimizers
+
+    def _forward_facing(self) -> bool:
+        outputs = getattr(self.pipeline.datamanager, "train_dataparser_outputs", None)
+        return bool(outputs is not None and (outputs.metadata or {}).get("forward_facing", False))
+
+    def train_iteration(self, step: int) -> TRAIN_INTERATION_OUTPUT:
+        groups = list(self.optimizers.parameters.keys())
+        accumulation = self.gradient_accumulation_steps
+        self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])
+        needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
+        create_graph = any(should_create_graph(self.optimizers.optimizers[g]) for g in needs_step)
+
+        device_type = self.device.split(":")[0]
+        device_type = "cpu" if device_type == "mps" else device_type
+        with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
+            _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
+            loss = functools.reduce(torch.add, loss_dict.values())
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            raise NonFiniteLossError(
+                f"step {step}: the training loss is not finite ({terms}); stopping before it reaches the weights. "
+                "Lower the learning rate (--optimizers.fields.optimizer.lr) or resume from the last checkpoint "
+                f"in {self.checkpoint_dir}."
+            )
+        self.grad_scaler.scale(loss).backward(create_graph=create_graph)
+        self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
+
+        if self.config.log_gradients:
+            total = 0.0
+            for tag, value in self.pipeline.model.named_parameters():
+                if value.grad is not None:
+                    grad = value.grad.detach().norm()
+                    metrics_dict[f"Gradients/{tag}"] = grad
+                    total += grad
+            metrics_dict["Gradients/Total"] = total
+        if create_graph:  # the graph lives in .grad: drop it now rather than at the next zero_grad
+            for params in self.optimizers.parameters.values():
+                for p in params:
+                    p.grad = None
+
+        scale = self.grad_scaler.get_scale()
+        self.grad_scaler.update()
+        if scale <= self.grad_scaler.get_scale():
+            self.optimizers.scheduler_step_all(step)
+        return loss, loss_dict, metrics_dict
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """Save pipeline, optimizers, schedulers and scaler; the file appears complete or not at all."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        state = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        # written beside, not inside, the checkpoint folder: nerfstudio parses every file name in it
+        tmp = self.checkpoint_dir.parent / f".{ckpt_path.name}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt_path)
+        if self.config.save_only_latest_checkpoint:
+            for f in self.checkpoint_dir.glob("*.ckpt"):
+                if f != ckpt_path:
+                    f.unlink()

@@ -1,0 +1,237 @@
+"""The nerfstudio plugin, driven in-process: model, field, sampler, trainer protocol, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from nerf_helpers import LEGO, tiny_config, train
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.utils.eval_utils import eval_setup
+
+from gnerf.nerf import metrics as metrics_module
+from gnerf.nerf.model import GaussianNeRFModelConfig
+from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
+from gnerf.nerf.trainer import NonFiniteLossError
+from gnerf.optim import ESGDMax
+from gnerf.scenes import make_blender_scene
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_blender_scene(tmp_path_factory.mktemp("scenes") / "procedural", image_size=24,
+                              num_train=8, num_val=2, num_test=3)
+
+
+def _rays(n: int, near=None) -> RayBundle:
+    origins = torch.tensor([[0.0, 0.0, 4.0]]).expand(n, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.1 + torch.tensor([0.0, 0.0, -1.0]), dim=-1)
+    return RayBundle(origins=origins, directions=dirs, pixel_area=torch.ones(n, 1),
+                     camera_indices=torch.zeros(n, 1, dtype=torch.long))
+
+
+def _model(**overrides):
+    cfg = GaussianNeRFModelConfig(**overrides)
+    return cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4,
+                     metadata={})
+
+
+def test_default_model_is_the_papers():
+    model = _model()
+    rays = model.collider(_rays(5))
+    samples = model.sampler(rays)
+    assert samples.frustums.starts.shape == (5, 128, 1)  # exactly 128 points per ray, one model
+    assert model.sampling == "uniform" and (model.near_plane, model.far_plane) == (2.0, 6.0)
+    starts = samples.frustums.starts[..., 0]
+    assert torch.all(starts >= 2.0) and torch.all(samples.frustums.ends[..., 0] <= 6.0 + 1e-5)
+    linears = [m for m in model.field.trunk.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 9 and linears[0].in_features == 3  # raw xyz, no positional encoding
+    assert linears[5].in_features == 256 + 3  # skip connection
+    assert all(type(a).__name__ == "Gaussian" and a.sigma == 0.1 for a in model.field.trunk.activations)
+    assert set(model.get_param_groups()) == {"fields"}
+
+
+def test_field_density_and_colour_shapes_and_ranges():
+    model = _model(hidden_dim=32, feature_dim=16, num_layers=3, skip_connections=(1,), num_samples=20)
+    samples = model.sampler(model.collider(_rays(7)))
+    out = model.field(samples)
+    density, rgb = out[FieldHeadNames.DENSITY], out[FieldHeadNames.RGB]
+    assert density.shape == (7, 20, 1) and rgb.shape == (7, 20, 3)
+    assert torch.all(density >= 0)
+    assert torch.all((rgb > 0) & (rgb < 1))
+    rendered = model.get_outputs(model.collider(_rays(7)))
+    assert rendered["rgb"].shape == (7, 3) and rendered["accumulation"].shape == (7, 1)
+    assert torch.all((rendered["accumulation"] >= 0) & (rendered["accumulation"] <= 1 + 1e-5))
+
+
+def test_forward_facing_metadata_switches_sampling_and_planes():
+    cfg = GaussianNeRFModelConfig(num_samples=8)
+    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-5.0] * 3, [5.0] * 3])), num_train_data=2,
+                      metadata={"near_plane": 1.2, "far_plane": 9.0, "forward_facing": True})
+    assert model.sampling == "disparity" and (model.near_plane, model.far_plane) == (1.2, 9.0)
+    samples = model.sampler(model.collider(_rays(3)))
+    mids = ((samples.frustums.starts + samples.frustums.ends) / 2)[0, :, 0]
+    gaps = torch.diff(1.0 / mids)  # linear in disparity: gaps in 1/depth roughly constant
+    assert mids[0] >= 1.2 and torch.all(gaps < 0)
+    with pytest.raises(ValueError, match="near-plane"):
+        GaussianNeRFModelConfig(near_plane=5.0, far_plane=1.0).setup(
+            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata={})
+
+
+def test_scheduler_decays_in_python_floats():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt = ESGDMax(p, lr=1.0)
+    sched = ExponentialDecaySchedulerConfig(lr_final=0.1, max_steps=10).setup().get_scheduler(opt, lr_init=1.0)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(10**-0.5) and lrs[10] == pytest.approx(0.1)
+    assert lrs[11] == pytest.approx(0.1)
+    assert all(type(v) is float for v in sched.state_dict()["_last_lr"])
+
+
+def test_esgd_training_protocol_checkpoint_and_resume(scene, tmp_path, monkeypatch):
+    calls = []
+    real_backward = torch.autograd.backward
+
+    def spy(*args, **kwargs):
+        calls.append(bool(kwargs.get("create_graph", args[3] if len(args) > 3 else False)))
+        return real_backward(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "backward", spy)
+    trainer = train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=12, d_warmup=3, update_d_every=4))
+    monkeypatch.setattr(torch.autograd, "backward", real_backward)
+
+    # graph built on exactly the curvature steps 0, 1, 2, 4, 8 and on no other step
+    assert [i for i, c in enumerate(calls) if c] == [0, 1, 2, 4, 8] and len(calls) == 12
+    opt = trainer.optimizers.optimizers["fields"]
+    assert isinstance(opt, ESGDMax) and opt.num_steps == 12 and opt.num_curvature_updates == 5
+    assert all(p.grad is None or p.grad.grad_fn is None for p in trainer.pipeline.model.parameters())
+    assert opt.param_groups[0]["lr"] < 1.0  # the exponential decay ran
+
+    ckpts = sorted((trainer.base_dir / "nerfstudio_models").glob("*.ckpt"))
+    assert [c.name for c in ckpts] == ["step-000000011.ckpt"]
+    assert not list(trainer.base_dir.glob(".*.tmp"))
+    state = torch.load(ckpts[0], map_location="cpu")  # torch >= 2.6 default: weights_only=True
+    assert state["optimizers"]["fields"]["esgd"]["num_curvature_updates"] == 5
+
+    # resume (nerfstudio runs max_num_iterations more steps): step, curvature counters and schedule continue
+    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=4, d_warmup=3, update_d_every=4)
+    cfg.timestamp = "resumed"
+    cfg.load_dir = trainer.base_dir / "nerfstudio_models"
+    resumed = train(cfg)
+    ropt = resumed.optimizers.optimizers["fields"]
+    assert ropt.num_steps == 12 + 4 and ropt.num_curvature_updates == 6  # step 12 is a curvature step
+    assert ropt.param_groups[0]["lr"] == pytest.approx(0.1 ** (16 / 200_000))
+
+
+def test_eval_setup_loads_checkpoint_and_reports_metrics_without_lpips(scene, tmp_path, monkeypatch, capsys):
+    trainer = train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=6))
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    import torchmetrics.image.lpip as lpip_module
+
+    monkeypatch.setattr(lpip_module, "LearnedPerceptualImagePatchSimilarity", offline)
+    _, pipeline, ckpt, step = eval_setup(trainer.base_dir / "config.yml", test_mode="test")
+    assert step == 5 and ckpt.name == "step-000000005.ckpt"
+    results = pipeline.get_average_eval_image_metrics(step=step)
+    assert {"psnr", "ssim"} <= set(results) and "lpips" not in results
+    assert math.isfinite(results["psnr"]) and 0 < results["ssim"] <= 1
+    out = capsys.readouterr().out
+    assert out.count("LPIPS skipped") == 1 and metrics_module.ALEXNET_WEIGHTS in out
+
+
+def test_lpips_is_reported_when_the_metric_builds(monkeypatch):
+    class FakeLPIPS:
+        def __init__(self, normalize):
+            assert normalize
+
+        def to(self, device):
+            return self
+
+        def __call__(self, a, b):
+            return torch.mean((a - b) ** 2)
+
+    import torchmetrics.image.lpip as lpip_module
+
+    monkeypatch.setattr(lpip_module, "LearnedPerceptualImagePatchSimilarity", FakeLPIPS)
+    m = metrics_module.ImageMetrics()
+    img = torch.rand(1, 3, 16, 16)
+    res = m(img, img * 0.5)
+    assert res["lpips"] == pytest.approx(float(torch.mean((img - img * 0.5) ** 2)))
+    assert res["psnr"] == pytest.approx(-10 * math.log10(float(torch.mean((img - img * 0.5) ** 2))), rel=1e-4)
+
+
+def test_nan_loss_stops_with_message(scene, tmp_path, monkeypatch):
+    from gnerf.nerf.model import GaussianNeRFModel
+
+    real = GaussianNeRFModel.get_loss_dict
+
+    def nan_loss(self, outputs, batch, metrics_dict=None):
+        return {k: v * float("nan") for k, v in real(self, outputs, batch, metrics_dict).items()}
+
+    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", nan_loss)
+    with pytest.raises(NonFiniteLossError, match=r"step 0: the training loss is not finite \(rgb_loss=nan\)"):
+        train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3))
+
+
+def test_grad_scaler_is_refused_with_curvature_optimizers(scene, tmp_path):
+    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=2)
+    cfg.use_grad_scaler = True
+    with pytest.raises(ValueError, match="without --mixed-precision and --use-grad-scaler"):
+        train(cfg)
+
+
+def test_adam_method_trains_with_first_order_steps_only(scene, tmp_path, monkeypatch):
+    calls = []
+    real_backward = torch.autograd.backward
+    monkeypatch.setattr(torch.autograd, "backward",
+                        lambda *a, **k: calls.append(k.get("create_graph", False)) or real_backward(*a, **k))
+    trainer = train(tiny_config("gaussian-nerf-adam", scene, tmp_path, iterations=4))
+    assert calls == [False] * 4
+    opt = trainer.optimizers.optimizers["fields"]
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] < 1e-4
+
+
+@pytest.mark.skipif(not LEGO.exists(), reason="needs ../shared/data/nerf_synthetic/lego")
+def test_lego_downscaled_trains_and_evaluates(tmp_path):
+    cfg = tiny_config("gaussian-nerf-esgd", LEGO, tmp_path, iterations=6, d_warmup=2, update_d_every=3)
+    cfg.pipeline.datamanager.camera_res_scale_factor = 0.1  # 40x40
+    trainer = train(cfg)
+    assert trainer.optimizers.optimizers["fields"].num_curvature_updates == 3  # steps 0, 1, 3
+    _, pipeline, _, step = eval_setup(trainer.base_dir / "config.yml", test_mode="test")
+    assert len(pipeline.datamanager.eval_dataset) == 200
+    metrics, images = pipeline.model.get_image_metrics_and_images(
+        pipeline.model.get_outputs_for_camera(pipeline.datamanager.eval_dataset.cameras[0:1]),
+        pipeline.datamanager.eval_dataset[0],
+    )
+    assert images["img"].shape == (40, 80, 3) and math.isfinite(metrics["psnr"])
+
+
+def test_forward_facing_lr_final(tmp_path):
+    import test_llff_dataparser as llff
+
+    c2w = llff._make_opengl_poses()
+    bounds = np.stack([np.full(llff.N_VIEWS, 2.0), np.full(llff.N_VIEWS, 9.0)], axis=1)
+    np.save(tmp_path / "poses_bounds.npy", llff._to_llff_rows(c2w, bounds))
+    llff._write_images(tmp_path / "images", llff.H0, llff.W0)
+    from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
+
+    cfg = tiny_config("gaussian-nerf-esgd", tmp_path, tmp_path / "out", iterations=3,
+                      dataparser=LLFFDataParserConfig(downscale_factor=1))
+    sched = cfg.optimizers["fields"]["scheduler"]
+    cfg.optimizers["fields"]["scheduler"] = dataclasses.replace(sched, max_steps=3)
+    trainer = train(cfg)
+    assert trainer.pipeline.model.sampling == "disparity"
+    # 1 -> 0.01 over the run on forward-facing scenes (Blender: 1 -> 0.1)
+    assert trainer.optimizers.optimizers["fields"].param_groups[0]["lr"] == pytest.approx(0.01)
