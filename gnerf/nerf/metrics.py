@@ -49,7 +49,8 @@ class LazyLPIPS:
                 CONSOLE.print(
                     f"[yellow]LPIPS skipped: could not load the AlexNet weights ({type(err).__name__}: "
                     f"{str(err).splitlines()[0][:120]}). Put {ALEXNET_WEIGHTS} (from {ALEXNET_URL}) at "
-                    f"{alexnet_weights_path()} to get LPIPS; PSNR and SSIM are still reported.[/yellow]"
+                    f"{alexnet_weights_path()} to get LPIPS; PSNR and SSIM are still reported.[/yellow]",
+                    soft_wrap=True,  # one line, however narrow the terminal
                 )
                 return None
         if self._metric is not None:

@@ -1,0 +1,117 @@
+"""Build and run the registered gnerf methods in-process, at a chosen (usually reduced) size.
+
+Used by the benchmarks and tests; the command-line equivalent is ``ns-train <method>`` with the
+same overrides (see :mod:`gnerf.demo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
+
+from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
+
+METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
+
+
+def method_config(
+    method: str,
+    data: Path,
+    output_dir: Path,
+    *,
+    iterations: int,
+    rays: int,
+    samples: int,
+    hidden_dim: int,
+    num_layers: int,
+    skip_connections: Optional[Sequence[int]] = None,
+    direction_dim: Optional[int] = None,
+    color_hidden_dim: Optional[int] = None,
+    image_scale: float = 1.0,
+    device: str = "cpu",
+    curvature_cadence: Optional[tuple] = None,
+    dataparser: Optional[DataParserConfig] = None,
+    experiment_name: str = "run",
+    timestamp: str = "run",
+) -> CurvatureTrainerConfig:
+    """A copy of the registered method's config with the sizes given (the classes are unchanged).
+
+    The learning-rate schedule is stretched to ``iterations`` (start and final lr as registered);
+    ``curvature_cadence=(d_warmup, update_d_every)`` overrides the curvature cadence of
+    curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
+    """
+    from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd
+
+    specs = {"gaussian-nerf-esgd": gaussian_nerf_esgd, "gaussian-nerf-adam": gaussian_nerf_adam}
+    if method not in specs:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cfg = dataclasses.replace(specs[method].config)
+    dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=rays,
+                             eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
+    if dataparser is not None:
+        dm.dataparser = dataparser
+    model_overrides: Dict[str, object] = dict(num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
+                                              num_layers=num_layers)
+    model_overrides["skip_connections"] = (
+        tuple(skip_connections) if skip_connections is not None else ((num_layers // 2,) if num_layers > 2 else ())
+    )
+    if direction_dim is not None:
+        model_overrides["direction_dim"] = direction_dim
+    if color_hidden_dim is not None:
+        model_overrides["color_hidden_dim"] = color_hidden_dim
+    model = dataclasses.replace(cfg.pipeline.model, **model_overrides)
+    cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
+
+    group = cfg.optimizers["fields"]
+    optimizer, scheduler = group["optimizer"], dataclasses.replace(group["scheduler"], max_steps=iterations)
+    if curvature_cadence is not None and hasattr(optimizer, "d_warmup"):
+        optimizer = dataclasses.replace(optimizer, d_warmup=curvature_cadence[0], update_d_every=curvature_cadence[1])
+    cfg.optimizers = {"fields": {"optimizer": optimizer, "scheduler": scheduler}}
+
+    cfg.max_num_iterations = iterations
+    cfg.steps_per_save = iterations
+    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10 * iterations + 1
+    cfg.vis = "tensorboard"
+    cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
+    cfg.output_dir = Path(output_dir)
+    cfg.experiment_name = experiment_name
+    cfg.timestamp = timestamp
+    return cfg
+
+
+def setup_trainer(cfg: CurvatureTrainerConfig) -> CurvatureTrainer:
+    """Seed, save config.yml and set up a trainer as ``ns-train`` does, without training."""
+    from nerfstudio.scripts.train import _set_random_seed
+
+    cfg.save_config()
+    _set_random_seed(cfg.machine.seed)
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def train(cfg: CurvatureTrainerConfig) -> CurvatureTrainer:
+    """Train in-process as ``ns-train`` does; returns the finished trainer."""
+    trainer = setup_trainer(cfg)
+    trainer.train()
+    return trainer
+
+
+@torch.no_grad()
+def evaluate_views(pipeline, indices: Sequence[int]) -> Dict[str, float]:
+    """Mean PSNR / SSIM (/ LPIPS) of the model over the given views of the eval dataset."""
+    model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
+    model.eval()
+    totals: Dict[str, float] = {}
+    for i in indices:
+        outputs = model.get_outputs_for_camera(dataset.cameras[i : i + 1].to(model.device))
+        metrics, _ = model.get_image_metrics_and_images(outputs, dataset[i])
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v
+    model.train()
+    return {k: v / len(indices) for k, v in totals.items()}
