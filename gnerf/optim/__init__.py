@@ -8,11 +8,27 @@ from gnerf.optim.curvature import (
     should_create_graph,
 )
 from gnerf.optim.esgd import ESGD, ESGDMax, esgd
+from gnerf.optim.registry import (
+    OPTIMIZERS,
+    OptimizerSpec,
+    build_optimizer,
+    default_lr,
+    get_optimizer_spec,
+    register_optimizer,
+    registered_optimizers,
+)
 
 __all__ = [
     "ESGD",
     "ESGDMax",
     "MissingGraphError",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "build_optimizer",
+    "default_lr",
+    "get_optimizer_spec",
+    "register_optimizer",
+    "registered_optimizers",
     "esgd",
     "hessian_vector_product",
     "rademacher_like",

@@ -1,0 +1,31 @@
+"""Standalone fitting tasks on the shared field and optimizer modules: images, occupancy, video.
+
+All three share one fitting loop (:mod:`gnerf.tasks.loop`), the optimizer registry
+(:mod:`gnerf.optim.registry`), the field builder (:func:`gnerf.tasks.loop.build_field` over
+:class:`gnerf.fields.CoordinateMLP`) and one output layer (:mod:`gnerf.tasks.io`). Their command
+lines are in :mod:`gnerf.tasks.cli`.
+"""
+
+from gnerf.tasks.image import ImageFitConfig, fit_image
+from gnerf.tasks.loop import FieldConfig, FitConfig, FitResult, OptimConfig, Problem, build_field, fit
+from gnerf.tasks.mesh import inside_mesh, winding_number
+from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
+from gnerf.tasks.video import VideoFitConfig, fit_video
+
+__all__ = [
+    "FieldConfig",
+    "FitConfig",
+    "FitResult",
+    "ImageFitConfig",
+    "OccupancyFitConfig",
+    "OptimConfig",
+    "Problem",
+    "VideoFitConfig",
+    "build_field",
+    "fit",
+    "fit_image",
+    "fit_occupancy",
+    "fit_video",
+    "inside_mesh",
+    "winding_number",
+]

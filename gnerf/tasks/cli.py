@@ -1,0 +1,49 @@
+"""Console entry points of the fitting commands (``gnerf-fit-image``, ``-occupancy``, ``-video``).
+
+Each parses its task's config dataclass with tyro, runs the task, and turns the errors that
+bad input raises (a missing or unreadable file, an empty mesh, a video with no frames, an
+unknown optimizer or activation, a NaN loss) into one ``error: ...`` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional, Sequence, Type, TypeVar
+
+import tyro
+
+from gnerf.tasks.image import ImageFitConfig, fit_image
+from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
+from gnerf.tasks.video import VideoFitConfig, fit_video
+
+__all__ = ["image_main", "occupancy_main", "run_cli", "video_main"]
+
+C = TypeVar("C")
+
+#: Errors that mean "bad input or options", reported without a traceback.
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, FloatingPointError)
+
+
+def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequence[str]] = None) -> None:
+    """Parse ``args`` (default: ``sys.argv``) into ``config_cls`` and call ``run`` on it."""
+    cfg = tyro.cli(config_cls, args=args, description=config_cls.__doc__)
+    try:
+        run(cfg)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def image_main(args: Optional[Sequence[str]] = None) -> None:
+    """``gnerf-fit-image``: fit an RGB image (see :mod:`gnerf.tasks.image`)."""
+    run_cli(ImageFitConfig, fit_image, args)
+
+
+def occupancy_main(args: Optional[Sequence[str]] = None) -> None:
+    """``gnerf-fit-occupancy``: fit the occupancy of a mesh (see :mod:`gnerf.tasks.occupancy`)."""
+    run_cli(OccupancyFitConfig, fit_occupancy, args)
+
+
+def video_main(args: Optional[Sequence[str]] = None) -> None:
+    """``gnerf-fit-video``: fit a video (see :mod:`gnerf.tasks.video`)."""
+    run_cli(VideoFitConfig, fit_video, args)

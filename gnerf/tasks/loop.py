@@ -1,0 +1,394 @@
+"""The one fitting loop shared by the image, occupancy and video tasks.
+
+A task turns its input into a :class:`Problem` (coordinates and targets held on the device, a
+loss and an evaluation) and calls :func:`fit`, which owns everything else: the field and
+optimizer (built from :class:`FieldConfig` / :class:`OptimConfig` through the shared builders),
+shuffled minibatches, the curvature protocol ``loss.backward(create_graph=should_create_graph(opt))``,
+the NaN check, the per-epoch metrics files, tensorboard scalars, the progress bar and the
+checkpoint that :attr:`FitConfig.resume` continues from.
+
+Output folder layout (``FitConfig.output_dir``)::
+
+    config.json        the resolved configuration
+    metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
+    metrics.jsonl      the same rows as JSON lines
+    checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
+    tensorboard/       the same scalars as event files (x axis: iteration)
+    <reconstructions>  written by the task after training
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gnerf.fields import ACTIVATIONS, CoordinateMLP
+from gnerf.optim.curvature import should_create_graph
+from gnerf.optim.registry import build_optimizer, get_optimizer_spec
+from gnerf.tasks.io import atomic_save_torch, atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "FieldConfig",
+    "FitConfig",
+    "FitResult",
+    "OptimConfig",
+    "Problem",
+    "build_field",
+    "choose_device",
+    "config_to_dict",
+    "default_output_dir",
+    "fit",
+    "predict",
+    "prepare_run",
+    "validate_config",
+]
+
+CHECKPOINT = "checkpoint.pt"
+#: Configuration keys that may change when a run is resumed.
+RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads")
+
+
+@dataclass
+class FieldConfig:
+    """The coordinate network (:class:`gnerf.fields.CoordinateMLP`)."""
+
+    activation: str = "gaussian"
+    """Hidden activation: gaussian, sine, wavelet or relu."""
+    hidden_dim: int = 256
+    """Width of every hidden layer."""
+    num_layers: int = 5
+    """Number of linear layers, the output layer included (the paper's "5-layer network")."""
+    sigma: Optional[float] = None
+    """Gaussian width; None picks the task's paper default (images 0.05, shapes 0.09)."""
+    omega: float = 30.0
+    """Sine frequency (SIREN initialisation is applied automatically)."""
+    omega0: float = 10.0
+    """Wavelet frequency."""
+    s0: float = 10.0
+    """Wavelet scale."""
+    positional_encoding: Optional[int] = None
+    """Positional-encoding frequencies L; None: 8 for relu (the paper's ReLU + PE), 0 otherwise."""
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer, built by name through :func:`gnerf.optim.registry.build_optimizer`."""
+
+    name: str = "esgd"
+    """Registered optimizer name, e.g. adam, esgd, esgd-max."""
+    lr: Optional[float] = None
+    """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15)."""
+    d_warmup: Optional[int] = None
+    """Curvature optimizers: steps that all update the curvature first (None: the optimizer's 50)."""
+    update_d_every: Optional[int] = None
+    """Curvature optimizers: curvature cadence after the warm-up (None: the optimizer's 100)."""
+
+
+@dataclass
+class FitConfig:
+    """Options every fitting command shares (the tasks subclass this)."""
+
+    output_dir: Optional[Path] = None
+    """Run folder; None: outputs/<task>/<input>-<activation>-<optimizer>-<timestamp>."""
+    epochs: int = 100
+    """Passes over the training set."""
+    batch_size: int = 512
+    """Minibatch size (coordinates per step); minibatches are reshuffled every epoch."""
+    seed: int = 0
+    """Seed for the network initialisation, shuffling and curvature probes."""
+    device: Optional[str] = None
+    """torch device; None: cuda when available, else cpu."""
+    resume: bool = False
+    """Continue the run in output_dir from its checkpoint (epochs may be raised)."""
+    eval_batch_size: int = 65536
+    """Coordinates per forward pass when evaluating and reconstructing."""
+    log_every: int = 100
+    """Steps between NaN checks, progress-bar and tensorboard loss updates."""
+    progress: bool = True
+    """Show a progress bar."""
+    threads: Optional[int] = None
+    """CPU threads torch may use (None: torch's default); 1 is fastest on a busy machine."""
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+
+
+@dataclass
+class Problem:
+    """What a task hands to :func:`fit`.
+
+    Attributes:
+        inputs: ``[N, in_dim]`` training coordinates, on the training device.
+        targets: ``[N, out_dim]`` training targets, on the same device.
+        loss_fn: ``loss_fn(prediction, target) -> scalar`` (mean over the minibatch).
+        evaluate: ``evaluate(model) -> {metric: value}``, called after every epoch in eval mode
+            under ``torch.no_grad()``; e.g. ``{"psnr": 31.2}``.
+        sigma: the task's default Gaussian width (used when ``FieldConfig.sigma`` is None).
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    evaluate: Callable[[nn.Module], Dict[str, float]]
+    sigma: float
+
+
+@dataclass
+class FitResult:
+    """The trained model and the per-epoch metrics rows of the whole run (resumed epochs included)."""
+
+    model: nn.Module
+    history: List[Dict[str, float]]
+    output_dir: Path
+    device: torch.device
+
+
+def choose_device(device: Optional[str] = None) -> torch.device:
+    """``device`` if given (checked to exist), else CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: float) -> CoordinateMLP:
+    """The task's :class:`CoordinateMLP` from ``cfg`` with the paper's activation defaults."""
+    act = cfg.activation.lower()
+    kwargs: Dict[str, float] = {
+        "gaussian": {"sigma": default_sigma if cfg.sigma is None else cfg.sigma},
+        "sine": {"omega": cfg.omega},
+        "wavelet": {"omega0": cfg.omega0, "s0": cfg.s0},
+    }.get(act, {})
+    pe = cfg.positional_encoding if cfg.positional_encoding is not None else (8 if act == "relu" else 0)
+    return CoordinateMLP(in_dim, out_dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
+                         activation=act, activation_kwargs=kwargs, positional_encoding=pe)
+
+
+def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str) -> torch.optim.Optimizer:
+    options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every)) if v is not None}
+    try:
+        return build_optimizer(cfg.name, model.parameters(), activation=activation, lr=cfg.lr, **options)
+    except ValueError as err:
+        raise ValueError(f"--optim.name {cfg.name!r}: {err}") from None
+
+
+def default_output_dir(task: str, stem: str, cfg: FitConfig) -> Path:
+    """``outputs/<task>/<stem>-<activation>-<optimizer>-<timestamp>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("outputs") / task / f"{stem}-{cfg.field.activation}-{cfg.optim.name}-{stamp}"
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; paths become strings."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUMABLE_CHANGES and not prefix:
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
+class _MetricsLog:
+    """metrics.csv + metrics.jsonl (rewritten atomically each epoch) and tensorboard scalars."""
+
+    def __init__(self, out: Path, history: List[Dict[str, float]], purge_step: Optional[int]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out = out
+        self.rows = list(history)
+        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+
+    def add(self, row: Dict[str, float]) -> None:
+        self.rows.append(row)
+        keys: List[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_bytes(self.out / "metrics.csv", buf.getvalue().encode())
+        atomic_write_bytes(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+        for k, v in row.items():
+            if k not in ("epoch", "iteration"):
+                self.writer.add_scalar(f"epoch/{k}", v, int(row["iteration"]))
+        self.writer.flush()
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def validate_config(cfg: FitConfig) -> None:
+    """Reject bad loop options and unknown optimizer / activation names before any work is done."""
+    for name, minimum in (("epochs", 0), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
+        if getattr(cfg, name) < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+    try:
+        get_optimizer_spec(cfg.optim.name)
+    except ValueError as err:
+        raise ValueError(f"--optim.name {cfg.optim.name!r}: {err}") from None
+    if cfg.field.activation.lower() not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
+                         f"choose one of: {', '.join(ACTIVATIONS)}")
+
+
+def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, Any], device: torch.device) -> FitResult:
+    """Train a field on ``problem`` as ``cfg`` says, writing metrics and checkpoints to ``output_dir``.
+
+    ``config`` is the task's resolved configuration (written to ``config.json``; on resume it
+    must match the saved one except for :data:`RESUMABLE_CHANGES`).
+
+    Raises:
+        FileExistsError: ``output_dir`` already holds a run and ``cfg.resume`` is False.
+        FileNotFoundError: ``cfg.resume`` without a checkpoint in ``output_dir``.
+        ValueError: resuming with a different configuration, or a bad option.
+        FloatingPointError: the training loss became NaN or infinite.
+    """
+    validate_config(cfg)
+    out = Path(output_dir)
+    ckpt_path = out / CHECKPOINT
+    n = problem.inputs.shape[0]
+    if n == 0:
+        raise ValueError("the training set is empty")
+
+    torch.manual_seed(cfg.seed)
+    model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
+    optimizer = _build_optimizer(cfg.optim, model, cfg.field.activation.lower())
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, iteration, wall_time = 0, 0, 0.0
+    history: List[Dict[str, float]] = []
+
+    if cfg.resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {str(ckpt_path)!r}; "
+                                    "point --output-dir at the folder of an earlier run")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+        changed = _diff(ckpt["config"], config)
+        if changed:
+            raise ValueError(f"--resume: the configuration differs from the run in {str(out)!r} "
+                             f"({'; '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        shuffle.set_state(ckpt["shuffle_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        start_epoch, iteration, wall_time = ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"]
+        history = list(ckpt["history"])
+    elif ckpt_path.exists():
+        raise FileExistsError(f"{str(out)!r} already holds a run; pass --resume to continue it "
+                              "or choose another --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config)
+
+    from tqdm.auto import tqdm
+
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    log = _MetricsLog(out, history, purge_step=iteration + 1 if cfg.resume else None)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=min(iteration, cfg.epochs * steps_per_epoch),
+               disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            epoch_sum = torch.zeros((), device=device, dtype=torch.float64)
+            window_sum = torch.zeros((), device=device, dtype=torch.float64)
+            window = 0
+            for i in range(steps_per_epoch):
+                idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                loss = problem.loss_fn(model(problem.inputs[idx]), problem.targets[idx])
+                loss.backward(create_graph=should_create_graph(optimizer))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                iteration += 1
+                window += 1
+                detached = loss.detach().double()
+                epoch_sum += detached * idx.numel()
+                window_sum += detached
+                if window == cfg.log_every or i == steps_per_epoch - 1:
+                    mean = window_sum.item() / window
+                    if not math.isfinite(mean):
+                        raise FloatingPointError(
+                            f"the training loss became {mean} in epoch {epoch} between iterations "
+                            f"{iteration - window + 1} and {iteration} (optimizer {cfg.optim.name!r}, "
+                            f"lr {optimizer.param_groups[0]['lr']}); lower --optim.lr or check the input data")
+                    log.scalar("train/loss", mean, iteration)
+                    bar.set_postfix(epoch=epoch, loss=f"{mean:.3g}", refresh=False)
+                    bar.update(window)
+                    window_sum.zero_()
+                    window = 0
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall_time += time.perf_counter() - t0
+            model.eval()
+            with torch.no_grad():
+                metrics = problem.evaluate(model)
+            row = {"epoch": epoch, "iteration": iteration, "wall_time": wall_time, "loss": epoch_sum.item() / n}
+            row.update({k: float(v) for k, v in metrics.items()})
+            log.add(row)
+            history.append(row)
+            bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            atomic_save_torch({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "shuffle_rng": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "epoch": epoch,
+                "iteration": iteration,
+                "wall_time": wall_time,
+                "history": history,
+                "config": config,
+            }, ckpt_path)
+    finally:
+        bar.close()
+        log.close()
+    model.eval()
+    return FitResult(model=model, history=history, output_dir=out, device=device)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
+    """``model(inputs)`` in chunks of ``batch_size`` rows (no gradients)."""
+    return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+
+
+def prepare_run(task: str, stem: str, cfg: FitConfig) -> Tuple[Path, torch.device]:
+    """Check ``cfg`` and return its run folder and device (the folder named after ``task`` and ``stem`` by default)."""
+    validate_config(cfg)
+    if cfg.resume and cfg.output_dir is None:
+        raise ValueError("--resume needs --output-dir, the folder of the run to continue")
+    out = cfg.output_dir if cfg.output_dir is not None else default_output_dir(task, stem, cfg)
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
+    return Path(out), choose_device(cfg.device)
+

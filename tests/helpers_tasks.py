@@ -1,0 +1,70 @@
+"""Shared helpers for the fitting-task tests (small, CPU-sized runs on ../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+from gnerf.tasks.loop import FieldConfig
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+KODIM01 = DATA / "images" / "kodak" / "kodim01.png"
+BUNNY = DATA / "shapes" / "bunny.obj"
+DRAGON = DATA / "shapes" / "dragon.obj"
+BIKES = DATA / "video" / "bikes.mp4"
+
+
+def require(path: Path) -> Path:
+    """``path``, or skip the test when the shared data folder is not next to the repository."""
+    if not path.is_file():
+        pytest.skip(f"shared data {path} is missing (expected ../shared/data next to the repository)")
+    return path
+
+
+def small(**overrides):
+    """Keyword arguments for a small, quiet, single-threaded run (3-layer, 64-wide network)."""
+    kwargs = dict(field=FieldConfig(hidden_dim=64, num_layers=3), threads=1, progress=False, batch_size=256)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def read_metrics(run: Path) -> List[Dict[str, float]]:
+    """metrics.csv rows as floats, after checking that metrics.jsonl holds the same rows."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    jsonl = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: float(v) for k, v in r.items()} for r in jsonl] == rows
+    return rows
+
+
+def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, float]]:
+    """Assert the loop's outputs exist and read back; returns the metrics rows."""
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == epochs
+    rows = read_metrics(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert all(metric in r and "loss" in r and "wall_time" in r and "iteration" in r for r in rows)
+    assert all(b["wall_time"] > a["wall_time"] for a, b in zip(rows, rows[1:]))
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == epochs and ckpt["iteration"] == int(rows[-1]["iteration"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert f"epoch/{metric}" in scalars and "train/loss" in scalars
+    assert len(events.Scalars(f"epoch/{metric}")) == epochs
+    return rows
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Runs here use ``threads=1`` (torch's setting is process-wide); give later tests the original."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from gnerf.optim import ESGD, ESGDMax
+from gnerf.optim.registry import (
+    OPTIMIZERS,
+    build_optimizer,
+    default_lr,
+    get_optimizer_spec,
+    register_optimizer,
+    registered_optimizers,
+)
+
+
+def _params():
+    return [torch.nn.Parameter(torch.zeros(3))]
+
+
+def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
+    assert OPTIMIZERS == ("adam", "esgd", "esgd-max")
+    assert default_lr("adam", "gaussian") == 1e-4
+    assert default_lr("adam", "sine") == 1e-4
+    assert default_lr("adam", "relu") == 1e-3
+    assert default_lr("esgd", "relu") == 0.15
+    opt = build_optimizer("ESGD-Max", _params(), activation="gaussian")
+    assert type(opt) is ESGDMax and opt.param_groups[0]["lr"] == 0.15
+    assert type(build_optimizer("esgd", _params())) is ESGD
+    adam = build_optimizer("adam", _params(), activation="relu")
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
+
+
+def test_lr_and_options_override_the_defaults():
+    opt = build_optimizer("esgd", _params(), lr=0.3, d_warmup=7, update_d_every=11)
+    assert opt.param_groups[0]["lr"] == 0.3 and opt.d_warmup == 7 and opt.update_d_every == 11
+
+
+def test_unknown_name_lists_the_valid_names():
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'.*adam, esgd, esgd-max"):
+        build_optimizer("lbfgs", _params())
+
+
+def test_an_option_the_optimizer_does_not_take_is_named():
+    with pytest.raises(ValueError, match="'adam' does not take the option\\(s\\) d_warmup"):
+        build_optimizer("adam", _params(), d_warmup=5)
+
+
+def test_registering_is_one_call_and_duplicates_are_refused(monkeypatch):
+    from gnerf.optim import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    register_optimizer("sgd", torch.optim.SGD, lr=0.1, lr_by_activation={"sine": 0.01})
+    assert "sgd" in registered_optimizers()
+    assert build_optimizer("sgd", _params(), activation="sine").param_groups[0]["lr"] == 0.01
+    assert get_optimizer_spec("SGD").factory is torch.optim.SGD
+    with pytest.raises(ValueError, match="already registered"):
+        register_optimizer("sgd", torch.optim.SGD, lr=0.1)

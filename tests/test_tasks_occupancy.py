@@ -1,0 +1,131 @@
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from gnerf.tasks import OccupancyFitConfig, fit_occupancy
+from gnerf.tasks.mesh import (
+    inside_mesh,
+    load_mesh,
+    normalize_to_cube,
+    oriented_faces,
+    ray_crossings,
+    sample_occupancy_points,
+    solid_angles,
+    winding_number,
+)
+
+from helpers_tasks import BUNNY, DRAGON, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+
+
+def _parity_bruteforce(vertices, faces, points, direction):
+    """Ray parity against every triangle (Moller-Trumbore), float64: the textbook inside test."""
+    v = torch.as_tensor(vertices, dtype=torch.float64)
+    f = torch.as_tensor(faces)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    e1, e2 = b - a, c - a
+    d = torch.as_tensor(direction, dtype=torch.float64)
+    d = d / d.norm()
+    pvec = torch.linalg.cross(d.expand_as(e2), e2)
+    det = (e1 * pvec).sum(-1)
+    hits = []
+    for p in torch.as_tensor(points, dtype=torch.float64).split(256):
+        tvec = p[:, None] - a[None]
+        u = (tvec * pvec).sum(-1) / det
+        qvec = torch.linalg.cross(tvec, e1.expand_as(tvec))
+        w = (d * qvec).sum(-1) / det
+        t = (e2 * qvec).sum(-1) / det
+        hit = (u >= 0) & (w >= 0) & (u + w <= 1) & (t > 0) & (det != 0)
+        hits.append(hit.sum(1) % 2 == 1)
+    return torch.cat(hits)
+
+
+def _prepared(path):
+    v, f = load_mesh(require(path))
+    v = normalize_to_cube(v)
+    return v, oriented_faces(v, f)
+
+
+@pytest.mark.parametrize("name", ["torus", "dragon"])
+def test_labels_agree_with_brute_force_ray_parity_on_a_closed_mesh(name):
+    if name == "torus":
+        mesh = trimesh.creation.torus(major_radius=0.3, minor_radius=0.1, major_sections=48, minor_sections=24)
+        v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)[:, ::-1].copy()  # inward: orientation is fixed
+        assert mesh.is_watertight
+    else:  # the Stanford dragon: closed, stored with inward-facing triangles
+        v, f = load_mesh(require(DRAGON))
+        v = normalize_to_cube(v)
+    f_oriented = oriented_faces(v, f)
+    assert not np.array_equal(f_oriented, f)  # both test meshes come inward-oriented
+    points = sample_occupancy_points(v, f_oriented, 600, generator=torch.Generator().manual_seed(1))
+    labels = inside_mesh(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f_oriented), points)
+    truth = _parity_bruteforce(v, f, points, direction=(0.31, 0.47, 0.83))
+    assert 0.1 < truth.float().mean() < 0.6
+    assert torch.equal(labels, truth)
+
+
+def test_winding_number_matches_the_exact_solid_angle_sum():
+    v, f = _prepared(DRAGON)
+    points = sample_occupancy_points(v, f, 200, generator=torch.Generator().manual_seed(2))
+    vt, ft = torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f)
+    exact = torch.cat([solid_angles(vt[ft][None] - p[:, None, None]).sum(1) for p in points.split(20)]) / (4 * math.pi)
+    fast = winding_number(vt, ft, points)
+    assert (fast - exact).abs().max() < 0.05
+    assert torch.equal(fast > 0.5, exact > 0.5)
+
+
+def test_labels_stay_correct_on_a_bunny_with_holes():
+    v, f = _prepared(BUNNY)
+    vt = torch.as_tensor(v, dtype=torch.float32)
+    centroids = v[f].mean(1)
+    holes = v[[0, 5000, 20000, 30000]]  # four surface spots
+    keep = (np.linalg.norm(centroids[:, None] - holes[None], axis=-1) > 0.08).all(1)
+    open_f = f[keep]
+    points = sample_occupancy_points(v, f, 3000, generator=torch.Generator().manual_seed(3))
+    truth = inside_mesh(vt, torch.as_tensor(f), points)  # the closed bunny
+    labels = inside_mesh(vt, torch.as_tensor(open_f), points)
+    far_from_holes = torch.as_tensor((np.linalg.norm(points.numpy()[:, None] - holes[None], axis=-1) > 0.12).all(1))
+    # a single ray's parity is fooled by the holes; the labels are not
+    z_parity = ray_crossings(vt, torch.as_tensor(open_f), points, axis=2)[:, 0] > 0
+    assert (z_parity != truth)[far_from_holes].sum() >= 10
+    assert (labels != truth)[far_from_holes].sum() == 0
+    assert (labels != truth).float().mean() < 0.01  # near the holes the inside is ambiguous
+
+
+def _cfg(out, **kw):
+    base = dict(mesh=require(BUNNY), num_points=24000, num_eval_points=6000, epochs=4, resolution=32, output_dir=out)
+    base.update(kw)
+    return OccupancyFitConfig(**small(**base))
+
+
+def test_esgd_fits_the_bunny_and_writes_every_output(tmp_path):
+    run = tmp_path / "run"
+    fit_occupancy(_cfg(run))
+    rows = check_run_folder(run, 4, "iou")
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["eval_bce"] < rows[0]["eval_bce"]
+    assert rows[-1]["iou"] > 0.6 and rows[-1]["iou"] > rows[0]["iou"]
+    mesh = trimesh.load(run / "reconstruction.ply", process=False)
+    assert len(mesh.faces) > 100 and np.abs(mesh.vertices).max() <= 0.5 + 1e-6
+    preview = iio.imread(run / "preview.png")
+    assert preview.shape == (32, 96) and preview.max() > 100 and (preview == 0).mean() > 0.2
+
+
+def test_bad_meshes_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.obj"):
+        fit_occupancy(_cfg(tmp_path / "r", mesh=tmp_path / "nope.obj"))
+    empty = tmp_path / "empty.obj"
+    empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    with pytest.raises(ValueError, match="empty.obj' is empty"):
+        fit_occupancy(_cfg(tmp_path / "r", mesh=empty))
+    flat = tmp_path / "flat.off"
+    flat.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
+    with pytest.raises(ValueError, match="flat.off' is empty: all of its 1 triangles have zero area"):
+        fit_occupancy(_cfg(tmp_path / "r", mesh=flat))
+    stl = tmp_path / "shape.stl"
+    stl.write_text("solid x\nendsolid x\n")
+    with pytest.raises(ValueError, match="unsupported file type '.stl'"):
+        fit_occupancy(_cfg(tmp_path / "r", mesh=stl))
+    assert not (tmp_path / "r").exists()
