@@ -187,8 +187,26 @@ def test_nan_loss_stops_with_message(scene, tmp_path, monkeypatch):
         return {k: v * float("nan") for k, v in real(self, outputs, batch, metrics_dict).items()}
 
     monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", nan_loss)
-    with pytest.raises(NonFiniteLossError, match=r"step 0: the training loss is not finite \(rgb_loss=nan\)"):
+    with pytest.raises(NonFiniteLossError, match=r"became NaN or infinite at step 0 \(rgb_loss=nan\)"):
         train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3))
+
+
+def test_nan_after_start_is_caught_before_any_checkpoint(scene, tmp_path, monkeypatch):
+    from gnerf.nerf.model import GaussianNeRFModel
+
+    real = GaussianNeRFModel.get_loss_dict
+    calls = []
+
+    def late_nan(self, outputs, batch, metrics_dict=None):  # finite for 12 steps, then NaN
+        calls.append(1)
+        scale = 1.0 if len(calls) <= 12 else float("nan")
+        return {k: v * scale for k, v in real(self, outputs, batch, metrics_dict).items()}
+
+    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", late_nan)
+    cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path, iterations=15)  # save at the end only
+    with pytest.raises(NonFiniteLossError, match="between steps 10 and 14"):
+        train(cfg)
+    assert not list((cfg.get_base_dir() / "nerfstudio_models").glob("*.ckpt"))
 
 
 def test_grad_scaler_is_refused_with_curvature_optimizers(scene, tmp_path):

@@ -3,7 +3,8 @@
 nerfstudio's ``Trainer.train_iteration`` is the only place that calls ``backward()``. This
 subclass passes ``create_graph=True`` exactly on the steps where one of the stepping optimizers
 asks for curvature (``should_create_graph()``), releases the graph after the step, stops on a
-non-finite loss, and writes checkpoints atomically. Plain steps run the same code as nerfstudio's.
+non-finite loss (checked on the device each step; read back only on log steps, curvature steps and
+before a checkpoint, so plain steps add no synchronisation), and writes checkpoints atomically.
 """
 
 from __future__ import annotations
@@ -79,13 +80,11 @@ class CurvatureTrainer(Trainer):
         with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
             _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
             loss = functools.reduce(torch.add, loss_dict.values())
-        if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
-            raise NonFiniteLossError(
-                f"step {step}: the training loss is not finite ({terms}); stopping before it reaches the weights. "
-                "Lower the learning rate (--optimizers.fields.optimizer.lr) or resume from the last checkpoint "
-                f"in {self.checkpoint_dir}."
-            )
+        # checked on the device every step, synchronised only on log steps, curvature steps and saves
+        finite = torch.isfinite(loss.detach())
+        self._loss_finite = finite if getattr(self, "_loss_finite", None) is None else self._loss_finite & finite
+        if create_graph or step % self.config.logging.steps_per_log == 0:
+            self._check_finite_loss(step, loss_dict)
         self.grad_scaler.scale(loss).backward(create_graph=create_graph)
         self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
 
@@ -108,9 +107,25 @@ class CurvatureTrainer(Trainer):
             self.optimizers.scheduler_step_all(step)
         return loss, loss_dict, metrics_dict
 
+    def _check_finite_loss(self, step: int, loss_dict=None) -> None:
+        """Raise :class:`NonFiniteLossError` if any loss since the last check was NaN or infinite."""
+        flag = getattr(self, "_loss_finite", None)
+        if flag is None or bool(flag):
+            self._last_finite_check = step
+            return
+        since = getattr(self, "_last_finite_check", None)
+        window = f"at step {step}" if since is None else f"between steps {since} and {step}"
+        terms = "" if loss_dict is None else " (" + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items()) + ")"
+        raise NonFiniteLossError(
+            f"the training loss became NaN or infinite {window}{terms}; stopped without saving these weights. "
+            f"Lower the learning rate (--optimizers.fields.optimizer.lr) or resume from the last checkpoint in "
+            f"{self.checkpoint_dir}."
+        )
+
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
         """Save pipeline, optimizers, schedulers and scaler; the file appears complete or not at all."""
+        self._check_finite_loss(step)  # never write weights that a NaN loss has reached
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
