@@ -17,7 +17,7 @@ def _params():
 
 
 def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
-    assert OPTIMIZERS == ("adam", "esgd", "esgd-max")
+    assert OPTIMIZERS == ("adam", "esgd", "esgd-max", "adahessian-e", "adahessian-j", "kfac", "shampoo")
     assert default_lr("adam", "gaussian") == 1e-4
     assert default_lr("adam", "sine") == 1e-4
     assert default_lr("adam", "relu") == 1e-3

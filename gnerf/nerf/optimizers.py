@@ -17,6 +17,9 @@ from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 
 from gnerf.optim import ESGD, ESGDMax
+from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
+from gnerf.optim.kfac import KFAC
+from gnerf.optim.shampoo import Shampoo
 
 
 @dataclass
@@ -38,6 +41,66 @@ class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
     """ESGD-Max (exponentially weighted max curvature), the paper's optimizer for Gaussian-NeRF."""
 
     _target: Type = ESGDMax
+
+
+@dataclass
+class AdaHessianEOptimizerConfig(OptimizerConfig):
+    """AdaHessian (E), equilibration statistic; the hyperparameters of :class:`gnerf.optim.adahessian.AdaHessian`.
+
+    Curvature on every step: the trainer builds the graph on every step for it.
+    """
+
+    _target: Type = AdaHessianE
+    lr: float = 0.15
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-4
+    weight_decay: float = 0.0
+    hessian_power: float = 1.0
+
+
+@dataclass
+class AdaHessianJOptimizerConfig(AdaHessianEOptimizerConfig):
+    """AdaHessian (J), Jacobi statistic."""
+
+    _target: Type = AdaHessianJ
+
+
+@dataclass
+class ShampooOptimizerConfig(OptimizerConfig):
+    """Shampoo; the hyperparameters of :class:`gnerf.optim.shampoo.Shampoo` (the paper: lr 0.1)."""
+
+    _target: Type = Shampoo
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    eps: float = 1e-4
+    update_freq: int = 1
+
+
+@dataclass
+class KFACOptimizerConfig(OptimizerConfig):
+    """K-FAC; the hyperparameters of :class:`gnerf.optim.kfac.KFAC` (the paper: lr 0.1, damping 0.01,
+    inverses every 100 steps).
+
+    Built from the param group alone: K-FAC finds the ``nn.Linear`` layers that own those
+    parameters at the first forward pass. Its factor ``G`` treats every field evaluation (ray
+    sample) as one sample, so it is the per-sample Fisher up to the samples-per-ray factor.
+    """
+
+    _target: Type = KFAC
+    lr: float = 0.1
+    momentum: float = 0.9
+    damping: float = 0.01
+    stat_decay: float = 0.95
+    weight_decay: float = 0.0
+    kl_clip: float = 1e-3
+    inv_update_freq: int = 100
+    cov_update_freq: int = 1
+
+    def setup(self, params) -> Optimizer:
+        """Build :class:`KFAC` (it has no ``eps``; nerfstudio's base field is dropped)."""
+        kwargs = {k: v for k, v in vars(self).items() if k not in ("_target", "max_norm", "eps")}
+        return self._target(params, **kwargs)
 
 
 @dataclass

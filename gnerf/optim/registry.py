@@ -19,7 +19,10 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
+from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
 from gnerf.optim.esgd import ESGD, ESGDMax
+from gnerf.optim.kfac import KFAC  # built from params: finds its nn.Linear layers at the first forward
+from gnerf.optim.shampoo import Shampoo
 
 __all__ = [
     "OPTIMIZERS",
@@ -118,6 +121,10 @@ def build_optimizer(
 register_optimizer("adam", torch.optim.Adam, lr=1e-4, lr_by_activation={"relu": 1e-3})
 register_optimizer("esgd", ESGD, lr=0.15)
 register_optimizer("esgd-max", ESGDMax, lr=0.15)
+register_optimizer("adahessian-e", AdaHessianE, lr=0.15)
+register_optimizer("adahessian-j", AdaHessianJ, lr=0.15)
+register_optimizer("kfac", KFAC, lr=0.1)
+register_optimizer("shampoo", Shampoo, lr=0.1, lr_by_activation={"sine": 0.01})
 
 #: Names of the optimizers registered in this module.
 OPTIMIZERS: Tuple[str, ...] = registered_optimizers()

@@ -1,0 +1,272 @@
+r"""AdaHessian with the equilibration (E) or the Jacobi (J) curvature statistic.
+
+AdaHessian (Yao, Gholami, Shen, Mustafa, Keutzer & Mahoney, "ADAHESSIAN: An adaptive second
+order optimizer for machine learning", AAAI 2021) is Adam with the squared gradient replaced by
+a Hutchinson estimate of the Hessian diagonal. As compared in Chng, Saratchandran & Lucey,
+"Preconditioners for the Stochastic Training of Neural Fields", it comes in two flavours that
+differ only in the per-step statistic :math:`D_t` drawn from a Rademacher vector :math:`v`:
+
+* **(E) equilibration**: :math:`D_t = Hv`, with :math:`\mathbb{E}_v[(Hv)^2] = \mathrm{diag}(H^2)`
+  (the squared row norms of :math:`H`); the preconditioner is :math:`\sqrt{\mathrm{EMA}(D_t^2)}`.
+  (Yao et al.'s own :math:`\mathrm{EMA}((v \odot Hv)^2)` is the same number, since :math:`v^2 = 1`.)
+* **(J) Jacobi**: :math:`D_t = v \odot Hv`, with :math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`;
+  the preconditioner is :math:`|\mathrm{EMA}(D_t)|`, the magnitude of the averaged diagonal.
+
+Curvature is estimated on every step, so ``should_create_graph()`` is always True. Spatial
+averaging of :math:`D_t` (AdaHessian's trick for convolution kernels) does not apply to the
+fully connected fields of gnerf and is not implemented.
+
+Note: the Rademacher draw is :func:`gnerf.optim.curvature.rademacher_like` (entries -1 and +1),
+not the ``2 * randint(high=1) - 1`` of one popular implementation, which is always -1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from gnerf.optim.curvature import hessian_vector_product, rademacher_like, release_graph
+
+__all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
+
+#: The curvature statistics AdaHessian can use.
+STATISTICS = ("equilibration", "jacobi")
+
+
+class AdaHessian(Optimizer):
+    r"""AdaHessian with Hutchinson curvature on every step.
+
+    With gradient :math:`g_t`, step :math:`t = 1, 2, \dots`, Rademacher :math:`v_t` and Hessian
+    power :math:`k`:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad \hat m_t = m_t / (1 - \beta_1^t) \\
+        h_t &= H v_t \\
+        \text{(E)}\quad s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, h_t \odot h_t, \qquad
+            \hat D_t = \sqrt{s_t / (1 - \beta_2^t)} \\
+        \text{(J)}\quad s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, v_t \odot h_t, \qquad
+            \hat D_t = |s_t| / (1 - \beta_2^t) \\
+        \theta_t &= \theta_{t-1} (1 - \eta \lambda) - \eta\, \hat m_t / (\hat D_t^{\,k} + \epsilon)
+
+    The gradients must carry a graph on every step: call
+    ``loss.backward(create_graph=optimizer.should_create_graph())`` (always True here). The
+    optimizer detaches the gradients at the end of every step, which releases that graph.
+
+    Args:
+        params: parameters or param groups, as for any ``torch.optim`` optimizer.
+        lr: learning rate :math:`\eta` (the paper: 0.15).
+        betas: :math:`(\beta_1, \beta_2)`, gradient and curvature averaging coefficients.
+        eps: :math:`\epsilon` added to the preconditioner.
+        weight_decay: decoupled weight decay :math:`\lambda`.
+        hessian_power: :math:`k \in (0, 1]` (the paper: 1).
+        statistic: ``"equilibration"`` (AdaHessian (E)) or ``"jacobi"`` (AdaHessian (J)).
+        foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
+            parameters live on a GPU. Both paths give the same numbers.
+        generator: random generator for the Rademacher probes (default: the global one).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.15,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        weight_decay: float = 0.0,
+        hessian_power: float = 1.0,
+        statistic: str = "equilibration",
+        foreach: Optional[bool] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas={betas}: each must lie in [0, 1)")
+        if not eps > 0.0:
+            raise ValueError(f"invalid eps={eps}: must be > 0")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
+        if not 0.0 < hessian_power <= 1.0:
+            raise ValueError(f"invalid hessian_power={hessian_power}: must lie in (0, 1]")
+        statistic = str(statistic).lower()
+        if statistic not in STATISTICS:
+            raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        hessian_power=hessian_power, foreach=foreach)
+        super().__init__(params, defaults)
+        self.statistic = statistic
+        self.generator = generator
+        self.num_steps = 0  # completed optimisation steps (= curvature updates)
+
+    def should_create_graph(self) -> bool:
+        """Always True: AdaHessian estimates curvature on every step."""
+        return True
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step. A ``closure`` must call ``backward(create_graph=True)``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        groups: List[List[Tensor]] = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            for p in ps:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            groups.append(ps)
+        all_params = [p for ps in groups for p in ps]
+        if not all_params:
+            return loss
+        all_grads = [p.grad for p in all_params]
+        vs = rademacher_like(all_params, self.generator)
+        with torch.enable_grad():
+            hvps = hessian_vector_product(all_params, all_grads, vs, who=type(self).__name__)
+        self.num_steps += 1
+
+        offset = 0
+        for group, ps in zip(self.param_groups, groups):
+            if not ps:
+                continue
+            n = len(ps)
+            exp_avgs, curvatures = [], []
+            for p in ps:
+                state = self.state[p]
+                if len(state) == 0:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["curvature"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                exp_avgs.append(state["exp_avg"])
+                curvatures.append(state["curvature"])
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.is_cuda for p in ps)
+            adahessian(
+                ps,
+                [p.grad.detach() for p in ps],
+                exp_avgs,
+                curvatures,
+                hvps[offset:offset + n],
+                vs[offset:offset + n],
+                step=self.num_steps,
+                lr=group["lr"],
+                beta1=group["betas"][0],
+                beta2=group["betas"][1],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                hessian_power=group["hessian_power"],
+                statistic=self.statistic,
+                foreach=foreach,
+            )
+            offset += n
+        release_graph(all_params)
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["adahessian"] = {"num_steps": self.num_steps, "statistic": self.statistic}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        counters = state_dict.pop("adahessian", None)
+        if counters is None:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict has no 'adahessian' counters; "
+                             "it was not saved by an AdaHessian optimizer")
+        if counters["statistic"] != self.statistic:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict was saved with "
+                             f"statistic={counters['statistic']!r}, this optimizer uses {self.statistic!r}")
+        super().load_state_dict(state_dict)
+        self.num_steps = int(counters["num_steps"])
+
+
+class AdaHessianE(AdaHessian):
+    """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+        if "statistic" in kwargs:
+            raise TypeError("AdaHessianE always uses the equilibration statistic; use AdaHessian(statistic=...)")
+        super().__init__(params, lr=lr, statistic="equilibration", **kwargs)
+
+
+class AdaHessianJ(AdaHessian):
+    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+        if "statistic" in kwargs:
+            raise TypeError("AdaHessianJ always uses the Jacobi statistic; use AdaHessian(statistic=...)")
+        super().__init__(params, lr=lr, statistic="jacobi", **kwargs)
+
+
+def adahessian(
+    params: List[Tensor],
+    grads: List[Tensor],
+    exp_avgs: List[Tensor],
+    curvatures: List[Tensor],
+    hvps: List[Tensor],
+    vectors: List[Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    hessian_power: float,
+    statistic: str,
+    foreach: bool = False,
+) -> None:
+    """Functional AdaHessian update over lists of tensors (see :class:`AdaHessian` for the maths).
+
+    ``step`` is the 1-based index of this step; ``hvps`` are the products ``H v`` for the
+    Rademacher ``vectors``.
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    fn = _multi_tensor_adahessian if foreach else _single_tensor_adahessian
+    fn(params, grads, exp_avgs, curvatures, hvps, vectors, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+       weight_decay=weight_decay, hessian_power=hessian_power, jacobi=statistic == "jacobi",
+       bias_correction1=bias_correction1, bias_correction2=bias_correction2)
+
+
+def _single_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
+                              weight_decay, hessian_power, jacobi, bias_correction1, bias_correction2) -> None:
+    for p, g, m, s, h, v in zip(params, grads, exp_avgs, curvatures, hvps, vectors):
+        if weight_decay != 0:
+            p.mul_(1.0 - lr * weight_decay)
+        m.lerp_(g, 1.0 - beta1)
+        if jacobi:
+            s.lerp_(v * h, 1.0 - beta2)
+            d = s.abs().div_(bias_correction2)
+        else:
+            s.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
+            d = s.div(bias_correction2).sqrt_()
+        if hessian_power != 1.0:
+            d.pow_(hessian_power)
+        p.addcdiv_(m, d.add_(eps), value=-lr / bias_correction1)
+
+
+def _multi_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
+                             weight_decay, hessian_power, jacobi, bias_correction1, bias_correction2) -> None:
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    if jacobi:
+        torch._foreach_lerp_(curvatures, torch._foreach_mul(vectors, hvps), 1.0 - beta2)
+        d = torch._foreach_abs(curvatures)
+        torch._foreach_div_(d, bias_correction2)
+    else:
+        torch._foreach_mul_(curvatures, beta2)
+        torch._foreach_addcmul_(curvatures, hvps, hvps, value=1.0 - beta2)
+        d = torch._foreach_div(curvatures, bias_correction2)
+        torch._foreach_sqrt_(d)
+    if hessian_power != 1.0:
+        torch._foreach_pow_(d, hessian_power)
+    torch._foreach_add_(d, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, d, -lr / bias_correction1)
+

@@ -1,0 +1,311 @@
+r"""K-FAC: Kronecker-factored approximate curvature for the linear layers of a field.
+
+K-FAC (Martens & Grosse, "Optimizing neural networks with Kronecker-factored approximate
+curvature", ICML 2015), as summarised in sec. 2.1 of the supplementary material of Chng,
+Saratchandran & Lucey, "Preconditioners for the Stochastic Training of Neural Fields": the
+empirical Fisher block of a linear layer :math:`s = W a + b` is approximated by
+
+.. math::
+    F \approx A \otimes G, \qquad A = \mathbb{E}[\tilde a \tilde a^T], \quad
+    G = \mathbb{E}[g g^T], \qquad \tilde a = [a; 1],\ g = \partial \ell / \partial s
+
+where :math:`\ell` is the per-sample loss (the minibatch loss is their mean, so :math:`g` is
+the gradient a hook sees times the number of rows). The factors come from forward hooks
+(:math:`a`) and tensor hooks on the layer outputs (:math:`g`), so K-FAC works for any loss
+whose minibatch value is a mean over samples (MSE, BCE, ...).
+
+Construction. :class:`KFAC` takes the model (or a list of its ``nn.Linear`` modules), or,
+so that the registry, the fitting loop and nerfstudio can build it like any other optimizer,
+plain parameters: it then finds the ``nn.Linear`` modules owning those parameters during the
+first forward pass, through a temporary global module forward hook that is removed at the end
+of the first ``step``. Parameters outside a hooked linear layer get the plain (momentum SGD)
+update.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+__all__ = ["KFAC", "kfac_precondition"]
+
+
+def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float) -> Tensor:
+    r""":math:`(A \otimes G + \lambda I)^{-1} \mathrm{vec}(\nabla)` as a matrix, from the eigendecompositions.
+
+    With :math:`A = Q_A \mathrm{diag}(d_A) Q_A^T`, :math:`G = Q_G \mathrm{diag}(d_G) Q_G^T` and
+    ``grad`` of shape ``[out, in(+1)]``:
+    :math:`Q_G \big[(Q_G^T \nabla Q_A) \oslash (d_G d_A^T + \lambda)\big] Q_A^T`.
+    """
+    v = qg.T @ grad @ qa
+    v = v / (dg[:, None] * da[None, :] + damping)
+    return qg @ v @ qa.T
+
+
+class KFAC(Optimizer):
+    r"""K-FAC with Tikhonov damping, eigendecomposed factors and momentum.
+
+    For every hooked linear layer with gradient :math:`\nabla = [\nabla_W, \nabla_b]`:
+
+    .. math::
+        A &\leftarrow \rho_k A + (1 - \rho_k)\, \hat{\mathbb{E}}[\tilde a \tilde a^T], \quad
+        G \leftarrow \rho_k G + (1 - \rho_k)\, \hat{\mathbb{E}}[g g^T], \quad
+        \rho_k = \min(1 - 1/k, \rho) \\
+        U &= (A \otimes G + \lambda I)^{-1} \nabla
+            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T_{inv} \text{ steps)} \\
+        \nu &= \min\Big(1, \sqrt{\kappa / (\eta^2 \textstyle\sum_{\text{layers}} \langle U, \nabla \rangle)}\Big)
+            \qquad \text{(KL clipping; } \nu = 1 \text{ if } \kappa = 0\text{)}
+
+    and then, with :math:`u = \nu U` (or :math:`u = \nabla` for parameters outside hooked layers),
+    weight decay :math:`\lambda_w` and momentum :math:`\mu`:
+
+    .. math::
+        b \leftarrow \mu b + u + \lambda_w \theta, \qquad \theta \leftarrow \theta - \eta b
+
+    :math:`k` counts the factor updates of the layer (so the first ones are exact averages).
+    First-order: ``should_create_graph()`` is always False.
+
+    Args:
+        params: an ``nn.Module`` (its ``nn.Linear`` layers are hooked, all its parameters are
+            optimised), a list of ``nn.Linear`` modules, or parameters / param groups (the
+            owning ``nn.Linear`` layers are found at the first forward pass).
+        lr: learning rate :math:`\eta` (the paper: 0.1).
+        momentum: :math:`\mu`.
+        damping: Tikhonov damping :math:`\lambda` (the paper: 0.01).
+        stat_decay: :math:`\rho`, the running-average coefficient of the factors.
+        weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
+        kl_clip: :math:`\kappa`; ``0`` disables clipping.
+        inv_update_freq: :math:`T_{inv}`, steps between eigendecompositions (the paper: 100).
+        cov_update_freq: steps between factor updates (the hooks record only on those steps).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        damping: float = 0.01,
+        stat_decay: float = 0.95,
+        weight_decay: float = 0.0,
+        kl_clip: float = 1e-3,
+        inv_update_freq: int = 100,
+        cov_update_freq: int = 1,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
+        if not damping > 0.0:
+            raise ValueError(f"invalid damping={damping}: must be > 0")
+        if not 0.0 <= stat_decay < 1.0:
+            raise ValueError(f"invalid stat_decay={stat_decay}: must lie in [0, 1)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
+        if not kl_clip >= 0.0:
+            raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
+        if int(inv_update_freq) < 1 or int(cov_update_freq) < 1:
+            raise ValueError(f"invalid inv_update_freq={inv_update_freq} / cov_update_freq={cov_update_freq}: "
+                             "both must be >= 1")
+        modules: Optional[List[nn.Linear]] = None
+        if isinstance(params, nn.Module):
+            modules = [m for m in params.modules() if isinstance(m, nn.Linear)]
+            params = list(params.parameters())
+        else:
+            params = list(params)
+            if params and all(isinstance(m, nn.Module) for m in params):
+                if not all(isinstance(m, nn.Linear) for m in params):
+                    raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
+                                     "pass the model itself to hook all of its linear layers")
+                modules = list(params)
+                params = [p for m in modules for p in m.parameters()]
+        defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults)
+        self.kl_clip = float(kl_clip)
+        self.inv_update_freq = int(inv_update_freq)
+        self.cov_update_freq = int(cov_update_freq)
+        self.num_steps = 0
+        self.num_inverse_updates = 0
+        self._param_ids = {id(p) for g in self.param_groups for p in g["params"]}
+        self._layers: List[nn.Linear] = []
+        self._layer_ids: set = set()
+        self._captures: Dict[int, Dict[str, List[Tensor]]] = {}
+        self._handles: List[Any] = []
+        self._discovery = None
+        if modules is not None:
+            for m in modules:
+                if id(m.weight) in self._param_ids:
+                    self._track(m)
+        else:
+            ref = weakref.ref(self)
+
+            def discover(module: nn.Module, inputs: Any, output: Any) -> None:
+                opt = ref()
+                if (opt is not None and isinstance(module, nn.Linear) and id(module) not in opt._layer_ids
+                        and id(module.weight) in opt._param_ids):
+                    opt._track(module)
+                    opt._record(module, inputs, output)  # this forward ran before the new hook existed
+
+            self._discovery = torch.nn.modules.module.register_module_forward_hook(discover)
+            self._handles.append(self._discovery)
+        weakref.finalize(self, KFAC._remove_handles, self._handles)
+
+    # ------------------------------------------------------------------ hooks
+    @staticmethod
+    def _remove_handles(handles: List[Any]) -> None:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+    def _track(self, module: nn.Linear) -> None:
+        self._layers.append(module)
+        self._layer_ids.add(id(module))
+        ref = weakref.ref(self)
+
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            opt = ref()
+            if opt is not None:
+                opt._record(mod, inputs, output)
+
+        self._handles.append(module.register_forward_hook(hook))
+
+    def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
+            return
+        if self.num_steps % self.cov_update_freq != 0:
+            return
+        cap = self._captures.setdefault(id(module), {"a": [], "g": []})
+        cap["a"].append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]))
+
+        def grad_hook(grad: Tensor) -> None:
+            g = grad.detach().reshape(-1, grad.shape[-1])
+            cap["g"].append(g * g.shape[0])
+
+        output.register_hook(grad_hook)
+
+    def tracked_layers(self) -> Sequence[nn.Linear]:
+        """The ``nn.Linear`` layers K-FAC preconditions (found so far)."""
+        return tuple(self._layers)
+
+    def should_create_graph(self) -> bool:
+        """Always False: K-FAC needs only gradients and the hooked activations."""
+        return False
+
+    # ------------------------------------------------------------------ step
+    def _has_bias(self, layer: nn.Linear) -> bool:
+        return layer.bias is not None and id(layer.bias) in self._param_ids
+
+    @torch.no_grad()
+    def _update_factors(self, layer: nn.Linear, stat_decay: float) -> None:
+        cap = self._captures.get(id(layer))
+        if not cap or not cap["a"] or not cap["g"]:
+            return
+        a = torch.cat(cap["a"])
+        if self._has_bias(layer):
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        g = torch.cat(cap["g"])
+        a_batch = a.T @ a / a.shape[0]
+        g_batch = g.T @ g / g.shape[0]
+        state = self.state[layer.weight]
+        k = int(state.get("kfac_stat_updates", 0)) + 1
+        rho = min(1.0 - 1.0 / k, stat_decay)
+        if k == 1:
+            state["kfac_A"], state["kfac_G"] = a_batch, g_batch
+        else:
+            state["kfac_A"].mul_(rho).add_(a_batch, alpha=1.0 - rho)
+            state["kfac_G"].mul_(rho).add_(g_batch, alpha=1.0 - rho)
+        state["kfac_stat_updates"] = k
+
+    @staticmethod
+    def _eigh(m: Tensor) -> Any:
+        m64 = m.to(torch.float64)
+        d, q = torch.linalg.eigh(0.5 * (m64 + m64.T))
+        return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step (after ``loss.backward()``)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        refresh = self.num_steps % self.inv_update_freq == 0
+        group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+        updates: Dict[int, Tensor] = {}
+        vg_sum = 0.0
+        for layer in self._layers:
+            w = layer.weight
+            group = group_of[id(w)]
+            self._update_factors(layer, group["stat_decay"])
+            state = self.state[w]
+            if "kfac_A" not in state or w.grad is None:
+                continue
+            if refresh or "kfac_QA" not in state:
+                state["kfac_QA"], state["kfac_dA"] = self._eigh(state["kfac_A"])
+                state["kfac_QG"], state["kfac_dG"] = self._eigh(state["kfac_G"])
+            bias = self._has_bias(layer)
+            grad = w.grad.detach()
+            if bias:
+                gb = layer.bias.grad.detach() if layer.bias.grad is not None else torch.zeros_like(layer.bias)
+                grad = torch.cat([grad, gb[:, None]], dim=1)
+            u = kfac_precondition(grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"],
+                                  group["damping"])
+            vg_sum += float((u * grad).sum()) * group["lr"] ** 2
+            if bias:
+                updates[id(w)] = u[:, :-1]
+                updates[id(layer.bias)] = u[:, -1]
+            else:
+                updates[id(w)] = u
+        if refresh and self._layers:
+            self.num_inverse_updates += 1
+        self._captures.clear()
+        nu = 1.0
+        if self.kl_clip > 0 and vg_sum > 0:
+            nu = min(1.0, math.sqrt(self.kl_clip / vg_sum))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                u = updates.get(id(p))
+                d = p.grad.detach() if u is None else u * nu
+                if group["weight_decay"] != 0:
+                    d = d.add(p, alpha=group["weight_decay"])
+                if group["momentum"] > 0:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = d.clone()
+                    else:
+                        buf.mul_(group["momentum"]).add_(d)
+                    d = buf
+                p.add_(d, alpha=-group["lr"])
+        self.num_steps += 1
+        if self._discovery is not None:
+            self._discovery.remove()
+            self._discovery = None
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["kfac"] = {"num_steps": self.num_steps, "num_inverse_updates": self.num_inverse_updates,
+                      "kl_clip": self.kl_clip, "inv_update_freq": self.inv_update_freq,
+                      "cov_update_freq": self.cov_update_freq}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        counters = state_dict.pop("kfac", None)
+        if counters is None:
+            raise ValueError("KFAC.load_state_dict: the state dict has no 'kfac' counters; "
+                             "it was not saved by a KFAC optimizer")
+        super().load_state_dict(state_dict)
+        self.num_steps = int(counters["num_steps"])
+        self.num_inverse_updates = int(counters["num_inverse_updates"])
+        self.kl_clip = float(counters["kl_clip"])
+        self.inv_update_freq = int(counters["inv_update_freq"])
+        self.cov_update_freq = int(counters["cov_update_freq"])

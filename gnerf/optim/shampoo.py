@@ -1,0 +1,215 @@
+r"""Shampoo: left and right Kronecker preconditioning of matrix parameters.
+
+Shampoo (Gupta, Koren & Singer, "Shampoo: Preconditioned stochastic tensor optimization",
+ICML 2018), in the two-tensor form summarised in sec. 2.2 of the supplementary material of
+Chng, Saratchandran & Lucey, "Preconditioners for the Stochastic Training of Neural Fields".
+Matrices (the weights of linear layers) get full left and right statistics; vectors (biases)
+and any other tensor get diagonal (AdaGrad) statistics, the order-1 case of Shampoo with the
+off-diagonal terms dropped. Tensors of order three or more are treated as the matrix
+``shape[0] x prod(shape[1:])``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
+
+
+def matrix_inverse_root(matrix: Tensor, root: float, *, min_eigenvalue: float = 0.0) -> Tensor:
+    r""":math:`M^{-1/r}` of a symmetric positive (semi-)definite ``matrix`` via ``eigh``.
+
+    Stable form: the matrix is symmetrised and decomposed in float64,
+    :math:`M = Q \Lambda Q^T`, eigenvalues are clamped below at ``min_eigenvalue`` (and at the
+    smallest positive float64, so rounding never yields a negative or zero one), and the result
+    :math:`Q \Lambda^{-1/r} Q^T` is returned in ``matrix``'s dtype.
+    """
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"matrix_inverse_root needs a square matrix, got shape {tuple(matrix.shape)}")
+    if not root > 0:
+        raise ValueError(f"invalid root={root}: must be > 0")
+    m = matrix.detach().to(torch.float64)
+    m = 0.5 * (m + m.T)
+    evals, evecs = torch.linalg.eigh(m)
+    evals = evals.clamp_min(max(float(min_eigenvalue), torch.finfo(torch.float64).tiny))
+    out = (evecs * evals.pow(-1.0 / root)) @ evecs.T
+    return out.to(matrix.dtype)
+
+
+class Shampoo(Optimizer):
+    r"""Shampoo for matrices, diagonal (AdaGrad) statistics for vectors.
+
+    For a matrix parameter :math:`W \in \mathbb{R}^{m \times n}` with gradient :math:`G_t`:
+
+    .. math::
+        L_0 &= \epsilon I_m, \qquad R_0 = \epsilon I_n \\
+        L_t &= L_{t-1} + G_t G_t^T, \qquad R_t = R_{t-1} + G_t^T G_t \\
+        U_t &= L_t^{-1/4}\, G_t\, R_t^{-1/4}
+
+    and for a vector (or any non-matrix) parameter with gradient :math:`g_t`:
+
+    .. math::
+        h_0 = \epsilon, \qquad h_t = h_{t-1} + g_t \odot g_t, \qquad U_t = g_t / \sqrt{h_t}
+
+    then, with momentum :math:`\mu` and decoupled weight decay :math:`\lambda`,
+
+    .. math::
+        b_t = \mu\, b_{t-1} + U_t, \qquad \theta_t = \theta_{t-1}(1 - \eta\lambda) - \eta\, b_t
+
+    (:math:`b_t = U_t` when :math:`\mu = 0`, the original algorithm). The inverse fourth roots
+    come from a symmetric eigendecomposition (:func:`matrix_inverse_root`) and are recomputed
+    every ``update_freq`` steps (the statistics are accumulated on every step). First-order:
+    ``should_create_graph()`` is always False.
+
+    Args:
+        params: parameters or param groups, as for any ``torch.optim`` optimizer.
+        lr: learning rate :math:`\eta` (the paper: 0.1; 0.01 for sine networks).
+        momentum: :math:`\mu`.
+        weight_decay: decoupled weight decay :math:`\lambda`.
+        eps: :math:`\epsilon`, the initial statistics (the regulariser of the inverse roots).
+        update_freq: steps between recomputations of the inverse roots (1: every step).
+        foreach: use the multi-tensor update for the diagonal statistics; ``None`` picks it when
+            the parameters live on a GPU. Both paths give the same numbers.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-4,
+        update_freq: int = 1,
+        foreach: Optional[bool] = None,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
+        if not eps > 0.0:
+            raise ValueError(f"invalid eps={eps}: must be > 0")
+        if int(update_freq) < 1:
+            raise ValueError(f"invalid update_freq={update_freq}: must be >= 1")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
+                        update_freq=int(update_freq), foreach=foreach)
+        super().__init__(params, defaults)
+        self.num_steps = 0
+
+    def should_create_graph(self) -> bool:
+        """Always False: Shampoo needs only gradients."""
+        return False
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.num_steps += 1
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            for p in ps:
+                if p.grad.is_sparse:
+                    raise RuntimeError("Shampoo does not support sparse gradients")
+            states = []
+            for p in ps:
+                state = self.state[p]
+                if len(state) == 0:
+                    eps = group["eps"]
+                    if p.ndim >= 2:
+                        m, n = p.shape[0], p[0].numel()
+                        state["left"] = eps * torch.eye(m, dtype=p.dtype, device=p.device)
+                        state["right"] = eps * torch.eye(n, dtype=p.dtype, device=p.device)
+                        state["left_inv_root"] = torch.eye(m, dtype=p.dtype, device=p.device) * eps ** -0.25
+                        state["right_inv_root"] = torch.eye(n, dtype=p.dtype, device=p.device) * eps ** -0.25
+                    else:
+                        state["diag"] = torch.full_like(p, eps, memory_format=torch.preserve_format)
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                states.append(state)
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.is_cuda for p in ps)
+            shampoo(ps, [p.grad.detach() for p in ps], states, step=self.num_steps, lr=group["lr"],
+                    momentum=group["momentum"], weight_decay=group["weight_decay"],
+                    update_freq=group["update_freq"], foreach=foreach)
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["shampoo"] = {"num_steps": self.num_steps}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        counters = state_dict.pop("shampoo", None)
+        if counters is None:
+            raise ValueError("Shampoo.load_state_dict: the state dict has no 'shampoo' counters; "
+                             "it was not saved by a Shampoo optimizer")
+        super().load_state_dict(state_dict)
+        self.num_steps = int(counters["num_steps"])
+
+
+def shampoo(
+    params: List[Tensor],
+    grads: List[Tensor],
+    states: List[Dict[str, Tensor]],
+    *,
+    step: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    update_freq: int,
+    foreach: bool = False,
+) -> None:
+    """Functional Shampoo update over lists of tensors (see :class:`Shampoo` for the maths).
+
+    ``states[i]`` holds ``left``, ``right``, ``left_inv_root``, ``right_inv_root`` for matrices
+    (order >= 2) or ``diag`` for the others, plus ``momentum_buffer`` when ``momentum > 0``;
+    ``step`` is the 1-based index of this step.
+    """
+    refresh = (step - 1) % update_freq == 0
+    updates: List[Optional[Tensor]] = [None] * len(params)
+    diag_idx = []
+    for i, (p, g, st) in enumerate(zip(params, grads, states)):
+        if "diag" in st:
+            diag_idx.append(i)
+            continue
+        g2 = g.reshape(g.shape[0], -1)
+        st["left"].addmm_(g2, g2.T)
+        st["right"].addmm_(g2.T, g2)
+        if refresh:
+            st["left_inv_root"].copy_(matrix_inverse_root(st["left"], 4.0))
+            st["right_inv_root"].copy_(matrix_inverse_root(st["right"], 4.0))
+        updates[i] = (st["left_inv_root"] @ g2 @ st["right_inv_root"]).view_as(g)
+    if diag_idx:
+        gs = [grads[i] for i in diag_idx]
+        hs = [states[i]["diag"] for i in diag_idx]
+        if foreach:
+            torch._foreach_addcmul_(hs, gs, gs)
+            denom = torch._foreach_sqrt(hs)
+            for i, u in zip(diag_idx, torch._foreach_div(gs, denom)):
+                updates[i] = u
+        else:
+            for i, g, h in zip(diag_idx, gs, hs):
+                h.addcmul_(g, g)
+                updates[i] = g / h.sqrt()
+    for p, u, st in zip(params, updates, states):
+        if weight_decay != 0:
+            p.mul_(1.0 - lr * weight_decay)
+        if momentum > 0:
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = torch.zeros_like(p)
+            buf.mul_(momentum).add_(u)
+            u = buf
+        p.add_(u, alpha=-lr)

@@ -1,0 +1,180 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gnerf.fields import CoordinateMLP
+from gnerf.optim.adahessian import AdaHessian, AdaHessianE, AdaHessianJ
+from gnerf.optim.curvature import MissingGraphError, rademacher_like, should_create_graph
+from gnerf.optim.registry import build_optimizer
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _f(w1, w2, A, B):
+    z = A @ w1 + B @ w2.reshape(-1)
+    return (torch.tanh(z) ** 2).sum() + (w1 ** 4).sum() + (w1[0] * w2[1, 1]) ** 2
+
+
+def _quartic_problem():
+    torch.manual_seed(0)
+    A, B = torch.randn(4, 3), torch.randn(4, 4)
+    w1 = nn.Parameter(torch.randn(3))
+    w2 = nn.Parameter(torch.randn(2, 2))
+
+    def flat(w):
+        return _f(w[:3], w[3:].reshape(2, 2), A, B)
+
+    H = torch.autograd.functional.hessian(flat, torch.cat([w1.detach(), w2.detach().reshape(-1)]))
+    return w1, w2, A, B, H
+
+
+def _image_problem(seed=0):
+    torch.manual_seed(seed)
+    net = CoordinateMLP(2, 3, hidden_dim=32, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
+    g = torch.linspace(-1, 1, 12)
+    x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
+                     0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
+    return net, x, y
+
+
+def _train(net, opt, x, y, steps):
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward(create_graph=should_create_graph(opt))
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("statistic", ["equilibration", "jacobi"])
+def test_hutchinson_statistic_is_unbiased(statistic):
+    # lr = 0 keeps the parameters (and so H) fixed; the bias-corrected EMA is a weighted average of
+    # independent Hutchinson estimates whose weights sum to one, hence unbiased.
+    w1, w2, A, B, H = _quartic_problem()
+    beta2, n = 0.998, 3000
+    opt = AdaHessian([w1, w2], lr=0.0, betas=(0.9, beta2), statistic=statistic,
+                     generator=torch.Generator().manual_seed(3))
+    for _ in range(n):
+        opt.zero_grad()
+        _f(w1, w2, A, B).backward(create_graph=True)
+        opt.step()
+    est = torch.cat([opt.state[w1]["curvature"], opt.state[w2]["curvature"].reshape(-1)]) / (1 - beta2 ** n)
+    if statistic == "jacobi":
+        expected = torch.diagonal(H)  # E[v * Hv] = diag(H)
+        assert torch.allclose(est, expected, atol=0.06 * expected.abs().max())
+        # an all -1 (or constant) "Rademacher" vector would give the row sums instead
+        assert not torch.allclose(est, H.sum(1), atol=0.06 * expected.abs().max())
+    else:
+        expected = (H * H).sum(1)  # E[(Hv)^2] = diag(H^2), the squared row norms
+        assert torch.allclose(est, expected, rtol=0.08, atol=0.02 * expected.max())
+        assert not torch.allclose(est, H.sum(1) ** 2, rtol=0.08, atol=0.02 * expected.max())
+
+
+def test_probe_has_both_signs():
+    (v,) = rademacher_like([torch.empty(10_000)], torch.Generator().manual_seed(0))
+    assert (v == 1).any() and (v == -1).any() and abs(v.mean().item()) < 0.05
+
+
+@pytest.mark.parametrize("statistic", ["equilibration", "jacobi"])
+def test_two_steps_follow_the_update_rule(statistic):
+    w1, w2, A, B, _ = _quartic_problem()
+    lr, b1, b2, eps = 0.05, 0.9, 0.99, 1e-4
+    gen = torch.Generator().manual_seed(7)
+    probe_gen = torch.Generator().manual_seed(7)
+    opt = AdaHessian([w1, w2], lr=lr, betas=(b1, b2), eps=eps, statistic=statistic, generator=gen)
+    ps = [w1.detach().clone(), w2.detach().clone()]
+    m = [torch.zeros_like(p) for p in ps]
+    s = [torch.zeros_like(p) for p in ps]
+    for t in (1, 2):
+        q = [p.clone().requires_grad_(True) for p in ps]
+        grads = torch.autograd.grad(_f(q[0], q[1], A, B), q, create_graph=True)
+        vs = rademacher_like(ps, probe_gen)
+        hv = torch.autograd.grad(grads, q, grad_outputs=vs)
+        for i in range(2):
+            g = grads[i].detach()
+            m[i] = b1 * m[i] + (1 - b1) * g
+            if statistic == "jacobi":
+                s[i] = b2 * s[i] + (1 - b2) * vs[i] * hv[i]
+                d = s[i].abs() / (1 - b2 ** t)
+            else:
+                s[i] = b2 * s[i] + (1 - b2) * hv[i] ** 2
+                d = (s[i] / (1 - b2 ** t)).sqrt()
+            ps[i] = ps[i] - lr * (m[i] / (1 - b1 ** t)) / (d + eps)
+        opt.zero_grad()
+        _f(w1, w2, A, B).backward(create_graph=True)
+        opt.step()
+        assert torch.allclose(w1, ps[0], atol=1e-6) and torch.allclose(w2, ps[1], atol=1e-6)
+    assert w1.grad.grad_fn is None  # the graph was released
+
+
+@pytest.mark.parametrize("cls", [AdaHessianE, AdaHessianJ])
+def test_foreach_matches_single_tensor_path(cls):
+    net, x, y = _image_problem()
+    net2 = copy.deepcopy(net)
+    o1 = cls(net.parameters(), foreach=False, generator=torch.Generator().manual_seed(1))
+    o2 = cls(net2.parameters(), foreach=True, generator=torch.Generator().manual_seed(1))
+    _train(net, o1, x, y, 5)
+    _train(net2, o2, x, y, 5)
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [AdaHessianE, AdaHessianJ])
+def test_state_round_trips_exactly(cls):
+    net, x, y = _image_problem()
+    opt = cls(net.parameters(), generator=torch.Generator().manual_seed(1))
+    _train(net, opt, x, y, 4)
+    net2 = copy.deepcopy(net)
+    opt2 = cls(net2.parameters(), generator=torch.Generator().manual_seed(99))
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    opt2.generator.set_state(opt.generator.get_state())
+    assert opt2.num_steps == 4
+    _train(net, opt, x, y, 3)
+    _train(net2, opt2, x, y, 3)
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adahessian-e", "adahessian-j"])
+def test_learns_a_small_image_and_is_registered(name):
+    net, x, y = _image_problem()
+    opt = build_optimizer(name, net.parameters(), activation="gaussian")
+    assert opt.param_groups[0]["lr"] == 0.15 and opt.should_create_graph()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 100, 0.5)
+    losses = []
+    for _ in range(150):
+        losses += _train(net, opt, x, y, 1)
+        sched.step()
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_clear_errors():
+    p = [nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match="statistic"):
+        AdaHessian(p, statistic="newton")
+    with pytest.raises(ValueError, match="hessian_power"):
+        AdaHessian(p, hessian_power=0.0)
+    with pytest.raises(ValueError, match="betas"):
+        AdaHessian(p, betas=(0.9, 1.0))
+    with pytest.raises(TypeError):
+        AdaHessianE(p, statistic="jacobi")
+    opt = AdaHessian(p)
+    (p[0] ** 2).sum().backward()
+    with pytest.raises(MissingGraphError):
+        opt.step()
+    with pytest.raises(ValueError, match="statistic='equilibration'"):
+        AdaHessianJ(p).load_state_dict(AdaHessianE(p).state_dict())
+    with pytest.raises(ValueError, match="no 'adahessian' counters"):
+        AdaHessian(p).load_state_dict(torch.optim.SGD(p, lr=0.1).state_dict())

@@ -1,0 +1,45 @@
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnerf.tasks.compare import CompareConfig, run_comparison
+
+
+@pytest.fixture
+def image(tmp_path):
+    from gnerf.tasks.io import atomic_write_image
+
+    g = torch.linspace(0, 1, 8)
+    img = torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)
+    path = tmp_path / "tiny.png"
+    atomic_write_image(path, img)
+    return path
+
+
+def test_grid_runs_resumes_and_writes_results_and_figures(image, tmp_path):
+    cfg = CompareConfig(inputs=(image,), activations=("gaussian", "relu"), optimizers=("adam", "kfac"), epochs=1,
+                        size=(8, 8), hidden_dim=8, num_layers=2, batch_size=32, workers=1,
+                        output_dir=tmp_path / "cmp")
+    logs = []
+    res = run_comparison(cfg, log=logs.append)
+    assert res["statuses"] == {"done": 4}
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    assert len(rows) == 4 and {r["optimizer"] for r in rows} == {"adam", "kfac"}
+    for name in ("loss_vs_iteration.png", "loss_vs_time.png"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    # resumable: nothing to do again; more epochs continue the runs from their checkpoints
+    run_comparison(cfg, log=logs.append)
+    assert any("4 already finished, 0 to run" in line for line in logs)
+    res = run_comparison(CompareConfig(**{**vars(cfg), "epochs": 2}), log=logs.append)
+    assert res["statuses"] == {"done": 4}
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    assert sorted({int(r["epoch"]) for r in rows}) == [1, 2] and len(rows) == 8
+
+
+def test_unknown_names_are_refused(image, tmp_path):
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        run_comparison(CompareConfig(inputs=(image,), optimizers=("lbfgs",), output_dir=tmp_path))
+    with pytest.raises(FileNotFoundError):
+        run_comparison(CompareConfig(inputs=(Path("nope.png"),), output_dir=tmp_path))

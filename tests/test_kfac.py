@@ -1,0 +1,184 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gnerf.fields import CoordinateMLP
+from gnerf.optim.kfac import KFAC, kfac_precondition
+from gnerf.optim.registry import build_optimizer
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 3))
+
+
+def _batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(8, 2, generator=g) * 2 - 1, torch.rand(8, 3, generator=g)
+
+
+LOSSES = {
+    "mse": lambda out, y: ((out - y) ** 2).mean(),
+    "bce": lambda out, y: nn.functional.binary_cross_entropy_with_logits(out, y),
+}
+
+
+def _explicit_factors(net, x, y, loss):
+    """A = E[[a;1][a;1]^T], G = E[g g^T] with g the per-sample loss gradient wrt the layer output."""
+    s1 = net[0](x)
+    h = torch.tanh(s1)
+    s2 = net[2](h)
+    per_sample = torch.stack([loss(s2[i:i + 1], y[i:i + 1]) for i in range(x.shape[0])])
+    g1, g2 = torch.autograd.grad(per_sample.sum(), [s1, s2])  # row i is d loss_i / d s_i
+    ones = torch.ones(x.shape[0], 1)
+    out = []
+    for a, g in ((x, g1), (h.detach(), g2)):
+        at = torch.cat([a, ones], 1)
+        A = sum(torch.outer(r, r) for r in at) / len(at)
+        G = sum(torch.outer(r, r) for r in g) / len(g)
+        out.append((A, G))
+    return out
+
+
+@pytest.mark.parametrize("loss_name", ["mse", "bce"])
+@pytest.mark.parametrize("build", ["module", "params", "linears"])
+def test_factors_equal_explicit_expectations(loss_name, build):
+    net = _mlp()
+    x, y = _batch()
+    loss = LOSSES[loss_name]
+    expected = _explicit_factors(net, x, y, loss)
+    arg = {"module": net, "params": net.parameters(), "linears": [net[0], net[2]]}[build]
+    opt = KFAC(arg, lr=0.0)
+    loss(net(x), y).backward()
+    opt.step()
+    assert len(opt.tracked_layers()) == 2
+    for layer, (A, G) in zip((net[0], net[2]), expected):
+        st = opt.state[layer.weight]
+        assert torch.allclose(st["kfac_A"], A, atol=1e-6)
+        assert torch.allclose(st["kfac_G"], G, atol=1e-7)
+    # a second batch: running average with rho = min(1 - 1/2, 0.95) = 1/2
+    x2, y2 = _batch(2)
+    expected2 = _explicit_factors(copy.deepcopy(net), x2, y2, loss)  # a copy: net's hooks would record it
+    opt.zero_grad()
+    loss(net(x2), y2).backward()
+    opt.step()
+    for layer, (A1, G1), (A2, G2) in zip((net[0], net[2]), expected, expected2):
+        st = opt.state[layer.weight]
+        assert torch.allclose(st["kfac_A"], 0.5 * (A1 + A2), atol=1e-6)
+        assert torch.allclose(st["kfac_G"], 0.5 * (G1 + G2), atol=1e-7)
+
+
+def test_eval_forward_without_grad_records_nothing():
+    net = _mlp()
+    x, y = _batch()
+    opt = KFAC(net)
+    with torch.no_grad():
+        net(torch.rand(100, 2))
+    LOSSES["mse"](net(x), y).backward()
+    opt.step()
+    A, _ = _explicit_factors(net, x, y, LOSSES["mse"])[0]
+    # step() already moved the weights but the first layer's A depends only on x
+    assert torch.allclose(opt.state[net[0].weight]["kfac_A"], A, atol=1e-6)
+
+
+def test_preconditioner_is_the_damped_kronecker_inverse():
+    torch.manual_seed(0)
+    a, g = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    A, G = a.T @ a / 20, g.T @ g / 20
+    grad = torch.randn(3, 4, dtype=torch.float64)
+    da, qa = torch.linalg.eigh(A)
+    dg, qg = torch.linalg.eigh(G)
+    lam = 0.01
+    u = kfac_precondition(grad, qa, da, qg, dg, lam)
+    # vec() stacks columns; (A kron G) vec(X) = vec(G X A^T)
+    F = torch.kron(A, G) + lam * torch.eye(12, dtype=torch.float64)
+    expected = torch.linalg.solve(F, grad.T.reshape(-1)).reshape(4, 3).T
+    assert torch.allclose(u, expected, atol=1e-10)
+
+
+def test_one_step_update_and_inverse_cadence():
+    net = _mlp()
+    x, y = _batch()
+    ref = copy.deepcopy(net)
+    lr, lam = 0.1, 0.01
+    opt = KFAC(net, lr=lr, damping=lam, kl_clip=0.0, momentum=0.9, inv_update_freq=2)
+    LOSSES["mse"](net(x), y).backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    opt.step()
+    for (A, G), i in zip(_explicit_factors(ref, x, y, LOSSES["mse"]), (0, 2)):
+        w, b = grads[i], grads[i + 1]
+        full = torch.cat([w, b[:, None]], 1).double()
+        F = torch.kron(A.double(), G.double()) + lam * torch.eye(full.numel(), dtype=torch.float64)
+        u = torch.linalg.solve(F, full.T.reshape(-1)).reshape(full.shape[1], full.shape[0]).T.float()
+        assert torch.allclose(net[i].weight, ref[i].weight - lr * u[:, :-1], atol=1e-5)
+        assert torch.allclose(net[i].bias, ref[i].bias - lr * u[:, -1], atol=1e-5)
+    for _ in range(4):
+        opt.zero_grad()
+        LOSSES["mse"](net(x), y).backward()
+        opt.step()
+    assert opt.num_steps == 5 and opt.num_inverse_updates == 3  # steps 1, 3, 5
+
+
+def test_state_round_trips_exactly():
+    net = _mlp()
+    x, y = _batch()
+    opt = KFAC(net.parameters(), inv_update_freq=3)
+
+    def run(n, o, m):
+        for _ in range(n):
+            o.zero_grad()
+            LOSSES["mse"](m(x), y).backward()
+            o.step()
+
+    run(4, opt, net)
+    net2 = copy.deepcopy(net)
+    opt2 = KFAC(net2.parameters(), inv_update_freq=3)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert opt2.num_steps == 4 and opt2.num_inverse_updates == opt.num_inverse_updates
+    run(4, opt, net)
+    run(4, opt2, net2)
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_learns_a_small_image_and_is_registered():
+    torch.manual_seed(0)
+    net = CoordinateMLP(2, 3, hidden_dim=32, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
+    g = torch.linspace(-1, 1, 12)
+    x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
+                     0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
+    opt = build_optimizer("kfac", net.parameters(), activation="gaussian")
+    assert isinstance(opt, KFAC) and opt.param_groups[0]["lr"] == 0.1 and not opt.should_create_graph()
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert len(opt.tracked_layers()) == 3
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_clear_errors():
+    net = _mlp()
+    with pytest.raises(ValueError, match="damping"):
+        KFAC(net, damping=0.0)
+    with pytest.raises(ValueError, match="inv_update_freq"):
+        KFAC(net, inv_update_freq=0)
+    with pytest.raises(ValueError, match="only nn.Linear"):
+        KFAC([net[0], net[1]])
+    with pytest.raises(ValueError, match="no 'kfac' counters"):
+        KFAC(net).load_state_dict(torch.optim.SGD(net.parameters(), lr=0.1).state_dict())
