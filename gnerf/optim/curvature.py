@@ -16,7 +16,7 @@ parameter -> grad -> graph -> parameter reference cycle never outlives the step.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -86,3 +86,108 @@ def release_graph(params: Iterable[Tensor]) -> None:
     for p in params:
         if p.grad is not None and p.grad.grad_fn is not None:
             p.grad = p.grad.detach()
+
+
+# --- Forward-over-reverse Hessian-vector products ------------------------------------------------
+#
+# ``hessian_vector_product`` above is reverse-over-reverse (double backward): it fits the training
+# protocol, where ``backward(create_graph=True)`` leaves gradients that carry a graph. The functional
+# variant below is forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``): it needs the
+# loss as a function of the parameters instead, and returns the gradient with the product in one
+# pass. ``benchmarks/trunk.py`` times both; see ``docs/benchmarks.md``.
+
+HVP_METHODS = ("double-backward", "forward-over-reverse")
+"""Names accepted by :func:`hvp`."""
+
+DEFAULT_HVP_METHOD = "double-backward"
+"""The method gnerf's optimizers use: the protocol's gradients already carry the double-backward
+graph, and the measured costs (docs/benchmarks.md) give forward-over-reverse no speed advantage."""
+
+
+def hessian_vector_product_fwd_rev(
+    loss_fn: Callable[[Tuple[Tensor, ...]], Tensor],
+    params: Sequence[Tensor],
+    vectors: Sequence[Tensor],
+    *,
+    with_grad: bool = False,
+) -> Union[List[Tensor], Tuple[List[Tensor], List[Tensor]]]:
+    """``H v`` of ``loss_fn`` at ``params`` by forward-over-reverse (``torch.func.jvp`` of ``grad``).
+
+    Args:
+        loss_fn: maps a tuple of tensors shaped like ``params`` to a scalar loss (see
+            :func:`functional_loss` for an ``nn.Module``). It must be a pure function of its
+            argument: parameters it closes over are treated as constants. Write an MSE as
+            ``(pred - target).square().mean()``: in torch 2.x ``F.mse_loss`` has no
+            forward-over-reverse rule for a target without tangent ("ZeroTensors are immutable").
+        params: the point at which the Hessian is taken (used detached; nothing is written to them).
+        vectors: the directions ``v``, shaped like ``params``.
+        with_grad: also return the gradient, which the same pass computes at no extra cost.
+
+    Returns:
+        ``[H v]`` per parameter, or ``(grads, hvps)`` when ``with_grad``; all detached.
+    """
+    if len(params) != len(vectors):
+        raise ValueError("params and vectors must have the same length")
+    primals = tuple(p.detach() for p in params)
+    tangents = tuple(v.detach().to(dtype=p.dtype) for v, p in zip(vectors, primals))
+    for p, v in zip(primals, tangents):
+        if p.shape != v.shape:
+            raise ValueError(f"a vector of shape {tuple(v.shape)} does not match its parameter {tuple(p.shape)}")
+
+    def grad_fn(*ps: Tensor) -> Tuple[Tensor, ...]:
+        return torch.func.grad(lambda *qs: loss_fn(tuple(qs)), argnums=tuple(range(len(ps))))(*ps)
+
+    with torch.enable_grad():
+        grads, hvps = torch.func.jvp(grad_fn, primals, tangents)
+    hvps = [h.detach() for h in hvps]
+    if with_grad:
+        return [g.detach() for g in grads], hvps
+    return hvps
+
+
+def functional_loss(
+    module: torch.nn.Module, loss: Callable[[Callable[..., Any]], Tensor]
+) -> Tuple[Callable[[Tuple[Tensor, ...]], Tensor], List[Tensor]]:
+    """Glue for :func:`hessian_vector_product_fwd_rev`: a module's loss as a function of its parameters.
+
+    ``loss(forward)`` computes the scalar loss, calling ``forward(*inputs)`` where it would call
+    ``module(*inputs)``. Returns ``(loss_fn, params)``: ``loss_fn(values)`` runs ``loss`` with
+    ``module``'s trainable parameters replaced by ``values`` (``torch.func.functional_call``), and
+    ``params`` lists those parameters in the matching order.
+
+        loss_fn, params = functional_loss(net, lambda f: (f(x) - y).square().mean())
+        hv = hessian_vector_product_fwd_rev(loss_fn, params, rademacher_like(params))
+    """
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+
+    def loss_fn(values: Tuple[Tensor, ...]) -> Tensor:
+        table = dict(zip(names, values))
+        return loss(lambda *args, **kwargs: torch.func.functional_call(module, table, args, kwargs))
+
+    return loss_fn, [p for _, p in named]
+
+
+def hvp(
+    params: Sequence[Tensor],
+    vectors: Sequence[Tensor],
+    *,
+    method: str = DEFAULT_HVP_METHOD,
+    grads: Optional[Sequence[Tensor]] = None,
+    loss_fn: Optional[Callable[[Tuple[Tensor, ...]], Tensor]] = None,
+    who: str = "optimizer",
+) -> List[Tensor]:
+    """``H v`` by the named method (one of :data:`HVP_METHODS`).
+
+    ``"double-backward"`` needs ``grads`` that carry a graph (the training protocol);
+    ``"forward-over-reverse"`` needs ``loss_fn`` (see :func:`functional_loss`).
+    """
+    if method == "double-backward":
+        if grads is None:
+            raise ValueError("hvp(method='double-backward') needs grads that carry a graph")
+        return hessian_vector_product(params, grads, vectors, who=who)
+    if method == "forward-over-reverse":
+        if loss_fn is None:
+            raise ValueError("hvp(method='forward-over-reverse') needs loss_fn, the loss as a function of params")
+        return hessian_vector_product_fwd_rev(loss_fn, params, vectors)
+    raise ValueError(f"unknown HVP method {method!r}; choose one of {', '.join(HVP_METHODS)}")

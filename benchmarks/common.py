@@ -1,0 +1,139 @@
+"""Shared benchmark code: the GARF trunk, timing, peak memory, machine description, markdown tables.
+
+Pure torch + gnerf (no nerfstudio, no tyro), so that benchmarks (1)-(3) run on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from gnerf.fields import CoordinateMLP
+
+
+@dataclass
+class TrunkSpec:
+    """The Gaussian radiance-field (GARF) trunk at some batch: ``CoordinateMLP(3 -> 1 + width)``."""
+
+    points: int = 2048 * 128  # the paper's 2048 rays x 128 samples
+    width: int = 256
+    layers: int = 9
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    seed: int = 0
+
+    def describe(self) -> str:
+        return f"GARF trunk {self.layers} x {self.width} (Gaussian, sigma 0.1, skip), {self.points:,} points per step"
+
+
+def make_trunk(spec: TrunkSpec) -> torch.nn.Module:
+    return CoordinateMLP(3, 1 + spec.width, hidden_dim=spec.width, num_layers=spec.layers, activation="gaussian",
+                         activation_kwargs={"sigma": 0.1}, skip_connections=(spec.layers // 2 + 1,))
+
+
+def make_batch(spec: TrunkSpec) -> Tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(spec.seed)
+    x = (torch.rand(spec.points, 3, generator=g) * 3 - 1.5).to(spec.device)
+    y = torch.rand(spec.points, 1 + spec.width, generator=g).to(spec.device)
+    return x, y
+
+
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """MSE written out: ``F.mse_loss`` has no forward-over-reverse rule for a constant target in torch 2.x."""
+    return (pred - target).square().mean()
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+class Timer:
+    """Wall time of a block, synchronising the device on entry and exit."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Timer":
+        sync(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self._t0
+
+
+def peak_memory(fn: Callable[[], object], device: str) -> float:
+    """Peak device memory (GiB) allocated while ``fn`` runs, above what was allocated before; NaN on CPU."""
+    if not is_cuda(device):
+        return float("nan")
+    sync(device)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
+
+
+def interleaved_medians(fns: Dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 2
+                        ) -> Dict[str, float]:
+    """Median seconds of each function, the functions run in turn ``reps`` times (noise hits all alike)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            with Timer(device) as t:
+                fn()
+            times[k].append(t.seconds)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine(device: str) -> str:
+    if is_cuda(device):
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} visible cores), torch {torch.__version__}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            if v != v:
+                return "n/a"
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def section(title: str, spec_line: str, body: str, notes: Optional[Sequence[str]] = None) -> str:
+    text = f"### {title}\n\n{spec_line}\n\n{body}\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()

@@ -1,0 +1,239 @@
+"""Benchmarks (4) and (5): gaussian-nerf-esgd against nerfstudio's vanilla-nerf (coarse network) on lego.
+
+Both trainers are built in this one process with the same data (lego, same downscale), the same
+rays per step and the same samples per ray, and step **in turn** (one step of each, order swapped
+every step), each method's clock counting only its own steps, so machine noise hits both alike.
+
+* (4) throughput: rays per second over a window after the warm-up (gaussian-nerf-esgd's window
+  holds its curvature steps at the cadence stated).
+* (5) convergence per second: test PSNR against each method's own training wall time, over the
+  same time budget; evaluation is paused off the clock.
+
+Offline LPIPS: nerfstudio's ``NeRFModel.populate_modules`` builds torchmetrics'
+``LearnedPerceptualImagePatchSimilarity``, which downloads AlexNet weights and fails offline. In this
+benchmark only, :func:`offline_lpips` swaps that class for a stub that builds without weights and
+raises if it is ever called (nothing here evaluates LPIPS; PSNR is computed directly).
+
+Coarse network only: vanilla-nerf always runs its fine network (``num_importance_samples`` cannot be
+0 by config), so :class:`CoarseOnlyNeRFModel` (benchmark only) renders and trains the coarse field
+alone, i.e. nerfstudio's NeRF field (positional encoding, 8 x 256 + skip, RAdam 5e-4) on the same
+uniform samples as the Gaussian field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+from benchmarks.common import machine, section, sync, table
+
+METHODS = ("gaussian-nerf-esgd", "vanilla-nerf (coarse)")
+
+
+@contextlib.contextmanager
+def offline_lpips():
+    """Within the block, torchmetrics' LPIPS builds without weights and raises if called."""
+    import torchmetrics.image.lpip as lpip
+
+    class NoLPIPS(torch.nn.Module):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__()
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("LPIPS is stubbed out in gnerf's benchmarks (no AlexNet weights offline)")
+
+    original = lpip.LearnedPerceptualImagePatchSimilarity
+    lpip.LearnedPerceptualImagePatchSimilarity = NoLPIPS
+    try:
+        yield
+    finally:
+        lpip.LearnedPerceptualImagePatchSimilarity = original
+
+
+def _coarse_only_model_class():
+    from nerfstudio.models.vanilla_nerf import NeRFModel
+
+    class CoarseOnlyNeRFModel(NeRFModel):
+        """vanilla-nerf with its fine network and PDF sampling skipped (benchmark only)."""
+
+        def get_outputs(self, ray_bundle):
+            from nerfstudio.field_components.field_heads import FieldHeadNames
+
+            samples = self.sampler_uniform(ray_bundle)
+            out = self.field_coarse.forward(samples)
+            weights = samples.get_weights(out[FieldHeadNames.DENSITY])
+            rgb = self.renderer_rgb(rgb=out[FieldHeadNames.RGB], weights=weights)
+            acc = self.renderer_accumulation(weights)
+            depth = self.renderer_depth(weights, samples)
+            return {"rgb_coarse": rgb, "rgb_fine": rgb, "accumulation_coarse": acc, "accumulation_fine": acc,
+                    "depth_coarse": depth, "depth_fine": depth, "rgb": rgb}
+
+        def get_loss_dict(self, outputs, batch, metrics_dict=None):
+            pred, image = self.renderer_rgb.blend_background_for_loss_computation(
+                pred_image=outputs["rgb_coarse"], pred_accumulation=outputs["accumulation_coarse"],
+                gt_image=batch["image"].to(outputs["rgb_coarse"].device))
+            return {"rgb_loss_coarse": self.rgb_loss(image, pred)}
+
+        def get_param_groups(self):
+            return {"fields": list(self.field_coarse.parameters())}
+
+    return CoarseOnlyNeRFModel
+
+
+@dataclasses.dataclass
+class NerfSize:
+    rays: int
+    samples: int
+    image_scale: float
+    cadence: Tuple[int, int]  # gaussian-nerf-esgd (d_warmup, update_d_every)
+
+
+def size(quick: bool) -> NerfSize:
+    # quick: a 2-core CPU; otherwise the paper's rays and samples
+    return NerfSize(64, 32, 0.25, (5, 100)) if quick else NerfSize(2048, 128, 1.0, (50, 100))
+
+
+def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str):
+    from gnerf.nerf.recipes import method_config, setup_trainer
+
+    if method == "gaussian-nerf-esgd":  # the registered size: 9 x 256 GARF trunk
+        cfg = method_config(method, data, out, iterations=iterations, rays=sz.rays, samples=sz.samples,
+                            hidden_dim=256, num_layers=9, skip_connections=(5,), image_scale=sz.image_scale,
+                            device=device, curvature_cadence=sz.cadence, experiment_name="gaussian")
+    else:
+        from nerfstudio.configs.method_configs import method_configs
+
+        base = method_configs["vanilla-nerf"]
+        cfg = dataclasses.replace(base)
+        dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=sz.rays,
+                                 eval_num_rays_per_batch=sz.rays, camera_res_scale_factor=sz.image_scale)
+        model = dataclasses.replace(cfg.pipeline.model, _target=_coarse_only_model_class(),
+                                    num_coarse_samples=sz.samples)
+        cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
+        cfg.max_num_iterations = iterations
+        cfg.steps_per_save = 10 * iterations + 1
+        cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10 * iterations + 1
+        cfg.vis = "tensorboard"
+        cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
+        cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "vanilla", "run"
+    cfg.logging.local_writer.enable = False
+    with offline_lpips():
+        trainer = setup_trainer(cfg)
+    trainer.pipeline.train()
+    return trainer
+
+
+def _step(trainer, step: int, device: str) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    trainer.train_iteration(step)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def test_psnr(trainer, views: List[int]) -> float:
+    model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.eval_dataset
+    model.eval()
+    total = 0.0
+    for i in views:
+        outputs = model.get_outputs_for_camera(dataset.cameras[i: i + 1].to(model.device))
+        image = model.renderer_rgb.blend_background(dataset[i]["image"].to(model.device))
+        pred = outputs["rgb"].clamp(0, 1)
+        total += float(-10 * torch.log10(torch.mean((pred - image[..., :3]) ** 2)))
+    model.train()
+    return total / len(views)
+
+
+def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str) -> Dict:
+    if not (data / "transforms_train.json").exists():
+        raise SystemExit(f"benchmarks (4)/(5): {data} is not a Blender-format scene; pass --data")
+    return {m: build(m, data, tmp / str(i), sz, iterations, device) for i, m in enumerate(METHODS)}
+
+
+def _width(trainers) -> int:
+    return int(trainers[METHODS[0]].pipeline.datamanager.train_dataset.cameras.width[0].item())
+
+
+def _spec_line(sz: NerfSize, device: str, data: Path, px: int) -> str:
+    return (f"{data.name} at {px}x{px} px (downscale {sz.image_scale}), {sz.rays} rays x {sz.samples} samples per step for both; gaussian-nerf-esgd: "
+            f"9 x 256 GARF, ESGD-Max lr 1, curvature cadence (warm-up {sz.cadence[0]}, then every {sz.cadence[1]}); "
+            f"vanilla-nerf: nerfstudio's NeRF field, coarse only, RAdam 5e-4; {machine(device)}")
+
+
+LPIPS_NOTE = ("nerfstudio's vanilla-nerf builds LPIPS (AlexNet weights, a download) at start-up: here "
+              "`benchmarks.nerf.offline_lpips` swaps torchmetrics' LearnedPerceptualImagePatchSimilarity for a stub "
+              "that raises if called, during set-up only; nothing here evaluates LPIPS")
+COARSE_NOTE = ("vanilla-nerf's fine network cannot be disabled by config (get_outputs always runs PDF sampling and field_fine), "
+               "so the benchmark-only subclass `CoarseOnlyNeRFModel` trains and renders the coarse field alone")
+
+
+def throughput(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
+    """(4): rays per second, the two trainers stepping in turn over the same number of steps."""
+    sz = size(quick)
+    warm, timed = (sz.cadence[0] + 2, 100) if quick else (sz.cadence[0] + 5, 300)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = _setup(data, Path(tmp), sz, warm + timed, device)
+        px = _width(trainers)
+        secs = {m: 0.0 for m in METHODS}
+        for step in range(warm + timed):
+            for m in (METHODS if step % 2 == 0 else METHODS[::-1]):
+                dt = _step(trainers[m], step, device)
+                if step >= warm:
+                    secs[m] += dt
+    rps = {m: timed * sz.rays / s for m, s in secs.items()}
+    ref = rps["vanilla-nerf (coarse)"]
+    rows = [(m, timed, 1e3 * secs[m] / timed, rps[m], rps[m] / ref) for m in METHODS]
+    body = table(["method", "timed steps", "mean step (ms)", "rays / s", "rays/s vs vanilla-nerf (coarse)"], rows)
+    notes = [f"**throughput gaussian-nerf-esgd / vanilla-nerf (coarse) = {rps[METHODS[0]] / ref:.2f}**",
+             f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn (train_iteration: "
+             "ray sampling, forward, loss, backward, optimizer and scheduler step)",
+             LPIPS_NOTE, COARSE_NOTE]
+    return section("(4) End to end: training throughput", _spec_line(sz, device, data, px), body, notes), rps
+
+
+def convergence(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
+    """(5): test PSNR against each method's own training wall time, over the same budget."""
+    sz = size(quick)
+    budget, checkpoints, n_views = (45.0, 3, 2) if quick else (600.0, 6, 8)
+    marks = [budget * (k + 1) / checkpoints for k in range(checkpoints)]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = _setup(data, Path(tmp), sz, 10**7, device)
+        px = _width(trainers)
+        n = len(trainers[METHODS[0]].pipeline.datamanager.eval_dataset)
+        views = list(range(0, n, max(n // n_views, 1)))[:n_views]
+        clock = {m: 0.0 for m in METHODS}
+        steps = {m: 0 for m in METHODS}
+        curve: Dict[str, List[Tuple[float, int, float]]] = {m: [] for m in METHODS}
+        nxt = {m: 0 for m in METHODS}
+        while any(nxt[m] < checkpoints for m in METHODS):
+            for m in (METHODS if sum(steps.values()) % 2 == 0 else METHODS[::-1]):
+                if nxt[m] >= checkpoints:
+                    continue
+                clock[m] += _step(trainers[m], steps[m], device)
+                steps[m] += 1
+                if clock[m] >= marks[nxt[m]]:
+                    curve[m].append((clock[m], steps[m], test_psnr(trainers[m], views)))
+                    nxt[m] += 1
+    rows = []
+    for k in range(checkpoints):
+        row = [f"{marks[k]:.0f}"]
+        for m in METHODS:
+            t, s, p = curve[m][k]
+            row += [s, p]
+        rows.append(row)
+    body = table(["training time (s)", "gaussian-nerf-esgd steps", "gaussian-nerf-esgd test PSNR (dB)",
+                  "vanilla-nerf (coarse) steps", "vanilla-nerf (coarse) test PSNR (dB)"], rows)
+    final = {m: curve[m][-1][2] for m in METHODS}
+    notes = [f"**test PSNR after {budget:.0f} s: gaussian-nerf-esgd {final[METHODS[0]]:.2f} dB, vanilla-nerf (coarse) "
+             f"{final[METHODS[1]]:.2f} dB**",
+             f"each method's clock counts only its own training steps (the trainers step in turn); PSNR is the mean "
+             f"over {len(views)} test views at the training resolution, rendered off the clock",
+             LPIPS_NOTE, COARSE_NOTE]
+    return section("(5) Convergence per second", _spec_line(sz, device, data, px), body, notes), curve

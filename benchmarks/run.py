@@ -1,0 +1,81 @@
+"""Run gnerf's benchmarks (issue 6) and write one markdown report.
+
+    python benchmarks/run.py --quick                 # this CPU, a few minutes, all five
+    python benchmarks/run.py --gpu --output gpu.md   # one H100 / H200, < 5 min: (1)-(3), pure torch
+    python benchmarks/run.py --quick --only 1 2      # a subset
+
+(1)-(3) need only torch (no nerfstudio, no tyro); (4)-(5) need nerfstudio and the lego scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.common import TrunkSpec, machine, today  # noqa: E402
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="reduced sizes that fit a 2-core CPU in a few minutes")
+    mode.add_argument("--gpu", action="store_true", help="paper batch on one GPU, (1)-(3) only, < 5 minutes")
+    ap.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4, 5], help="run these benchmarks only")
+    ap.add_argument("--points", type=int, help="points per step for (1)-(3) (default: 262,144; --quick 1,024)")
+    ap.add_argument("--rounds", type=int, help="(1): alternating rounds of 100 steps per optimizer")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego",
+                    help="(4)-(5): a Blender-format scene")
+    ap.add_argument("--output", type=Path, help="write the markdown here (default: print only)")
+    args = ap.parse_args(argv)
+    if args.gpu and not args.device.startswith("cuda"):
+        raise SystemExit("--gpu needs a CUDA device")
+    which = set(args.only or ([1, 2, 3] if args.gpu else [1, 2, 3, 4, 5]))
+
+    quick = args.quick or (not args.gpu and not args.device.startswith("cuda"))
+    points = args.points or (1024 if quick else 2048 * 128)
+    spec = TrunkSpec(points=points, device=args.device)
+    rounds = args.rounds or (2 if quick else 3)
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    parts = [f"## {'GPU' if args.device.startswith('cuda') else 'CPU'} results: {machine(args.device)}\n",
+             f"Command: `{command}`; date {today()}; "
+             f"{'reduced CPU batch' if points < 2048 * 128 else 'the paper batch'} of {points:,} points for (1)-(3).\n"]
+    t_all = time.perf_counter()
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        parts.append(text)
+
+    from benchmarks import trunk
+
+    if 1 in which:
+        emit(trunk.step_overhead(spec, rounds=rounds)[0])
+    if 2 in which:
+        emit(trunk.curvature_cost(spec, reps=5 if quick else 20)[0])
+    if 3 in which:
+        emit(trunk.update_cost(spec, reps=20 if quick else 200)[0])
+    if 4 in which or 5 in which:
+        from benchmarks import nerf
+
+        if 4 in which:
+            emit(nerf.throughput(args.data, device=args.device, quick=quick)[0])
+        if 5 in which:
+            emit(nerf.convergence(args.data, device=args.device, quick=quick)[0])
+    emit(f"_Total benchmark time {time.perf_counter() - t_all:.0f} s._\n")
+    text = "\n".join(parts)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
