@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from benchmarks.common import (
-    Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, sync, table,
+    Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, table,
 )
 from gnerf.optim.curvature import (
     functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like, should_create_graph,

@@ -165,7 +165,7 @@ def test_state_dict_round_trip_continues_identically():
     _train(net2, opt2, x, y, 5)
     for p, q in zip(net.parameters(), net2.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="saved by ESGD-Max"):
+    with pytest.raises(ValueError, match="saved with use_max=True"):
         ESGD(net2.parameters()).load_state_dict(saved_opt)
 
 

@@ -22,12 +22,11 @@ not the ``2 * randint(high=1) - 1`` of one popular implementation, which is alwa
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters
 from gnerf.optim.curvature import hessian_vector_product, rademacher_like, release_graph
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
@@ -36,7 +35,7 @@ __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS
 STATISTICS = ("equilibration", "jacobi")
 
 
-class AdaHessian(Optimizer):
+class AdaHessian(CountedOptimizer):
     r"""AdaHessian with Hutchinson curvature on every step.
 
     With gradient :math:`g_t`, step :math:`t = 1, 2, \dots`, Rademacher :math:`v_t` and Hessian
@@ -80,14 +79,7 @@ class AdaHessian(Optimizer):
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"invalid betas={betas}: each must lie in [0, 1)")
-        if not eps > 0.0:
-            raise ValueError(f"invalid eps={eps}: must be > 0")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
+        check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 < hessian_power <= 1.0:
             raise ValueError(f"invalid hessian_power={hessian_power}: must lie in (0, 1]")
         statistic = str(statistic).lower()
@@ -99,6 +91,10 @@ class AdaHessian(Optimizer):
         self.statistic = statistic
         self.generator = generator
         self.num_steps = 0  # completed optimisation steps (= curvature updates)
+
+    state_key = "adahessian"
+    state_fields = ("num_steps",)
+    matching_fields = ("statistic",)
 
     def should_create_graph(self) -> bool:
         """Always True: AdaHessian estimates curvature on every step."""
@@ -164,24 +160,6 @@ class AdaHessian(Optimizer):
             offset += n
         release_graph(all_params)
         return loss
-
-    def state_dict(self) -> Dict[str, Any]:
-        sd = super().state_dict()
-        sd["adahessian"] = {"num_steps": self.num_steps, "statistic": self.statistic}
-        return sd
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        counters = state_dict.pop("adahessian", None)
-        if counters is None:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict has no 'adahessian' counters; "
-                             "it was not saved by an AdaHessian optimizer")
-        if counters["statistic"] != self.statistic:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict was saved with "
-                             f"statistic={counters['statistic']!r}, this optimizer uses {self.statistic!r}")
-        super().load_state_dict(state_dict)
-        self.num_steps = int(counters["num_steps"])
-
 
 class AdaHessianE(AdaHessian):
     """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""

@@ -15,14 +15,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters
 from gnerf.optim.curvature import hessian_vector_product, rademacher_like, release_graph
 
 __all__ = ["ESGD", "ESGDMax", "esgd"]
 
 
-class ESGD(Optimizer):
+class ESGD(CountedOptimizer):
     r"""Equilibrated SGD with Nesterov momentum and sparse curvature updates.
 
     With gradient :math:`g_t`, step :math:`t = 1, 2, \dots` and :math:`k` the number of curvature
@@ -74,14 +73,7 @@ class ESGD(Optimizer):
         generator: Optional[torch.Generator] = None,
         use_max: bool = False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"invalid betas={betas}: each must lie in [0, 1)")
-        if not eps > 0.0:
-            raise ValueError(f"invalid eps={eps}: must be > 0")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
+        check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 <= lr_warmup < 1.0:
             raise ValueError(f"invalid lr_warmup={lr_warmup}: must lie in [0, 1) (0 disables it)")
         if d_warmup < 0 or update_d_every < 1:
@@ -96,6 +88,10 @@ class ESGD(Optimizer):
         self.generator = generator
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
+
+    state_key = "esgd"
+    state_fields = ("num_steps", "num_curvature_updates", "d_warmup", "update_d_every")
+    matching_fields = ("use_max",)
 
     def should_create_graph(self) -> bool:
         """Whether the next ``step`` estimates curvature, so ``backward`` must use ``create_graph=True``."""
@@ -168,33 +164,6 @@ class ESGD(Optimizer):
             )
         release_graph(all_params)
         return loss
-
-    def state_dict(self) -> Dict[str, Any]:
-        sd = super().state_dict()
-        sd["esgd"] = {
-            "num_steps": self.num_steps,
-            "num_curvature_updates": self.num_curvature_updates,
-            "d_warmup": self.d_warmup,
-            "update_d_every": self.update_d_every,
-            "use_max": self.use_max,
-        }
-        return sd
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        counters = state_dict.pop("esgd", None)
-        if counters is None:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict has no 'esgd' counters; "
-                             "it was not saved by an ESGD / ESGD-Max optimizer")
-        if bool(counters["use_max"]) != self.use_max:
-            saved = "ESGD-Max" if counters["use_max"] else "ESGD"
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict was saved by {saved}")
-        super().load_state_dict(state_dict)
-        self.num_steps = int(counters["num_steps"])
-        self.num_curvature_updates = int(counters["num_curvature_updates"])
-        self.d_warmup = int(counters["d_warmup"])
-        self.update_d_every = int(counters["update_d_every"])
-
 
 class ESGDMax(ESGD):
     r"""ESGD-Max: ESGD with the exponentially weighted maximum :math:`D \leftarrow \max(\beta_2 D, (Hv)^2)`.

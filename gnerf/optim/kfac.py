@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.optim import Optimizer
+
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters
 
 __all__ = ["KFAC", "kfac_precondition"]
 
@@ -47,7 +48,7 @@ def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tens
     return qg @ v @ qa.T
 
 
-class KFAC(Optimizer):
+class KFAC(CountedOptimizer):
     r"""K-FAC with Tikhonov damping, eigendecomposed factors and momentum.
 
     For every hooked linear layer with gradient :math:`\nabla = [\nabla_W, \nabla_b]`:
@@ -84,6 +85,9 @@ class KFAC(Optimizer):
         cov_update_freq: steps between factor updates (the hooks record only on those steps).
     """
 
+    state_key = "kfac"
+    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "inv_update_freq", "cov_update_freq")
+
     def __init__(
         self,
         params: Any,
@@ -96,16 +100,11 @@ class KFAC(Optimizer):
         inv_update_freq: int = 100,
         cov_update_freq: int = 1,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
+        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
         if not damping > 0.0:
             raise ValueError(f"invalid damping={damping}: must be > 0")
         if not 0.0 <= stat_decay < 1.0:
             raise ValueError(f"invalid stat_decay={stat_decay}: must lie in [0, 1)")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
         if not kl_clip >= 0.0:
             raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
         if int(inv_update_freq) < 1 or int(cov_update_freq) < 1:
@@ -290,22 +289,3 @@ class KFAC(Optimizer):
             self._discovery = None
         return loss
 
-    def state_dict(self) -> Dict[str, Any]:
-        sd = super().state_dict()
-        sd["kfac"] = {"num_steps": self.num_steps, "num_inverse_updates": self.num_inverse_updates,
-                      "kl_clip": self.kl_clip, "inv_update_freq": self.inv_update_freq,
-                      "cov_update_freq": self.cov_update_freq}
-        return sd
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        counters = state_dict.pop("kfac", None)
-        if counters is None:
-            raise ValueError("KFAC.load_state_dict: the state dict has no 'kfac' counters; "
-                             "it was not saved by a KFAC optimizer")
-        super().load_state_dict(state_dict)
-        self.num_steps = int(counters["num_steps"])
-        self.num_inverse_updates = int(counters["num_inverse_updates"])
-        self.kl_clip = float(counters["kl_clip"])
-        self.inv_update_freq = int(counters["inv_update_freq"])
-        self.cov_update_freq = int(counters["cov_update_freq"])

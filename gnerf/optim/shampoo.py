@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters
 
 __all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
 
@@ -40,7 +40,7 @@ def matrix_inverse_root(matrix: Tensor, root: float, *, min_eigenvalue: float = 
     return out.to(matrix.dtype)
 
 
-class Shampoo(Optimizer):
+class Shampoo(CountedOptimizer):
     r"""Shampoo for matrices, diagonal (AdaGrad) statistics for vectors.
 
     For a matrix parameter :math:`W \in \mathbb{R}^{m \times n}` with gradient :math:`G_t`:
@@ -86,20 +86,16 @@ class Shampoo(Optimizer):
         update_freq: int = 1,
         foreach: Optional[bool] = None,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"invalid learning rate lr={lr}: must be >= 0")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"invalid weight_decay={weight_decay}: must be >= 0")
-        if not eps > 0.0:
-            raise ValueError(f"invalid eps={eps}: must be > 0")
+        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps)
         if int(update_freq) < 1:
             raise ValueError(f"invalid update_freq={update_freq}: must be >= 1")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
                         update_freq=int(update_freq), foreach=foreach)
         super().__init__(params, defaults)
         self.num_steps = 0
+
+    state_key = "shampoo"
+    state_fields = ("num_steps",)
 
     def should_create_graph(self) -> bool:
         """Always False: Shampoo needs only gradients."""
@@ -143,21 +139,6 @@ class Shampoo(Optimizer):
                     momentum=group["momentum"], weight_decay=group["weight_decay"],
                     update_freq=group["update_freq"], foreach=foreach)
         return loss
-
-    def state_dict(self) -> Dict[str, Any]:
-        sd = super().state_dict()
-        sd["shampoo"] = {"num_steps": self.num_steps}
-        return sd
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        counters = state_dict.pop("shampoo", None)
-        if counters is None:
-            raise ValueError("Shampoo.load_state_dict: the state dict has no 'shampoo' counters; "
-                             "it was not saved by a Shampoo optimizer")
-        super().load_state_dict(state_dict)
-        self.num_steps = int(counters["num_steps"])
-
 
 def shampoo(
     params: List[Tensor],

@@ -1,0 +1,55 @@
+"""What gnerf's optimizers share: checks of the usual hyperparameters, and counters in ``state_dict``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+from torch.optim import Optimizer
+
+_RULES = {
+    "lr": (lambda v: v >= 0.0, "must be >= 0"),
+    "eps": (lambda v: v > 0.0, "must be > 0"),
+    "weight_decay": (lambda v: v >= 0.0, "must be >= 0"),
+    "momentum": (lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"),
+    "betas": (lambda v: len(v) == 2 and all(0.0 <= b < 1.0 for b in v), "each must lie in [0, 1)"),
+}
+
+
+def check_hyperparameters(**values: Any) -> None:
+    """Raise ``ValueError`` naming the first of ``lr``, ``eps``, ``weight_decay``, ``momentum``, ``betas`` out of range."""
+    for name, value in values.items():
+        ok, rule = _RULES[name]
+        if not ok(value):
+            raise ValueError(f"invalid {name}={value}: {rule}")
+
+
+class CountedOptimizer(Optimizer):
+    """An optimizer whose optimizer-wide counters and settings travel in ``state_dict()[state_key]``.
+
+    ``state_fields`` are restored by ``load_state_dict``; ``matching_fields`` must equal this
+    optimizer's, so that a state saved by a different variant is refused with a clear error.
+    """
+
+    state_key: str = ""
+    state_fields: Tuple[str, ...] = ()
+    matching_fields: Tuple[str, ...] = ()
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd[self.state_key] = {f: getattr(self, f) for f in self.state_fields + self.matching_fields}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        saved = state_dict.pop(self.state_key, None)
+        name = type(self).__name__
+        if saved is None:
+            raise ValueError(f"{name}.load_state_dict: the state dict has no {self.state_key!r} counters; "
+                             f"it was not saved by a {name} optimizer")
+        for f in self.matching_fields:
+            if saved[f] != getattr(self, f):
+                raise ValueError(f"{name}.load_state_dict: the state dict was saved with {f}={saved[f]!r}, "
+                                 f"this optimizer uses {f}={getattr(self, f)!r}")
+        super().load_state_dict(state_dict)
+        for f in self.state_fields:
+            setattr(self, f, type(getattr(self, f))(saved[f]))
