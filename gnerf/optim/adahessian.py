@@ -161,6 +161,7 @@ class AdaHessian(CountedOptimizer):
         release_graph(all_params)
         return loss
 
+
 class AdaHessianE(AdaHessian):
     """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""
 

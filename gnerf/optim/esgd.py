@@ -165,6 +165,7 @@ class ESGD(CountedOptimizer):
         release_graph(all_params)
         return loss
 
+
 class ESGDMax(ESGD):
     r"""ESGD-Max: ESGD with the exponentially weighted maximum :math:`D \leftarrow \max(\beta_2 D, (Hv)^2)`.
 

@@ -140,6 +140,7 @@ class Shampoo(CountedOptimizer):
                     update_freq=group["update_freq"], foreach=foreach)
         return loss
 
+
 def shampoo(
     params: List[Tensor],
     grads: List[Tensor],
