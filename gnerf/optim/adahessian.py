@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters
-from gnerf.optim.curvature import hessian_vector_product, rademacher_like, release_graph
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.curvature import hutchinson_probe, release_graph
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
 
@@ -108,20 +108,11 @@ class AdaHessian(CountedOptimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        groups: List[List[Tensor]] = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            for p in ps:
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            groups.append(ps)
+        groups = params_with_grads(self)
         all_params = [p for ps in groups for p in ps]
         if not all_params:
             return loss
-        all_grads = [p.grad for p in all_params]
-        vs = rademacher_like(all_params, self.generator)
-        with torch.enable_grad():
-            hvps = hessian_vector_product(all_params, all_grads, vs, who=type(self).__name__)
+        vs, hvps = hutchinson_probe(all_params, self.generator, who=type(self).__name__)
         self.num_steps += 1
 
         offset = 0

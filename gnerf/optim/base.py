@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
+from torch import Tensor
 from torch.optim import Optimizer
 
 _RULES = {
@@ -21,6 +22,17 @@ def check_hyperparameters(**values: Any) -> None:
         ok, rule = _RULES[name]
         if not ok(value):
             raise ValueError(f"invalid {name}={value}: {rule}")
+
+
+def params_with_grads(optimizer: Optimizer) -> List[List[Tensor]]:
+    """Per param group, the parameters that have a gradient; sparse gradients are refused by name."""
+    groups = []
+    for group in optimizer.param_groups:
+        ps = [p for p in group["params"] if p.grad is not None]
+        if any(p.grad.is_sparse for p in ps):
+            raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+        groups.append(ps)
+    return groups
 
 
 class CountedOptimizer(Optimizer):

@@ -81,6 +81,19 @@ def hessian_vector_product(
     return out
 
 
+def hutchinson_probe(
+    params: Sequence[Tensor], generator: Optional[torch.Generator] = None, *, who: str = "optimizer"
+) -> Tuple[List[Tensor], List[Tensor]]:
+    """Draw Rademacher ``v`` and return ``(v, H v)`` from the graph the parameters' ``.grad`` carry.
+
+    The curvature step every Hutchinson optimizer takes; callable under ``torch.no_grad()``.
+    """
+    vs = rademacher_like(params, generator)
+    with torch.enable_grad():
+        hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
+    return vs, hvps
+
+
 def release_graph(params: Iterable[Tensor]) -> None:
     """Detach gradients that still hold an autograd graph (breaks the param/grad reference cycle)."""
     for p in params:

@@ -11,12 +11,12 @@ Saratchandran & Lucey, "Preconditioners for the Stochastic Training of Neural Fi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters
-from gnerf.optim.curvature import hessian_vector_product, rademacher_like, release_graph
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.curvature import hutchinson_probe, release_graph
 
 __all__ = ["ESGD", "ESGDMax", "esgd"]
 
@@ -106,30 +106,18 @@ class ESGD(CountedOptimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        groups: List[Dict[str, List[Tensor]]] = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            for p in ps:
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            groups.append({"params": ps, "grads": [p.grad for p in ps]})
-
-        curvature_step = self.should_create_graph()
-        all_params = [p for g in groups for p in g["params"]]
+        groups = params_with_grads(self)
+        all_params = [p for ps in groups for p in ps]
         if not all_params:
             return loss
         hvps: Optional[List[Tensor]] = None
-        if curvature_step:
-            all_grads = [p.grad for p in all_params]
-            vs = rademacher_like(all_params, self.generator)
-            with torch.enable_grad():
-                hvps = hessian_vector_product(all_params, all_grads, vs, who=type(self).__name__)
+        if self.should_create_graph():
+            _, hvps = hutchinson_probe(all_params, self.generator, who=type(self).__name__)
             self.num_curvature_updates += 1
         self.num_steps += 1
 
         offset = 0
-        for group, g in zip(self.param_groups, groups):
-            ps = g["params"]
+        for group, ps in zip(self.param_groups, groups):
             if not ps:
                 continue
             exp_avgs, curvatures = [], []
@@ -147,7 +135,7 @@ class ESGD(CountedOptimizer):
                 foreach = all(p.is_cuda for p in ps)
             esgd(
                 ps,
-                [grad.detach() for grad in g["grads"]],
+                [p.grad.detach() for p in ps],
                 exp_avgs,
                 curvatures,
                 group_hvps,

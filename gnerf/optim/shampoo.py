@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
 
 __all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
 
@@ -109,13 +109,9 @@ class Shampoo(CountedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         self.num_steps += 1
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
+        for group, ps in zip(self.param_groups, params_with_grads(self)):
             if not ps:
                 continue
-            for p in ps:
-                if p.grad.is_sparse:
-                    raise RuntimeError("Shampoo does not support sparse gradients")
             states = []
             for p in ps:
                 state = self.state[p]
