@@ -14,7 +14,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import torch
 
@@ -41,6 +41,8 @@ class CurvatureTrainer(Trainer):
     """Trainer that builds the autograd graph only on curvature steps."""
 
     config: CurvatureTrainerConfig
+    _loss_finite: Optional[torch.Tensor] = None  # on the device: every loss since the last check was finite
+    _last_finite_check: Optional[int] = None
 
     def setup_optimizers(self) -> Optimizers:
         config = dict(self.config.optimizers)
@@ -82,7 +84,7 @@ class CurvatureTrainer(Trainer):
             loss = functools.reduce(torch.add, loss_dict.values())
         # checked on the device every step, synchronised only on log steps, curvature steps and saves
         finite = torch.isfinite(loss.detach())
-        self._loss_finite = finite if getattr(self, "_loss_finite", None) is None else self._loss_finite & finite
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
         if create_graph or step % self.config.logging.steps_per_log == 0:
             self._check_finite_loss(step, loss_dict)
         self.grad_scaler.scale(loss).backward(create_graph=create_graph)
@@ -109,11 +111,10 @@ class CurvatureTrainer(Trainer):
 
     def _check_finite_loss(self, step: int, loss_dict=None) -> None:
         """Raise :class:`NonFiniteLossError` if any loss since the last check was NaN or infinite."""
-        flag = getattr(self, "_loss_finite", None)
-        if flag is None or bool(flag):
+        if self._loss_finite is None or bool(self._loss_finite):
             self._last_finite_check = step
             return
-        since = getattr(self, "_last_finite_check", None)
+        since = self._last_finite_check
         window = f"at step {step}" if since is None else f"between steps {since} and {step}"
         terms = "" if loss_dict is None else " (" + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items()) + ")"
         raise NonFiniteLossError(
