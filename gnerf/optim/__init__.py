@@ -1,12 +1,14 @@
 """Optimizers for neural fields and the shared curvature (Hessian-vector product) machinery."""
 
 from gnerf.optim.curvature import (
+    HutchinsonProbe,
     MissingGraphError,
     hessian_vector_product,
     rademacher_like,
     release_graph,
     should_create_graph,
 )
+from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.optim.esgd import ESGD, ESGDMax, esgd
 from gnerf.optim.registry import (
     OPTIMIZERS,
@@ -21,6 +23,7 @@ from gnerf.optim.registry import (
 __all__ = [
     "ESGD",
     "ESGDMax",
+    "HutchinsonProbe",
     "MissingGraphError",
     "OPTIMIZERS",
     "OptimizerSpec",
@@ -31,6 +34,7 @@ __all__ = [
     "registered_optimizers",
     "esgd",
     "hessian_vector_product",
+    "no_sync_if_curvature",
     "rademacher_like",
     "release_graph",
     "should_create_graph",

@@ -26,8 +26,9 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import hutchinson_probe, release_graph
+from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.curvature import release_graph
+from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
 
@@ -35,7 +36,7 @@ __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS
 STATISTICS = ("equilibration", "jacobi")
 
 
-class AdaHessian(CountedOptimizer):
+class AdaHessian(HutchinsonOptimizer):
     r"""AdaHessian with Hutchinson curvature on every step.
 
     With gradient :math:`g_t`, step :math:`t = 1, 2, \dots`, Rademacher :math:`v_t` and Hessian
@@ -64,7 +65,12 @@ class AdaHessian(CountedOptimizer):
         statistic: ``"equilibration"`` (AdaHessian (E)) or ``"jacobi"`` (AdaHessian (J)).
         foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
             parameters live on a GPU. Both paths give the same numbers.
-        generator: random generator for the Rademacher probes (default: the global one).
+        generator: random generator for the Rademacher probes (default: the global one, or the
+            optimizer's own when ``seed`` is given or the run is distributed).
+        seed: seed for the optimizer's own probe generator; its state is saved in ``state_dict``.
+        process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
+            gradients and Hessian-vector products of curvature steps over the default process group
+            when one with several ranks is initialised; ``None`` never communicates.
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class AdaHessian(CountedOptimizer):
         statistic: str = "equilibration",
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group: ProcessGroupSetting = "auto",
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 < hessian_power <= 1.0:
@@ -89,7 +97,7 @@ class AdaHessian(CountedOptimizer):
                         hessian_power=hessian_power, foreach=foreach)
         super().__init__(params, defaults)
         self.statistic = statistic
-        self.generator = generator
+        self._init_probe(generator, seed, process_group)
         self.num_steps = 0  # completed optimisation steps (= curvature updates)
 
     state_key = "adahessian"
@@ -112,7 +120,7 @@ class AdaHessian(CountedOptimizer):
         all_params = [p for ps in groups for p in ps]
         if not all_params:
             return loss
-        vs, hvps = hutchinson_probe(all_params, self.generator, who=type(self).__name__)
+        vs, hvps = self.probe(all_params, who=type(self).__name__)
         self.num_steps += 1
 
         offset = 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from gnerf.optim.curvature import HutchinsonProbe
+from gnerf.optim.distributed import ProcessGroupSetting
 
 _RULES = {
     "lr": (lambda v: v >= 0.0, "must be >= 0"),
@@ -65,3 +69,33 @@ class CountedOptimizer(Optimizer):
         super().load_state_dict(state_dict)
         for f in self.state_fields:
             setattr(self, f, type(getattr(self, f))(saved[f]))
+
+
+class HutchinsonOptimizer(CountedOptimizer):
+    """A counted optimizer whose curvature comes from a :class:`~gnerf.optim.curvature.HutchinsonProbe`.
+
+    The probe's own generator (used with ``seed`` or in distributed runs) travels in
+    ``state_dict()[state_key]["probe"]``, so a resumed run draws the probes it would have drawn.
+    """
+
+    probe: HutchinsonProbe
+
+    def _init_probe(self, generator: Optional[torch.Generator], seed: Optional[int],
+                    process_group: ProcessGroupSetting) -> None:
+        self.probe = HutchinsonProbe(generator, seed, process_group)
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The caller's generator for the Rademacher probes, if one was given."""
+        return self.probe.generator
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd[self.state_key]["probe"] = self.probe.state_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        probe = (state_dict.get(self.state_key) or {}).get("probe")
+        super().load_state_dict(state_dict)
+        if probe is not None:
+            self.probe.load_state_dict(probe)

@@ -9,17 +9,21 @@ contract with the training loop::
     optimizer.zero_grad()       # set_to_none=True (the default) frees the graph
 
 First-order optimizers (``torch.optim.Adam`` ...) lack ``should_create_graph`` and cost nothing
-extra. A curvature optimizer detaches the gradients it was given at the end of a step, so the
+extra. Under DistributedDataParallel, wrap the forward and backward of a curvature step in
+``gnerf.optim.distributed.no_sync_if_curvature(model, optimizer)``: the optimizer averages the
+gradients and Hessian-vector products itself, in one all-reduce (see that module). A curvature optimizer detaches the gradients it was given at the end of a step, so the
 parameter -> grad -> graph -> parameter reference cycle never outlives the step.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from gnerf.optim.distributed import ProcessGroupSetting, all_reduce_mean_, broadcast_seed, curvature_process_group
 
 # gnerf's optimizers detach the gradients after every step (see release_graph), which is exactly
 # what torch's reference-cycle warning asks for, so the warning is noise for gnerf users.
@@ -81,17 +85,70 @@ def hessian_vector_product(
     return out
 
 
-def hutchinson_probe(
-    params: Sequence[Tensor], generator: Optional[torch.Generator] = None, *, who: str = "optimizer"
-) -> Tuple[List[Tensor], List[Tensor]]:
-    """Draw Rademacher ``v`` and return ``(v, H v)`` from the graph the parameters' ``.grad`` carry.
+class HutchinsonProbe:
+    """The curvature step every Hutchinson optimizer takes: draw Rademacher ``v``, form ``H v``.
 
-    The curvature step every Hutchinson optimizer takes; callable under ``torch.no_grad()``.
+    It owns what must agree across data-parallel ranks (see :mod:`gnerf.optim.distributed`):
+
+    * the random generator: the caller's ``generator`` if given; otherwise, when a ``seed`` is
+      given or the run is distributed, its own generator seeded with ``seed`` (or with a seed drawn
+      on rank 0 and broadcast once), so every rank draws the same ``v``; otherwise torch's global one;
+    * the averaging: in a distributed run the local gradients and products are averaged with one
+      all-reduce, and the parameters' ``.grad`` are replaced by the (graph-free) averages.
+
+    Args:
+        generator: random generator for the probes (the caller keeps it identical across ranks).
+        seed: seed for the probe's own generator.
+        process_group: ``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``
+            (see :data:`gnerf.optim.distributed.ProcessGroupSetting`).
     """
-    vs = rademacher_like(params, generator)
-    with torch.enable_grad():
-        hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
-    return vs, hvps
+
+    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 process_group: "ProcessGroupSetting" = "auto") -> None:
+        curvature_process_group(process_group)  # reject a bad setting now
+        self.generator = generator
+        self.seed = seed
+        self.process_group = process_group
+        self._own: Optional[torch.Generator] = None  # created at the first probe, on the parameters' device
+        self._pending_state: Optional[Tensor] = None  # loaded before the first probe
+
+    def _generator(self, device: torch.device, group: Optional[Any]) -> Optional[torch.Generator]:
+        if self.generator is not None:
+            return self.generator
+        if self._own is None and (self.seed is not None or group is not None or self._pending_state is not None):
+            self._own = torch.Generator(device=device)
+            self._own.manual_seed(broadcast_seed(self.seed, group, device))
+            if self._pending_state is not None:
+                self._own.set_state(self._pending_state)
+                self._pending_state = None
+        return self._own
+
+    def __call__(self, params: Sequence[Tensor], *, who: str = "optimizer") -> Tuple[List[Tensor], List[Tensor]]:
+        """``(v, H v)`` from the graph the parameters' ``.grad`` carry; callable under ``torch.no_grad()``."""
+        group = curvature_process_group(self.process_group)
+        vs = rademacher_like(params, self._generator(params[0].device, group))
+        with torch.enable_grad():
+            hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
+        if group is not None:
+            grads = [p.grad.detach().clone() for p in params]
+            all_reduce_mean_(grads + hvps, group)
+            for p, g in zip(params, grads):
+                p.grad = g
+        return vs, hvps
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The own generator's state (``None`` while the global generator or the caller's is used)."""
+        own = self._own.get_state() if self._own is not None else self._pending_state
+        return {"seed": self.seed, "rng_state": own}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        rng = state.get("rng_state")
+        if rng is None:
+            return
+        if self._own is not None:
+            self._own.set_state(rng)
+        else:
+            self._pending_state = rng
 
 
 def release_graph(params: Iterable[Tensor]) -> None:

@@ -15,13 +15,14 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import hutchinson_probe, release_graph
+from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.curvature import release_graph
+from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["ESGD", "ESGDMax", "esgd"]
 
 
-class ESGD(CountedOptimizer):
+class ESGD(HutchinsonOptimizer):
     r"""Equilibrated SGD with Nesterov momentum and sparse curvature updates.
 
     With gradient :math:`g_t`, step :math:`t = 1, 2, \dots` and :math:`k` the number of curvature
@@ -55,7 +56,12 @@ class ESGD(CountedOptimizer):
         update_d_every: curvature cadence after the warm-up.
         foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
             parameters live on a GPU. Both paths give the same numbers.
-        generator: random generator for the Rademacher probes (default: the global one).
+        generator: random generator for the Rademacher probes (default: the global one, or the
+            optimizer's own when ``seed`` is given or the run is distributed).
+        seed: seed for the optimizer's own probe generator; its state is saved in ``state_dict``.
+        process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
+            gradients and Hessian-vector products of curvature steps over the default process group
+            when one with several ranks is initialised; ``None`` never communicates.
         use_max: exponentially weighted maximum (ESGD-Max) instead of the mean (ESGD).
     """
 
@@ -71,6 +77,8 @@ class ESGD(CountedOptimizer):
         update_d_every: int = 100,
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group: ProcessGroupSetting = "auto",
         use_max: bool = False,
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -85,7 +93,7 @@ class ESGD(CountedOptimizer):
         self.d_warmup = int(d_warmup)
         self.update_d_every = int(update_d_every)
         self.use_max = bool(use_max)
-        self.generator = generator
+        self._init_probe(generator, seed, process_group)
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
 
@@ -112,7 +120,7 @@ class ESGD(CountedOptimizer):
             return loss
         hvps: Optional[List[Tensor]] = None
         if self.should_create_graph():
-            _, hvps = hutchinson_probe(all_params, self.generator, who=type(self).__name__)
+            _, hvps = self.probe(all_params, who=type(self).__name__)
             self.num_curvature_updates += 1
         self.num_steps += 1
 

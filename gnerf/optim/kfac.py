@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.optim.base import CountedOptimizer, check_hyperparameters
+from gnerf.optim.distributed import is_distributed
 
 __all__ = ["KFAC", "kfac_precondition"]
 
@@ -229,6 +230,11 @@ class KFAC(CountedOptimizer):
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
         """Perform one step (after ``loss.backward()``)."""
+        if is_distributed():
+            raise RuntimeError(
+                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
+                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
+                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
         loss = None
         if closure is not None:
             with torch.enable_grad():

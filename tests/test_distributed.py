@@ -1,0 +1,165 @@
+"""Data-parallel curvature optimizers: two gloo ranks on half batches equal one process on the whole batch."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from gnerf.fields import CoordinateMLP
+from gnerf.optim import build_optimizer, should_create_graph
+from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group, no_sync_if_curvature
+
+STEPS = 9
+# curvature on steps 0, 1, 2 (warm-up), then 4 and 8; plain steps in between
+CADENCE = dict(d_warmup=3, update_d_every=4)
+CASES = {
+    "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
+    "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 2, generator=g) * 2 - 1
+    y = torch.stack([torch.sin(3 * x[:, 0]) * x[:, 1], x.square().sum(1)], dim=1)
+    return x, y
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(5)
+    return CoordinateMLP(2, 2, hidden_dim=16, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.5})
+
+
+def _train(name: str, options: dict, model: torch.nn.Module, x, y, process_group="auto"):
+    """gnerf's protocol (see gnerf.optim.distributed); ``model`` may be DDP-wrapped."""
+    net = model.module if isinstance(model, DDP) else model
+    if name != "kfac":  # K-FAC has no process group: it refuses to run distributed
+        options = dict(options, process_group=process_group)
+    opt = build_optimizer(name, net.parameters(), **options)
+    for _ in range(STEPS):
+        with no_sync_if_curvature(model, opt):
+            loss = (model(x) - y).square().mean()
+            loss.backward(create_graph=should_create_graph(opt))
+        opt.step()
+        opt.zero_grad()
+    return net, opt
+
+
+def _snapshot(net, opt) -> dict:
+    state = {f"param/{i}": p.detach().clone() for i, p in enumerate(net.parameters())}
+    for i, p in enumerate(net.parameters()):
+        for k, v in opt.state[p].items():
+            if torch.is_tensor(v):
+                state[f"state/{i}/{k}"] = v.clone()
+    return state
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        x, y = _data()
+        shard = slice(rank * 16, (rank + 1) * 16)
+        results = {}
+        for name, options in CASES.items():
+            net, opt = _train(name, options, DDP(_net()), x[shard], y[shard])
+            results[name] = _snapshot(net, opt)
+            results[name + "/counters"] = opt.state_dict()[opt.state_key]
+        # No seed given: ranks seeded differently (as nerfstudio does) must still draw the same probes.
+        torch.manual_seed(100 + rank)
+        net, opt = _train("esgd-max", dict(lr=0.05, **CADENCE), DDP(_net()), x[shard], y[shard])
+        results["unseeded"] = _snapshot(net, opt)
+        # K-FAC refuses instead of silently letting the ranks drift apart.
+        try:
+            _train("kfac", dict(lr=0.01), DDP(_net()), x[shard], y[shard])
+            results["kfac"] = "trained"
+        except RuntimeError as err:
+            results["kfac"] = str(err)
+        # all_reduce_mean_ averages in place
+        t = torch.full((3,), float(rank))
+        all_reduce_mean_([t], curvature_process_group("auto"))
+        results["mean"] = t
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_ranks_on_half_batches_equal_one_process_on_the_whole_batch(ranks, name):
+    x, y = _data()
+    net, opt = _train(name, CASES[name], _net(), x, y, process_group=None)
+    single = _snapshot(net, opt)
+    initial = {f"param/{i}": p for i, p in enumerate(_net().parameters())}
+    for key, value in single.items():
+        # every rank holds the same parameters and optimizer state, bit for bit
+        assert torch.equal(ranks[0][name][key], ranks[1][name][key]), key
+        torch.testing.assert_close(ranks[0][name][key], value, rtol=1e-4, atol=1e-6, msg=key)
+        if key in initial:
+            assert not torch.allclose(value, initial[key]), f"{key} did not move"
+    counters, other = (dict(r[name + "/counters"]) for r in ranks)
+    assert torch.equal(counters.pop("probe")["rng_state"], other.pop("probe")["rng_state"])
+    assert counters == other
+    assert counters["num_steps"] == STEPS
+    if name == "esgd-max":
+        assert counters["num_curvature_updates"] == 5 == opt.num_curvature_updates
+
+
+def test_unseeded_ranks_share_one_probe_seed(ranks):
+    for key, value in ranks[0]["unseeded"].items():
+        assert torch.equal(value, ranks[1]["unseeded"][key]), key
+
+
+def test_kfac_refuses_data_parallel_training(ranks):
+    assert "does not support data-parallel training" in ranks[0]["kfac"]
+
+
+def test_all_reduce_mean(ranks):
+    assert torch.equal(ranks[0]["mean"], torch.full((3,), 0.5))
+    assert torch.equal(ranks[1]["mean"], torch.full((3,), 0.5))
+
+
+def test_probe_generator_state_round_trips():
+    """A seeded optimizer saves its probe generator, so a resumed run draws the same probes."""
+    x, y = _data()
+    net, opt = _train("esgd-max", CASES["esgd-max"], _net(), x, y, process_group=None)
+    sd = copy.deepcopy(opt.state_dict())  # as a checkpoint holds it
+    assert sd["esgd"]["probe"]["rng_state"] is not None
+    net2 = _net()
+    net2.load_state_dict(net.state_dict())
+    opt2 = build_optimizer("esgd-max", net2.parameters(), process_group=None, **CASES["esgd-max"])
+    opt2.load_state_dict(sd)
+    for model, o in ((net, opt), (net2, opt2)):
+        for _ in range(STEPS):  # crosses the curvature step 12 and 16
+            loss = (model(x) - y).square().mean()
+            loss.backward(create_graph=should_create_graph(o))
+            o.step()
+            o.zero_grad()
+    for p, q in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_bad_process_group_setting_is_refused():
+    with pytest.raises(ValueError, match="process_group"):
+        build_optimizer("esgd-max", _net().parameters(), process_group="world")
