@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
-import pytest
 
 BIN = Path(sys.executable).parent
 

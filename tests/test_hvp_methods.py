@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.curvature import (

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence, Type, TypeVar
 
 import tyro
 
+from gnerf.tasks.dist import launched_rank, session
 from gnerf.tasks.image import ImageFitConfig, fit_image
 from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
 from gnerf.tasks.video import VideoFitConfig, fit_video
@@ -28,9 +29,11 @@ def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequ
     """Parse ``args`` (default: ``sys.argv``) into ``config_cls`` and call ``run`` on it."""
     cfg = tyro.cli(config_cls, args=args, description=config_cls.__doc__)
     try:
-        run(cfg)
+        with session(getattr(cfg, "dist_timeout", 600.0)):
+            run(cfg)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        where = f"rank {launched_rank()}: " if launched_rank() is not None else ""
+        sys.stderr.write(f"error: {where}{err}\n")  # one write: ranks share the terminal
         raise SystemExit(1) from None
 
 

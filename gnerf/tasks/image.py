@@ -54,6 +54,8 @@ def fit_image(cfg: ImageFitConfig) -> FitResult:
         return {"psnr": psnr(_mse(recon, target).item())}
 
     result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
+    if not result.is_main:  # torchrun: rank 0 writes the outputs
+        return result
     recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
     atomic_write_image(out / "target.png", image)
     atomic_write_image(out / "reconstruction.png", recon)

@@ -7,6 +7,12 @@ shuffled minibatches, the curvature protocol ``loss.backward(create_graph=should
 the NaN check, the per-epoch metrics files, tensorboard scalars, the progress bar and the
 checkpoint that :attr:`FitConfig.resume` continues from.
 
+Launched by ``torchrun`` (see :mod:`gnerf.tasks.dist`), the loop trains a
+``DistributedDataParallel`` model: every rank takes its share of each minibatch, weighted so that
+the averaged gradient is the whole minibatch's; curvature steps skip DDP's all-reduce and let the
+optimizer average gradients and Hessian-vector products in one (:mod:`gnerf.optim.distributed`).
+Rank 0 alone evaluates and writes the run folder.
+
 Output folder layout (``FitConfig.output_dir``)::
 
     config.json        the resolved configuration
@@ -34,7 +40,10 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.fields import ACTIVATIONS, CoordinateMLP
+from gnerf.optim.base import HutchinsonOptimizer
 from gnerf.optim.curvature import should_create_graph
+from gnerf.optim.distributed import no_sync_if_curvature
+from gnerf.tasks import dist as gdist
 from gnerf.optim.registry import build_optimizer, get_optimizer_spec
 from gnerf.tasks.io import atomic_save_torch, atomic_write_bytes, atomic_write_json
 
@@ -56,7 +65,8 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 #: Configuration keys that may change when a run is resumed.
-RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads")
+RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads",
+                     "dist_timeout")
 
 
 @dataclass
@@ -119,6 +129,8 @@ class FitConfig:
     """Show a progress bar."""
     threads: Optional[int] = None
     """CPU threads torch may use (None: torch's default); 1 is fastest on a busy machine."""
+    dist_timeout: float = 600.0
+    """Under torchrun: seconds a rank waits for the others in a collective before it gives up."""
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
@@ -151,18 +163,27 @@ class FitResult:
     history: List[Dict[str, float]]
     output_dir: Path
     device: torch.device
+    is_main: bool = True
+    """False on the ranks other than 0 of a torchrun job, which write nothing."""
 
 
 def choose_device(device: Optional[str] = None) -> torch.device:
-    """``device`` if given (checked to exist), else CUDA when available, else CPU."""
+    """``device`` if given (checked to exist), else CUDA when available, else CPU.
+
+    Under torchrun, ``cuda`` (or the default) means this rank's GPU, ``cuda:LOCAL_RANK``.
+    """
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"--device {device!r} is not a torch device: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device; use --device cpu")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"--device {device!r} is not a torch device: {err}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device; use --device cpu")
+    if dev.type == "cuda" and dev.index is None and gdist.world_size() > 1:
+        dev = torch.device("cuda", gdist.local_rank())
+        torch.cuda.set_device(dev)
     return dev
 
 
@@ -179,8 +200,11 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
                          activation=act, activation_kwargs=kwargs, positional_encoding=pe)
 
 
-def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str) -> torch.optim.Optimizer:
+def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str, seed: int) -> torch.optim.Optimizer:
     options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every)) if v is not None}
+    if isinstance(get_optimizer_spec(cfg.name).factory, type) and issubclass(
+            get_optimizer_spec(cfg.name).factory, HutchinsonOptimizer):
+        options["seed"] = seed  # the probes are drawn from the run's seed, identically on every rank
     try:
         return build_optimizer(cfg.name, model.parameters(), activation=activation, lr=cfg.lr, **options)
     except ValueError as err:
@@ -279,7 +303,7 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
 
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
-    optimizer = _build_optimizer(cfg.optim, model, cfg.field.activation.lower())
+    optimizer = _build_optimizer(cfg.optim, model, cfg.field.activation.lower(), cfg.seed)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     start_epoch, iteration, wall_time = 0, 0, 0.0
     history: List[Dict[str, float]] = []
@@ -304,15 +328,29 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     elif ckpt_path.exists():
         raise FileExistsError(f"{str(out)!r} already holds a run; pass --resume to continue it "
                               "or choose another --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config)
+
+    # torchrun: every rank has checked the folder before the DDP constructor's collective, so rank 0
+    # cannot have written to it yet.
+    world, rank = gdist.world_size(), gdist.rank()
+    main = rank == 0
+    train_model: nn.Module = model
+    if world > 1:
+        if cfg.batch_size < world:
+            raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes torchrun started; "
+                             "every process needs at least one coordinate per step")
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", config)
 
     from tqdm.auto import tqdm
 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    log = _MetricsLog(out, history, purge_step=iteration + 1 if cfg.resume else None)
+    log = _MetricsLog(out, history, purge_step=iteration + 1 if cfg.resume else None) if main else None
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=min(iteration, cfg.epochs * steps_per_epoch),
-               disable=not cfg.progress, unit="step", dynamic_ncols=True)
+               disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             model.train()
@@ -323,23 +361,32 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             window = 0
             for i in range(steps_per_epoch):
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                loss = problem.loss_fn(model(problem.inputs[idx]), problem.targets[idx])
-                loss.backward(create_graph=should_create_graph(optimizer))
+                # this rank's share, weighted so that the ranks' mean gradient is the whole minibatch's
+                local = idx.tensor_split(world)[rank] if world > 1 else idx
+                weight = local.numel() * world / idx.numel()
+                with no_sync_if_curvature(train_model, optimizer):
+                    pred = train_model(problem.inputs[local])
+                    loss = problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
+                    (loss * weight if weight != 1.0 else loss).backward(create_graph=should_create_graph(optimizer))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 iteration += 1
                 window += 1
                 detached = loss.detach().double()
-                epoch_sum += detached * idx.numel()
-                window_sum += detached
+                epoch_sum += detached * local.numel()
+                window_sum += detached * weight
                 if window == cfg.log_every or i == steps_per_epoch - 1:
+                    if world > 1:  # every rank sees the same mean, so a NaN stops all of them together
+                        torch.distributed.all_reduce(window_sum)
+                        window_sum /= world
                     mean = window_sum.item() / window
                     if not math.isfinite(mean):
                         raise FloatingPointError(
                             f"the training loss became {mean} in epoch {epoch} between iterations "
                             f"{iteration - window + 1} and {iteration} (optimizer {cfg.optim.name!r}, "
                             f"lr {optimizer.param_groups[0]['lr']}); lower --optim.lr or check the input data")
-                    log.scalar("train/loss", mean, iteration)
+                    if log is not None:
+                        log.scalar("train/loss", mean, iteration)
                     bar.set_postfix(epoch=epoch, loss=f"{mean:.3g}", refresh=False)
                     bar.update(window)
                     window_sum.zero_()
@@ -347,6 +394,10 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall_time += time.perf_counter() - t0
+            if world > 1:
+                torch.distributed.all_reduce(epoch_sum)
+            if not main:
+                continue
             model.eval()
             with torch.no_grad():
                 metrics = problem.evaluate(model)
@@ -369,9 +420,10 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             }, ckpt_path)
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
     model.eval()
-    return FitResult(model=model, history=history, output_dir=out, device=device)
+    return FitResult(model=model, history=history, output_dir=out, device=device, is_main=main)
 
 
 @torch.no_grad()
@@ -385,7 +437,7 @@ def prepare_run(task: str, stem: str, cfg: FitConfig) -> Tuple[Path, torch.devic
     validate_config(cfg)
     if cfg.resume and cfg.output_dir is None:
         raise ValueError("--resume needs --output-dir, the folder of the run to continue")
-    out = cfg.output_dir if cfg.output_dir is not None else default_output_dir(task, stem, cfg)
+    out = cfg.output_dir if cfg.output_dir is not None else gdist.broadcast_object(default_output_dir(task, stem, cfg))
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {cfg.threads}")

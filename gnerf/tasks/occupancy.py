@@ -122,6 +122,8 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
 
     problem = Problem(train_pts, train_lab, _bce, evaluate, OCCUPANCY_SIGMA)
     result = fit(problem, cfg, out, config_to_dict(cfg), device)
+    if not result.is_main:  # torchrun: rank 0 writes the outputs
+        return result
 
     grid = grid_coordinates(cfg.resolution, cfg.resolution, cfg.resolution).to(device) * 0.5
     logits = predict(result.model, grid, cfg.eval_batch_size)

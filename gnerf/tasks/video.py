@@ -70,6 +70,8 @@ def fit_video(cfg: VideoFitConfig) -> FitResult:
         return {"psnr": sum(per_frame) / len(per_frame), "psnr_min": min(per_frame)}
 
     result = fit(Problem(coords, target, _mse, evaluate, VIDEO_SIGMA), cfg, out, config_to_dict(cfg), device)
+    if not result.is_main:  # torchrun: rank 0 writes the outputs
+        return result
     recon = reconstruct(result.model)
     rows = "".join(f"{i},{p}\n" for i, p in enumerate(frame_psnrs(recon, frame_target)))
     atomic_write_bytes(out / "frame_psnr.csv", ("frame,psnr\n" + rows).encode())

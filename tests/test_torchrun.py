@@ -1,0 +1,69 @@
+"""The fitting commands under torchrun: 2 CPU processes (gloo) train what one process trains."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gnerf.tasks.image import ImageFitConfig, fit_image
+from gnerf.tasks.loop import FieldConfig, OptimConfig
+from helpers_tasks import KODIM01, read_metrics, require
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
+        "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--optim.name", "esgd-max",
+        "--optim.d-warmup", "2", "--optim.update-d-every", "3", "--dist-timeout", "60"]
+
+
+def _torchrun(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_processes_train_what_one_process_trains(tmp_path):
+    image = require(KODIM01)
+    run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "ddp"), *ARGS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = fit_image(ImageFitConfig(
+        image=image, size=(16, 16), epochs=2, batch_size=64, device="cpu", threads=1, progress=False,
+        field=FieldConfig(hidden_dim=16, num_layers=3), optim=OptimConfig(name="esgd-max", d_warmup=2, update_d_every=3),
+        output_dir=tmp_path / "single"))
+    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
+    one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    # 8 steps: curvature on 0, 1, 2 and 5 with one all-reduce each, DDP's all-reduce on the others
+    assert ddp["iteration"] == one["iteration"] == 8
+    for key, value in one["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert ddp["optimizer"]["esgd"]["num_curvature_updates"] == 4
+    rows, rows_one = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
+    for a, b in zip(rows, rows_one):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["psnr"] - b["psnr"]) < 1e-3
+    assert (tmp_path / "ddp" / "reconstruction.png").is_file()
+    assert single.history[-1]["psnr"] == rows_one[-1]["psnr"]
+
+
+def test_a_nan_loss_stops_every_rank_with_the_message(tmp_path):
+    image = require(KODIM01)
+    run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "nan"),
+                    *ARGS, "--optim.lr", "1e12", "--log-every", "2")
+    assert run.returncode != 0
+    # every rank raises at the same step (the loss is averaged first); torchrun stops the others as
+    # soon as the first has exited, so one or both messages get printed
+    assert re.search(r"error: rank [01]: the training loss became (nan|inf) in epoch 1 between iterations \d+ and \d+ ", run.stderr)
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+
+
+def test_a_failing_rank_stops_the_run_instead_of_hanging(tmp_path):
+    image = require(KODIM01)
+    start = time.monotonic()
+    run = _torchrun(str(Path(__file__).with_name("torchrun_failing_rank.py")), "--image", str(image),
+                    "--output-dir", str(tmp_path / "fail"), *ARGS, timeout=180)
+    elapsed = time.monotonic() - start
+    assert run.returncode != 0
+    assert "injected failure on rank 1" in run.stderr
+    assert elapsed < 120, f"the surviving rank took {elapsed:.0f} s to stop"
