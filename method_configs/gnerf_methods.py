@@ -12,10 +12,10 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from gnerf.nerf.model import GaussianNeRFModelConfig
+from gnerf.nerf.pipeline import GNerfPipelineConfig
 from gnerf.nerf.optimizers import ESGDMaxOptimizerConfig, ExponentialDecaySchedulerConfig
 from gnerf.nerf.trainer import CurvatureTrainerConfig
 
@@ -33,7 +33,7 @@ def gaussian_nerf_config(method_name: str, optimizer: OptimizerConfig,
         steps_per_save=2000,
         max_num_iterations=MAX_ITERATIONS,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
+        pipeline=GNerfPipelineConfig(
             datamanager=VanillaDataManagerConfig(
                 dataparser=BlenderDataParserConfig(),
                 train_num_rays_per_batch=2048,

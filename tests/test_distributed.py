@@ -23,6 +23,7 @@ CADENCE = dict(d_warmup=3, update_d_every=4)
 CASES = {
     "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step
+    "shampoo": dict(lr=0.05),  # first-order: DDP averages every gradient
 }
 
 
@@ -47,7 +48,7 @@ def _net() -> torch.nn.Module:
 def _train(name: str, options: dict, model: torch.nn.Module, x, y, process_group="auto"):
     """gnerf's protocol (see gnerf.optim.distributed); ``model`` may be DDP-wrapped."""
     net = model.module if isinstance(model, DDP) else model
-    if name != "kfac":  # K-FAC has no process group: it refuses to run distributed
+    if name in ("esgd-max", "adahessian-e"):  # the Hutchinson optimizers take a process group
         options = dict(options, process_group=process_group)
     opt = build_optimizer(name, net.parameters(), **options)
     for _ in range(STEPS):

@@ -5,6 +5,12 @@ subclass passes ``create_graph=True`` exactly on the steps where one of the step
 asks for curvature (``should_create_graph()``), releases the graph after the step, stops on a
 non-finite loss (checked on the device each step; read back only on log steps, curvature steps and
 before a checkpoint, so plain steps add no synchronisation), and writes checkpoints atomically.
+
+With ``--machine.num-devices N`` (nerfstudio's DistributedDataParallel), a curvature step runs its
+forward and backward under ``no_sync()``: DDP cannot differentiate through its gradient hooks, so
+the curvature optimizer averages gradients and Hessian-vector products itself in one all-reduce
+(:mod:`gnerf.optim.distributed`). Plain steps are DDP's usual steps. The NaN check averages its
+flag over the ranks, so every rank stops at the same step with the same message.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from nerfstudio.utils.decorators import check_main_thread
 
 from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
 from gnerf.optim.curvature import should_create_graph
+from gnerf.optim.distributed import is_distributed, no_sync_if_curvature
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,19 +82,25 @@ class CurvatureTrainer(Trainer):
         accumulation = self.gradient_accumulation_steps
         self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])
         needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
-        create_graph = any(should_create_graph(self.optimizers.optimizers[g]) for g in needs_step)
+        stepping = [self.optimizers.optimizers[g] for g in needs_step]
+        create_graph = any(should_create_graph(o) for o in stepping)
 
         device_type = self.device.split(":")[0]
         device_type = "cpu" if device_type == "mps" else device_type
-        with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
-            _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
-            loss = functools.reduce(torch.add, loss_dict.values())
-        # checked on the device every step, synchronised only on log steps, curvature steps and saves
-        finite = torch.isfinite(loss.detach())
-        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
-        if create_graph or step % self.config.logging.steps_per_log == 0:
-            self._check_finite_loss(step, loss_dict)
-        self.grad_scaler.scale(loss).backward(create_graph=create_graph)
+        with no_sync_if_curvature(getattr(self.pipeline, "_model", self.pipeline), stepping):
+            with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
+                _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
+                loss = functools.reduce(torch.add, loss_dict.values())
+            # checked on the device every step, synchronised only on log steps, curvature steps and saves
+            finite = torch.isfinite(loss.detach())
+            self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+            if create_graph or step % self.config.logging.steps_per_log == 0:
+                if is_distributed():  # a NaN on any rank stops every rank at this step
+                    flag = self._loss_finite.to(torch.float32)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                    self._loss_finite = flag.bool()
+                self._check_finite_loss(step, loss_dict)
+            self.grad_scaler.scale(loss).backward(create_graph=create_graph)
         self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
 
         if self.config.log_gradients:
