@@ -122,7 +122,8 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole_batch(ranks, n
         if key in initial:
             assert not torch.allclose(value, initial[key]), f"{key} did not move"
     counters, other = (dict(r[name + "/counters"]) for r in ranks)
-    assert torch.equal(counters.pop("probe")["rng_state"], other.pop("probe")["rng_state"])
+    if "probe" in counters:
+        assert torch.equal(counters.pop("probe")["rng_state"], other.pop("probe")["rng_state"])
     assert counters == other
     assert counters["num_steps"] == STEPS
     if name == "esgd-max":
