@@ -91,6 +91,30 @@ def _worker(rank: int, port: int, out: str) -> None:
             results["kfac"] = "trained"
         except RuntimeError as err:
             results["kfac"] = str(err)
+        # the optimizer's communication: one all-reduce on a curvature step, none on a plain step
+        calls = []
+        real = dist.all_reduce
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        net = _net()
+        ddp = DDP(net)
+        opt = build_optimizer("esgd-max", net.parameters(), seed=3, **CADENCE)
+        per_step = []
+        for _ in range(5):
+            with no_sync_if_curvature(ddp, opt):
+                (ddp(x[shard]) - y[shard]).square().mean().backward(create_graph=should_create_graph(opt))
+            dist.all_reduce = counting
+            try:
+                opt.step()
+            finally:
+                dist.all_reduce = real
+            per_step.append(len(calls))
+            calls.clear()
+            opt.zero_grad()
+        results["all_reduce_calls"] = per_step
         # all_reduce_mean_ averages in place
         t = torch.full((3,), float(rank))
         all_reduce_mean_([t], curvature_process_group("auto"))
@@ -133,6 +157,11 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole_batch(ranks, n
 def test_unseeded_ranks_share_one_probe_seed(ranks):
     for key, value in ranks[0]["unseeded"].items():
         assert torch.equal(value, ranks[1]["unseeded"][key]), key
+
+
+def test_one_all_reduce_per_curvature_step_and_none_on_plain_steps(ranks):
+    # steps 0, 1, 2 (warm-up) and 4 are curvature steps; step 3 is plain (DDP averaged it)
+    assert ranks[0]["all_reduce_calls"] == ranks[1]["all_reduce_calls"] == [1, 1, 1, 0, 1]
 
 
 def test_kfac_refuses_data_parallel_training(ranks):
