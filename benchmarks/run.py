@@ -4,7 +4,8 @@
     python benchmarks/run.py --gpu --output gpu.md   # one H100 / H200, < 5 min: (1)-(3), pure torch
     python benchmarks/run.py --quick --only 1 2      # a subset
 
-(1)-(3) need only torch (no nerfstudio, no tyro); (4)-(5) need nerfstudio and the lego scene.
+(1)-(3) and (6) need only torch (no nerfstudio, no tyro); (4)-(5) need nerfstudio and the lego scene.
+(6) spawns DDP processes: 2 on the CPU (gloo), one per GPU with --gpu (skipped on a single GPU).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="reduced sizes that fit a 2-core CPU in a few minutes")
-    mode.add_argument("--gpu", action="store_true", help="paper batch on one GPU, (1)-(3) only, < 5 minutes")
-    ap.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4, 5], help="run these benchmarks only")
+    mode.add_argument("--gpu", action="store_true", help="paper batch on the GPU(s), (1)-(3) and (6), < 5 minutes")
+    ap.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4, 5, 6], help="run these benchmarks only")
+    ap.add_argument("--processes", type=int, help="(6): DDP processes (default: 2 on CPU, every GPU with --gpu)")
     ap.add_argument("--points", type=int, help="points per step for (1)-(3) (default: 262,144; --quick 1,024)")
     ap.add_argument("--rounds", type=int, help="(1): alternating rounds of 100 steps per optimizer")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -38,7 +40,7 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
     if args.gpu and not args.device.startswith("cuda"):
         raise SystemExit("--gpu needs a CUDA device")
-    which = set(args.only or ([1, 2, 3] if args.gpu else [1, 2, 3, 4, 5]))
+    which = set(args.only or ([1, 2, 3, 6] if args.gpu else [1, 2, 3, 4, 5, 6]))
 
     quick = args.quick or (not args.gpu and not args.device.startswith("cuda"))
     points = args.points or (1024 if quick else 2048 * 128)
@@ -62,6 +64,14 @@ def main(argv=None) -> str:
         emit(trunk.curvature_cost(spec, reps=5 if quick else 20)[0])
     if 3 in which:
         emit(trunk.update_cost(spec, reps=20 if quick else 200)[0])
+    if 6 in which:
+        from benchmarks import ddp
+
+        processes = args.processes or (torch.cuda.device_count() if args.device.startswith("cuda") else 2)
+        if processes < 2:
+            emit("### (6) Data parallel\n\nSkipped: it needs at least two processes (GPUs).\n")
+        else:
+            emit(ddp.ddp_overhead(spec, processes, rounds=rounds)[0])
     if 4 in which or 5 in which:
         from benchmarks import nerf
 

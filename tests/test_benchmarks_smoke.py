@@ -1,4 +1,4 @@
-"""The pure-torch benchmarks (1)-(3) run end to end at a tiny size and report sane ratios (fast)."""
+"""The pure-torch benchmarks (1)-(3) and (6) run end to end at a tiny size and report sane ratios (fast)."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks import trunk  # noqa: E402
+from benchmarks import ddp, trunk  # noqa: E402
 from benchmarks.common import TrunkSpec  # noqa: E402
 
 
@@ -29,3 +29,12 @@ def _run_tiny():
     assert "forward-over-reverse" in text and stats["double_backward"] > 0 and stats["fwd_rev"] > 0
     text, stats = trunk.update_cost(spec, reps=2)
     assert "Adam(foreach=True) step" in stats
+
+
+def test_ddp_benchmark_tiny():
+    spec = TrunkSpec(points=64, width=16, layers=3, device="cpu")
+    text, stats = ddp.ddp_overhead(spec, world=2, rounds=1, block=4, d_warmup=2)
+    assert "ratio ESGD-Max / Adam under DDP" in text
+    assert stats["ESGD-Max"]["n_curv"] == 1 and stats["Adam"]["n_curv"] == 0
+    assert stats["ESGD-Max"]["reduces"] == [1]  # one all-reduce per curvature step
+    assert stats["identical"]

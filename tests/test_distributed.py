@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import build_optimizer, should_create_graph
+from gnerf.optim.curvature import functional_loss
 from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group, no_sync_if_curvature
 
 STEPS = 9
@@ -24,6 +25,8 @@ CASES = {
     "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step
     "shampoo": dict(lr=0.05),  # first-order: DDP averages every gradient
+    # forward-over-reverse: no graph, DDP averages the gradients, the optimizer averages H v
+    "esgd-max/forward-over-reverse": dict(lr=0.05, seed=11, hvp_method="forward-over-reverse", **CADENCE),
 }
 
 
@@ -48,14 +51,19 @@ def _net() -> torch.nn.Module:
 def _train(name: str, options: dict, model: torch.nn.Module, x, y, process_group="auto"):
     """gnerf's protocol (see gnerf.optim.distributed); ``model`` may be DDP-wrapped."""
     net = model.module if isinstance(model, DDP) else model
+    name = name.split("/")[0]
     if name in ("esgd-max", "adahessian-e"):  # the Hutchinson optimizers take a process group
         options = dict(options, process_group=process_group)
     opt = build_optimizer(name, net.parameters(), **options)
+    loss_fn, _ = functional_loss(net, lambda f: (f(x) - y).square().mean())
     for _ in range(STEPS):
         with no_sync_if_curvature(model, opt):
             loss = (model(x) - y).square().mean()
             loss.backward(create_graph=should_create_graph(opt))
-        opt.step()
+        if getattr(opt, "hvp_method", None) == "forward-over-reverse" and opt.is_curvature_step():
+            opt.step(loss_fn=loss_fn)
+        else:
+            opt.step()
         opt.zero_grad()
     return net, opt
 
@@ -150,7 +158,7 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole_batch(ranks, n
         assert torch.equal(counters.pop("probe")["rng_state"], other.pop("probe")["rng_state"])
     assert counters == other
     assert counters["num_steps"] == STEPS
-    if name == "esgd-max":
+    if name.startswith("esgd-max"):
         assert counters["num_curvature_updates"] == 5 == opt.num_curvature_updates
 
 

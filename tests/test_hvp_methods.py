@@ -30,7 +30,7 @@ def _explicit_hvp(loss_fn, params, vectors):
     sizes = [p.numel() for p in params]
 
     def f(theta):
-        return loss_fn(tuple(t.view_as(p) for t, p in zip(theta.split(sizes), params)))
+        return loss_fn({p: t.view_as(p) for t, p in zip(theta.split(sizes), params)})
 
     hess = torch.autograd.functional.hessian(f, flat)
     assert torch.allclose(hess, hess.T, atol=1e-10)
@@ -102,3 +102,36 @@ def test_fwd_rev_of_plain_mse_formula_is_what_we_document():
     loss_fn, params = functional_loss(net, lambda f: (f(x) - y).square().mean())
     hv = hessian_vector_product_fwd_rev(loss_fn, params, rademacher_like(params))
     assert all(torch.isfinite(h).all() for h in hv)
+
+
+@pytest.mark.parametrize("name", ["esgd-max", "adahessian-e"])
+def test_optimizers_select_forward_over_reverse(name):
+    """hvp_method="forward-over-reverse": no graph, step(loss_fn=...), the same trajectory as double backward."""
+    from gnerf.optim import build_optimizer, should_create_graph
+
+    nets, opts = [], []
+    for method in HVP_METHODS:
+        net, x, y, loss_fn, params = _problem(2)
+        opt = build_optimizer(name, params, lr=0.05, seed=4, hvp_method=method,
+                              **({"d_warmup": 2, "update_d_every": 3} if name == "esgd-max" else {}))
+        assert opt.hvp_method == method
+        for _ in range(7):  # esgd-max: curvature on steps 0, 1, 3, 6
+            loss = loss_fn({})
+            create = should_create_graph(opt)
+            assert create == (method == "double-backward" and opt.is_curvature_step())
+            loss.backward(create_graph=create)
+            opt.step(loss_fn=loss_fn if method == "forward-over-reverse" and opt.is_curvature_step() else None)
+            opt.zero_grad()
+        nets.append(params)
+        opts.append(opt)
+    initial = _problem(2)[4]
+    for a, b, c in zip(*nets, initial):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(a, c), "a parameter did not move"
+    net, x, y, loss_fn, params = _problem(2)
+    opt = build_optimizer(name, params, lr=0.05, hvp_method="forward-over-reverse")
+    loss_fn({}).backward()
+    with pytest.raises(ValueError, match=r"step\(loss_fn=\.\.\.\)"):
+        opt.step()
+    with pytest.raises(ValueError, match="hvp_method"):
+        build_optimizer(name, params, hvp_method="finite-differences")

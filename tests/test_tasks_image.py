@@ -33,6 +33,19 @@ def test_esgd_fits_kodim01_and_writes_every_output(tmp_path):
     assert psnr(mse) == pytest.approx(rows[-1]["psnr"], abs=0.5)  # 8-bit rounding only
 
 
+def test_forward_over_reverse_curvature_follows_the_double_backward_trajectory(tmp_path):
+    results = {}
+    for method in ("double-backward", "forward-over-reverse"):
+        cfg = _cfg(tmp_path / method, epochs=2, size=(16, 16), batch_size=64,
+                   optim=OptimConfig(name="esgd-max", d_warmup=2, update_d_every=3, hvp_method=method))
+        results[method] = fit_image(cfg).history
+    for a, b in zip(results["double-backward"], results["forward-over-reverse"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
+    with pytest.raises(ValueError, match="--optim.hvp-method applies to"):
+        fit_image(_cfg(tmp_path / "adam", optim=OptimConfig(name="adam", hvp_method="forward-over-reverse")))
+
+
 def test_adam_loss_falls_with_the_relu_pe_learning_rate(tmp_path):
     cfg = _cfg(tmp_path / "adam", epochs=3, optim=OptimConfig(name="adam"),
                field=FieldConfig(activation="relu", hidden_dim=64, num_layers=3))

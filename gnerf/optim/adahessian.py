@@ -12,7 +12,8 @@ differ only in the per-step statistic :math:`D_t` drawn from a Rademacher vector
 * **(J) Jacobi**: :math:`D_t = v \odot Hv`, with :math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`;
   the preconditioner is :math:`|\mathrm{EMA}(D_t)|`, the magnitude of the averaged diagonal.
 
-Curvature is estimated on every step, so ``should_create_graph()`` is always True. Spatial
+Curvature is estimated on every step, so ``should_create_graph()`` is always True (with the default
+double-backward Hessian-vector product). Spatial
 averaging of :math:`D_t` (AdaHessian's trick for convolution kernels) does not apply to the
 fully connected fields of gnerf and is not implemented.
 
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import release_graph
+from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
@@ -71,6 +72,8 @@ class AdaHessian(HutchinsonOptimizer):
         process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
             gradients and Hessian-vector products of curvature steps over the default process group
             when one with several ranks is initialised; ``None`` never communicates.
+        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
+            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class AdaHessian(HutchinsonOptimizer):
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
+        hvp_method: str = DEFAULT_HVP_METHOD,
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 < hessian_power <= 1.0:
@@ -97,20 +101,22 @@ class AdaHessian(HutchinsonOptimizer):
                         hessian_power=hessian_power, foreach=foreach)
         super().__init__(params, defaults)
         self.statistic = statistic
-        self._init_probe(generator, seed, process_group)
+        self._init_probe(generator, seed, process_group, hvp_method)
         self.num_steps = 0  # completed optimisation steps (= curvature updates)
 
     state_key = "adahessian"
     state_fields = ("num_steps",)
     matching_fields = ("statistic",)
 
-    def should_create_graph(self) -> bool:
+    def is_curvature_step(self) -> bool:
         """Always True: AdaHessian estimates curvature on every step."""
         return True
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=True)``."""
+    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
+             ) -> Optional[Tensor]:
+        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
+        ``loss_fn`` is needed with ``hvp_method="forward-over-reverse"``."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -120,7 +126,7 @@ class AdaHessian(HutchinsonOptimizer):
         all_params = [p for ps in groups for p in ps]
         if not all_params:
             return loss
-        vs, hvps = self.probe(all_params, who=type(self).__name__)
+        vs, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
         self.num_steps += 1
 
         offset = 0

@@ -74,6 +74,9 @@ class CountedOptimizer(Optimizer):
 class HutchinsonOptimizer(CountedOptimizer):
     """A counted optimizer whose curvature comes from a :class:`~gnerf.optim.curvature.HutchinsonProbe`.
 
+    With ``hvp_method="forward-over-reverse"``, pass ``step(loss_fn=...)`` whenever
+    ``is_curvature_step()`` (see :data:`gnerf.optim.curvature.LossFn`).
+
     The probe's own generator (used with ``seed`` or in distributed runs) travels in
     ``state_dict()[state_key]["probe"]``, so a resumed run draws the probes it would have drawn.
     """
@@ -81,8 +84,21 @@ class HutchinsonOptimizer(CountedOptimizer):
     probe: HutchinsonProbe
 
     def _init_probe(self, generator: Optional[torch.Generator], seed: Optional[int],
-                    process_group: ProcessGroupSetting) -> None:
-        self.probe = HutchinsonProbe(generator, seed, process_group)
+                    process_group: ProcessGroupSetting, hvp_method: str) -> None:
+        self.probe = HutchinsonProbe(generator, seed, process_group, hvp_method)
+
+    def is_curvature_step(self) -> bool:
+        """Whether the next ``step`` estimates curvature."""
+        raise NotImplementedError
+
+    def should_create_graph(self) -> bool:
+        """Whether the next ``backward`` must use ``create_graph=True`` (curvature steps, double backward)."""
+        return self.probe.needs_graph and self.is_curvature_step()
+
+    @property
+    def hvp_method(self) -> str:
+        """How ``H v`` is formed: ``"double-backward"`` or ``"forward-over-reverse"``."""
+        return self.probe.hvp_method
 
     @property
     def generator(self) -> Optional[torch.Generator]:

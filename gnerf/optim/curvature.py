@@ -18,7 +18,7 @@ parameter -> grad -> graph -> parameter reference cycle never outlives the step.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -38,6 +38,11 @@ def should_create_graph(optimizer: object) -> bool:
     """Whether the next ``backward`` must build a graph for ``optimizer`` (False for first-order ones)."""
     fn = getattr(optimizer, "should_create_graph", None)
     return bool(fn()) if callable(fn) else False
+
+
+def needs_loss_fn(optimizer: object) -> bool:
+    """Whether the next ``step`` of ``optimizer`` needs ``step(loss_fn=...)`` (forward-over-reverse curvature)."""
+    return getattr(optimizer, "hvp_method", None) == "forward-over-reverse" and bool(optimizer.is_curvature_step())
 
 
 def rademacher_like(tensors: Sequence[Tensor], generator: Optional[torch.Generator] = None) -> List[Tensor]:
@@ -85,72 +90,6 @@ def hessian_vector_product(
     return out
 
 
-class HutchinsonProbe:
-    """The curvature step every Hutchinson optimizer takes: draw Rademacher ``v``, form ``H v``.
-
-    It owns what must agree across data-parallel ranks (see :mod:`gnerf.optim.distributed`):
-
-    * the random generator: the caller's ``generator`` if given; otherwise, when a ``seed`` is
-      given or the run is distributed, its own generator seeded with ``seed`` (or with a seed drawn
-      on rank 0 and broadcast once), so every rank draws the same ``v``; otherwise torch's global one;
-    * the averaging: in a distributed run the local gradients and products are averaged with one
-      all-reduce, and the parameters' ``.grad`` are replaced by the (graph-free) averages.
-
-    Args:
-        generator: random generator for the probes (the caller keeps it identical across ranks).
-        seed: seed for the probe's own generator.
-        process_group: ``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``
-            (see :data:`gnerf.optim.distributed.ProcessGroupSetting`).
-    """
-
-    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                 process_group: "ProcessGroupSetting" = "auto") -> None:
-        curvature_process_group(process_group)  # reject a bad setting now
-        self.generator = generator
-        self.seed = seed
-        self.process_group = process_group
-        self._own: Optional[torch.Generator] = None  # created at the first probe, on the parameters' device
-        self._pending_state: Optional[Tensor] = None  # loaded before the first probe
-
-    def _generator(self, device: torch.device, group: Optional[Any]) -> Optional[torch.Generator]:
-        if self.generator is not None:
-            return self.generator
-        if self._own is None and (self.seed is not None or group is not None or self._pending_state is not None):
-            self._own = torch.Generator(device=device)
-            self._own.manual_seed(broadcast_seed(self.seed, group, device))
-            if self._pending_state is not None:
-                self._own.set_state(self._pending_state)
-                self._pending_state = None
-        return self._own
-
-    def __call__(self, params: Sequence[Tensor], *, who: str = "optimizer") -> Tuple[List[Tensor], List[Tensor]]:
-        """``(v, H v)`` from the graph the parameters' ``.grad`` carry; callable under ``torch.no_grad()``."""
-        group = curvature_process_group(self.process_group)
-        vs = rademacher_like(params, self._generator(params[0].device, group))
-        with torch.enable_grad():
-            hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
-        if group is not None:
-            grads = [p.grad.detach().clone() for p in params]
-            all_reduce_mean_(grads + hvps, group)
-            for p, g in zip(params, grads):
-                p.grad = g
-        return vs, hvps
-
-    def state_dict(self) -> Dict[str, Any]:
-        """The own generator's state (``None`` while the global generator or the caller's is used)."""
-        own = self._own.get_state() if self._own is not None else self._pending_state
-        return {"seed": self.seed, "rng_state": own}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        rng = state.get("rng_state")
-        if rng is None:
-            return
-        if self._own is not None:
-            self._own.set_state(rng)
-        else:
-            self._pending_state = rng
-
-
 def release_graph(params: Iterable[Tensor]) -> None:
     """Detach gradients that still hold an autograd graph (breaks the param/grad reference cycle)."""
     for p in params:
@@ -170,12 +109,17 @@ HVP_METHODS = ("double-backward", "forward-over-reverse")
 """Names accepted by :func:`hvp`."""
 
 DEFAULT_HVP_METHOD = "double-backward"
-"""The method gnerf's optimizers use: the protocol's gradients already carry the double-backward
-graph, and the measured costs (docs/benchmarks.md) give forward-over-reverse no speed advantage."""
+"""The method gnerf's optimizers use unless told otherwise (``hvp_method=``): the measured costs
+(docs/benchmarks.md) give forward-over-reverse no speed advantage and twice the memory."""
+
+
+LossFn = Callable[[Mapping[Tensor, Tensor]], Tensor]
+"""A loss as a function of parameter values: ``loss_fn({param: value, ...})`` computes the loss with
+each listed parameter replaced by its value (keys are the parameter tensors themselves)."""
 
 
 def hessian_vector_product_fwd_rev(
-    loss_fn: Callable[[Tuple[Tensor, ...]], Tensor],
+    loss_fn: LossFn,
     params: Sequence[Tensor],
     vectors: Sequence[Tensor],
     *,
@@ -184,9 +128,9 @@ def hessian_vector_product_fwd_rev(
     """``H v`` of ``loss_fn`` at ``params`` by forward-over-reverse (``torch.func.jvp`` of ``grad``).
 
     Args:
-        loss_fn: maps a tuple of tensors shaped like ``params`` to a scalar loss (see
-            :func:`functional_loss` for an ``nn.Module``). It must be a pure function of its
-            argument: parameters it closes over are treated as constants. Write an MSE as
+        loss_fn: maps ``{param: value}`` for every tensor in ``params`` to a scalar loss (see
+            :data:`LossFn`, and :func:`functional_loss` for an ``nn.Module``). It must be a pure
+            function of those values: tensors it closes over are treated as constants. Write an MSE as
             ``(pred - target).square().mean()``: in torch 2.x ``F.mse_loss`` has no
             forward-over-reverse rule for a target without tangent ("ZeroTensors are immutable").
         params: the point at which the Hessian is taken (used detached; nothing is written to them).
@@ -205,7 +149,7 @@ def hessian_vector_product_fwd_rev(
             raise ValueError(f"a vector of shape {tuple(v.shape)} does not match its parameter {tuple(p.shape)}")
 
     def grad_fn(*ps: Tensor) -> Tuple[Tensor, ...]:
-        return torch.func.grad(lambda *qs: loss_fn(tuple(qs)), argnums=tuple(range(len(ps))))(*ps)
+        return torch.func.grad(lambda *qs: loss_fn(dict(zip(params, qs))), argnums=tuple(range(len(ps))))(*ps)
 
     with torch.enable_grad():
         grads, hvps = torch.func.jvp(grad_fn, primals, tangents)
@@ -217,22 +161,21 @@ def hessian_vector_product_fwd_rev(
 
 def functional_loss(
     module: torch.nn.Module, loss: Callable[[Callable[..., Any]], Tensor]
-) -> Tuple[Callable[[Tuple[Tensor, ...]], Tensor], List[Tensor]]:
+) -> Tuple[LossFn, List[Tensor]]:
     """Glue for :func:`hessian_vector_product_fwd_rev`: a module's loss as a function of its parameters.
 
     ``loss(forward)`` computes the scalar loss, calling ``forward(*inputs)`` where it would call
-    ``module(*inputs)``. Returns ``(loss_fn, params)``: ``loss_fn(values)`` runs ``loss`` with
-    ``module``'s trainable parameters replaced by ``values`` (``torch.func.functional_call``), and
-    ``params`` lists those parameters in the matching order.
+    ``module(*inputs)``. Returns ``(loss_fn, params)``: ``loss_fn({param: value})`` runs ``loss``
+    with those of ``module``'s parameters replaced (``torch.func.functional_call``), and
+    ``params`` lists the module's trainable parameters.
 
         loss_fn, params = functional_loss(net, lambda f: (f(x) - y).square().mean())
         hv = hessian_vector_product_fwd_rev(loss_fn, params, rademacher_like(params))
     """
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    names = [n for n, _ in named]
 
-    def loss_fn(values: Tuple[Tensor, ...]) -> Tensor:
-        table = dict(zip(names, values))
+    def loss_fn(values: Mapping[Tensor, Tensor]) -> Tensor:
+        table = {n: values.get(p, p) for n, p in named}
         return loss(lambda *args, **kwargs: torch.func.functional_call(module, table, args, kwargs))
 
     return loss_fn, [p for _, p in named]
@@ -244,7 +187,7 @@ def hvp(
     *,
     method: str = DEFAULT_HVP_METHOD,
     grads: Optional[Sequence[Tensor]] = None,
-    loss_fn: Optional[Callable[[Tuple[Tensor, ...]], Tensor]] = None,
+    loss_fn: Optional[LossFn] = None,
     who: str = "optimizer",
 ) -> List[Tensor]:
     """``H v`` by the named method (one of :data:`HVP_METHODS`).
@@ -261,3 +204,99 @@ def hvp(
             raise ValueError("hvp(method='forward-over-reverse') needs loss_fn, the loss as a function of params")
         return hessian_vector_product_fwd_rev(loss_fn, params, vectors)
     raise ValueError(f"unknown HVP method {method!r}; choose one of {', '.join(HVP_METHODS)}")
+
+
+class HutchinsonProbe:
+    """The curvature step every Hutchinson optimizer takes: draw Rademacher ``v``, form ``H v``.
+
+    It owns what must agree across data-parallel ranks (see :mod:`gnerf.optim.distributed`):
+
+    * the random generator: the caller's ``generator`` if given; otherwise, when a ``seed`` is
+      given or the run is distributed, its own generator seeded with ``seed`` (or with a seed drawn
+      on rank 0 and broadcast once), so every rank draws the same ``v``; otherwise torch's global one;
+    * the averaging: in a distributed run the local gradients and products are averaged with one
+      all-reduce, and the parameters' ``.grad`` are replaced by the (graph-free) averages.
+
+    ``hvp_method`` picks how ``H v`` is formed (:data:`HVP_METHODS`): ``"double-backward"`` (the
+    default) differentiates the gradients, which must carry a graph (``backward(create_graph=True)``,
+    run under DDP's ``no_sync``); ``"forward-over-reverse"`` needs no graph but the loss as a
+    function of the parameters (``loss_fn``, see :data:`LossFn`), which it evaluates once more. Its
+    gradients come from an ordinary backward (under DDP, already averaged), so in a distributed run
+    only the products are all-reduced.
+
+    Args:
+        generator: random generator for the probes (the caller keeps it identical across ranks).
+        seed: seed for the probe's own generator.
+        process_group: ``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``
+            (see :data:`gnerf.optim.distributed.ProcessGroupSetting`).
+        hvp_method: one of :data:`HVP_METHODS`.
+    """
+
+    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 process_group: "ProcessGroupSetting" = "auto", hvp_method: str = DEFAULT_HVP_METHOD) -> None:
+        curvature_process_group(process_group)  # reject a bad setting now
+        if hvp_method not in HVP_METHODS:
+            raise ValueError(f"invalid hvp_method={hvp_method!r}: choose one of {', '.join(HVP_METHODS)}")
+        self.hvp_method = hvp_method
+        self.generator = generator
+        self.seed = seed
+        self.process_group = process_group
+        self._own: Optional[torch.Generator] = None  # created at the first probe, on the parameters' device
+        self._pending_state: Optional[Tensor] = None  # loaded before the first probe
+
+    def _generator(self, device: torch.device, group: Optional[Any]) -> Optional[torch.Generator]:
+        if self.generator is not None:
+            return self.generator
+        if self._own is None and (self.seed is not None or group is not None or self._pending_state is not None):
+            self._own = torch.Generator(device=device)
+            self._own.manual_seed(broadcast_seed(self.seed, group, device))
+            if self._pending_state is not None:
+                self._own.set_state(self._pending_state)
+                self._pending_state = None
+        return self._own
+
+    @property
+    def needs_graph(self) -> bool:
+        """Whether a curvature step's ``backward`` must use ``create_graph=True``."""
+        return self.hvp_method == "double-backward"
+
+    def __call__(self, params: Sequence[Tensor], *, who: str = "optimizer",
+                 loss_fn: Optional[LossFn] = None) -> Tuple[List[Tensor], List[Tensor]]:
+        """``(v, H v)`` at ``params``; callable under ``torch.no_grad()``.
+
+        Double backward reads the graph the parameters' ``.grad`` carry; forward-over-reverse
+        evaluates ``loss_fn`` (required then).
+        """
+        group = curvature_process_group(self.process_group)
+        vs = rademacher_like(params, self._generator(params[0].device, group))
+        if self.needs_graph:
+            with torch.enable_grad():
+                hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
+            if group is not None:  # the gradients are this rank's own (no_sync): average them with H v
+                grads = [p.grad.detach().clone() for p in params]
+                all_reduce_mean_(grads + hvps, group)
+                for p, g in zip(params, grads):
+                    p.grad = g
+            return vs, hvps
+        if loss_fn is None:
+            raise ValueError(
+                f"{who}(hvp_method='forward-over-reverse') needs the loss as a function of the parameters on "
+                "curvature steps: call optimizer.step(loss_fn=...) when optimizer.is_curvature_step() "
+                "(gnerf.optim.curvature.functional_loss builds one from a module)")
+        hvps = hessian_vector_product_fwd_rev(loss_fn, params, vs)
+        all_reduce_mean_(hvps, group)  # the gradients were averaged by DDP's ordinary backward
+        return vs, hvps
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The own generator's state (``None`` while the global generator or the caller's is used)."""
+        own = self._own.get_state() if self._own is not None else self._pending_state
+        return {"seed": self.seed, "rng_state": own}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        rng = state.get("rng_state")
+        if rng is None:
+            return
+        if self._own is not None:
+            self._own.set_state(rng)
+        else:
+            self._pending_state = rng

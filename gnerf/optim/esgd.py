@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import release_graph
+from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["ESGD", "ESGDMax", "esgd"]
@@ -42,7 +42,9 @@ class ESGD(HutchinsonOptimizer):
     Curvature is estimated on every step for the first ``d_warmup`` steps, then on every
     ``update_d_every``-th step. On those steps the gradients must carry a graph: call
     ``loss.backward(create_graph=optimizer.should_create_graph())``. The optimizer detaches
-    the gradients at the end of every step, which releases that graph.
+    the gradients at the end of every step, which releases that graph. (With
+    ``hvp_method="forward-over-reverse"`` no graph is needed; pass ``step(loss_fn=...)`` instead
+    whenever ``is_curvature_step()``.)
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
@@ -62,6 +64,8 @@ class ESGD(HutchinsonOptimizer):
         process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
             gradients and Hessian-vector products of curvature steps over the default process group
             when one with several ranks is initialised; ``None`` never communicates.
+        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
+            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
         use_max: exponentially weighted maximum (ESGD-Max) instead of the mean (ESGD).
     """
 
@@ -79,6 +83,7 @@ class ESGD(HutchinsonOptimizer):
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
+        hvp_method: str = DEFAULT_HVP_METHOD,
         use_max: bool = False,
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -93,7 +98,7 @@ class ESGD(HutchinsonOptimizer):
         self.d_warmup = int(d_warmup)
         self.update_d_every = int(update_d_every)
         self.use_max = bool(use_max)
-        self._init_probe(generator, seed, process_group)
+        self._init_probe(generator, seed, process_group, hvp_method)
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
 
@@ -101,14 +106,16 @@ class ESGD(HutchinsonOptimizer):
     state_fields = ("num_steps", "num_curvature_updates", "d_warmup", "update_d_every")
     matching_fields = ("use_max",)
 
-    def should_create_graph(self) -> bool:
-        """Whether the next ``step`` estimates curvature, so ``backward`` must use ``create_graph=True``."""
+    def is_curvature_step(self) -> bool:
+        """Whether the next ``step`` estimates curvature (the first ``d_warmup``, then every ``update_d_every``-th)."""
         n = self.num_steps
         return n < self.d_warmup or n % self.update_d_every == 0
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``."""
+    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
+             ) -> Optional[Tensor]:
+        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
+        ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -119,8 +126,8 @@ class ESGD(HutchinsonOptimizer):
         if not all_params:
             return loss
         hvps: Optional[List[Tensor]] = None
-        if self.should_create_graph():
-            _, hvps = self.probe(all_params, who=type(self).__name__)
+        if self.is_curvature_step():
+            _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
             self.num_curvature_updates += 1
         self.num_steps += 1
 

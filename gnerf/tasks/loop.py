@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from gnerf.fields import ACTIVATIONS, CoordinateMLP
 from gnerf.optim.base import HutchinsonOptimizer
-from gnerf.optim.curvature import should_create_graph
+from gnerf.optim.curvature import HVP_METHODS, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.tasks import dist as gdist
 from gnerf.optim.registry import build_optimizer, get_optimizer_spec
@@ -103,6 +103,9 @@ class OptimConfig:
     """Curvature optimizers: steps that all update the curvature first (None: the optimizer's 50)."""
     update_d_every: Optional[int] = None
     """Curvature optimizers: curvature cadence after the warm-up (None: the optimizer's 100)."""
+    hvp_method: Optional[str] = None
+    """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
+    (None: double-backward, the faster; see docs/benchmarks.md)."""
 
 
 @dataclass
@@ -201,14 +204,19 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
 
 
 def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str, seed: int) -> torch.optim.Optimizer:
-    options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every)) if v is not None}
-    if isinstance(get_optimizer_spec(cfg.name).factory, type) and issubclass(
-            get_optimizer_spec(cfg.name).factory, HutchinsonOptimizer):
+    options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every),
+                                 ("hvp_method", cfg.hvp_method)) if v is not None}
+    if _is_hutchinson(cfg.name):
         options["seed"] = seed  # the probes are drawn from the run's seed, identically on every rank
     try:
         return build_optimizer(cfg.name, model.parameters(), activation=activation, lr=cfg.lr, **options)
     except ValueError as err:
         raise ValueError(f"--optim.name {cfg.name!r}: {err}") from None
+
+
+def _is_hutchinson(name: str) -> bool:
+    factory = get_optimizer_spec(name).factory
+    return isinstance(factory, type) and issubclass(factory, HutchinsonOptimizer)
 
 
 def default_output_dir(task: str, stem: str, cfg: FitConfig) -> Path:
@@ -277,6 +285,12 @@ def validate_config(cfg: FitConfig) -> None:
         get_optimizer_spec(cfg.optim.name)
     except ValueError as err:
         raise ValueError(f"--optim.name {cfg.optim.name!r}: {err}") from None
+    if cfg.optim.hvp_method is not None:
+        if not _is_hutchinson(cfg.optim.name):
+            raise ValueError(f"--optim.hvp-method applies to esgd, esgd-max, adahessian-e and adahessian-j, "
+                             f"not to --optim.name {cfg.optim.name!r}; remove it")
+        if cfg.optim.hvp_method not in HVP_METHODS:
+            raise ValueError(f"--optim.hvp-method {cfg.optim.hvp_method!r}: choose one of {', '.join(HVP_METHODS)}")
     if cfg.field.activation.lower() not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
                          f"choose one of: {', '.join(ACTIVATIONS)}")
@@ -364,11 +378,18 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
                 # this rank's share, weighted so that the ranks' mean gradient is the whole minibatch's
                 local = idx.tensor_split(world)[rank] if world > 1 else idx
                 weight = local.numel() * world / idx.numel()
+
+                def local_loss(forward: Callable[[Tensor], Tensor]) -> Tensor:
+                    pred = forward(problem.inputs[local])
+                    return problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
+
                 with no_sync_if_curvature(train_model, optimizer):
-                    pred = train_model(problem.inputs[local])
-                    loss = problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
+                    loss = local_loss(train_model)
                     (loss * weight if weight != 1.0 else loss).backward(create_graph=should_create_graph(optimizer))
-                optimizer.step()
+                if needs_loss_fn(optimizer):  # forward-over-reverse curvature: the loss as a function of the weights
+                    optimizer.step(loss_fn=functional_loss(model, lambda f: local_loss(f) * weight)[0])
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 iteration += 1
                 window += 1
