@@ -256,3 +256,26 @@ def test_forward_facing_lr_final(tmp_path):
     assert trainer.pipeline.model.sampling == "disparity"
     # 1 -> 0.01 over the run on forward-facing scenes (Blender: 1 -> 0.1)
     assert trainer.optimizers.optimizers["fields"].param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_forward_over_reverse_hvp_in_the_trainer_follows_double_backward(scene, tmp_path):
+    """--optimizers.fields.optimizer.hvp-method forward-over-reverse: no graph, the loss replayed on the same samples."""
+    from gnerf.nerf.recipes import setup_trainer
+
+    runs = {}
+    for method in ("double-backward", "forward-over-reverse"):
+        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path / method, iterations=6, d_warmup=2, update_d_every=3)
+        cfg.optimizers["fields"]["optimizer"] = dataclasses.replace(cfg.optimizers["fields"]["optimizer"],
+                                                                    hvp_method=method)
+        trainer = setup_trainer(cfg)
+        initial = [p.detach().clone() for p in trainer.pipeline.model.parameters()]
+        for step in range(6):
+            trainer.train_iteration(step)
+        opt = trainer.optimizers.optimizers["fields"]
+        assert opt.hvp_method == method and opt.num_curvature_updates == 3  # steps 0, 1, 3
+        runs[method] = [p.detach().clone() for p in trainer.pipeline.model.parameters()]
+    moved = 0
+    for a, b, c in zip(runs["double-backward"], runs["forward-over-reverse"], initial):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        moved += not torch.equal(a, c)
+    assert moved > 0

@@ -10,7 +10,6 @@ from torch.nn import Parameter
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.field_heads import FieldHeadNames
-from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.ray_samplers import LinearDisparitySampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.model_components.scene_colliders import NearFarCollider
@@ -97,7 +96,6 @@ class GaussianNeRFModel(Model):
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_depth = DepthRenderer(method="expected")
-        self.rgb_loss = MSELoss()
         self.image_metrics = ImageMetrics()
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -118,7 +116,8 @@ class GaussianNeRFModel(Model):
         pred, gt = self.renderer_rgb.blend_background_for_loss_computation(
             pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image
         )
-        return {"rgb_loss": self.config.loss_coefficients["rgb_loss"] * self.rgb_loss(gt, pred)}
+        # the MSE written out: F.mse_loss has no forward-over-reverse rule for a constant target in torch 2.x
+        return {"rgb_loss": self.config.loss_coefficients["rgb_loss"] * (pred - gt).square().mean()}
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
         image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))

@@ -34,6 +34,8 @@ class ESGDOptimizerConfig(OptimizerConfig):
     lr_warmup: float = 0.99
     d_warmup: int = 50
     update_d_every: int = 100
+    hvp_method: str = "double-backward"
+    """double-backward (graph on curvature steps) or forward-over-reverse (the loss evaluated again)."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class AdaHessianEOptimizerConfig(OptimizerConfig):
     eps: float = 1e-4
     weight_decay: float = 0.0
     hessian_power: float = 1.0
+    hvp_method: str = "double-backward"
+    """double-backward (graph on every step) or forward-over-reverse (the loss evaluated again)."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerC
 from nerfstudio.utils.decorators import check_main_thread
 
 from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
-from gnerf.optim.curvature import should_create_graph
+from gnerf.optim.curvature import LossFn, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import is_distributed, no_sync_if_curvature
 
 
@@ -84,6 +84,12 @@ class CurvatureTrainer(Trainer):
         needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
         stepping = [self.optimizers.optimizers[g] for g in needs_step]
         create_graph = any(should_create_graph(o) for o in stepping)
+        functional = [g for g in needs_step if needs_loss_fn(self.optimizers.optimizers[g])]
+        if functional and not hasattr(self.pipeline, "record_train_batch"):
+            raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs gnerf's "
+                             "pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
+        if hasattr(self.pipeline, "record_train_batch"):
+            self.pipeline.record_train_batch = bool(functional)
 
         device_type = self.device.split(":")[0]
         device_type = "cpu" if device_type == "mps" else device_type
@@ -101,7 +107,11 @@ class CurvatureTrainer(Trainer):
                     self._loss_finite = flag.bool()
                 self._check_finite_loss(step, loss_dict)
             self.grad_scaler.scale(loss).backward(create_graph=create_graph)
-        self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
+        self.optimizers.optimizer_scaler_step_some(self.grad_scaler, [g for g in needs_step if g not in functional])
+        if functional:
+            loss_fn = self._train_loss_fn()
+            for g in functional:
+                self.optimizers.optimizers[g].step(loss_fn=loss_fn)
 
         if self.config.log_gradients:
             total = 0.0
@@ -121,6 +131,22 @@ class CurvatureTrainer(Trainer):
         if scale <= self.grad_scaler.get_scale():
             self.optimizers.scheduler_step_all(step)
         return loss, loss_dict, metrics_dict
+
+    def _train_loss_fn(self) -> LossFn:
+        """This step's training loss as a function of the model's weights: the same rays, batch and samples."""
+        model = self.pipeline.model
+        ray_bundle, batch, (cpu_rng, cuda_rng) = self.pipeline.last_train_batch
+        devices = [model.device] if cuda_rng is not None else []
+
+        def loss(forward) -> torch.Tensor:
+            with torch.random.fork_rng(devices=devices):  # replay the stratified samples of the forward pass
+                torch.set_rng_state(cpu_rng)
+                if cuda_rng is not None:
+                    torch.cuda.set_rng_state(cuda_rng, model.device)
+                outputs = forward(ray_bundle)
+            return functools.reduce(torch.add, model.get_loss_dict(outputs, batch, {}).values())
+
+        return functional_loss(model, loss)[0]
 
     def _check_finite_loss(self, step: int, loss_dict=None) -> None:
         """Raise :class:`NonFiniteLossError` if any loss since the last check was NaN or infinite."""
