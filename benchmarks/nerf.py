@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -94,9 +95,12 @@ class NerfSize:
     cadence: Tuple[int, int]  # gaussian-nerf-esgd (d_warmup, update_d_every)
 
 
-def size(quick: bool) -> NerfSize:
-    # quick: a 2-core CPU; otherwise the paper's rays and samples
-    return NerfSize(64, 32, 0.25, (5, 100)) if quick else NerfSize(2048, 128, 1.0, (50, 100))
+def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
+         image_scale: Optional[float] = None) -> NerfSize:
+    """quick: a 2-core CPU; otherwise the paper's rays and samples; each may be overridden."""
+    sz = NerfSize(64, 32, 0.25, (5, 100)) if quick else NerfSize(2048, 128, 1.0, (50, 100))
+    return dataclasses.replace(sz, rays=rays or sz.rays, samples=samples or sz.samples,
+                               image_scale=image_scale or sz.image_scale)
 
 
 def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str):
@@ -174,9 +178,9 @@ COARSE_NOTE = ("vanilla-nerf's fine network cannot be disabled by config (get_ou
                "so the benchmark-only subclass `CoarseOnlyNeRFModel` trains and renders the coarse field alone")
 
 
-def throughput(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
+def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None) -> Tuple[str, Dict]:
     """(4): rays per second, the two trainers stepping in turn over the same number of steps."""
-    sz = size(quick)
+    sz = sz or size(quick)
     warm, timed = (sz.cadence[0] + 2, 100) if quick else (sz.cadence[0] + 5, 300)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = _setup(data, Path(tmp), sz, warm + timed, device)
@@ -198,10 +202,15 @@ def throughput(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
     return section("(4) End to end: training throughput", _spec_line(sz, device, data, px), body, notes), rps
 
 
-def convergence(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
-    """(5): test PSNR against each method's own training wall time, over the same budget."""
-    sz = size(quick)
-    budget, checkpoints, n_views = (45.0, 3, 2) if quick else (600.0, 6, 8)
+def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None, budget: Optional[float] = None,
+                checkpoints: Optional[int] = None, figure: Optional[Path] = None) -> Tuple[str, Dict]:
+    """(5): test PSNR against each method's own training wall time, over the same budget.
+
+    ``figure``: also plot the two curves there (PNG).
+    """
+    sz = sz or size(quick)
+    default_budget, default_checkpoints, n_views = (45.0, 3, 2) if quick else (600.0, 6, 8)
+    budget, checkpoints = budget or default_budget, checkpoints or default_checkpoints
     marks = [budget * (k + 1) / checkpoints for k in range(checkpoints)]
     with tempfile.TemporaryDirectory() as tmp:
         trainers = _setup(data, Path(tmp), sz, 10**7, device)
@@ -236,4 +245,29 @@ def convergence(data: Path, device: str, quick: bool) -> Tuple[str, Dict]:
              f"each method's clock counts only its own training steps (the trainers step in turn); PSNR is the mean "
              f"over {len(views)} test views at the training resolution, rendered off the clock",
              LPIPS_NOTE, COARSE_NOTE]
+    if figure is not None:
+        plot_convergence(curve, figure, f"{data.name}, {sz.rays} rays x {sz.samples} samples, {machine(device)}")
+        notes.append(f"figure: `{figure}`")
     return section("(5) Convergence per second", _spec_line(sz, device, data, px), body, notes), curve
+
+
+def plot_convergence(curve: Dict[str, List[Tuple[float, int, float]]], path: Path, title: str) -> None:
+    """Test PSNR against training wall time, one line per method (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, points in curve.items():
+        ax.plot([t for t, _, _ in points], [p for _, _, p in points], marker="o", label=m)
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -36,6 +36,12 @@ def main(argv=None) -> str:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego",
                     help="(4)-(5): a Blender-format scene")
+    ap.add_argument("--rays", type=int, help="(4)-(5): rays per step (default: 64 with --quick, else 2048)")
+    ap.add_argument("--samples", type=int, help="(4)-(5): samples per ray (default: 32 with --quick, else 128)")
+    ap.add_argument("--image-scale", type=float, help="(4)-(5): image downscale (default: 0.25 with --quick, else 1)")
+    ap.add_argument("--budget", type=float, help="(5): training seconds per method (default: 45 with --quick, else 600)")
+    ap.add_argument("--checkpoints", type=int, help="(5): evaluations per method over the budget (default 3 / 6)")
+    ap.add_argument("--figure", type=Path, help="(5): also plot test PSNR against time here (PNG)")
     ap.add_argument("--output", type=Path, help="write the markdown here (default: print only)")
     args = ap.parse_args(argv)
     if args.gpu and not args.device.startswith("cuda"):
@@ -75,10 +81,12 @@ def main(argv=None) -> str:
     if 4 in which or 5 in which:
         from benchmarks import nerf
 
+        sz = nerf.size(quick, rays=args.rays, samples=args.samples, image_scale=args.image_scale)
         if 4 in which:
-            emit(nerf.throughput(args.data, device=args.device, quick=quick)[0])
+            emit(nerf.throughput(args.data, device=args.device, quick=quick, sz=sz)[0])
         if 5 in which:
-            emit(nerf.convergence(args.data, device=args.device, quick=quick)[0])
+            emit(nerf.convergence(args.data, device=args.device, quick=quick, sz=sz, budget=args.budget,
+                                  checkpoints=args.checkpoints, figure=args.figure)[0])
     emit(f"_Total benchmark time {time.perf_counter() - t_all:.0f} s._\n")
     text = "\n".join(parts)
     if args.output:

@@ -58,7 +58,7 @@ class GNerfPipeline(VanillaPipeline):
             on_gpu = next(self._model.parameters()).is_cuda
             self._model = typing.cast(Model, DistributedDataParallel(
                 self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True))
-            dist.barrier()
+            dist.barrier(device_ids=[local_rank] if on_gpu else None)  # NCCL: this rank's GPU, not GPU 0
 
     def get_train_loss_dict(self, step: int):
         if not self.record_train_batch:
