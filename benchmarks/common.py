@@ -88,6 +88,14 @@ def peak_memory(fn: Callable[[], object], device: str) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
+def step_stats(times: Sequence[Tuple[float, bool]]) -> Dict[str, float]:
+    """Mean seconds over all, plain and curvature steps of ``(seconds, was_curvature_step)`` pairs, and the counts."""
+    plain = [t for t, c in times if not c]
+    curv = [t for t, c in times if c]
+    return dict(mean=sum(t for t, _ in times) / len(times), plain=sum(plain) / len(plain),
+                curv=sum(curv) / len(curv) if curv else float("nan"), n_curv=len(curv), n=len(times))
+
+
 def interleaved_medians(fns: Dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 2
                         ) -> Dict[str, float]:
     """Median seconds of each function, the functions run in turn ``reps`` times (noise hits all alike)."""

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.common import Timer, TrunkSpec, is_cuda, make_batch, make_trunk, mse, section, table
+from benchmarks.common import Timer, TrunkSpec, is_cuda, make_batch, make_trunk, mse, section, step_stats, table
 from gnerf.optim.curvature import should_create_graph
 from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.optim.esgd import ESGDMax
@@ -105,12 +105,7 @@ def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = 100,
         result = torch.load(Path(out) / "ddp.pt", weights_only=False)
     stats = {}
     for name, ts in result["times"].items():
-        plain = [t for t, c, _ in ts if not c]
-        curv = [t for t, c, _ in ts if c]
-        reduces = sorted({n for _, c, n in ts if c})
-        stats[name] = dict(mean=sum(t for t, _, _ in ts) / len(ts), plain=sum(plain) / len(plain),
-                           curv=sum(curv) / len(curv) if curv else float("nan"), n_curv=len(curv), n=len(ts),
-                           reduces=reduces)
+        stats[name] = dict(step_stats([(t, c) for t, c, _ in ts]), reduces=sorted({n for _, c, n in ts if c}))
     a, e = stats["Adam"], stats["ESGD-Max"]
     ratio = e["mean"] / a["mean"]
     rows = [(k, 1e3 * s["mean"], 1e3 * s["plain"], 1e3 * s["curv"], f"{s['n_curv']} / {s['n']}",

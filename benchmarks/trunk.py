@@ -14,7 +14,8 @@ from typing import Dict, List, Tuple
 import torch
 
 from benchmarks.common import (
-    Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, table,
+    Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, step_stats,
+    table,
 )
 from gnerf.optim.curvature import (
     functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like, should_create_graph,
@@ -63,11 +64,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = 100, foreach: b
     finite = all(torch.isfinite(p).all().item() for n in nets.values() for p in n.parameters())
     stats = {}
     for name, ts in times.items():
-        plain = [t for t, c in ts if not c]
-        curv = [t for t, c in ts if c]
-        stats[name] = dict(mean=sum(t for t, _ in ts) / len(ts), plain=sum(plain) / len(plain),
-                           curv=sum(curv) / len(curv) if curv else float("nan"), n_curv=len(curv), n=len(ts),
-                           peak=peaks[name] if is_cuda(dev) else float("nan"))
+        stats[name] = dict(step_stats(ts), peak=peaks[name] if is_cuda(dev) else float("nan"))
     a, e = stats["Adam"], stats["ESGD-Max"]
     ratio = e["mean"] / a["mean"]
     floor = 1 + (e["curv"] - e["plain"]) / (block * a["mean"])
