@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import copy
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import build_optimizer, should_create_graph
 from gnerf.optim.curvature import functional_loss
 from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group, no_sync_if_curvature
+
+from dist_helpers import run_on_ranks
 
 STEPS = 9
 # curvature on steps 0, 1, 2 (warm-up), then 4 and 8; plain steps in between
@@ -28,12 +27,6 @@ CASES = {
     # forward-over-reverse: no graph, DDP averages the gradients, the optimizer averages H v
     "esgd-max/forward-over-reverse": dict(lr=0.05, seed=11, hvp_method="forward-over-reverse", **CADENCE),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data():
@@ -77,65 +70,59 @@ def _snapshot(net, opt) -> dict:
     return state
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank: int, out: str) -> None:
+    x, y = _data()
+    shard = slice(rank * 16, (rank + 1) * 16)
+    results = {}
+    for name, options in CASES.items():
+        net, opt = _train(name, options, DDP(_net()), x[shard], y[shard])
+        results[name] = _snapshot(net, opt)
+        results[name + "/counters"] = opt.state_dict()[opt.state_key]
+    # No seed given: ranks seeded differently (as nerfstudio does) must still draw the same probes.
+    torch.manual_seed(100 + rank)
+    net, opt = _train("esgd-max", dict(lr=0.05, **CADENCE), DDP(_net()), x[shard], y[shard])
+    results["unseeded"] = _snapshot(net, opt)
+    # K-FAC refuses instead of silently letting the ranks drift apart.
     try:
-        x, y = _data()
-        shard = slice(rank * 16, (rank + 1) * 16)
-        results = {}
-        for name, options in CASES.items():
-            net, opt = _train(name, options, DDP(_net()), x[shard], y[shard])
-            results[name] = _snapshot(net, opt)
-            results[name + "/counters"] = opt.state_dict()[opt.state_key]
-        # No seed given: ranks seeded differently (as nerfstudio does) must still draw the same probes.
-        torch.manual_seed(100 + rank)
-        net, opt = _train("esgd-max", dict(lr=0.05, **CADENCE), DDP(_net()), x[shard], y[shard])
-        results["unseeded"] = _snapshot(net, opt)
-        # K-FAC refuses instead of silently letting the ranks drift apart.
+        _train("kfac", dict(lr=0.01), DDP(_net()), x[shard], y[shard])
+        results["kfac"] = "trained"
+    except RuntimeError as err:
+        results["kfac"] = str(err)
+    # the optimizer's communication: one all-reduce on a curvature step, none on a plain step
+    calls = []
+    real = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    net = _net()
+    ddp = DDP(net)
+    opt = build_optimizer("esgd-max", net.parameters(), seed=3, **CADENCE)
+    per_step = []
+    for _ in range(5):
+        with no_sync_if_curvature(ddp, opt):
+            (ddp(x[shard]) - y[shard]).square().mean().backward(create_graph=should_create_graph(opt))
+        dist.all_reduce = counting
         try:
-            _train("kfac", dict(lr=0.01), DDP(_net()), x[shard], y[shard])
-            results["kfac"] = "trained"
-        except RuntimeError as err:
-            results["kfac"] = str(err)
-        # the optimizer's communication: one all-reduce on a curvature step, none on a plain step
-        calls = []
-        real = dist.all_reduce
-
-        def counting(*args, **kwargs):
-            calls.append(1)
-            return real(*args, **kwargs)
-
-        net = _net()
-        ddp = DDP(net)
-        opt = build_optimizer("esgd-max", net.parameters(), seed=3, **CADENCE)
-        per_step = []
-        for _ in range(5):
-            with no_sync_if_curvature(ddp, opt):
-                (ddp(x[shard]) - y[shard]).square().mean().backward(create_graph=should_create_graph(opt))
-            dist.all_reduce = counting
-            try:
-                opt.step()
-            finally:
-                dist.all_reduce = real
-            per_step.append(len(calls))
-            calls.clear()
-            opt.zero_grad()
-        results["all_reduce_calls"] = per_step
-        # all_reduce_mean_ averages in place
-        t = torch.full((3,), float(rank))
-        all_reduce_mean_([t], curvature_process_group("auto"))
-        results["mean"] = t
-        torch.save(results, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+            opt.step()
+        finally:
+            dist.all_reduce = real
+        per_step.append(len(calls))
+        calls.clear()
+        opt.zero_grad()
+    results["all_reduce_calls"] = per_step
+    # all_reduce_mean_ averages in place
+    t = torch.full((3,), float(rank))
+    all_reduce_mean_([t], curvature_process_group("auto"))
+    results["mean"] = t
+    torch.save(results, Path(out) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    run_on_ranks(_worker, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 

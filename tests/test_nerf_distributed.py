@@ -6,49 +6,34 @@ drives the same Trainer / Pipeline / DDP code in two processes spawned here.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gnerf.scenes.procedural import make_blender_scene
+from dist_helpers import run_on_ranks
 from nerf_helpers import tiny_config
 
 STEPS = 10  # curvature on steps 0, 1, 2 (warm-up), 4 and 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, scene: str, out: str) -> None:
+def _worker(rank: int, scene: str, out: str) -> None:
     from nerfstudio.scripts.train import _set_random_seed
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        cfg = tiny_config("gaussian-nerf-esgd", Path(scene), Path(out) / "run", iterations=STEPS)
-        _set_random_seed(cfg.machine.seed + rank)  # as ns-train seeds each rank
-        trainer = cfg.setup(local_rank=rank, world_size=2)
-        trainer.setup()
-        losses = [float(trainer.train_iteration(step)[0]) for step in range(STEPS)]
-        opt = trainer.optimizers.optimizers["fields"]
-        torch.save({
-            "params": {k: v.detach().clone() for k, v in trainer.pipeline.model.named_parameters()},
-            "curvature": [opt.state[p]["curvature"].clone() for p in trainer.optimizers.parameters["fields"]],
-            "counters": (opt.num_steps, opt.num_curvature_updates),
-            "losses": losses,
-            "wrapped": type(trainer.pipeline._model).__name__,
-        }, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    cfg = tiny_config("gaussian-nerf-esgd", Path(scene), Path(out) / "run", iterations=STEPS)
+    _set_random_seed(cfg.machine.seed + rank)  # as ns-train seeds each rank
+    trainer = cfg.setup(local_rank=rank, world_size=2)
+    trainer.setup()
+    losses = [float(trainer.train_iteration(step)[0]) for step in range(STEPS)]
+    opt = trainer.optimizers.optimizers["fields"]
+    torch.save({
+        "params": {k: v.detach().clone() for k, v in trainer.pipeline.model.named_parameters()},
+        "curvature": [opt.state[p]["curvature"].clone() for p in trainer.optimizers.parameters["fields"]],
+        "counters": (opt.num_steps, opt.num_curvature_updates),
+        "losses": losses,
+        "wrapped": type(trainer.pipeline._model).__name__,
+    }, Path(out) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +41,7 @@ def ranks(tmp_path_factory):
     scene = make_blender_scene(tmp_path_factory.mktemp("scenes") / "procedural", image_size=24,
                                num_train=8, num_val=2, num_test=3)
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(scene), str(out)), nprocs=2, join=True)
+    run_on_ranks(_worker, str(scene), str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
