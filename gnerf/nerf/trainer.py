@@ -84,12 +84,12 @@ class CurvatureTrainer(Trainer):
         needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
         stepping = [self.optimizers.optimizers[g] for g in needs_step]
         create_graph = any(should_create_graph(o) for o in stepping)
-        functional = [g for g in needs_step if needs_loss_fn(self.optimizers.optimizers[g])]
-        if functional and not hasattr(self.pipeline, "record_train_batch"):
-            raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs gnerf's "
-                             "pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
+        functional = [g for g, o in zip(needs_step, stepping) if needs_loss_fn(o)]
         if hasattr(self.pipeline, "record_train_batch"):
             self.pipeline.record_train_batch = bool(functional)
+        elif functional:
+            raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs gnerf's "
+                             "pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
 
         device_type = self.device.split(":")[0]
         device_type = "cpu" if device_type == "mps" else device_type

@@ -9,10 +9,12 @@ contract with the training loop::
     optimizer.zero_grad()       # set_to_none=True (the default) frees the graph
 
 First-order optimizers (``torch.optim.Adam`` ...) lack ``should_create_graph`` and cost nothing
-extra. Under DistributedDataParallel, wrap the forward and backward of a curvature step in
-``gnerf.optim.distributed.no_sync_if_curvature(model, optimizer)``: the optimizer averages the
-gradients and Hessian-vector products itself, in one all-reduce (see that module). A curvature optimizer detaches the gradients it was given at the end of a step, so the
+extra. A curvature optimizer detaches the gradients it was given at the end of a step, so the
 parameter -> grad -> graph -> parameter reference cycle never outlives the step.
+
+Under DistributedDataParallel, wrap the forward and backward of a curvature step in
+``gnerf.optim.distributed.no_sync_if_curvature(model, optimizer)``: the optimizer averages the
+gradients and Hessian-vector products itself, in one all-reduce (see that module).
 """
 
 from __future__ import annotations

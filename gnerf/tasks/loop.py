@@ -43,8 +43,8 @@ from gnerf.fields import ACTIVATIONS, CoordinateMLP
 from gnerf.optim.base import HutchinsonOptimizer
 from gnerf.optim.curvature import HVP_METHODS, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import no_sync_if_curvature
-from gnerf.tasks import dist as gdist
 from gnerf.optim.registry import build_optimizer, get_optimizer_spec
+from gnerf.tasks import dist as gdist
 from gnerf.tasks.io import atomic_save_torch, atomic_write_bytes, atomic_write_json
 
 __all__ = [
