@@ -90,7 +90,12 @@ def test_cadence():
 
 def _reference_esgd(net, x, y, steps, lr, use_max, d_warmup, every, seed, beta1=0.9, beta2=0.999,
                     eps=1e-4, lr_warmup=0.99, wd=0.0):
-    """ESGD written out from the issue's equations, one flat vector at a time."""
+    """ESGD and ESGD-Max written out from their published equations, one tensor at a time.
+
+    ESGD: plain momentum corrected by 1 - beta1^t, D a running mean corrected by 1 - beta2^t
+    (the step count t, not the number of updates), no lr warm-up. ESGD-Max: Nesterov look-ahead
+    corrected by 1 - beta1^(t+1), D an exponentially weighted max, lr ramped by 1 - rho^k.
+    """
     params = list(net.parameters())
     gen = torch.Generator().manual_seed(seed)
     m = [torch.zeros_like(p) for p in params]
@@ -105,34 +110,55 @@ def _reference_esgd(net, x, y, steps, lr, use_max, d_warmup, every, seed, beta1=
             hvs = torch.autograd.grad(grads, params, vs)
             k += 1
         with torch.no_grad():
-            lr_t = lr * (1 - lr_warmup**k)
+            lr_t = lr * (1 - lr_warmup**k) if use_max else lr
             for i, p in enumerate(params):
                 g = grads[i].detach()
                 m[i] = beta1 * m[i] + (1 - beta1) * g
                 if curv:
                     h2 = hvs[i] ** 2
                     D[i] = torch.maximum(beta2 * D[i], h2) if use_max else beta2 * D[i] + (1 - beta2) * h2
-                Dhat = D[i] if use_max else D[i] / (1 - beta2**k)
-                m_hat = (beta1 * m[i] + (1 - beta1) * g) / (1 - beta1 ** (t + 1))
+                if use_max:
+                    direction = (beta1 * m[i] + (1 - beta1) * g) / (1 - beta1 ** (t + 1))
+                    denom = D[i].sqrt() + eps
+                else:
+                    direction = m[i] / (1 - beta1**t)
+                    denom = (D[i] / (1 - beta2**t)).sqrt() + eps
                 p.mul_(1 - lr_t * wd)
-                p.sub_(lr_t * m_hat / (Dhat.sqrt() + eps))
+                p.sub_(lr_t * direction / denom)
     return params
 
 
-@pytest.mark.parametrize("use_max", [True, False])
+@pytest.mark.parametrize("cls", [ESGDMax, ESGD])
 @pytest.mark.parametrize("foreach", [False, True])
-def test_matches_reference_equations(use_max, foreach):
+def test_matches_reference_equations(cls, foreach):
     net, x, y = _tiny_problem()
     ref = copy.deepcopy(net)
-    opt = ESGD(net.parameters(), lr=0.05, use_max=use_max, d_warmup=3, update_d_every=4, weight_decay=0.01,
-               foreach=foreach, generator=torch.Generator().manual_seed(7))
+    opt = cls(net.parameters(), lr=0.05, d_warmup=3, update_d_every=4, weight_decay=0.01,
+              foreach=foreach, generator=torch.Generator().manual_seed(7))
     _train(net, opt, x, y, 11)
-    expected = _reference_esgd(ref, x, y, 11, 0.05, use_max, 3, 4, seed=7, wd=0.01)
+    expected = _reference_esgd(ref, x, y, 11, 0.05, cls.use_max, 3, 4, seed=7, wd=0.01)
     for p, q in zip(net.parameters(), expected):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    if use_max:
-        # the curvature statistic is an exponentially weighted max: never below beta2^n * previous
-        assert all((opt.state[p]["curvature"] >= 0).all() for p in net.parameters())
+    assert all((opt.state[p]["curvature"] >= 0).all() for p in net.parameters())
+
+
+def test_esgd_bias_corrects_curvature_with_the_step_count():
+    """After the warm-up the published ESGD's step grows although D is not updated: sqrt(1 - beta2^t) grows."""
+    p = nn.Parameter(torch.zeros(1))
+    opt = ESGD([p], lr=0.1, betas=(0.0, 0.999), eps=1e-12, d_warmup=1, update_d_every=10**6,
+               generator=torch.Generator().manual_seed(0))
+    moves = []
+    for _ in range(4):
+        p.grad = None
+        loss = (p - 1.0).square().sum()  # gradient 2 (p - 1), Hessian 2, so (Hv)^2 = 4
+        loss.backward(create_graph=opt.should_create_graph())
+        before = p.item()
+        g = 2 * (before - 1.0)
+        opt.step()
+        moves.append((before - p.item()) / g)  # lr / sqrt(D / (1 - 0.999^t)) with D = 0.001 * 4 from step 1 on
+    expected = [0.1 / math.sqrt(0.001 * 4 / (1 - 0.999**t)) for t in range(1, 5)]
+    assert moves == pytest.approx(expected, rel=1e-5)
+    assert moves[3] > moves[0] * 1.9  # sqrt(4): the effective step grows with t
 
 
 def test_foreach_equals_per_tensor():
@@ -166,7 +192,7 @@ def test_state_dict_round_trip_continues_identically():
     for p, q in zip(net.parameters(), net2.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     with pytest.raises(ValueError, match="saved with use_max=True"):
-        ESGD(net2.parameters()).load_state_dict(saved_opt)
+        ESGD(net2.parameters()).load_state_dict(saved_opt)  # an ESGD-Max state is not an ESGD state
 
 
 def test_lr_scheduler_and_param_groups():
@@ -194,6 +220,8 @@ def test_invalid_hyperparameters_are_named():
     p = [nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match="lr_warmup"):
         ESGDMax(p, lr_warmup=1.0)
+    with pytest.raises(ValueError, match="ESGD has no learning-rate warm-up"):
+        ESGD(p, lr_warmup=0.99)
     with pytest.raises(ValueError, match="betas"):
         ESGD(p, betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="update_d_every"):

@@ -24,14 +24,13 @@ from gnerf.optim.shampoo import Shampoo
 
 @dataclass
 class ESGDOptimizerConfig(OptimizerConfig):
-    """ESGD (running-mean curvature); the hyperparameters of :class:`gnerf.optim.ESGD`."""
+    """ESGD (running-mean curvature, as published); the hyperparameters of :class:`gnerf.optim.ESGD`."""
 
     _target: Type = ESGD
     lr: float = 1.0
     betas: Tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-4
     weight_decay: float = 0.0
-    lr_warmup: float = 0.99
     d_warmup: int = 50
     update_d_every: int = 100
     hvp_method: str = "double-backward"
@@ -43,6 +42,8 @@ class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
     """ESGD-Max (exponentially weighted max curvature), the paper's optimizer for Gaussian-NeRF."""
 
     _target: Type = ESGDMax
+    lr_warmup: float = 0.99
+    """The step size ramps as 1 - lr_warmup^k with the number of curvature updates k (0: off)."""
 
 
 @dataclass

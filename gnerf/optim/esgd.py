@@ -1,11 +1,12 @@
-r"""ESGD and ESGD-Max: equilibrated SGD with Hutchinson curvature.
+r"""ESGD and ESGD-Max: equilibrated SGD with Hutchinson curvature, as published with the paper.
 
 Equilibrated SGD (Dauphin, de Vries & Bengio, "Equilibrated adaptive learning rates for
 non-convex optimization", NeurIPS 2015) preconditions the gradient by the equilibration
 statistic :math:`\sqrt{\mathrm{diag}(H^2)}`, estimated from Hessian-vector products with
-Rademacher vectors, :math:`\mathbb{E}_v[(Hv)^2] = \mathrm{diag}(H^2)`. ESGD-Max replaces the
-running mean with an exponentially weighted maximum, as used for neural fields in Chng,
-Saratchandran & Lucey, "Preconditioners for the Stochastic Training of Neural Fields".
+Rademacher vectors, :math:`\mathbb{E}_v[(Hv)^2] = \mathrm{diag}(H^2)`. Chng, Saratchandran &
+Lucey, "Preconditioners for the Stochastic Training of Neural Fields", train images and shapes
+with :class:`ESGD` and radiance fields with :class:`ESGDMax`, which replaces the running mean by
+an exponentially weighted maximum. Both follow the implementation published with the paper.
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ __all__ = ["ESGD", "ESGDMax", "esgd"]
 
 
 class ESGD(HutchinsonOptimizer):
-    r"""Equilibrated SGD with Nesterov momentum and sparse curvature updates.
+    r"""Equilibrated SGD with momentum and sparse curvature updates (the paper's image and shape optimizer).
 
-    With gradient :math:`g_t`, step :math:`t = 1, 2, \dots` and :math:`k` the number of curvature
-    updates so far:
+    With gradient :math:`g_t` at step :math:`t = 1, 2, \dots`:
 
     .. math::
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
         h &= H v,\quad v_i \sim \mathrm{Rademacher} \qquad \text{(curvature steps only)} \\
-        D &\leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h, \qquad
-            \hat D = D / (1 - \beta_2^{k}) \qquad \text{(ESGD)} \\
-        D &\leftarrow \max(\beta_2 D,\; h \odot h), \qquad \hat D = D
-            \qquad \text{(ESGD-Max)} \\
-        \hat m_t &= \frac{\beta_1 m_t + (1 - \beta_1) g_t}{1 - \beta_1^{t+1}} \\
-        \eta_t &= \eta \,(1 - \rho^{k}) \quad (\rho = \text{lr\_warmup}; \ \eta_t = \eta \text{ if } \rho = 0) \\
-        \theta_t &= \theta_{t-1} (1 - \eta_t \lambda) - \eta_t\, \hat m_t / (\sqrt{\hat D} + \epsilon)
+        D &\leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h \qquad \text{(curvature steps only)} \\
+        \theta_t &= \theta_{t-1} (1 - \eta \lambda)
+            - \eta\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{D / (1 - \beta_2^t)} + \epsilon}
+
+    :math:`D` is bias-corrected with the step count :math:`t`, although it is updated only on
+    curvature steps: its corrected value shrinks as training goes on, so the effective step size
+    grows (about 3.5x by step 3,200 with the default cadence, against a mean corrected by the
+    number of updates). This is the published optimizer; it starts slowly and ends high.
 
     Curvature is estimated on every step for the first ``d_warmup`` steps, then on every
     ``update_d_every``-th step. On those steps the gradients must carry a graph: call
@@ -48,12 +49,10 @@ class ESGD(HutchinsonOptimizer):
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
-        lr: learning rate :math:`\eta` (the paper: 0.15 for images and shapes, 1 for NeRF).
+        lr: learning rate :math:`\eta` (the paper: 0.15 for images and shapes).
         betas: :math:`(\beta_1, \beta_2)`, momentum and curvature averaging coefficients.
-        eps: :math:`\epsilon` added to :math:`\sqrt{\hat D}`.
+        eps: :math:`\epsilon` added to the square root of the corrected curvature.
         weight_decay: decoupled weight decay :math:`\lambda`.
-        lr_warmup: :math:`\rho`; the step size ramps as :math:`1 - \rho^k` with the number of
-            curvature updates :math:`k`. ``0`` disables the ramp.
         d_warmup: number of initial steps that all update the curvature.
         update_d_every: curvature cadence after the warm-up.
         foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
@@ -66,8 +65,10 @@ class ESGD(HutchinsonOptimizer):
             when one with several ranks is initialised; ``None`` never communicates.
         hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
             ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
-        use_max: exponentially weighted maximum (ESGD-Max) instead of the mean (ESGD).
     """
+
+    #: Exponentially weighted maximum (ESGD-Max) instead of the running mean.
+    use_max = False
 
     def __init__(
         self,
@@ -76,7 +77,6 @@ class ESGD(HutchinsonOptimizer):
         betas: Tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-4,
         weight_decay: float = 0.0,
-        lr_warmup: float = 0.99,
         d_warmup: int = 50,
         update_d_every: int = 100,
         foreach: Optional[bool] = None,
@@ -84,11 +84,15 @@ class ESGD(HutchinsonOptimizer):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
         hvp_method: str = DEFAULT_HVP_METHOD,
-        use_max: bool = False,
+        *,
+        lr_warmup: float = 0.0,
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 <= lr_warmup < 1.0:
             raise ValueError(f"invalid lr_warmup={lr_warmup}: must lie in [0, 1) (0 disables it)")
+        if lr_warmup and not self.use_max:
+            raise ValueError("ESGD has no learning-rate warm-up (the published ESGD has none); "
+                             "use ESGDMax for lr_warmup")
         if d_warmup < 0 or update_d_every < 1:
             raise ValueError(f"invalid cadence d_warmup={d_warmup}, update_d_every={update_d_every}: "
                              "need d_warmup >= 0 and update_d_every >= 1")
@@ -97,7 +101,6 @@ class ESGD(HutchinsonOptimizer):
         super().__init__(params, defaults)
         self.d_warmup = int(d_warmup)
         self.update_d_every = int(update_d_every)
-        self.use_max = bool(use_max)
         self._init_probe(generator, seed, process_group, hvp_method)
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
@@ -170,16 +173,27 @@ class ESGD(HutchinsonOptimizer):
 
 
 class ESGDMax(ESGD):
-    r"""ESGD-Max: ESGD with the exponentially weighted maximum :math:`D \leftarrow \max(\beta_2 D, (Hv)^2)`.
+    r"""ESGD-Max: the paper's optimizer for Gaussian radiance fields.
 
-    The paper's optimizer for Gaussian neural fields. Same arguments as :class:`ESGD`, without
-    ``use_max``.
+    With :math:`k` the number of curvature updates so far and :math:`\rho` = ``lr_warmup``:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        D &\leftarrow \max(\beta_2 D,\; h \odot h) \qquad \text{(curvature steps only, } h = Hv) \\
+        \hat m_t &= \frac{\beta_1 m_t + (1 - \beta_1) g_t}{1 - \beta_1^{t+1}}
+            \qquad \text{(Nesterov look-ahead)} \\
+        \eta_t &= \eta \,(1 - \rho^{k}) \quad (\eta_t = \eta \text{ if } \rho = 0) \\
+        \theta_t &= \theta_{t-1} (1 - \eta_t \lambda) - \eta_t\, \hat m_t / (\sqrt{D} + \epsilon)
+
+    The maximum needs no bias correction. Same arguments as :class:`ESGD`, plus ``lr_warmup``
+    (default 0.99, as published; 0 turns the ramp off).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
-        if "use_max" in kwargs:
-            raise TypeError("ESGDMax always uses the maximum; use ESGD(use_max=...) to choose")
-        super().__init__(params, lr=lr, use_max=True, **kwargs)
+    use_max = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.15, *args: Any, lr_warmup: float = 0.99,
+                 **kwargs: Any) -> None:
+        super().__init__(params, lr, *args, lr_warmup=lr_warmup, **kwargs)
 
 
 def esgd(
@@ -200,15 +214,18 @@ def esgd(
     use_max: bool,
     foreach: bool = False,
 ) -> None:
-    """Functional ESGD / ESGD-Max update over lists of tensors (see :class:`ESGD` for the maths).
+    """Functional ESGD (``use_max=False``) / ESGD-Max (``use_max=True``) update over lists of tensors.
 
-    ``step`` is the 1-based index of this step, ``num_curvature_updates`` the number of
-    curvature updates including this step's; ``hvps`` is ``None`` on steps without curvature.
+    See :class:`ESGD` and :class:`ESGDMax` for the maths. ``step`` is the 1-based index of this
+    step, ``num_curvature_updates`` the number of curvature updates including this step's;
+    ``hvps`` is ``None`` on steps without curvature.
     """
     k = num_curvature_updates
     lr_t = lr * (1.0 - lr_warmup ** k) if lr_warmup > 0 else lr
-    bias_correction1 = 1.0 - beta1 ** (step + 1)
-    bias_correction2_sqrt = 1.0 if use_max else math.sqrt(1.0 - beta2 ** max(k, 1))
+    if use_max:  # Nesterov look-ahead, no correction of the maximum
+        bias_correction1, bias_correction2_sqrt = 1.0 - beta1 ** (step + 1), 1.0
+    else:  # plain momentum; both statistics corrected with the step count
+        bias_correction1, bias_correction2_sqrt = 1.0 - beta1 ** step, math.sqrt(1.0 - beta2 ** step)
     fn = _multi_tensor_esgd if foreach else _single_tensor_esgd
     fn(params, grads, exp_avgs, curvatures, hvps, lr_t=lr_t, beta1=beta1, beta2=beta2, eps=eps,
        weight_decay=weight_decay, use_max=use_max, bias_correction1=bias_correction1,
@@ -227,9 +244,9 @@ def _single_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lr_t, beta
                 torch.maximum(d.mul_(beta2), h * h, out=d)
             else:
                 d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-        m_hat = m.lerp(g, 1.0 - beta1)
+        step_dir = m.lerp(g, 1.0 - beta1) if use_max else m
         denom = d.sqrt().div_(bias_correction2_sqrt).add_(eps)
-        p.addcdiv_(m_hat, denom, value=-lr_t / bias_correction1)
+        p.addcdiv_(step_dir, denom, value=-lr_t / bias_correction1)
 
 
 def _multi_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lr_t, beta1, beta2, eps, weight_decay,
@@ -243,8 +260,8 @@ def _multi_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lr_t, beta1
             torch._foreach_maximum_(curvatures, torch._foreach_mul(hvps, hvps))
         else:
             torch._foreach_addcmul_(curvatures, hvps, hvps, value=1.0 - beta2)
-    m_hat = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
+    step_dir = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1) if use_max else exp_avgs
     denom = torch._foreach_sqrt(curvatures)
     torch._foreach_div_(denom, bias_correction2_sqrt)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, m_hat, denom, -lr_t / bias_correction1)
+    torch._foreach_addcdiv_(params, step_dir, denom, -lr_t / bias_correction1)
