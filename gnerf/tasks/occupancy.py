@@ -6,7 +6,8 @@ with Gaussian noise of sigma 0.1 and one third with sigma 0.01; a separate evalu
 drawn the same way. Inside/outside labels come from :func:`gnerf.tasks.mesh.inside_mesh` (axis
 ray crossings, with the generalised winding number wherever they disagree), which is correct for
 non-watertight meshes. The network outputs a logit and is trained with BCE; after every epoch
-the evaluation BCE and IoU (occupied = logit > 0) are reported.
+the evaluation BCE and IoU (occupied = logit > 0) are reported. The defaults are the paper's
+protocol: minibatches of 50,000 points for 200 epochs.
 
 Outputs besides the loop's (see :mod:`gnerf.tasks.loop`): ``reconstruction.ply`` (marching cubes
 of the logit at 0 on a ``resolution^3`` grid over the cube) and ``preview.png`` (three shaded
@@ -48,8 +49,10 @@ class OccupancyFitConfig(FitConfig):
 
     mesh: Path
     """The mesh to fit (OBJ, PLY or OFF); need not be watertight."""
-    epochs: int = 10
-    """Passes over the training points."""
+    epochs: int = 200
+    """Passes over the training points (the paper: 200)."""
+    batch_size: int = 50_000
+    """Points per step (the paper: 50,000, i.e. 20 steps per epoch over one million points)."""
     num_points: int = 1_000_000
     """Training points (one share uniform, one share per near-surface sigma)."""
     num_eval_points: int = 100_000
