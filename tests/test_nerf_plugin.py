@@ -241,18 +241,21 @@ def test_lego_downscaled_trains_and_evaluates(tmp_path):
     assert images["img"].shape == (40, 80, 3) and math.isfinite(metrics["psnr"])
 
 
-def test_forward_facing_lr_final(tmp_path):
+def _llff_config(tmp_path, iterations: int):
+    """A tiny forward-facing LLFF scene (24x32 views, bounds 2..9) and the ESGD method's config on it."""
     import test_llff_dataparser as llff
+    from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 
     c2w = llff._make_opengl_poses()
     bounds = np.stack([np.full(llff.N_VIEWS, 2.0), np.full(llff.N_VIEWS, 9.0)], axis=1)
     np.save(tmp_path / "poses_bounds.npy", llff._to_llff_rows(c2w, bounds))
     llff._write_images(tmp_path / "images", llff.H0, llff.W0)
-    from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
+    return tiny_config("gaussian-nerf-esgd", tmp_path, tmp_path / "out", iterations=iterations,
+                       dataparser=LLFFDataParserConfig(downscale_factor=1))
 
-    cfg = tiny_config("gaussian-nerf-esgd", tmp_path, tmp_path / "out", iterations=3,
-                      dataparser=LLFFDataParserConfig(downscale_factor=1))
-    trainer = train(cfg)
+
+def test_forward_facing_lr_final(tmp_path):
+    trainer = train(_llff_config(tmp_path, iterations=3))
     assert trainer.pipeline.model.sampling == "disparity"
     # 1 -> 0.01 over the run on forward-facing scenes (Blender: 1 -> 0.1)
     assert trainer.optimizers.optimizers["fields"].param_groups[0]["lr"] == pytest.approx(0.01)
@@ -279,3 +282,42 @@ def test_forward_over_reverse_hvp_in_the_trainer_follows_double_backward(scene, 
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
         moved += not torch.equal(a, c)
     assert moved > 0
+
+
+def test_evaluation_samples_as_training_does(scene, tmp_path):
+    """Eval mode keeps the near plane: training's sample positions without the jitter, hence its renders."""
+    trainer = train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=4))
+    model = trainer.pipeline.model
+    camera = trainer.pipeline.datamanager.eval_dataset.cameras[0:1]
+    model.sampler.train_stratified = False  # train mode then samples deterministically, as eval mode does
+
+    samples, outputs = {}, {}
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        rays = camera.generate_rays(camera_indices=0).flatten()
+        samples[mode] = model.sampler(model.collider(rays)).frustums
+        outputs[mode] = model.get_outputs_for_camera(camera)
+    assert not model.training
+    torch.testing.assert_close(samples["eval"].starts[:, 0], torch.full_like(samples["eval"].starts[:, 0], 2.0))
+    torch.testing.assert_close(samples["eval"].starts, samples["train"].starts)
+    torch.testing.assert_close(samples["eval"].ends, samples["train"].ends)
+    for key in ("rgb", "accumulation", "depth"):
+        torch.testing.assert_close(outputs["eval"][key], outputs["train"][key])
+
+
+def test_ns_render_of_forward_facing_scene_is_not_blank(tmp_path, monkeypatch):
+    """ns-render's code path (eval_setup, eval mode, disparity sampling) on a forward-facing scene draws the field."""
+    import imageio.v2 as imageio
+    from nerfstudio.scripts import render
+    from nerfstudio.utils import install_checks
+
+    trainer = train(_llff_config(tmp_path, iterations=3))
+    monkeypatch.setattr(install_checks, "check_ffmpeg_installed", lambda: None)  # frames as images need no ffmpeg
+    render.RenderInterpolated(load_config=trainer.base_dir / "config.yml", output_path=tmp_path / "render" / "frames",
+                              output_format="images", image_format="png", interpolation_steps=1).main()
+    frames = sorted((tmp_path / "render" / "frames").glob("*.png"))
+    assert frames
+    for frame in frames:
+        rgb = imageio.imread(frame)[..., :3]
+        assert rgb.shape == (24, 32, 3)
+        assert (rgb < 250).all(), f"{frame.name} has white pixels: nothing in front of the white background"

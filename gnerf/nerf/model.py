@@ -78,7 +78,9 @@ class GaussianNeRFModel(Model):
             raise ValueError(f"need 0 <= near_plane < far_plane, got near={near}, far={far}; "
                              "set --pipeline.model.near-plane / --pipeline.model.far-plane")
         self.near_plane, self.far_plane = float(near), float(far)
-        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane)
+        # keep the near plane in eval mode too (nerfstudio's default moves it to 0 there), so that evaluation and
+        # rendering sample where training does
+        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane, reset_near_plane=False)
 
         sampling = self.config.sampling
         if sampling == "auto":
