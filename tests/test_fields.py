@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.fields import CoordinateMLP, PositionalEncoding, count_parameters, make_activation
+from gnerf.fields import CentredGaussian, CoordinateMLP, PositionalEncoding, count_parameters, make_activation
 
 
 def test_activation_formulas():
@@ -18,6 +18,15 @@ def test_activation_formulas():
     torch.testing.assert_close(w(x), torch.cos(10 * x) * torch.exp(-((10 * x) ** 2)))
     r = make_activation("relu")
     torch.testing.assert_close(r(x), x.clamp_min(0))
+
+
+def test_centred_gaussian_centres_each_point_over_its_channels():
+    x = torch.randn(4, 7) * 0.2 + torch.arange(4.0)[:, None]  # rows with different means
+    g = CentredGaussian(sigma=0.1)
+    torch.testing.assert_close(g(x), torch.exp(-0.5 * (x - x.mean(-1, keepdim=True)) ** 2 / 0.1**2))
+    torch.testing.assert_close(g(x + torch.randn(4, 1)), g(x))  # a shift common to one point's channels cancels
+    with pytest.raises(ValueError, match="sigma > 0"):
+        CentredGaussian(sigma=0.0)
 
 
 def test_activation_errors_name_the_problem():

@@ -2,6 +2,7 @@
 
 from gnerf.fields.activations import (
     ACTIVATIONS,
+    CentredGaussian,
     GaborWavelet,
     Gaussian,
     PositionalEncoding,
@@ -13,6 +14,7 @@ from gnerf.fields.mlp import CoordinateMLP, count_parameters
 
 __all__ = [
     "ACTIVATIONS",
+    "CentredGaussian",
     "CoordinateMLP",
     "GaborWavelet",
     "Gaussian",

@@ -12,6 +12,9 @@ sine         ``sin(omega x)`` (+ SIREN initialisation)     omega = 30
 wavelet      ``cos(omega0 x) * exp(-(s0 x)^2)``            omega0 = 10, s0 = 10
 relu         ``max(x, 0)`` (usually with positional enc.)  L = 8 frequencies
 ===========  ===========================================  =======================
+
+:class:`CentredGaussian` (GARF's first layers) is built directly: it is not among the names
+:func:`make_activation` accepts, which are also the fitting tasks' ``--field.activation`` choices.
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ class Gaussian(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
+
+
+class CentredGaussian(Gaussian):
+    """Gaussian of each pre-activation's offset from the mean of its layer, ``exp(-(x - mean(x))^2 / (2 sigma^2))``.
+
+    The mean is taken per point over the last dimension (the layer's channels). GARF (Chng et al.,
+    2022) applies it to its first position layer and to its view-direction embedding.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x - x.mean(dim=-1, keepdim=True))
 
 
 class Sine(nn.Module):

@@ -40,6 +40,11 @@ class GaussianNeRFModelConfig(ModelConfig):
     """Unused: the near and far planes above configure the collider."""
     background_color: Literal["random", "last_sample", "black", "white"] = "white"
     """Background composited behind the field (Blender scenes have white backgrounds)."""
+    architecture: Literal["gnerf", "garf"] = "gnerf"
+    """Field network. gnerf: the trunk and heads sized by the fields below. garf: the network of GARF's
+    published code (centred Gaussian on the first xyz and direction layers, six 256-wide Gaussian layers with
+    the first layer's embedding concatenated before the last, 256-wide direction embedding, 512 -> 128 -> 3
+    colour head); it uses sigma and position_scale and ignores hidden_dim through color_num_layers."""
     sigma: float = 0.1
     """Width of every Gaussian activation."""
     hidden_dim: int = 256
@@ -78,7 +83,9 @@ class GaussianNeRFModel(Model):
             raise ValueError(f"need 0 <= near_plane < far_plane, got near={near}, far={far}; "
                              "set --pipeline.model.near-plane / --pipeline.model.far-plane")
         self.near_plane, self.far_plane = float(near), float(far)
-        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane)
+        # keep the near plane in eval mode too (nerfstudio's default moves it to 0 there), so that evaluation and
+        # rendering sample where training does
+        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane, reset_near_plane=False)
 
         sampling = self.config.sampling
         if sampling == "auto":
@@ -91,7 +98,7 @@ class GaussianNeRFModel(Model):
         self.field = GaussianRadianceField(
             sigma=c.sigma, hidden_dim=c.hidden_dim, num_layers=c.num_layers, skip_connections=c.skip_connections,
             feature_dim=c.feature_dim, direction_dim=c.direction_dim, color_hidden_dim=c.color_hidden_dim,
-            color_num_layers=c.color_num_layers, position_scale=c.position_scale,
+            color_num_layers=c.color_num_layers, position_scale=c.position_scale, architecture=c.architecture,
         )
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)
         self.renderer_accumulation = AccumulationRenderer()
