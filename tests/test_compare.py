@@ -1,10 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import csv
 from pathlib import Path
 
 import pytest
 import torch
 
-from gnerf.tasks.compare import CompareConfig, run_comparison
+from benchmarks.compare import CompareConfig, run_comparison
 
 
 @pytest.fixture
@@ -43,3 +48,26 @@ def test_unknown_names_are_refused(image, tmp_path):
         run_comparison(CompareConfig(inputs=(image,), optimizers=("lbfgs",), output_dir=tmp_path))
     with pytest.raises(FileNotFoundError):
         run_comparison(CompareConfig(inputs=(Path("nope.png"),), output_dir=tmp_path))
+
+
+def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path):
+    from benchmarks.reproduce import ReproduceConfig, reproduce
+
+    kodak = tmp_path / "data" / "images" / "kodak"
+    kodak.mkdir(parents=True)
+    for stem in ("a", "b"):
+        (kodak / f"{stem}.png").write_bytes(image.read_bytes())
+    report = tmp_path / "docs" / "report.md"
+    cfg = ReproduceConfig(tasks=("image",), images=("a", "b"), activations=("gaussian",), size=(8, 8), epochs=2,
+                          workers=1, data_dir=tmp_path / "data", output_dir=tmp_path / "runs", report=report,
+                          figure_dir=tmp_path / "docs" / "figures")
+    text = reproduce(cfg)
+    assert report.read_text() == text
+    assert "| Gaussian | adam |" in text and "| Gaussian | esgd |" in text and "epoch 2" in text
+    assert "(figures/reproduction_paper_image.png)" in text
+    assert (tmp_path / "docs" / "figures" / "reproduction_paper_image.png").stat().st_size > 0
+    claim = [line for line in text.splitlines() if line.startswith("- Gaussian: ESGD ends ahead of Adam")]
+    assert len(claim) == 1 and "of 2 runs" in claim[0]
+    with pytest.raises(ValueError, match="--report"):
+        reproduce(ReproduceConfig(tasks=("image",), images=("a",), size=(8, 8), epochs=1, workers=1,
+                                  data_dir=tmp_path / "data", output_dir=tmp_path / "runs2", plot_only=True))

@@ -62,6 +62,12 @@ class CompareConfig:
     """Minibatch size."""
     size: Tuple[int, int] = (256, 256)
     """Image / video frame (height, width)."""
+    num_points: int = 1_000_000
+    """Occupancy: training points per shape."""
+    num_eval_points: int = 100_000
+    """Occupancy: evaluation points per shape."""
+    resolution: int = 128
+    """Occupancy: marching-cubes grid of the reconstruction written after training."""
     hidden_dim: int = 256
     """Network width."""
     num_layers: int = 5
@@ -145,7 +151,8 @@ def _task_config(cfg: CompareConfig, run: Run, out: Path, resume: bool) -> Tuple
         from gnerf.tasks.video import VideoFitConfig, fit_video
         return VideoFitConfig(video=run.input, size=tuple(cfg.size), **common), fit_video
     from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
-    return OccupancyFitConfig(mesh=run.input, **common), fit_occupancy
+    return OccupancyFitConfig(mesh=run.input, num_points=cfg.num_points, num_eval_points=cfg.num_eval_points,
+                              resolution=cfg.resolution, **common), fit_occupancy
 
 
 def _epochs_done(out: Path) -> int:
