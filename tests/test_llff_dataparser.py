@@ -305,3 +305,34 @@ def test_error_unknown_split(scene):
     data, _, _ = scene
     with pytest.raises(ValueError, match="split"):
         _parse(data, "bogus")
+
+
+def test_error_poses_bounds_not_a_numpy_file(scene):
+    data, _, _ = scene
+    (data / "poses_bounds.npy").write_text("not numpy at all")
+    with pytest.raises(ValueError, match=r"poses_bounds.npy is not a readable .npy array .*imgs2poses"):
+        _parse(data)
+
+
+def test_error_blender_scene_gets_a_hint(tmp_path):
+    (tmp_path / "transforms_train.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"Blender-format scene\. Drop llff-data"):
+        _parse(tmp_path)
+
+
+@pytest.mark.parametrize("holdout_every, views", [(1, N_VIEWS), (8, 1)])
+def test_error_no_view_left_to_train_on(scene, holdout_every, views):
+    data, _, _ = scene
+    if views == 1:
+        np.save(data / "poses_bounds.npy", np.load(data / "poses_bounds.npy")[:1])
+        for f in sorted((data / "images_2").iterdir())[1:]:
+            f.unlink()
+    with pytest.raises(ValueError, match=rf"--holdout-every {holdout_every} holds out every one of the {views} view"):
+        _parse(data, downscale_factor=2, holdout_every=holdout_every)
+
+
+def test_error_images_of_different_sizes(scene):
+    data, _, _ = scene
+    imageio.imwrite(data / "images_2" / "IMG_0005.png", np.zeros((10, 16, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"differ in size: IMG_0000.png is 16x12 but IMG_0005.png is 16x10"):
+        _parse(data, downscale_factor=2)

@@ -167,13 +167,22 @@ class LLFF(DataParser):
                 f"containing {POSES_BOUNDS_FILENAME} and images/ (e.g. data/nerf_llff_data/fern)."
             )
         path = data / POSES_BOUNDS_FILENAME
+        if not path.is_file() and (data / "transforms_train.json").is_file():
+            raise FileNotFoundError(
+                f"{data} holds transforms_train.json, not {POSES_BOUNDS_FILENAME}: it is a Blender-format scene. "
+                f"Drop llff-data from the command (ns-train gaussian-nerf-esgd --data {data})."
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"Missing {path}. An LLFF/BLEFF scene needs {POSES_BOUNDS_FILENAME} (N x 17 poses and bounds) next "
                 f"to its images/ folder; generate it with LLFF's imgs2poses.py or check the --data path."
             )
-        arr = np.load(path)
-        if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
+        try:
+            arr = np.load(path)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{path} is not a readable .npy array ({err}); regenerate it with LLFF's imgs2poses.py."
+                             ) from None
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
             raise ValueError(
                 f"{path} has shape {tuple(arr.shape)}, expected (N, 17) with N >= 1: one row per image holding a "
                 f"flattened 3x5 [R|t|hwf] matrix and the near/far bounds. Regenerate it with LLFF's imgs2poses.py."
@@ -263,6 +272,14 @@ class LLFF(DataParser):
             raise ValueError(
                 f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has a non-positive H, W or focal in its hwf column."
             )
+        odd = [i for i in range(num_poses) if (widths[i], heights[i]) != (widths[0], heights[0])]
+        if odd:
+            i = odd[0]
+            raise ValueError(
+                f"the images in {image_dir} differ in size: {image_files[0].name} is {int(widths[0])}x{int(heights[0])} "
+                f"but {image_files[i].name} is {int(widths[i])}x{int(heights[i])}; an LLFF scene needs one image "
+                "size: resize them to a common size."
+            )
         sx, sy = widths / w0, heights / h0
         if np.any(np.abs(sx - sy) > 0.01 * np.maximum(sx, sy)):
             CONSOLE.print(
@@ -277,6 +294,12 @@ class LLFF(DataParser):
         scene_box = SceneBox(aabb=torch.from_numpy(self._scene_aabb(c2w, fx, fy, cx, cy, widths, heights, far_plane)))
 
         train_idx, eval_idx = holdout_indices(num_poses, cfg.holdout_every)
+        if len(train_idx) == 0:
+            raise ValueError(
+                f"--holdout-every {cfg.holdout_every} holds out every one of the {num_poses} view(s) of {cfg.data}, "
+                "leaving none to train on: use a value >= 2 with at least 2 views, or <= 0 to train and evaluate "
+                "on all views."
+            )
         if cfg.holdout_every <= 0 and split != "train":
             CONSOLE.print("[bold yellow]LLFF: holdout_every <= 0, evaluating on the training views.[/bold yellow]")
         indices = train_idx if split == "train" else eval_idx
