@@ -8,7 +8,7 @@ to 1e-6 for comparison. Blender data by default; pass ``llff-data --data <scene>
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
@@ -17,7 +17,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from gnerf.nerf.model import GaussianNeRFModelConfig
 from gnerf.nerf.pipeline import GNerfPipelineConfig
 from gnerf.nerf.optimizers import ESGDMaxOptimizerConfig, ExponentialDecaySchedulerConfig
-from gnerf.nerf.trainer import CurvatureTrainerConfig
+from gnerf.nerf.trainer import CurvatureTrainerConfig, default_device_type
 
 MAX_ITERATIONS = 200_000
 
@@ -33,6 +33,7 @@ def gaussian_nerf_config(method_name: str, optimizer: OptimizerConfig,
         steps_per_save=2000,
         max_num_iterations=MAX_ITERATIONS,
         mixed_precision=False,
+        machine=MachineConfig(device_type=default_device_type()),  # the CPU where there is no CUDA device
         pipeline=GNerfPipelineConfig(
             datamanager=VanillaDataManagerConfig(
                 dataparser=BlenderDataParserConfig(),

@@ -11,6 +11,11 @@ forward and backward under ``no_sync()``: DDP cannot differentiate through its g
 the curvature optimizer averages gradients and Hessian-vector products itself in one all-reduce
 (:mod:`gnerf.optim.distributed`). Plain steps are DDP's usual steps. The NaN check averages its
 flag over the ranks, so every rank stops at the same step with the same message.
+
+Bad input (a missing or malformed scene, an option out of range, an output folder that cannot be
+written, no CUDA device for ``--machine.device-type cuda``) and a non-finite loss reach the
+``ns-train`` user as one ``error:`` line (:class:`InputError`, :class:`NonFiniteLossError`); a
+start that fails that way removes the run folder it made. Other exceptions keep their traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Type
@@ -27,8 +34,10 @@ import torch
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
+from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.curvature import LossFn, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import is_distributed, no_sync_if_curvature
 
@@ -37,11 +46,50 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class InputError(ValueError):
+    """Bad input, options or output folder, reported by ``ns-train`` as one ``error:`` line."""
+
+
+def _one_line_errors(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, (InputError, NonFiniteLossError)):
+        sys.stderr.write(f"error: {exc}\n")
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
+
+
+def default_device_type() -> str:
+    """``cuda`` when torch sees a CUDA device, else ``cpu`` (the methods' default ``--machine.device-type``)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass
 class CurvatureTrainerConfig(TrainerConfig):
     """TrainerConfig for methods whose optimizers may need Hessian-vector products."""
 
     _target: Type = field(default_factory=lambda: CurvatureTrainer)
+
+    def set_experiment_name(self) -> None:
+        """Name the run after the scene folder, also when ``--data`` was given to the dataparser."""
+        if self.experiment_name is None and self.pipeline.datamanager.data is None:
+            data = getattr(self.pipeline.datamanager.dataparser, "data", None)
+            if data is not None:
+                data = Path(data)
+                self.experiment_name = (data.parent if data.is_file() else data).name or None
+        super().set_experiment_name()
+
+    def save_config(self) -> None:
+        """Check the device and write ``config.yml``; ``ns-train`` calls this first, so its errors become one line."""
+        sys.excepthook = _one_line_errors  # this process is ns-train (or a caller acting as it)
+        if self.machine.device_type == "cuda" and not torch.cuda.is_available():
+            raise InputError("--machine.device-type cuda, but torch sees no CUDA device: "
+                             "pass --machine.device-type cpu")
+        if self.machine.device_type == "cpu" and not torch.cuda.is_available():
+            CONSOLE.print("gnerf: no CUDA device, training on the CPU (--machine.device-type cpu)")
+        try:
+            super().save_config()
+        except OSError as err:
+            raise InputError(f"cannot write the run folder {self.get_base_dir()}: {err.strerror or err}; "
+                             "choose another --output-dir") from None
 
 
 class CurvatureTrainer(Trainer):
@@ -51,6 +99,32 @@ class CurvatureTrainer(Trainer):
     _loss_finite: Optional[torch.Tensor] = None  # on the device: every loss since the last check was finite
     _last_finite_check: Optional[int] = None
 
+    def setup(self, test_mode="val") -> None:
+        """nerfstudio's setup; bad input raises :class:`InputError` and removes the unused run folder."""
+        try:
+            super().setup(test_mode=test_mode)
+        except (OSError, ValueError) as err:
+            if self.local_rank == 0:
+                self._remove_unused_run_folder()
+            if isinstance(err, InputError):
+                raise
+            raise InputError(str(err)) from err
+
+    def _remove_unused_run_folder(self) -> None:
+        """Delete this run's folder if it holds nothing but config.yml, and its parents up to --output-dir if empty."""
+        base = Path(self.base_dir)
+        if not base.is_dir() or any(p.name != "config.yml" for p in base.iterdir()):
+            return
+        shutil.rmtree(base, ignore_errors=True)
+        top = Path(self.config.output_dir).resolve()
+        for parent in base.resolve().parents:
+            if parent == top or top not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
     def setup_optimizers(self) -> Optimizers:
         config = dict(self.config.optimizers)
         if self._forward_facing():
@@ -59,7 +133,7 @@ class CurvatureTrainer(Trainer):
                 if isinstance(sched, ExponentialDecaySchedulerConfig) and sched.lr_final_forward_facing is not None:
                     config[name] = {**group, "scheduler": dataclasses.replace(sched, lr_final=sched.lr_final_forward_facing)}
         optimizers = Optimizers(config, self.pipeline.get_param_groups())
-        curvature = [name for name, opt in optimizers.optimizers.items() if hasattr(opt, "should_create_graph")]
+        curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
             if self.mixed_precision or self.use_grad_scaler:
                 raise ValueError(
@@ -156,18 +230,31 @@ class CurvatureTrainer(Trainer):
         since = self._last_finite_check
         window = f"at step {step}" if since is None else f"between steps {since} and {step}"
         terms = "" if loss_dict is None else " (" + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items()) + ")"
+        saved = sorted(self.checkpoint_dir.glob("*.ckpt")) if self.checkpoint_dir.is_dir() else []
+        way_out = (f"or resume from the last checkpoint ({saved[-1].name}) with --load-dir {self.checkpoint_dir}"
+                   if saved else "and start again (no checkpoint had been saved)")
         raise NonFiniteLossError(
             f"the training loss became NaN or infinite {window}{terms}; stopped without saving these weights. "
-            f"Lower the learning rate (--optimizers.fields.optimizer.lr) or resume from the last checkpoint in "
-            f"{self.checkpoint_dir}."
+            f"Lower the learning rate (--optimizers.fields.optimizer.lr) {way_out}."
         )
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
         """Save pipeline, optimizers, schedulers and scaler; the file appears complete or not at all."""
         self._check_finite_loss(step)  # never write weights that a NaN loss has reached
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        try:
+            self._write_checkpoint(step, ckpt_path)
+        except OSError as err:
+            raise InputError(f"cannot write the checkpoint {ckpt_path}: {err.strerror or err}; free disk space "
+                             "or choose another --output-dir") from None
+        if self.config.save_only_latest_checkpoint:
+            for f in self.checkpoint_dir.glob("*.ckpt"):
+                if f != ckpt_path:
+                    f.unlink()
+
+    def _write_checkpoint(self, step: int, ckpt_path: Path) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         state = {
             "step": step,
@@ -180,7 +267,3 @@ class CurvatureTrainer(Trainer):
         tmp = self.checkpoint_dir.parent / f".{ckpt_path.name}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, ckpt_path)
-        if self.config.save_only_latest_checkpoint:
-            for f in self.checkpoint_dir.glob("*.ckpt"):
-                if f != ckpt_path:
-                    f.unlink()

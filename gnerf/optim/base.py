@@ -39,6 +39,12 @@ def params_with_grads(optimizer: Optimizer) -> List[List[Tensor]]:
     return groups
 
 
+def needs_hessian_vector_products(optimizer: object) -> bool:
+    """Whether ``optimizer`` takes Hessian-vector products (ESGD, ESGD-Max, AdaHessian), i.e. needs the
+    curvature protocol; K-FAC, Shampoo and ``torch.optim`` optimizers are first-order for a training loop."""
+    return isinstance(optimizer, HutchinsonOptimizer)
+
+
 class CountedOptimizer(Optimizer):
     """An optimizer whose optimizer-wide counters and settings travel in ``state_dict()[state_key]``.
 
