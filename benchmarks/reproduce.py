@@ -26,8 +26,8 @@ photos at 64 x 64 for 200 epochs (1,600 steps), and shapes of 20,000 points in m
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -304,10 +304,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         fig = cfg.figure_dir / f"{prefix}_{grid.task}.png"
         if rows:
             plot(grid, rows, fig)
-        try:
-            rel = str(fig.relative_to(report.parent))
-        except ValueError:
-            rel = str(fig)
+        rel = os.path.relpath(Path(fig).resolve(), Path(report).resolve().parent)
         text.append(task_section(grid, rows, fig if rows else None, rel))
     body = "\n".join(text)
     report.parent.mkdir(parents=True, exist_ok=True)
