@@ -18,7 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.tasks.io import atomic_write_image, grid_coordinates, psnr, read_image
-from gnerf.tasks.loop import FitConfig, FitResult, Problem, config_to_dict, fit, predict, prepare_run
+from gnerf.tasks.loop import (
+    FitConfig,
+    FitResult,
+    Problem,
+    config_to_dict,
+    fit,
+    hold_run_folder,
+    predict,
+    prepare_run,
+)
 
 __all__ = ["IMAGE_SIGMA", "ImageFitConfig", "fit_image"]
 
@@ -43,20 +52,21 @@ def _mse(pred: Tensor, target: Tensor) -> Tensor:
 def fit_image(cfg: ImageFitConfig) -> FitResult:
     """Run the image-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     out, device = prepare_run("image", Path(cfg.image).stem, cfg)
-    image = read_image(cfg.image, cfg.size)  # [H, W, 3]
-    h, w = image.shape[:2]
-    yx = grid_coordinates(h, w)
-    coords = yx.flip(-1).to(device)  # (x, y)
-    target = image.reshape(-1, 3).to(device)
+    with hold_run_folder(out):
+        image = read_image(cfg.image, cfg.size)  # [H, W, 3]
+        h, w = image.shape[:2]
+        yx = grid_coordinates(h, w)
+        coords = yx.flip(-1).to(device)  # (x, y)
+        target = image.reshape(-1, 3).to(device)
 
-    def evaluate(model: nn.Module) -> Dict[str, float]:
-        recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
-        return {"psnr": psnr(_mse(recon, target).item())}
+        def evaluate(model: nn.Module) -> Dict[str, float]:
+            recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
+            return {"psnr": psnr(_mse(recon, target).item())}
 
-    result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
-    if not result.is_main:  # torchrun: rank 0 writes the outputs
-        return result
-    recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
-    atomic_write_image(out / "target.png", image)
-    atomic_write_image(out / "reconstruction.png", recon)
+        result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
+        if not result.is_main:  # torchrun: rank 0 writes the outputs
+            return result
+        recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
+        atomic_write_image(out / "target.png", image)
+        atomic_write_image(out / "reconstruction.png", recon)
     return result

@@ -19,22 +19,27 @@ Output folder layout (``FitConfig.output_dir``)::
     metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
     metrics.jsonl      the same rows as JSON lines
     checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
+    .lock              held (``flock``) by the run that uses the folder; holds its process id
     tensorboard/       the same scalars as event files (x axis: iteration)
     <reconstructions>  written by the task after training
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -53,20 +58,27 @@ __all__ = [
     "FitResult",
     "OptimConfig",
     "Problem",
+    "RunFolderError",
     "build_field",
     "choose_device",
     "config_to_dict",
     "default_output_dir",
     "fit",
+    "hold_run_folder",
     "predict",
     "prepare_run",
     "validate_config",
 ]
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
 #: Configuration keys that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads",
                      "dist_timeout")
+
+
+class RunFolderError(Exception):
+    """The run folder cannot be used: another run holds it, or it cannot be created or written."""
 
 
 @dataclass
@@ -465,3 +477,92 @@ def prepare_run(task: str, stem: str, cfg: FitConfig) -> Tuple[Path, torch.devic
         torch.set_num_threads(cfg.threads)
     return Path(out), choose_device(cfg.device)
 
+
+@contextlib.contextmanager
+def hold_run_folder(out: Path) -> Iterator[None]:
+    """Hold the run folder ``out`` for the ``with`` block (rank 0 of a torchrun job alone writes it).
+
+    Creates ``out`` and takes an exclusive, non-blocking ``flock`` on ``out/.lock`` (which then holds
+    this process's id) before anything else is written, so a second run on the same folder stops at
+    once. The OS releases the lock when the process ends, however it ends, so the lock file of a
+    killed run never blocks ``--resume``. If the block raises while the folder holds nothing but
+    the lock, what this call created is removed again: a failed start leaves nothing behind.
+
+    Raises:
+        RunFolderError: another process holds ``out``, or ``out`` cannot be created or written.
+    """
+    held, message = None, None
+    if gdist.rank() == 0:
+        try:
+            held = _lock_folder(Path(out))
+        except RunFolderError as err:
+            message = str(err)
+    message = gdist.broadcast_object(message)  # every rank stops with rank 0's message
+    if message is not None:
+        raise RunFolderError(message)
+    if held is not None:
+        print(f"run folder: {out}", flush=True)
+    try:
+        yield
+    except BaseException:
+        if held is not None:
+            _remove_if_unused(Path(out), *held[1:])
+        raise
+    finally:
+        if held is not None:
+            os.close(held[0])  # releases the lock
+
+
+def _lock_folder(out: Path) -> Tuple[int, List[Path], bool]:
+    """Create ``out`` and lock it: (lock file descriptor, the folders created, whether the lock file was)."""
+    created = []
+    for folder in (out, *out.parents):
+        if os.path.lexists(folder):
+            break
+        created.append(folder)
+    lock = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        lock_created = not lock.exists()
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise RunFolderError(f"--output-dir {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
+                                 "choose another --output-dir") from None
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); "
+                             "choose another --output-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise RunFolderError(f"{str(out)!r} is in use by another run ({who}); wait for it to finish "
+                             "or choose another --output-dir") from None
+    except OSError as err:  # a file system without locks: run unprotected rather than not at all
+        sys.stderr.write(f"warning: cannot lock {str(lock)!r} ({err.strerror}); nothing stops a second run "
+                         "from writing to the same folder\n")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); "
+                             "choose another --output-dir") from None
+    return fd, created, lock_created
+
+
+def _remove_if_unused(out: Path, created: List[Path], lock_created: bool) -> None:
+    """Remove what :func:`_lock_folder` created if ``out`` holds nothing but the lock file."""
+    try:
+        if set(os.listdir(out)) - {LOCK}:
+            return
+        if lock_created:
+            os.unlink(out / LOCK)
+        for folder in created:  # deepest first
+            os.rmdir(folder)
+    except OSError:
+        pass

@@ -1,0 +1,133 @@
+"""The fitting commands on run folders that are in use or cannot be written (issue 14).
+
+Every case runs the real command in-process (``gnerf.tasks.cli.*_main``) on a tiny generated
+input and checks the exit status, the one ``error:`` line, and that nothing was written or lost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, List
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from gnerf.tasks.cli import image_main
+
+from helpers_tasks import read_metrics, restore_torch_threads  # noqa: F401 (autouse fixture)
+
+TINY = ["--epochs", "1", "--batch-size", "32", "--field.hidden-dim", "8", "--field.num-layers", "3",
+        "--threads", "1", "--no-progress", "--device", "cpu"]
+
+
+def _image(tmp_path: Path, h: int = 8, w: int = 8) -> Path:
+    path = tmp_path / f"photo{h}x{w}.png"
+    iio.imwrite(path, np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+def _fit(image: Path, out: Path, *args: str) -> None:
+    image_main(["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, *args])
+
+
+def _fails(main, args: List[str], capsys) -> str:
+    """Run ``main(args)``, check that it exits with status 1 and one ``error:`` line; returns that line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.rstrip("\n")
+
+
+def _snapshot(folder: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" for p in folder.rglob("*")}
+
+
+def _ckpt_epoch(out: Path) -> int:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+
+
+HOLD = textwrap.dedent("""
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\\n" % os.getpid(), 0)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_held_run_folder_stops_a_second_run_and_a_dead_holder_does_not_block_resume(tmp_path, capsys):
+    image, out = _image(tmp_path), tmp_path / "run"
+    _fit(image, out)
+    assert (out / ".lock").read_text().strip() == str(os.getpid())  # the lock names the last holder
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _snapshot(out)
+        for extra in (["--resume", "--epochs", "2"], []):
+            err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
+                                      *extra], capsys)
+            assert err == (f"error: {str(out)!r} is in use by another run (process {holder.pid}); "
+                           "wait for it to finish or choose another --output-dir")
+            assert _snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without cleaning up: its lock file (with its PID) stays, and blocks nothing
+    assert (out / ".lock").read_text().strip() == str(holder.pid)
+    _fit(image, out, "--resume", "--epochs", "2")
+    assert _ckpt_epoch(out) == 2 and [r["epoch"] for r in read_metrics(out)] == [1, 2]
+
+
+def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(tmp_path, capsys, monkeypatch):
+    image = _image(tmp_path)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    for out in (blocker / "run", blocker):
+        err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), *TINY], capsys)
+        assert err == (f"error: --output-dir {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
+                       "choose another --output-dir")
+    assert blocker.read_text() == "a file"
+
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root writes through any mode bits: deny the access check instead
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked and mode & os.W_OK
+                            else real_access(p, mode, **kw))
+    else:
+        locked.chmod(0o555)
+    try:
+        err = _fails(image_main, ["--image", str(image), "--output-dir", str(locked), *TINY], capsys)
+    finally:
+        locked.chmod(0o755)
+        monkeypatch.undo()
+    assert err == (f"error: cannot write the run folder {str(locked)!r} (Permission denied); "
+                   "choose another --output-dir")
+    assert list(locked.iterdir()) == []
+
+    # a start that fails on its input removes the folders it created, and leaves a folder that was there as it was
+    err = _fails(image_main, ["--image", str(tmp_path / "missing.png"), "--output-dir", str(tmp_path / "a" / "b"),
+                              *TINY], capsys)
+    assert "missing.png" in err and not (tmp_path / "a").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(image_main, ["--image", str(tmp_path / "missing.png"), "--output-dir", str(empty), *TINY], capsys)
+    assert list(empty.iterdir()) == []
+
+
+def test_the_run_folder_is_printed_first(tmp_path, capsys):
+    out = tmp_path / "run"
+    capsys.readouterr()
+    _fit(_image(tmp_path), out)
+    assert capsys.readouterr().out.splitlines()[0] == f"run folder: {out}"
