@@ -1,4 +1,4 @@
-"""The fitting commands on run folders that are in use or cannot be written (issue 14).
+"""The fitting commands on bad run folders and misleading input (issue 14).
 
 Every case runs the real command in-process (``gnerf.tasks.cli.*_main``) on a tiny generated
 input and checks the exit status, the one ``error:`` line, and that nothing was written or lost.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnerf.tasks.cli import image_main
+from gnerf.tasks.cli import image_main, occupancy_main, video_main
 
 from helpers_tasks import read_metrics, restore_torch_threads  # noqa: F401 (autouse fixture)
 
@@ -124,6 +124,52 @@ def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(
     empty.mkdir()
     _fails(image_main, ["--image", str(tmp_path / "missing.png"), "--output-dir", str(empty), *TINY], capsys)
     assert list(empty.iterdir()) == []
+
+
+def test_epochs_below_one_and_resume_without_new_epochs_are_said(tmp_path, capsys):
+    image, out = _image(tmp_path), tmp_path / "run"
+    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), *TINY, "--epochs", "0"], capsys)
+    assert err == "error: --epochs must be >= 1, got 0" and not out.exists()
+    _fit(image, out, "--epochs", "2")
+    before = _snapshot(out)
+    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
+                              "--resume", "--epochs", "1"], capsys)
+    assert err == (f"error: --resume --epochs 1: the run in {str(out)!r} has already trained 2 epochs; "
+                   "pass a larger --epochs to train it further")
+    assert _snapshot(out) == before
+    capsys.readouterr()
+    _fit(image, out, "--resume", "--epochs", "2")  # exit status 0: the outputs are written again, nothing trains
+    captured = capsys.readouterr()
+    assert (f"the run in {str(out)!r} has already trained all 2 epochs: nothing to train (pass a larger --epochs "
+            "to train further); writing its outputs again\n") in captured.out
+    assert captured.err == "" and _ckpt_epoch(out) == 2 and len(read_metrics(out)) == 2
+
+
+def test_size_errors_blame_size_not_the_input(tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    err = _fails(video_main, ["--video", str(clip), "--output-dir", str(tmp_path / "v"), "--size", "0", "10", *TINY],
+                 capsys)
+    assert err == "error: --size must be two positive integers, height and width (or None), got 0 10"
+    err = _fails(image_main, ["--image", str(_image(tmp_path)), "--output-dir", str(tmp_path / "i"),
+                              "--size", "16", "-1", *TINY], capsys)
+    assert err == "error: --size must be two positive integers, height and width (or None), got 16 -1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "photo8x8.png"]
+
+
+def test_meshes_without_faces_or_volume_are_named(tmp_path, capsys):
+    points = tmp_path / "points.obj"
+    points.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    args = ["--num-points", "300", "--num-eval-points", "300", "--resolution", "4", *TINY]
+    err = _fails(occupancy_main, ["--mesh", str(points), "--output-dir", str(tmp_path / "p"), *args], capsys)
+    assert err == (f"error: mesh {str(points)!r} has 3 vertices but no faces (a point cloud?); "
+                   "occupancy fitting needs a triangle mesh")
+    square = tmp_path / "square.obj"  # an open, flat surface with area
+    square.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3\nf 1 3 4\n")
+    err = _fails(occupancy_main, ["--mesh", str(square), "--output-dir", str(tmp_path / "s"), *args], capsys)
+    assert err == (f"error: mesh {str(square)!r} encloses no volume: none of the training points lies inside it; "
+                   "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
 
 
 def test_the_run_folder_is_printed_first(tmp_path, capsys):

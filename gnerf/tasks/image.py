@@ -17,7 +17,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnerf.tasks.io import atomic_write_image, grid_coordinates, psnr, read_image
+from gnerf.tasks.io import atomic_write_image, check_size, grid_coordinates, psnr, read_image
 from gnerf.tasks.loop import (
     FitConfig,
     FitResult,
@@ -51,6 +51,7 @@ def _mse(pred: Tensor, target: Tensor) -> Tensor:
 
 def fit_image(cfg: ImageFitConfig) -> FitResult:
     """Run the image-fitting protocol of ``cfg``; returns the trained model and its metrics."""
+    check_size(cfg.size)
     out, device = prepare_run("image", Path(cfg.image).stem, cfg)
     with hold_run_folder(out):
         image = read_image(cfg.image, cfg.size)  # [H, W, 3]

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_image",
     "atomic_write_json",
     "atomic_write_video",
+    "check_size",
     "grid_coordinates",
     "psnr",
     "read_image",
@@ -124,6 +125,13 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def check_size(size: Optional[Tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` naming ``--size`` unless ``size`` is None or two positive integers."""
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"--size must be two positive integers, height and width (or None), "
+                         f"got {' '.join(str(s) for s in size)}")
 
 
 def _resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -135,7 +135,8 @@ class FitConfig:
     device: Optional[str] = None
     """torch device; None: cuda when available, else cpu."""
     resume: bool = False
-    """Continue the run in output_dir from its checkpoint (epochs may be raised)."""
+    """Continue the run in output_dir from its checkpoint (epochs may be raised; the same epochs train nothing
+    and write the outputs again; fewer are refused)."""
     eval_batch_size: int = 65536
     """Coordinates per forward pass when evaluating and reconstructing."""
     log_every: int = 100
@@ -290,7 +291,7 @@ class _MetricsLog:
 
 def validate_config(cfg: FitConfig) -> None:
     """Reject bad loop options and unknown optimizer / activation names before any work is done."""
-    for name, minimum in (("epochs", 0), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
         if getattr(cfg, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
     try:
@@ -317,7 +318,7 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     Raises:
         FileExistsError: ``output_dir`` already holds a run and ``cfg.resume`` is False.
         FileNotFoundError: ``cfg.resume`` without a checkpoint in ``output_dir``.
-        ValueError: resuming with a different configuration, or a bad option.
+        ValueError: resuming with a different configuration or fewer epochs than were trained, or a bad option.
         FloatingPointError: the training loss became NaN or infinite.
     """
     validate_config(cfg)
@@ -343,6 +344,12 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
         if changed:
             raise ValueError(f"--resume: the configuration differs from the run in {str(out)!r} "
                              f"({'; '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+        if cfg.epochs < ckpt["epoch"]:
+            raise ValueError(f"--resume --epochs {cfg.epochs}: the run in {str(out)!r} has already trained "
+                             f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further")
+        if cfg.epochs == ckpt["epoch"] and gdist.rank() == 0:
+            print(f"the run in {str(out)!r} has already trained all {cfg.epochs} epochs: nothing to train "
+                  "(pass a larger --epochs to train further); writing its outputs again", flush=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         shuffle.set_state(ckpt["shuffle_rng"])

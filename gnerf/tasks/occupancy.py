@@ -125,6 +125,10 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         train_lab = inside_mesh(v, f, train_pts).float()[:, None]
         eval_lab = inside_mesh(v, f, eval_pts).float()[:, None]
         eval_occ = eval_lab.bool()
+        if not (train_lab.any() and eval_occ.any()):
+            raise ValueError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the "
+                             f"{'training' if not train_lab.any() else 'evaluation'} points lies inside it; "
+                             "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
 
         def evaluate(model: nn.Module) -> Dict[str, float]:
             logits = predict(model, eval_pts, cfg.eval_batch_size)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gnerf.tasks.io import (
     atomic_write_bytes,
     atomic_write_video,
+    check_size,
     grid_coordinates,
     psnr,
     read_video,
@@ -71,6 +72,7 @@ def fit_video(cfg: VideoFitConfig) -> FitResult:
     """Run the video-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {cfg.max_frames}")
+    check_size(cfg.size)
     out, device = prepare_run("video", Path(cfg.video).stem, cfg)
     with hold_run_folder(out):
         frames, fps = read_video(cfg.video, cfg.max_frames, cfg.size)  # [T, H, W, 3]
