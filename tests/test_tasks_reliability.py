@@ -1,4 +1,4 @@
-"""The fitting commands on bad run folders and misleading input (issue 14).
+"""The fitting commands on bad run folders, bad checkpoints and misleading input (issue 14).
 
 Every case runs the real command in-process (``gnerf.tasks.cli.*_main``) on a tiny generated
 input and checks the exit status, the one ``error:`` line, and that nothing was written or lost.
@@ -87,6 +87,69 @@ def test_a_held_run_folder_stops_a_second_run_and_a_dead_holder_does_not_block_r
     assert (out / ".lock").read_text().strip() == str(holder.pid)
     _fit(image, out, "--resume", "--epochs", "2")
     assert _ckpt_epoch(out) == 2 and [r["epoch"] for r in read_metrics(out)] == [1, 2]
+
+
+class _RunsCode:
+    """Pickles as a call of ``open(marker, "w")``: loading it with plain pickle creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_checkpoint_holding_a_pickled_object_without_running_it(tmp_path, capsys):
+    image, out, marker = _image(tmp_path), tmp_path / "run", tmp_path / "marker"
+    _fit(image, out)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["history"] = [_RunsCode(marker)]
+    torch.save(ckpt, out / "checkpoint.pt")
+    before = _snapshot(out)
+    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
+                              "--resume", "--epochs", "2"], capsys)
+    assert err == (f"error: checkpoint.pt in {str(out)!r} holds a pickled Python object (io.open) that could "
+                   "run code when loaded; gnerf checkpoints hold only tensors and plain values, so --resume refuses "
+                   "it: delete it or restore the original")
+    assert not marker.exists() and _snapshot(out) == before
+    torch.load(out / "checkpoint.pt", weights_only=False)  # the payload is live: unpickled, it runs
+    assert marker.exists()
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_names_the_way_out(tmp_path, capsys):
+    image = _image(tmp_path)
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    _fit(image, straight, "--epochs", "3")
+    _fit(image, out, "--epochs", "2")
+    assert _ckpt_epoch(out) == 2
+    assert torch.load(out / "checkpoint.prev.pt", weights_only=True)["epoch"] == 1
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[:len(data) // 2])  # truncated
+    capsys.readouterr()
+    _fit(image, out, "--resume", "--epochs", "3")
+    captured = capsys.readouterr()
+    assert captured.err == (f"warning: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch "
+                            "checkpoint); resuming from the one before, checkpoint.prev.pt (epoch 1)\n")
+    rows, rows_straight = read_metrics(out), read_metrics(straight)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and _ckpt_epoch(out) == 3
+    for a, b in zip(rows, rows_straight):  # epoch 2 trained again from the same state
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["iteration"] == b["iteration"]
+
+    # neither checkpoint readable: a text file and an empty one
+    (out / "checkpoint.pt").write_text("not a checkpoint\n")
+    (out / "checkpoint.prev.pt").write_bytes(b"")
+    before = _snapshot(out)
+    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
+                              "--resume", "--epochs", "4"], capsys)
+    assert err == (f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint; "
+                   "so is checkpoint.prev.pt): delete it to start over, or restore it")
+    (out / "checkpoint.prev.pt").unlink()
+    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
+                              "--resume", "--epochs", "4"], capsys)
+    assert err == (f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint): "
+                   "delete it to start over, or restore it")
+    before.pop("checkpoint.prev.pt")
+    assert _snapshot(out) == before
 
 
 def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(tmp_path, capsys, monkeypatch):

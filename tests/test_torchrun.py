@@ -36,8 +36,8 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
         field=FieldConfig(hidden_dim=16, num_layers=3), optim=OptimConfig(name="esgd-max", d_warmup=2, update_d_every=3),
         output_dir=tmp_path / "single"))
     assert run.stdout.count("run folder: ") == 1  # rank 0 alone says where it writes
-    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
-    one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
     # 8 steps: curvature on 0, 1, 2 and 5 with one all-reduce each, DDP's all-reduce on the others
     assert ddp["iteration"] == one["iteration"] == 8
     for key, value in one["model"].items():

@@ -19,6 +19,7 @@ Output folder layout (``FitConfig.output_dir``)::
     metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
     metrics.jsonl      the same rows as JSON lines
     checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
+    checkpoint.prev.pt the checkpoint of the epoch before, which --resume falls back to
     .lock              held (``flock``) by the run that uses the folder; holds its process id
     tensorboard/       the same scalars as event files (x axis: iteration)
     <reconstructions>  written by the task after training
@@ -34,8 +35,11 @@ import io
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +75,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
+PREV_CHECKPOINT = "checkpoint.prev.pt"
 LOCK = ".lock"
 #: Configuration keys that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads",
@@ -289,6 +294,67 @@ class _MetricsLog:
         self.writer.close()
 
 
+class _Unreadable(Exception):
+    """A checkpoint that cannot be read back (truncated, empty, not a checkpoint); the text says which."""
+
+
+_REQUIRED_KEYS = ("model", "optimizer", "shuffle_rng", "torch_rng", "epoch", "iteration", "wall_time", "history",
+                  "config")
+
+
+def _read_checkpoint(path: Path) -> Dict[str, Any]:
+    """``path`` loaded with ``weights_only=True``: tensors and plain containers only, never arbitrary objects."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:  # a pickled Python object: loading it could run code
+            raise ValueError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
+                             f"({found.group(1)}) that could run code when loaded; gnerf checkpoints hold only "
+                             "tensors and plain values, so --resume refuses it: delete it or restore the original"
+                             ) from None
+        raise _Unreadable("truncated, or not a torch checkpoint") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
+        empty = isinstance(err, EOFError) and path.stat().st_size == 0
+        raise _Unreadable("the file is empty" if empty else "truncated, or not a torch checkpoint") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
+        raise _Unreadable("not a checkpoint of a fitting run")
+    return ckpt
+
+
+def _load_checkpoint(out: Path) -> Dict[str, Any]:
+    """The checkpoint in ``out``; the one before it (with a one-line warning) when the latest is unreadable.
+
+    Raises:
+        FileNotFoundError: ``out`` holds neither.
+        ValueError: the checkpoints are unreadable, or hold pickled Python objects.
+    """
+    latest, prev = out / CHECKPOINT, out / PREV_CHECKPOINT
+    if not latest.is_file() and not prev.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {str(latest)!r}; "
+                                "point --output-dir at the folder of an earlier run")
+    reason = None
+    if latest.is_file():
+        try:
+            return _read_checkpoint(latest)
+        except _Unreadable as err:
+            reason = str(err)
+    if prev.is_file():
+        try:
+            ckpt = _read_checkpoint(prev)
+        except _Unreadable:
+            reason = f"{reason}; so is {PREV_CHECKPOINT}" if reason else f"it is missing, {PREV_CHECKPOINT} unreadable"
+        else:
+            if gdist.rank() == 0:
+                problem = "is missing" if reason is None else f"is unreadable ({reason})"
+                sys.stderr.write(f"warning: {CHECKPOINT} in {str(out)!r} {problem}; resuming from the one before, "
+                                 f"{PREV_CHECKPOINT} (epoch {ckpt['epoch']})\n")
+            return ckpt
+    raise ValueError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
+
+
 def validate_config(cfg: FitConfig) -> None:
     """Reject bad loop options and unknown optimizer / activation names before any work is done."""
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
@@ -318,12 +384,13 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     Raises:
         FileExistsError: ``output_dir`` already holds a run and ``cfg.resume`` is False.
         FileNotFoundError: ``cfg.resume`` without a checkpoint in ``output_dir``.
-        ValueError: resuming with a different configuration or fewer epochs than were trained, or a bad option.
+        ValueError: resuming with a different configuration or fewer epochs than were trained, an
+            unreadable checkpoint (when ``checkpoint.prev.pt`` is unreadable too), or a bad option.
         FloatingPointError: the training loss became NaN or infinite.
     """
     validate_config(cfg)
     out = Path(output_dir)
-    ckpt_path = out / CHECKPOINT
+    ckpt_path, prev_path = out / CHECKPOINT, out / PREV_CHECKPOINT
     n = problem.inputs.shape[0]
     if n == 0:
         raise ValueError("the training set is empty")
@@ -336,10 +403,7 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     history: List[Dict[str, float]] = []
 
     if cfg.resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {str(ckpt_path)!r}; "
-                                    "point --output-dir at the folder of an earlier run")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+        ckpt = _load_checkpoint(out)
         changed = _diff(ckpt["config"], config)
         if changed:
             raise ValueError(f"--resume: the configuration differs from the run in {str(out)!r} "
@@ -358,7 +422,7 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         start_epoch, iteration, wall_time = ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"]
         history = list(ckpt["history"])
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() or prev_path.exists():
         raise FileExistsError(f"{str(out)!r} already holds a run; pass --resume to continue it "
                               "or choose another --output-dir")
 
@@ -446,6 +510,8 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             log.add(row)
             history.append(row)
             bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if ckpt_path.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged
+                os.replace(ckpt_path, prev_path)
             atomic_save_torch({
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
