@@ -6,6 +6,7 @@ input and checks the exit status, the one ``error:`` line, and that nothing was 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -235,8 +236,16 @@ def test_meshes_without_faces_or_volume_are_named(tmp_path, capsys):
     assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
 
 
-def test_the_run_folder_is_printed_first(tmp_path, capsys):
+def test_first_use_prints_the_run_folder_and_a_squashed_aspect(tmp_path, capsys):
+    wide = _image(tmp_path, 8, 12)
     out = tmp_path / "run"
     capsys.readouterr()
-    _fit(_image(tmp_path), out)
-    assert capsys.readouterr().out.splitlines()[0] == f"run folder: {out}"
+    _fit(wide, out)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run folder: {out}"
+    assert lines[1] == (f"note: image {str(wide)!r} (8 x 12, height x width) is squashed to 8 x 8; to keep its "
+                        "aspect ratio pass --size 8 12, or --size None to fit it at its own size")
+    image_main(["--image", str(wide), "--output-dir", str(tmp_path / "native"), "--size", "None", *TINY])
+    assert "note:" not in capsys.readouterr().out
+    assert iio.imread(tmp_path / "native" / "target.png").shape == (8, 12, 3)
+    assert json.loads((tmp_path / "native" / "config.json").read_text())["size"] is None
