@@ -50,7 +50,7 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert all(metric in r and "loss" in r and "wall_time" in r and "iteration" in r for r in rows)
     assert all(b["wall_time"] > a["wall_time"] for a, b in zip(rows, rows[1:]))
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)  # tensors and plain values only
     assert ckpt["epoch"] == epochs and ckpt["iteration"] == int(rows[-1]["iteration"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -118,7 +118,7 @@ def test_bad_meshes_are_named(tmp_path):
         fit_occupancy(_cfg(tmp_path / "r", mesh=tmp_path / "nope.obj"))
     empty = tmp_path / "empty.obj"
     empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
-    with pytest.raises(ValueError, match="empty.obj' is empty"):
+    with pytest.raises(ValueError, match="empty.obj' has 3 vertices but no faces"):
         fit_occupancy(_cfg(tmp_path / "r", mesh=empty))
     flat = tmp_path / "flat.off"
     flat.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import subprocess
 import sys
@@ -33,8 +35,9 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
         image=image, size=(16, 16), epochs=2, batch_size=64, device="cpu", threads=1, progress=False,
         field=FieldConfig(hidden_dim=16, num_layers=3), optim=OptimConfig(name="esgd-max", d_warmup=2, update_d_every=3),
         output_dir=tmp_path / "single"))
-    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
-    one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    assert run.stdout.count("run folder: ") == 1  # rank 0 alone says where it writes
+    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
     # 8 steps: curvature on 0, 1, 2 and 5 with one all-reduce each, DDP's all-reduce on the others
     assert ddp["iteration"] == one["iteration"] == 8
     for key, value in one["model"].items():
@@ -67,3 +70,17 @@ def test_a_failing_rank_stops_the_run_instead_of_hanging(tmp_path):
     assert run.returncode != 0
     assert "injected failure on rank 1" in run.stderr
     assert elapsed < 120, f"the surviving rank took {elapsed:.0f} s to stop"
+
+
+def test_a_held_run_folder_stops_every_rank(tmp_path):
+    image, out = require(KODIM01), tmp_path / "held"
+    out.mkdir()
+    with open(out / ".lock", "w") as lock:  # another run holds the folder
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(out), *ARGS, timeout=180)
+    assert run.returncode != 0
+    assert re.search(rf"error: rank [01]: {re.escape(repr(str(out)))} is in use by another run "
+                     rf"\(process {os.getpid()}\)", run.stderr), run.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == [".lock"]

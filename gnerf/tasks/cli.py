@@ -2,7 +2,8 @@
 
 Each parses its task's config dataclass with tyro, runs the task, and turns the errors that
 bad input raises (a missing or unreadable file, an empty mesh, a video with no frames, an
-unknown optimizer or activation, a NaN loss) into one ``error: ...`` line and exit status 1.
+unknown optimizer or activation, a run folder that is in use or cannot be written, a NaN loss)
+into one ``error: ...`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tyro
 
 from gnerf.tasks.dist import launched_rank, session
 from gnerf.tasks.image import ImageFitConfig, fit_image
+from gnerf.tasks.loop import RunFolderError
 from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
 from gnerf.tasks.video import VideoFitConfig, fit_video
 
@@ -22,7 +24,7 @@ __all__ = ["image_main", "occupancy_main", "run_cli", "video_main"]
 C = TypeVar("C")
 
 #: Errors that mean "bad input or options", reported without a traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, FloatingPointError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, RunFolderError)
 
 
 def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequence[str]] = None) -> None:

@@ -1,9 +1,10 @@
 """2D image fitting (paper sec. 3.2, supplementary sec. 4.1).
 
-The image is resized to 256x256, pixel ``(x, y)`` coordinates span [-1, 1]^2, the network maps
-them to RGB and is trained with MSE on shuffled minibatches of 512 pixels for 200 epochs (the
-paper's protocol and the configurations published with it). After every epoch the
-whole image is reconstructed and its PSNR (predictions clipped to [0, 1]) is reported.
+The image is resized to 256x256 (``--size``; a note is printed when that changes its aspect ratio),
+pixel ``(x, y)`` coordinates span [-1, 1]^2, the network maps them to RGB and is trained with MSE on
+shuffled minibatches of 512 pixels for 200 epochs (the paper's protocol and the configurations
+published with it). After every epoch the whole image is reconstructed and its PSNR (predictions
+clipped to [0, 1]) is reported.
 
 Outputs besides the loop's (see :mod:`gnerf.tasks.loop`): ``target.png`` (the image as fitted,
 after resizing) and ``reconstruction.png``.
@@ -18,8 +19,18 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnerf.tasks.io import atomic_write_image, grid_coordinates, psnr, read_image
-from gnerf.tasks.loop import FitConfig, FitResult, Problem, config_to_dict, fit, predict, prepare_run
+from gnerf.tasks import dist as gdist
+from gnerf.tasks.io import atomic_write_image, check_size, grid_coordinates, psnr, read_image, resize_image
+from gnerf.tasks.loop import (
+    FitConfig,
+    FitResult,
+    Problem,
+    config_to_dict,
+    fit,
+    hold_run_folder,
+    predict,
+    prepare_run,
+)
 
 __all__ = ["IMAGE_SIGMA", "ImageFitConfig", "fit_image"]
 
@@ -43,23 +54,39 @@ def _mse(pred: Tensor, target: Tensor) -> Tensor:
     return torch.mean((pred - target) ** 2)
 
 
+def _squash_note(path: Path, native: Tuple[int, int], size: Tuple[int, int]) -> Optional[str]:
+    """A line saying that resizing ``native`` (height, width) to ``size`` changes the aspect ratio, or None."""
+    (h, w), (th, tw) = native, size
+    if abs(h * tw - w * th) <= 0.01 * w * th:
+        return None
+    return (f"note: image {str(path)!r} ({h} x {w}, height x width) is squashed to {th} x {tw}; to keep its aspect "
+            f"ratio pass --size {th} {max(1, round(th * w / h))}, or --size None to fit it at its own size")
+
+
 def fit_image(cfg: ImageFitConfig) -> FitResult:
     """Run the image-fitting protocol of ``cfg``; returns the trained model and its metrics."""
+    check_size(cfg.size)
     out, device = prepare_run("image", Path(cfg.image).stem, cfg)
-    image = read_image(cfg.image, cfg.size)  # [H, W, 3]
-    h, w = image.shape[:2]
-    yx = grid_coordinates(h, w)
-    coords = yx.flip(-1).to(device)  # (x, y)
-    target = image.reshape(-1, 3).to(device)
+    with hold_run_folder(out):
+        image = read_image(cfg.image, None)  # [H, W, 3]
+        if cfg.size is not None:
+            note = _squash_note(cfg.image, tuple(image.shape[:2]), cfg.size)
+            if note is not None and gdist.rank() == 0:
+                print(note, flush=True)
+            image = resize_image(image, cfg.size)
+        h, w = image.shape[:2]
+        yx = grid_coordinates(h, w)
+        coords = yx.flip(-1).to(device)  # (x, y)
+        target = image.reshape(-1, 3).to(device)
 
-    def evaluate(model: nn.Module) -> Dict[str, float]:
-        recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
-        return {"psnr": psnr(_mse(recon, target).item())}
+        def evaluate(model: nn.Module) -> Dict[str, float]:
+            recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
+            return {"psnr": psnr(_mse(recon, target).item())}
 
-    result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
-    if not result.is_main:  # torchrun: rank 0 writes the outputs
-        return result
-    recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
-    atomic_write_image(out / "target.png", image)
-    atomic_write_image(out / "reconstruction.png", recon)
+        result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
+        if not result.is_main:  # torchrun: rank 0 writes the outputs
+            return result
+        recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
+        atomic_write_image(out / "target.png", image)
+        atomic_write_image(out / "reconstruction.png", recon)
     return result

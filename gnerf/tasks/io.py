@@ -27,11 +27,13 @@ __all__ = [
     "atomic_write_image",
     "atomic_write_json",
     "atomic_write_video",
+    "check_size",
     "grid_coordinates",
     "psnr",
     "read_image",
     "read_video",
     "require_file",
+    "resize_image",
     "to_uint8",
 ]
 
@@ -124,6 +126,19 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def check_size(size: Optional[Tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` naming ``--size`` unless ``size`` is None or two positive integers."""
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"--size must be two positive integers, height and width (or None), "
+                         f"got {' '.join(str(s) for s in size)}")
+
+
+def resize_image(image: Tensor, size: Tuple[int, int]) -> Tensor:
+    """An image read by :func:`read_image` (float ``[H, W, 3]``, 8-bit steps) resized to ``(height, width)``
+    exactly as :func:`read_image` resizes it."""
+    return torch.from_numpy(_resize(to_uint8(image), tuple(int(s) for s in size)).astype(np.float32) / 255.0)
 
 
 def _resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -19,22 +19,31 @@ Output folder layout (``FitConfig.output_dir``)::
     metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
     metrics.jsonl      the same rows as JSON lines
     checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
+    checkpoint.prev.pt the checkpoint of the epoch before, which --resume falls back to
+    .lock              held (``flock``) by the run that uses the folder; holds its process id
     tensorboard/       the same scalars as event files (x axis: iteration)
     <reconstructions>  written by the task after training
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import math
+import os
+import pickle
+import re
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -53,20 +62,28 @@ __all__ = [
     "FitResult",
     "OptimConfig",
     "Problem",
+    "RunFolderError",
     "build_field",
     "choose_device",
     "config_to_dict",
     "default_output_dir",
     "fit",
+    "hold_run_folder",
     "predict",
     "prepare_run",
     "validate_config",
 ]
 
 CHECKPOINT = "checkpoint.pt"
+PREV_CHECKPOINT = "checkpoint.prev.pt"
+LOCK = ".lock"
 #: Configuration keys that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads",
                      "dist_timeout")
+
+
+class RunFolderError(Exception):
+    """The run folder cannot be used: another run holds it, or it cannot be created or written."""
 
 
 @dataclass
@@ -123,7 +140,8 @@ class FitConfig:
     device: Optional[str] = None
     """torch device; None: cuda when available, else cpu."""
     resume: bool = False
-    """Continue the run in output_dir from its checkpoint (epochs may be raised)."""
+    """Continue the run in output_dir from its checkpoint (epochs may be raised; the same epochs train nothing
+    and write the outputs again; fewer are refused)."""
     eval_batch_size: int = 65536
     """Coordinates per forward pass when evaluating and reconstructing."""
     log_every: int = 100
@@ -276,9 +294,70 @@ class _MetricsLog:
         self.writer.close()
 
 
+class _Unreadable(Exception):
+    """A checkpoint that cannot be read back (truncated, empty, not a checkpoint); the text says which."""
+
+
+_REQUIRED_KEYS = ("model", "optimizer", "shuffle_rng", "torch_rng", "epoch", "iteration", "wall_time", "history",
+                  "config")
+
+
+def _read_checkpoint(path: Path) -> Dict[str, Any]:
+    """``path`` loaded with ``weights_only=True``: tensors and plain containers only, never arbitrary objects."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:  # a pickled Python object: loading it could run code
+            raise ValueError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
+                             f"({found.group(1)}) that could run code when loaded; gnerf checkpoints hold only "
+                             "tensors and plain values, so --resume refuses it: delete it or restore the original"
+                             ) from None
+        raise _Unreadable("truncated, or not a torch checkpoint") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
+        empty = isinstance(err, EOFError) and path.stat().st_size == 0
+        raise _Unreadable("the file is empty" if empty else "truncated, or not a torch checkpoint") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
+        raise _Unreadable("not a checkpoint of a fitting run")
+    return ckpt
+
+
+def _load_checkpoint(out: Path) -> Dict[str, Any]:
+    """The checkpoint in ``out``; the one before it (with a one-line warning) when the latest is unreadable.
+
+    Raises:
+        FileNotFoundError: ``out`` holds neither.
+        ValueError: the checkpoints are unreadable, or hold pickled Python objects.
+    """
+    latest, prev = out / CHECKPOINT, out / PREV_CHECKPOINT
+    if not latest.is_file() and not prev.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {str(latest)!r}; "
+                                "point --output-dir at the folder of an earlier run")
+    reason = None
+    if latest.is_file():
+        try:
+            return _read_checkpoint(latest)
+        except _Unreadable as err:
+            reason = str(err)
+    if prev.is_file():
+        try:
+            ckpt = _read_checkpoint(prev)
+        except _Unreadable:
+            reason = f"{reason}; so is {PREV_CHECKPOINT}" if reason else f"it is missing, {PREV_CHECKPOINT} unreadable"
+        else:
+            if gdist.rank() == 0:
+                problem = "is missing" if reason is None else f"is unreadable ({reason})"
+                sys.stderr.write(f"warning: {CHECKPOINT} in {str(out)!r} {problem}; resuming from the one before, "
+                                 f"{PREV_CHECKPOINT} (epoch {ckpt['epoch']})\n")
+            return ckpt
+    raise ValueError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
+
+
 def validate_config(cfg: FitConfig) -> None:
     """Reject bad loop options and unknown optimizer / activation names before any work is done."""
-    for name, minimum in (("epochs", 0), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
         if getattr(cfg, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
     try:
@@ -305,12 +384,13 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     Raises:
         FileExistsError: ``output_dir`` already holds a run and ``cfg.resume`` is False.
         FileNotFoundError: ``cfg.resume`` without a checkpoint in ``output_dir``.
-        ValueError: resuming with a different configuration, or a bad option.
+        ValueError: resuming with a different configuration or fewer epochs than were trained, an
+            unreadable checkpoint (when ``checkpoint.prev.pt`` is unreadable too), or a bad option.
         FloatingPointError: the training loss became NaN or infinite.
     """
     validate_config(cfg)
     out = Path(output_dir)
-    ckpt_path = out / CHECKPOINT
+    ckpt_path, prev_path = out / CHECKPOINT, out / PREV_CHECKPOINT
     n = problem.inputs.shape[0]
     if n == 0:
         raise ValueError("the training set is empty")
@@ -323,14 +403,17 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
     history: List[Dict[str, float]] = []
 
     if cfg.resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {str(ckpt_path)!r}; "
-                                    "point --output-dir at the folder of an earlier run")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+        ckpt = _load_checkpoint(out)
         changed = _diff(ckpt["config"], config)
         if changed:
             raise ValueError(f"--resume: the configuration differs from the run in {str(out)!r} "
                              f"({'; '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+        if cfg.epochs < ckpt["epoch"]:
+            raise ValueError(f"--resume --epochs {cfg.epochs}: the run in {str(out)!r} has already trained "
+                             f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further")
+        if cfg.epochs == ckpt["epoch"] and gdist.rank() == 0:
+            print(f"the run in {str(out)!r} has already trained all {cfg.epochs} epochs: nothing to train "
+                  "(pass a larger --epochs to train further); writing its outputs again", flush=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         shuffle.set_state(ckpt["shuffle_rng"])
@@ -339,7 +422,7 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         start_epoch, iteration, wall_time = ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"]
         history = list(ckpt["history"])
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() or prev_path.exists():
         raise FileExistsError(f"{str(out)!r} already holds a run; pass --resume to continue it "
                               "or choose another --output-dir")
 
@@ -427,6 +510,8 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
             log.add(row)
             history.append(row)
             bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if ckpt_path.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged
+                os.replace(ckpt_path, prev_path)
             atomic_save_torch({
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -465,3 +550,92 @@ def prepare_run(task: str, stem: str, cfg: FitConfig) -> Tuple[Path, torch.devic
         torch.set_num_threads(cfg.threads)
     return Path(out), choose_device(cfg.device)
 
+
+@contextlib.contextmanager
+def hold_run_folder(out: Path) -> Iterator[None]:
+    """Hold the run folder ``out`` for the ``with`` block (rank 0 of a torchrun job alone writes it).
+
+    Creates ``out`` and takes an exclusive, non-blocking ``flock`` on ``out/.lock`` (which then holds
+    this process's id) before anything else is written, so a second run on the same folder stops at
+    once. The OS releases the lock when the process ends, however it ends, so the lock file of a
+    killed run never blocks ``--resume``. If the block raises while the folder holds nothing but
+    the lock, what this call created is removed again: a failed start leaves nothing behind.
+
+    Raises:
+        RunFolderError: another process holds ``out``, or ``out`` cannot be created or written.
+    """
+    held, message = None, None
+    if gdist.rank() == 0:
+        try:
+            held = _lock_folder(Path(out))
+        except RunFolderError as err:
+            message = str(err)
+    message = gdist.broadcast_object(message)  # every rank stops with rank 0's message
+    if message is not None:
+        raise RunFolderError(message)
+    if held is not None:
+        print(f"run folder: {out}", flush=True)
+    try:
+        yield
+    except BaseException:
+        if held is not None:
+            _remove_if_unused(Path(out), *held[1:])
+        raise
+    finally:
+        if held is not None:
+            os.close(held[0])  # releases the lock
+
+
+def _lock_folder(out: Path) -> Tuple[int, List[Path], bool]:
+    """Create ``out`` and lock it: (lock file descriptor, the folders created, whether the lock file was)."""
+    created = []
+    for folder in (out, *out.parents):
+        if os.path.lexists(folder):
+            break
+        created.append(folder)
+    lock = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        lock_created = not lock.exists()
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise RunFolderError(f"--output-dir {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
+                                 "choose another --output-dir") from None
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); "
+                             "choose another --output-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise RunFolderError(f"{str(out)!r} is in use by another run ({who}); wait for it to finish "
+                             "or choose another --output-dir") from None
+    except OSError as err:  # a file system without locks: run unprotected rather than not at all
+        sys.stderr.write(f"warning: cannot lock {str(lock)!r} ({err.strerror}); nothing stops a second run "
+                         "from writing to the same folder\n")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); "
+                             "choose another --output-dir") from None
+    return fd, created, lock_created
+
+
+def _remove_if_unused(out: Path, created: List[Path], lock_created: bool) -> None:
+    """Remove what :func:`_lock_folder` created if ``out`` holds nothing but the lock file."""
+    try:
+        if set(os.listdir(out)) - {LOCK}:
+            return
+        if lock_created:
+            os.unlink(out / LOCK)
+        for folder in created:  # deepest first
+            os.rmdir(folder)
+    except OSError:
+        pass

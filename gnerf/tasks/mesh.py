@@ -71,6 +71,11 @@ def load_mesh(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"cannot read mesh {str(p)!r}: {err}") from None
     vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+    if len(faces) == 0:
+        points = _point_count(p)  # force="mesh" drops the vertices of a file without faces
+        if points:
+            raise ValueError(f"mesh {str(p)!r} has {points} vertices but no faces (a point cloud?); "
+                             "occupancy fitting needs a triangle mesh")
     if len(faces) == 0 or len(vertices) == 0:
         raise ValueError(f"mesh {str(p)!r} is empty: it has {len(vertices)} vertices and {len(faces)} triangles")
     if not np.isfinite(vertices).all():
@@ -80,6 +85,18 @@ def load_mesh(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
     if not (areas > 0).any():
         raise ValueError(f"mesh {str(p)!r} is empty: all of its {len(faces)} triangles have zero area")
     return vertices, faces
+
+
+def _point_count(path: Path) -> int:
+    """The number of vertices in ``path`` when read as whatever it holds (points, meshes, a scene); 0 on failure."""
+    import trimesh
+
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception:  # noqa: BLE001 - only for the message
+        return 0
+    parts = loaded.geometry.values() if isinstance(loaded, trimesh.Scene) else [loaded]
+    return sum(len(getattr(part, "vertices", ())) for part in parts)
 
 
 def normalize_to_cube(vertices: np.ndarray, extent: float = 0.9) -> np.ndarray:

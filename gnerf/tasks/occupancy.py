@@ -27,7 +27,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gnerf.tasks.io import atomic_write_bytes, atomic_write_image, grid_coordinates
-from gnerf.tasks.loop import FitConfig, FitResult, Problem, config_to_dict, fit, predict, prepare_run
+from gnerf.tasks.loop import (
+    FitConfig,
+    FitResult,
+    Problem,
+    config_to_dict,
+    fit,
+    hold_run_folder,
+    predict,
+    prepare_run,
+)
 from gnerf.tasks.mesh import (
     depth_preview,
     inside_mesh,
@@ -98,7 +107,6 @@ def marching_cubes_ply(logits: np.ndarray, bound: float = 0.5) -> bytes:
 
 def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
     """Run the occupancy-fitting protocol of ``cfg``; returns the trained model and its metrics."""
-    out, device = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
     if cfg.num_points < 1 or cfg.num_eval_points < 1:
         raise ValueError(f"--num-points and --num-eval-points must be >= 1, got {cfg.num_points}, "
                          f"{cfg.num_eval_points}")
@@ -106,31 +114,37 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         raise ValueError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
     if cfg.resolution < 2:
         raise ValueError(f"--resolution must be >= 2, got {cfg.resolution}")
-    vertices, faces = load_mesh(cfg.mesh)
-    vertices = normalize_to_cube(vertices, cfg.extent)
-    faces = oriented_faces(vertices, faces)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_pts = sample_occupancy_points(vertices, faces, cfg.num_points, cfg.near_sigmas, generator=gen)
-    eval_pts = sample_occupancy_points(vertices, faces, cfg.num_eval_points, cfg.near_sigmas, generator=gen)
-    v = torch.as_tensor(vertices, dtype=torch.float32, device=device)
-    f = torch.as_tensor(faces, device=device)
-    train_pts, eval_pts = train_pts.to(device), eval_pts.to(device)
-    train_lab = inside_mesh(v, f, train_pts).float()[:, None]
-    eval_lab = inside_mesh(v, f, eval_pts).float()[:, None]
-    eval_occ = eval_lab.bool()
+    out, device = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
+    with hold_run_folder(out):
+        vertices, faces = load_mesh(cfg.mesh)
+        vertices = normalize_to_cube(vertices, cfg.extent)
+        faces = oriented_faces(vertices, faces)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train_pts = sample_occupancy_points(vertices, faces, cfg.num_points, cfg.near_sigmas, generator=gen)
+        eval_pts = sample_occupancy_points(vertices, faces, cfg.num_eval_points, cfg.near_sigmas, generator=gen)
+        v = torch.as_tensor(vertices, dtype=torch.float32, device=device)
+        f = torch.as_tensor(faces, device=device)
+        train_pts, eval_pts = train_pts.to(device), eval_pts.to(device)
+        train_lab = inside_mesh(v, f, train_pts).float()[:, None]
+        eval_lab = inside_mesh(v, f, eval_pts).float()[:, None]
+        eval_occ = eval_lab.bool()
+        if not (train_lab.any() and eval_occ.any()):
+            raise ValueError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the "
+                             f"{'training' if not train_lab.any() else 'evaluation'} points lies inside it; "
+                             "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
 
-    def evaluate(model: nn.Module) -> Dict[str, float]:
-        logits = predict(model, eval_pts, cfg.eval_batch_size)
-        return {"eval_bce": _bce(logits, eval_lab).item(), "iou": iou(logits > 0, eval_occ)}
+        def evaluate(model: nn.Module) -> Dict[str, float]:
+            logits = predict(model, eval_pts, cfg.eval_batch_size)
+            return {"eval_bce": _bce(logits, eval_lab).item(), "iou": iou(logits > 0, eval_occ)}
 
-    problem = Problem(train_pts, train_lab, _bce, evaluate, OCCUPANCY_SIGMA)
-    result = fit(problem, cfg, out, config_to_dict(cfg), device)
-    if not result.is_main:  # torchrun: rank 0 writes the outputs
-        return result
+        problem = Problem(train_pts, train_lab, _bce, evaluate, OCCUPANCY_SIGMA)
+        result = fit(problem, cfg, out, config_to_dict(cfg), device)
+        if not result.is_main:  # torchrun: rank 0 writes the outputs
+            return result
 
-    grid = grid_coordinates(cfg.resolution, cfg.resolution, cfg.resolution).to(device) * 0.5
-    logits = predict(result.model, grid, cfg.eval_batch_size)
-    logits = logits.reshape(cfg.resolution, cfg.resolution, cfg.resolution).cpu().numpy()
-    atomic_write_bytes(out / "reconstruction.ply", marching_cubes_ply(logits))
-    atomic_write_image(out / "preview.png", depth_preview(logits > 0))
+        grid = grid_coordinates(cfg.resolution, cfg.resolution, cfg.resolution).to(device) * 0.5
+        logits = predict(result.model, grid, cfg.eval_batch_size)
+        logits = logits.reshape(cfg.resolution, cfg.resolution, cfg.resolution).cpu().numpy()
+        atomic_write_bytes(out / "reconstruction.ply", marching_cubes_ply(logits))
+        atomic_write_image(out / "preview.png", depth_preview(logits > 0))
     return result

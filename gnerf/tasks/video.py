@@ -18,8 +18,25 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnerf.tasks.io import atomic_write_bytes, atomic_write_video, grid_coordinates, psnr, read_video, to_uint8
-from gnerf.tasks.loop import FitConfig, FitResult, Problem, config_to_dict, fit, predict, prepare_run
+from gnerf.tasks.io import (
+    atomic_write_bytes,
+    atomic_write_video,
+    check_size,
+    grid_coordinates,
+    psnr,
+    read_video,
+    to_uint8,
+)
+from gnerf.tasks.loop import (
+    FitConfig,
+    FitResult,
+    Problem,
+    config_to_dict,
+    fit,
+    hold_run_folder,
+    predict,
+    prepare_run,
+)
 
 __all__ = ["VIDEO_SIGMA", "VideoFitConfig", "fit_video", "frame_psnrs"]
 
@@ -53,28 +70,30 @@ def frame_psnrs(recon: Tensor, target: Tensor) -> List[float]:
 
 def fit_video(cfg: VideoFitConfig) -> FitResult:
     """Run the video-fitting protocol of ``cfg``; returns the trained model and its metrics."""
-    out, device = prepare_run("video", Path(cfg.video).stem, cfg)
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {cfg.max_frames}")
-    frames, fps = read_video(cfg.video, cfg.max_frames, cfg.size)  # [T, H, W, 3]
-    t, h, w = frames.shape[:3]
-    coords = grid_coordinates(t, h, w)[:, [0, 2, 1]].to(device)  # (t, x, y)
-    target = frames.reshape(-1, 3).to(device)
-    frame_target = target.reshape(t, h * w, 3)
+    check_size(cfg.size)
+    out, device = prepare_run("video", Path(cfg.video).stem, cfg)
+    with hold_run_folder(out):
+        frames, fps = read_video(cfg.video, cfg.max_frames, cfg.size)  # [T, H, W, 3]
+        t, h, w = frames.shape[:3]
+        coords = grid_coordinates(t, h, w)[:, [0, 2, 1]].to(device)  # (t, x, y)
+        target = frames.reshape(-1, 3).to(device)
+        frame_target = target.reshape(t, h * w, 3)
 
-    def reconstruct(model: nn.Module) -> Tensor:
-        return predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0).reshape(t, h * w, 3)
+        def reconstruct(model: nn.Module) -> Tensor:
+            return predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0).reshape(t, h * w, 3)
 
-    def evaluate(model: nn.Module) -> Dict[str, float]:
-        per_frame = frame_psnrs(reconstruct(model), frame_target)
-        return {"psnr": sum(per_frame) / len(per_frame), "psnr_min": min(per_frame)}
+        def evaluate(model: nn.Module) -> Dict[str, float]:
+            per_frame = frame_psnrs(reconstruct(model), frame_target)
+            return {"psnr": sum(per_frame) / len(per_frame), "psnr_min": min(per_frame)}
 
-    result = fit(Problem(coords, target, _mse, evaluate, VIDEO_SIGMA), cfg, out, config_to_dict(cfg), device)
-    if not result.is_main:  # torchrun: rank 0 writes the outputs
-        return result
-    recon = reconstruct(result.model)
-    rows = "".join(f"{i},{p}\n" for i, p in enumerate(frame_psnrs(recon, frame_target)))
-    atomic_write_bytes(out / "frame_psnr.csv", ("frame,psnr\n" + rows).encode())
-    recon = recon.reshape(t, h, w, 3).cpu()
-    atomic_write_video(out / "reconstruction.mp4", (to_uint8(frame) for frame in recon), fps)
+        result = fit(Problem(coords, target, _mse, evaluate, VIDEO_SIGMA), cfg, out, config_to_dict(cfg), device)
+        if not result.is_main:  # torchrun: rank 0 writes the outputs
+            return result
+        recon = reconstruct(result.model)
+        rows = "".join(f"{i},{p}\n" for i, p in enumerate(frame_psnrs(recon, frame_target)))
+        atomic_write_bytes(out / "frame_psnr.csv", ("frame,psnr\n" + rows).encode())
+        recon = recon.reshape(t, h, w, 3).cpu()
+        atomic_write_video(out / "reconstruction.mp4", (to_uint8(frame) for frame in recon), fps)
     return result
