@@ -507,29 +507,39 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
                 metrics = problem.evaluate(model)
             row = {"epoch": epoch, "iteration": iteration, "wall_time": wall_time, "loss": epoch_sum.item() / n}
             row.update({k: float(v) for k, v in metrics.items()})
-            log.add(row)
-            history.append(row)
+            try:
+                _save_epoch(log, row, history, ckpt_path, prev_path, {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "shuffle_rng": shuffle.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "epoch": epoch,
+                    "iteration": iteration,
+                    "wall_time": wall_time,
+                    "config": config,
+                })
+            except OSError as err:  # disk full, folder removed or made read-only during the run
+                raise RunFolderError(f"cannot write to the run folder {str(out)!r} after epoch {epoch} "
+                                     f"({err.strerror or err}); free disk space or fix the folder, then --resume "
+                                     "from the last complete checkpoint") from None
             bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            if ckpt_path.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged
-                os.replace(ckpt_path, prev_path)
-            atomic_save_torch({
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "shuffle_rng": shuffle.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "epoch": epoch,
-                "iteration": iteration,
-                "wall_time": wall_time,
-                "history": history,
-                "config": config,
-            }, ckpt_path)
     finally:
         bar.close()
         if log is not None:
             log.close()
     model.eval()
     return FitResult(model=model, history=history, output_dir=out, device=device, is_main=main)
+
+
+def _save_epoch(log: "_MetricsLog", row: Dict[str, float], history: List[Dict[str, float]], ckpt_path: Path,
+                prev_path: Path, state: Dict[str, Any]) -> None:
+    """Append ``row`` to the metrics files and ``history``, and write the checkpoint (the previous kept beside)."""
+    log.add(row)
+    history.append(row)
+    if ckpt_path.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged
+        os.replace(ckpt_path, prev_path)
+    atomic_save_torch({**state, "history": history}, ckpt_path)
 
 
 @torch.no_grad()
