@@ -99,3 +99,41 @@ def test_per_layer_activations_and_errors():
         CoordinateMLP(2, 1, hidden_dim=4, num_layers=2)(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="siren"):
         CoordinateMLP(1, 1, num_layers=3, activation="gaussian", init="siren")
+
+
+def test_gaussian_node_matches_the_formula_in_values_gradients_and_hessian_vector_products():
+    """The one-node Gaussian gives the plain formula's outputs, gradients and H v (both HVP methods)."""
+    from gnerf.fields.activations import gaussian
+    from gnerf.optim.curvature import hessian_vector_product_fwd_rev, functional_loss
+
+    sigma = 0.3
+    torch.manual_seed(0)
+    net = CoordinateMLP(2, 3, hidden_dim=16, num_layers=3, activation="gaussian", activation_kwargs={"sigma": sigma})
+    x, y = torch.randn(64, 2), torch.rand(64, 3)
+    plain = lambda z: torch.exp(z.square() * (-0.5 / sigma**2))  # noqa: E731
+    z = torch.randn(128, 16, requires_grad=True)
+    torch.testing.assert_close(gaussian(z, sigma), plain(z))
+    g1, = torch.autograd.grad(gaussian(z, sigma).sum(), z)
+    g2, = torch.autograd.grad(plain(z).sum(), z)
+    torch.testing.assert_close(g1, g2)
+
+    params = list(net.parameters())
+    vs = [torch.randn_like(p) for p in params]
+
+    def hvp_double_backward(act):
+        for m in net.activations:
+            m.forward = act
+        loss = ((net(x) - y) ** 2).mean()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        return grads, torch.autograd.grad(grads, params, vs)
+
+    fast_g, fast_hv = hvp_double_backward(lambda z: gaussian(z, sigma))
+    plain_g, plain_hv = hvp_double_backward(plain)
+    for a, b in zip(fast_g + fast_hv, plain_g + plain_hv):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    for m in net.activations:
+        m.forward = lambda z: gaussian(z, sigma)
+    loss_fn = functional_loss(net, lambda f: ((f(x) - y) ** 2).mean())[0]
+    for a, b in zip(hessian_vector_product_fwd_rev(loss_fn, params, vs), plain_hv):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
