@@ -147,3 +147,19 @@ def test_nan_message_points_at_a_saved_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match=r"resume from the last checkpoint \(step-000000005.ckpt\) "
                                                  r"with --load-dir .*nerfstudio_models"):
         train(cfg)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_an_input_error(tmp_path, monkeypatch):
+    import errno
+
+    from gnerf.nerf import trainer as trainer_module
+    from gnerf.scenes import make_blender_scene
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
+    monkeypatch.setattr(trainer_module.torch, "save", full)
+    with pytest.raises(InputError, match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
+                                         r"free disk space or choose another --output-dir"):
+        train(tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=2))

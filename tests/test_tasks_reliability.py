@@ -90,6 +90,25 @@ def test_a_held_run_folder_stops_a_second_run_and_a_dead_holder_does_not_block_r
     assert _ckpt_epoch(out) == 2 and [r["epoch"] for r in read_metrics(out)] == [1, 2]
 
 
+def test_two_concurrent_runs_on_one_folder_leave_exactly_one_runs_files(tmp_path):
+    """Two real fits started together on one folder: one trains, the other stops at once, writing nothing."""
+    image, out = _image(tmp_path), tmp_path / "run"
+    code = ("import sys; from gnerf.tasks.cli import image_main; image_main(sys.argv[1:])")
+    runs = [subprocess.Popen([sys.executable, "-c", code, "--image", str(image), "--output-dir", str(out),
+                              "--size", "8", "8", *TINY, "--epochs", "100", "--seed", str(seed)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(r.wait(timeout=300), r.stderr.read()) for r in runs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    winner = [seed for seed, (rc, _) in zip((1, 2), results) if rc == 0][0]
+    loser_err = [err for rc, err in results if rc == 1][0].strip().splitlines()
+    # the loser found the folder locked, or (if it started late) already holding the winner's run
+    assert len(loser_err) == 1 and ("is in use by another run (process" in loser_err[0]
+                                    or "already holds a run" in loser_err[0]), loser_err
+    assert json.loads((out / "config.json").read_text())["seed"] == winner
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["seed"] == winner
+    assert [r["epoch"] for r in read_metrics(out)] == list(range(1, 101))
+
+
 class _RunsCode:
     """Pickles as a call of ``open(marker, "w")``: loading it with plain pickle creates the marker file."""
 
