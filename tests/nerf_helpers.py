@@ -17,3 +17,18 @@ def tiny_config(method: str, data: Path, output_dir: Path, iterations: int = 12,
                          num_layers=3, skip_connections=(1,), direction_dim=8, color_hidden_dim=16,
                          curvature_cadence=(d_warmup, update_d_every), dataparser=dataparser,
                          experiment_name="test")
+
+
+def nan_loss_after(monkeypatch, finite_steps: int) -> None:
+    """Make the Gaussian-NeRF loss finite for ``finite_steps`` steps, then NaN (0: NaN from the first step)."""
+    from gnerf.nerf.model import GaussianNeRFModel
+
+    real = GaussianNeRFModel.get_loss_dict
+    calls = []
+
+    def loss(self, outputs, batch, metrics_dict=None):
+        calls.append(1)
+        scale = 1.0 if len(calls) <= finite_steps else float("nan")
+        return {k: v * scale for k, v in real(self, outputs, batch, metrics_dict).items()}
+
+    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", loss)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import tiny_config, train
+from nerf_helpers import nan_loss_after, tiny_config, train
 
 from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 from gnerf.nerf.trainer import InputError, NonFiniteLossError
@@ -129,21 +129,12 @@ def test_first_order_optimizers_are_not_curvature_optimizers(tmp_path):
 
 
 def test_nan_message_points_at_a_saved_checkpoint(tmp_path, monkeypatch):
-    from gnerf.nerf.model import GaussianNeRFModel
     from gnerf.scenes import make_blender_scene
-
-    real = GaussianNeRFModel.get_loss_dict
-    calls = []
-
-    def late_nan(self, outputs, batch, metrics_dict=None):  # finite for 6 steps, then NaN
-        calls.append(1)
-        scale = 1.0 if len(calls) <= 6 else float("nan")
-        return {k: v * scale for k, v in real(self, outputs, batch, metrics_dict).items()}
 
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
     cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=12)
     cfg.steps_per_save = 5
-    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", late_nan)
+    nan_loss_after(monkeypatch, 6)
     with pytest.raises(NonFiniteLossError, match=r"resume from the last checkpoint \(step-000000005.ckpt\) "
                                                  r"with --load-dir .*nerfstudio_models"):
         train(cfg)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import LEGO, tiny_config, train
+from nerf_helpers import LEGO, nan_loss_after, tiny_config, train
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
@@ -262,30 +262,13 @@ def test_lpips_is_reported_when_the_metric_builds(monkeypatch):
 
 
 def test_nan_loss_stops_with_message(scene, tmp_path, monkeypatch):
-    from gnerf.nerf.model import GaussianNeRFModel
-
-    real = GaussianNeRFModel.get_loss_dict
-
-    def nan_loss(self, outputs, batch, metrics_dict=None):
-        return {k: v * float("nan") for k, v in real(self, outputs, batch, metrics_dict).items()}
-
-    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", nan_loss)
+    nan_loss_after(monkeypatch, 0)
     with pytest.raises(NonFiniteLossError, match=r"became NaN or infinite at step 0 \(rgb_loss=nan\)"):
         train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3))
 
 
 def test_nan_after_start_is_caught_before_any_checkpoint(scene, tmp_path, monkeypatch):
-    from gnerf.nerf.model import GaussianNeRFModel
-
-    real = GaussianNeRFModel.get_loss_dict
-    calls = []
-
-    def late_nan(self, outputs, batch, metrics_dict=None):  # finite for 12 steps, then NaN
-        calls.append(1)
-        scale = 1.0 if len(calls) <= 12 else float("nan")
-        return {k: v * scale for k, v in real(self, outputs, batch, metrics_dict).items()}
-
-    monkeypatch.setattr(GaussianNeRFModel, "get_loss_dict", late_nan)
+    nan_loss_after(monkeypatch, 12)
     cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path, iterations=15)  # save at the end only
     with pytest.raises(NonFiniteLossError, match="between steps 10 and 14"):
         train(cfg)
