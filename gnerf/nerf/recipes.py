@@ -84,14 +84,23 @@ def method_config(
     return cfg
 
 
-def setup_trainer(cfg: CurvatureTrainerConfig) -> CurvatureTrainer:
-    """Seed, save config.yml and set up a trainer as ``ns-train`` does, without training."""
-    from nerfstudio.scripts.train import _set_random_seed
+def setup_trainer(cfg: CurvatureTrainerConfig, test_mode: str = "val") -> CurvatureTrainer:
+    """Seed, save config.yml and set up a trainer as ``ns-train`` does, without training.
+
+    ``test_mode``: nerfstudio's; "val" loads the train and val splits, "test" the train and test splits.
+    Seeds as ``nerfstudio.scripts.train._set_random_seed`` does, without importing that module (it imports
+    every nerfstudio method, and with them packages that gnerf's methods do not use).
+    """
+    import random
+
+    import numpy as np
 
     cfg.save_config()
-    _set_random_seed(cfg.machine.seed)
+    random.seed(cfg.machine.seed)
+    np.random.seed(cfg.machine.seed)
+    torch.manual_seed(cfg.machine.seed)
     trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer.setup(test_mode=test_mode)
     return trainer
 
 

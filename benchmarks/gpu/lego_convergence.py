@@ -1,0 +1,396 @@
+"""Test PSNR of gaussian-nerf-esgd and gaussian-nerf-adam on lego against steps and training wall time.
+
+Both registered methods are built in this one process at the paper's size (2048 rays x 128 samples
+per step, the registered 9 x 256 Gaussian trunk with its skip, direction and colour sizes, ESGD-Max's
+curvature cadence, both learning-rate schedules as registered for 200,000 steps) with
+``gnerf.nerf.recipes.method_config`` and trained by the real ``CurvatureTrainer.train_iteration``, each
+for the same budget of training wall time. The two trainers take turns of up to ``--chunk`` steps
+(order swapped every round), each method's clock counting only its own steps (the device is
+synchronised at the start and end of every turn), so drifts of the machine hit both alike.
+
+Test PSNR is the mean over ``--views`` fixed views of the test split (evenly spaced; lego's
+r_0, r_50, r_100, r_150 by default), rendered at ``--eval-scale`` of the training resolution against the
+area-downscaled ground truth, off the training clock. It is measured at log-spaced steps (10, 20, 30,
+50, 100, 200, ...), at ``--time-marks`` evenly spaced points of the budget, and when the budget runs out.
+
+Writes ``OUT/lego_gpu.md`` (PSNR against steps and against training time, the machine and the date),
+``OUT/lego_gpu.png`` (both curves) and ``OUT/lego_gpu.json`` (every evaluation), rewriting the markdown
+and JSON after every evaluation so that a run stopped early still leaves its tables.
+
+    python benchmarks/gpu/lego_convergence.py --budget 140 --deadline 380 --out $OUT  # a GPU (see README.md here)
+    python benchmarks/gpu/lego_convergence.py --device cpu --budget 20 --rays 64 --samples 16 \\
+        --hidden 32 --layers 3 --image-scale 0.1 --out /tmp/lego                # a quick CPU rehearsal
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import machine, sync, table  # noqa: E402
+
+METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
+CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
+SHARED_DATA = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+SCHEDULE_STEPS = 200_000  # the registered max_num_iterations: the lr schedules as registered
+
+
+def default_data() -> Path:
+    return CARRIED_DATA if (CARRIED_DATA / "transforms_train.json").exists() else SHARED_DATA
+
+
+def step_marks(limit: int) -> List[int]:
+    """Log-spaced steps 10, 20, 30, 50, 100, 200, 300, 500, ... up to ``limit``."""
+    marks, scale = [], 10
+    while scale <= limit:
+        marks += [m * scale for m in (1, 2, 3, 5) if m * scale <= limit]
+        scale *= 10
+    return marks
+
+
+@dataclasses.dataclass
+class Evaluation:
+    step: int
+    seconds: float  # this method's training wall time so far
+    psnr: float
+    why: str  # "step", "time" or "end"
+
+
+class TestViews:
+    """Fixed test views, rendered at a fraction of the training resolution; targets kept on the device."""
+
+    def __init__(self, trainer, count: int, scale: float) -> None:
+        model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.eval_dataset
+        n = len(dataset)
+        self.indices = list(range(0, n, max(n // count, 1)))[:count]
+        self.cameras, self.targets, self.names = [], [], []
+        for i in self.indices:
+            camera = dataset.cameras[i: i + 1].to(model.device)
+            if scale != 1.0:
+                camera.rescale_output_resolution(scale)
+            h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
+            image = model.renderer_rgb.blend_background(dataset[i]["image"].to(model.device))[..., :3]
+            if image.shape[:2] != (h, w):  # area average: the mean colour over each rendered pixel's footprint
+                image = F.interpolate(image.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
+            self.cameras.append(camera)
+            self.targets.append(image)
+            self.names.append(Path(dataset.image_filenames[i]).name)
+        self.height, self.width = self.targets[0].shape[:2]
+
+    @torch.no_grad()
+    def psnr(self, trainer) -> float:
+        model = trainer.pipeline.model
+        model.eval()
+        total = 0.0
+        for camera, target in zip(self.cameras, self.targets):
+            pred = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
+            total += float(-10 * torch.log10(torch.mean((pred - target) ** 2)))
+        model.train()
+        return total / len(self.cameras)
+
+
+def build(method: str, args, out: Path):
+    """The registered method at the sizes asked, set up on the train and test splits (LPIPS never built)."""
+    from benchmarks.nerf import offline_lpips
+    from gnerf.nerf.model import GaussianNeRFModelConfig
+    from gnerf.nerf.recipes import method_config, setup_trainer
+
+    registered = GaussianNeRFModelConfig()
+    layers = args.layers or registered.num_layers
+    skips = registered.skip_connections if layers == registered.num_layers else None  # None: the middle layer
+    cfg = method_config(method, args.data, out, iterations=args.schedule_steps, rays=args.rays,
+                        samples=args.samples, hidden_dim=args.hidden or registered.hidden_dim, num_layers=layers,
+                        skip_connections=skips, image_scale=args.image_scale, device=args.device,
+                        experiment_name=method)
+    cfg.logging.local_writer.enable = False
+    cfg.machine = dataclasses.replace(cfg.machine, seed=args.seed)
+    with offline_lpips():  # gnerf's model builds LPIPS lazily, at its first image metric: never here
+        trainer = setup_trainer(cfg, test_mode="test")
+    trainer.pipeline.train()
+    trainer.pipeline.model.config.eval_num_rays_per_chunk = args.eval_chunk
+    return trainer, cfg
+
+
+def warm_up(trainer, device: str) -> None:
+    """One forward and backward pass, no optimizer step, so that start-up costs fall on neither clock."""
+    _, loss_dict, _ = trainer.pipeline.get_train_loss_dict(step=0)
+    sum(loss_dict.values()).backward()
+    trainer.optimizers.zero_grad_all()
+    sync(device)
+
+
+@dataclasses.dataclass
+class Run:
+    method: str
+    trainer: object
+    steps: int = 0
+    seconds: float = 0.0
+    curve: List[Evaluation] = dataclasses.field(default_factory=list)
+    stopped: Optional[str] = None  # why training ended early (a NaN loss), else None
+    done: bool = False
+
+
+def turn(run: Run, args, marks: Sequence[int], time_marks: Sequence[float], views: TestViews) -> None:
+    """Up to ``args.chunk`` steps of one method, ending early at an evaluation mark or the budget."""
+    from gnerf.nerf.trainer import NonFiniteLossError
+
+    trainer, device = run.trainer, args.device
+    next_mark = next((m for m in marks if m > run.steps), None)
+    next_time = next((t for t in time_marks if t > run.seconds), None)
+    limit = run.steps + args.chunk if next_mark is None else min(run.steps + args.chunk, next_mark)
+    if args.max_steps:
+        limit = min(limit, args.max_steps)
+    sync(device)
+    t0 = time.perf_counter()
+    why = None
+    try:
+        while run.steps < limit:
+            trainer.train_iteration(run.steps)
+            run.steps += 1
+            elapsed = run.seconds + time.perf_counter() - t0  # the trainer synchronises every 10 steps
+            if elapsed >= args.budget:
+                why = "end"
+                break
+            if next_time is not None and elapsed >= next_time:
+                why = "time"
+                break
+    except NonFiniteLossError as err:
+        run.stopped, why = f"stopped at step {run.steps}: {err}", "end"
+    sync(device)
+    run.seconds += time.perf_counter() - t0
+    if run.steps in marks and why is None:
+        why = "step"
+    if args.max_steps and run.steps >= args.max_steps:
+        why = "end"
+    if why == "end":
+        run.done = True
+    if why is not None and run.curve and run.curve[-1].step == run.steps:  # already evaluated at this step
+        if why == "end":
+            run.curve[-1].why = "end"
+    elif why is not None:
+        psnr = views.psnr(trainer) if run.stopped is None else float("nan")
+        run.curve.append(Evaluation(run.steps, run.seconds, psnr, why))
+        print(f"{run.method}: step {run.steps}, {run.seconds:.1f} s, test PSNR {psnr:.2f} dB ({why})", flush=True)
+
+
+def stop(run: Run, views: TestViews, why: str) -> None:
+    """End a run before its budget, evaluating it where it stands."""
+    run.done, run.stopped = True, why
+    if run.curve and run.curve[-1].step == run.steps:
+        run.curve[-1].why = "end"
+    else:
+        run.curve.append(Evaluation(run.steps, run.seconds, views.psnr(run.trainer), "end"))
+    print(f"{run.method}: {why}; step {run.steps}, test PSNR {run.curve[-1].psnr:.2f} dB", flush=True)
+
+
+def lookup(curve: Sequence[Evaluation], step: Optional[int] = None, why: Optional[str] = None
+           ) -> List[Evaluation]:
+    return [e for e in curve if (step is None or e.step == step) and (why is None or e.why == why)]
+
+
+def _db(psnr: float) -> str:
+    return f"{psnr:.2f}" if math.isfinite(psnr) else "n/a"
+
+
+def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], train_px: int, started: str,
+           final: bool) -> str:
+    lines = [f"# Test PSNR on lego against steps and training time: {' vs '.join(runs)}", ""]
+    lines.append(f"{started} (UTC), {machine(args.device)}. "
+                 f"{'Complete' if final else 'Partial (written while training)'}.")
+    lines.append("")
+    lines.append(
+        f"Data `{args.data}`: {train_px}x{train_px} px training images (scale {args.image_scale}), "
+        f"{len(runs[next(iter(runs))].trainer.pipeline.datamanager.train_dataset)} training views; test PSNR "
+        f"is the mean over {len(views.indices)} test views ({', '.join(views.names)}) rendered at "
+        f"{views.width}x{views.height} px against the area-downscaled ground truth, off the training clock. "
+        f"{args.rays} rays x {args.samples} samples per step; trunk {args.layers_used} x {args.hidden_used} "
+        f"(registered skip / direction / colour sizes when at the registered depth); learning-rate schedules as "
+        f"registered for {args.schedule_steps:,} steps (these are a run's first steps); training budget "
+        f"{args.budget:.0f} s of wall time per method, the methods taking turns of up to {args.chunk} steps; "
+        f"seed {args.seed}.")
+    lines.append("")
+    summary = []
+    for m, r in runs.items():
+        end = r.curve[-1] if r.curve else None
+        ms = 1e3 * r.seconds / r.steps if r.steps else float("nan")
+        summary.append((m, r.steps, f"{r.seconds:.1f}", f"{ms:.1f}", _db(end.psnr if end else float("nan")),
+                        _db(max((e.psnr for e in r.curve), default=float("nan"))), r.stopped or ""))
+    lines.append(table(["method", "steps", "training time (s)", "mean step (ms)", "final test PSNR (dB)",
+                        "best test PSNR (dB)", "note"], summary))
+    lines += ["", "## Test PSNR against steps", ""]
+    marked = set(marks)
+    steps = sorted({e.step for r in runs.values() for e in r.curve if e.step in marked})
+    rows = []
+    for s in steps:
+        row: List[object] = [s]
+        for r in runs.values():
+            e = lookup(r.curve, step=s)
+            row += [f"{e[0].seconds:.1f}", _db(e[0].psnr)] if e else ["", ""]
+        rows.append(row)
+    headers = ["step"]
+    for m in runs:
+        headers += [f"{m} time (s)", f"{m} PSNR (dB)"]
+    lines.append(table(headers, rows) if rows else "(no step mark reached yet)")
+    lines += ["", "## Test PSNR against training wall time", "",
+              "At evenly spaced points of the budget (each method evaluated at its first step past the point) "
+              "and where the budget ran out.", ""]
+    timed = {m: lookup(r.curve, why="time") + lookup(r.curve, why="end") for m, r in runs.items()}
+    rows = []
+    for k in range(max((len(v) for v in timed.values()), default=0)):
+        row = []
+        for m in runs:
+            e = timed[m][k] if k < len(timed[m]) else None
+            row += [f"{e.seconds:.1f}", e.step, _db(e.psnr)] if e else ["", "", ""]
+        rows.append(row)
+    headers = []
+    for m in runs:
+        headers += [f"{m} time (s)", f"{m} step", f"{m} PSNR (dB)"]
+    lines.append(table(headers, rows) if rows else "(no time mark reached yet)")
+    lines += ["", "Command: `" + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) + "`", ""]
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot(runs: Dict[str, Run], path: Path, title: str) -> None:
+    """Test PSNR against steps (log) and against training wall time, one line per method (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
+    for m, r in runs.items():
+        pts = sorted((e.step, e.seconds, e.psnr) for e in r.curve if math.isfinite(e.psnr))
+        if not pts:
+            continue
+        ax_s.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", ms=3, label=m)
+        ax_t.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", ms=3, label=m)
+    ax_s.set_xscale("log")
+    ax_s.set_xlabel("training step")
+    ax_t.set_xlabel("training wall time (s)")
+    for ax in (ax_s, ax_t):
+        ax.set_ylabel("test PSNR (dB)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", type=Path, default=default_data(), help="Blender-format lego (train and test splits)")
+    p.add_argument("--out", type=Path, default=Path("outputs/lego_gpu"), help="folder for lego_gpu.md/.png/.json")
+    p.add_argument("--budget", type=float, default=140.0, help="seconds of training wall time per method")
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="stop both methods once the script has run this many seconds, set-up included (0: none)")
+    p.add_argument("--max-steps", type=int, default=0, help="also stop each method after this many steps (0: none)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--rays", type=int, default=2048)
+    p.add_argument("--samples", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=0, help="trunk width (0: registered, 256)")
+    p.add_argument("--layers", type=int, default=0, help="trunk linear layers (0: registered, 9)")
+    p.add_argument("--image-scale", type=float, default=1.0, help="training resolution / the images' own")
+    p.add_argument("--views", type=int, default=4, help="test views, evenly spaced over the test split")
+    p.add_argument("--eval-scale", type=float, default=0.5, help="evaluation resolution / training resolution")
+    p.add_argument("--eval-chunk", type=int, default=16384, help="rays rendered at once when evaluating")
+    p.add_argument("--time-marks", type=int, default=8, help="evaluations at evenly spaced points of the budget")
+    p.add_argument("--chunk", type=int, default=100, help="most steps of one method before the other's turn")
+    p.add_argument("--schedule-steps", type=int, default=SCHEDULE_STEPS,
+                   help="length of the lr schedules (registered: 200,000; fewer compresses the decay)")
+    p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.budget <= 0 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
+        p.error("--budget, --views, --chunk must be positive and --eval-scale in (0, 1]")
+    if not (args.data / "transforms_train.json").exists() or not (args.data / "transforms_test.json").exists():
+        p.error(f"{args.data} is not a Blender-format scene with train and test splits; run "
+                "`bash benchmarks/gpu/prepare.sh` or pass --data")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
+    args = parse(argv)
+    # nerfstudio 1.1.5 under torch >= 2.6 warns on every import and camera call: keep the output readable
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"nerfstudio\.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    t_start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    marks = step_marks(10**7)
+    time_marks = [args.budget * (k + 1) / args.time_marks for k in range(args.time_marks - 1)]
+    runs: Dict[str, Run] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, m in enumerate(args.methods):
+            trainer, cfg = build(m, args, Path(tmp) / str(i))
+            runs[m] = Run(m, trainer)
+        model_cfg = cfg.pipeline.model
+        args.layers_used, args.hidden_used = model_cfg.num_layers, model_cfg.hidden_dim
+        first = runs[args.methods[0]].trainer
+        views = TestViews(first, args.views, args.eval_scale)
+        train_px = int(first.pipeline.datamanager.train_dataset.cameras.width[0].item())
+        for r in runs.values():
+            warm_up(r.trainer, args.device)
+        print(f"set up in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}; training "
+              f"{' and '.join(runs)} for {args.budget:.0f} s each at {train_px}x{train_px} px, {args.rays} rays x "
+              f"{args.samples} samples", flush=True)
+        md, rounds = args.out / "lego_gpu.md", 0
+        try:
+            while not all(r.done for r in runs.values()):
+                if args.deadline and time.perf_counter() - t_start > args.deadline:
+                    for r in runs.values():
+                        if not r.done:
+                            stop(r, views, f"stopped by --deadline {args.deadline:.0f} after {r.seconds:.0f} s")
+                    break
+                order = list(runs.values()) if rounds % 2 == 0 else list(runs.values())[::-1]
+                for r in order:
+                    if not r.done:
+                        n = len(r.curve)
+                        turn(r, args, marks, time_marks, views)
+                        if len(r.curve) > n:
+                            write_atomic(md, report(runs, args, views, marks, train_px, started, final=False))
+                rounds += 1
+        finally:
+            data = {m: {"steps": r.steps, "seconds": r.seconds, "stopped": r.stopped,
+                        "curve": [dataclasses.asdict(e) for e in r.curve]} for m, r in runs.items()}
+            data["machine"], data["started_utc"], data["argv"] = machine(args.device), started, sys.argv[1:]
+            write_atomic(args.out / "lego_gpu.json", json.dumps(data, indent=1))
+            complete = all(r.done for r in runs.values())
+            write_atomic(md, report(runs, args, views, marks, train_px, started, final=complete))
+            plot(runs, args.out / "lego_gpu.png",
+                 f"lego {train_px}px, {args.rays} rays x {args.samples} samples, {machine(args.device)}")
+    print(f"wrote {md}, {args.out / 'lego_gpu.png'}, {args.out / 'lego_gpu.json'} "
+          f"({time.perf_counter() - t_start:.0f} s in all)", flush=True)
+    return runs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Prepare, on a development machine with PyPI, what benchmarks/gpu/lego_convergence.py needs on a lent GPU
+# machine that reaches no registry (see benchmarks/gpu/README.md):
+#   .whl/       nerfstudio 1.1.5 and the packages its import chain for gnerf's methods needs that the GPU image
+#               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps)
+#   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150
+# Both folders are ignored through the repository's info/exclude (not .gitignore): the device tool carries an
+# ignored folder only when `carry` names it. Prints the sizes against the 64 MiB a device call carries.
+#
+#   bash benchmarks/gpu/prepare.sh              # lego from ../shared/data/nerf_synthetic/lego
+#   LEGO=path/to/lego bash benchmarks/gpu/prepare.sh
+set -euo pipefail
+
+ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+cd "$ROOT"
+LEGO=${LEGO:-../shared/data/nerf_synthetic/lego}
+PYTHON=${PYTHON:-python3}
+
+# The GPU image (KINDS.md) has torch, numpy, matplotlib, imageio, rich, tensorboard, torchmetrics, jaxtyping,
+# scipy, opencv, requests, pyyaml, tqdm, ... but none of these. Each is imported when gnerf.nerf.recipes,
+# method_configs.gnerf_methods and nerfstudio.engine.trainer are (the trainer imports the viewer, which imports
+# splatfacto and so gsplat; the datamanager imports every dataparser, and so rawpy and pyquaternion). Not
+# nerfstudio.scripts.train, which would add fpsample and pathos (+ multiprocess, ppft, dill, pox).
+WHEELS=(
+  nerfstudio==1.1.5
+  tyro==1.0.17 docstring_parser==0.18.0 typeguard==4.6.1          # nerfstudio's configs
+  viser==0.2.7 msgspec==0.22.0 websockets==17.4                   # nerfstudio.viewer (imported by cameras, trainer)
+  gsplat==1.4.0 pytorch_msssim==1.0.0 tensorly==0.10.0            # splatfacto (imported by the viewer); CUDA built lazily, never here
+  nerfacc==0.5.2 splines==0.3.0                                   # renderers, samplers; the viewer's render panel
+  appdirs==1.4.4 rawpy==0.28.0 pyquaternion==0.9.9                # dataparsers that the datamanager config imports
+)
+PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
+          --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
+          --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+
+exclude=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$exclude")"
+for pattern in /.whl/ /.gpu-data/; do
+  grep -qxF "$pattern" "$exclude" 2>/dev/null || echo "$pattern" >> "$exclude"
+done
+
+# .whl/ holds exactly this set: two versions of one package would stop the install there.
+mkdir -p .whl
+rm -f .whl/*.whl
+for spec in "${WHEELS[@]}"; do
+  "$PYTHON" -m pip download -q --no-deps "${PLATFORM[@]}" -d .whl "$spec" 2>&1 | grep -v "is ignored" || true
+  name=${spec%%==*}
+  ls .whl/ | grep -qi "^${name//[-_]/[-_]}-${spec##*==}-" || { echo "error: no wheel for $spec in .whl/" >&2; exit 1; }
+done
+
+# lego: train split whole, four test views (the views the benchmark evaluates), one transforms file each.
+[ -f "$LEGO/transforms_train.json" ] || { echo "error: $LEGO is not the Blender lego scene (set LEGO=...)" >&2; exit 1; }
+rm -rf .gpu-data/lego
+mkdir -p .gpu-data/lego/train .gpu-data/lego/test
+"$PYTHON" - "$LEGO" .gpu-data/lego <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+for split, keep in (("train", None), ("test", ["./test/r_0", "./test/r_50", "./test/r_100", "./test/r_150"])):
+    meta = json.loads((src / f"transforms_{split}.json").read_text())
+    frames = meta["frames"] if keep is None else [f for k in keep for f in meta["frames"] if f["file_path"] == k]
+    assert keep is None or len(frames) == len(keep), f"{split}: views missing from {src}"
+    for f in frames:
+        name = f["file_path"].removeprefix("./") + ".png"
+        shutil.copyfile(src / name, dst / name)
+    (dst / f"transforms_{split}.json").write_text(json.dumps({**meta, "frames": frames}, indent=1))
+    print(f"lego {split}: {len(frames)} views")
+EOF
+
+wheels=$(du -cb .whl/*.whl | tail -1 | cut -f1)
+data=$(du -sb .gpu-data | cut -f1)
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+ls -l .whl | awk 'NR > 1 { printf "  %9d  %s\n", $5, $9 }'
+echo "wheels .whl/:        $(mib "$wheels") ($(ls .whl/*.whl | wc -l) files)"
+echo "lego .gpu-data/:     $(mib "$data")"
+echo "working tree:        $(mib $((tree + ${untracked:-0}))) (tracked and untracked files)"
+echo "total carried:       $(mib $((wheels + data + tree + ${untracked:-0}))) of the 64 MiB a device call takes"
