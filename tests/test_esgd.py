@@ -8,6 +8,7 @@ from torch import nn
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import (
     ESGD,
+    ESGDAdamStart,
     ESGDMax,
     MissingGraphError,
     hessian_vector_product,
@@ -247,3 +248,52 @@ def test_esgd_max_fits_a_small_image_faster_than_sgd():
     assert esgd_losses[-1] < esgd_losses[0] / 100
     assert -10 * math.log10(esgd_losses[-1]) > 22  # dB; measured 24.9 on CPU
     assert esgd_losses[-1] < sgd_losses[-1] / 3  # measured 0.0033 vs 0.0226
+
+
+def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, d_warmup, every, seed, beta1=0.9,
+                          beta2=0.999, eps=1e-4):
+    """ESGDAdamStart written out from its docstring's equations."""
+    params = list(net.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    m = [torch.zeros_like(p) for p in params]
+    s = [torch.zeros_like(p) for p in params]
+    D = [torch.zeros_like(p) for p in params]
+    k = 0
+    for t in range(1, steps + 1):
+        loss = ((net(x) - y) ** 2).mean()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        curv = (t - 1) < d_warmup or (t - 1) % every == 0
+        if curv:
+            vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+            hvs = torch.autograd.grad(grads, params, vs)
+            k += 1
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                g = grads[i].detach()
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                if curv:
+                    D[i] = beta2 * D[i] + (1 - beta2) * hvs[i] ** 2
+                if t <= adam_steps:
+                    s[i] = beta2 * s[i] + (1 - beta2) * g * g
+                    p.sub_(adam_lr * (m[i] / (1 - beta1**t)) / ((s[i] / (1 - beta2**t)).sqrt() + 1e-8))
+                else:
+                    p.sub_(lr * (m[i] / (1 - beta1**t)) / ((D[i] / (1 - beta2**k)).sqrt() + eps))
+    return params
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
+    net, x, y = _tiny_problem()
+    ref, adam_net = copy.deepcopy(net), copy.deepcopy(net)
+    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, d_warmup=3, update_d_every=4,
+                        foreach=foreach, generator=torch.Generator().manual_seed(7))
+    _train(net, opt, x, y, 5)
+    adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
+    _train(adam_net, adam, x, y, 5)
+    for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    _train(net, opt, x, y, 6)
+    expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7)
+    for p, q in zip(net.parameters(), expected):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert opt.num_curvature_updates == 5  # steps 0, 1, 2, 4, 8

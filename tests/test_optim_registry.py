@@ -17,11 +17,12 @@ def _params():
 
 
 def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
-    assert OPTIMIZERS == ("adam", "esgd", "esgd-max", "adahessian-e", "adahessian-j", "kfac", "shampoo")
+    assert OPTIMIZERS == ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo")
     assert default_lr("adam", "gaussian") == 1e-4
     assert default_lr("adam", "sine") == 1e-4
     assert default_lr("adam", "relu") == 1e-3
-    assert default_lr("esgd", "relu") == 0.15
+    assert default_lr("esgd", "relu") == 0.1  # the published ReLU + PE configuration
+    assert default_lr("esgd", "gaussian") == 0.15
     opt = build_optimizer("ESGD-Max", _params(), activation="gaussian")
     assert type(opt) is ESGDMax and opt.param_groups[0]["lr"] == 0.15
     assert type(build_optimizer("esgd", _params())) is ESGD

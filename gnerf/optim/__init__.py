@@ -9,7 +9,7 @@ from gnerf.optim.curvature import (
     should_create_graph,
 )
 from gnerf.optim.distributed import no_sync_if_curvature
-from gnerf.optim.esgd import ESGD, ESGDMax, esgd
+from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
 from gnerf.optim.registry import (
     OPTIMIZERS,
     OptimizerSpec,
@@ -22,6 +22,7 @@ from gnerf.optim.registry import (
 
 __all__ = [
     "ESGD",
+    "ESGDAdamStart",
     "ESGDMax",
     "HutchinsonProbe",
     "MissingGraphError",

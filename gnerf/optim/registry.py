@@ -21,7 +21,7 @@ import torch
 from torch.optim import Optimizer
 
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
-from gnerf.optim.esgd import ESGD, ESGDMax
+from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax
 from gnerf.optim.kfac import KFAC  # built from params: finds its nn.Linear layers at the first forward
 from gnerf.optim.shampoo import Shampoo
 
@@ -122,6 +122,7 @@ def build_optimizer(
 register_optimizer("adam", torch.optim.Adam, lr=1e-4, lr_by_activation={"relu": 1e-3})
 register_optimizer("esgd", ESGD, lr=0.15, lr_by_activation={"relu": 0.1})  # 0.1: the published ReLU + PE run
 register_optimizer("esgd-max", ESGDMax, lr=0.15)
+register_optimizer("esgd-adam-start", ESGDAdamStart, lr=0.15)  # gnerf's variant: Adam's first 800 steps, then ESGD
 register_optimizer("adahessian-e", AdaHessianE, lr=0.15)
 register_optimizer("adahessian-j", AdaHessianJ, lr=0.15)
 register_optimizer("kfac", KFAC, lr=0.1)
