@@ -204,7 +204,44 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
+    lines += variant_lines(grid, rows)
     return "\n".join(lines) + "\n"
+
+
+def per_epoch(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[Tuple[str, int], Dict[int, float]]:
+    """``{(instance, seed): {epoch: metric}}`` of one activation and optimizer."""
+    out: Dict[Tuple[str, int], Dict[int, float]] = {}
+    for r in rows:
+        if r["activation"] == act and r["optimizer"] == opt and r["status"] == "ok":
+            out.setdefault((r["instance"], int(r["seed"])), {})[int(r["epoch"])] = float(r["metric"])
+    return out
+
+
+def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: float = 0.01) -> List[str]:
+    """For each optimizer after the first two: is it ever behind Adam, and does it end at least as high as ESGD?"""
+    metric, _ = METRIC[grid.task]
+    unit = " dB" if metric == "psnr" else ""
+    out = []
+    for opt in grid.optimizers[2:]:
+        for act in grid.activations:
+            runs, adam, ref = per_epoch(rows, act, opt), per_epoch(rows, act, "adam"), per_epoch(rows, act, "esgd")
+            keys = [k for k in runs if k in adam and k in ref]
+            if not keys:
+                continue
+            behind = {k: [e for e, v in runs[k].items() if e in adam[k] and v < adam[k][e] - tol] for k in keys}
+            worst = max((adam[k][e] - runs[k][e], k, e) for k in keys for e in behind[k]) if any(behind.values()) \
+                else None
+            ends = [runs[k][max(runs[k])] - ref[k][max(ref[k])] for k in keys]
+            never = sum(not b for b in behind.values())
+            text = (f"- {ACT_NAMES.get(act, act)}, {opt}: never behind Adam (by more than {tol}{unit}) in {never} of "
+                    f"{len(keys)} runs")
+            if worst is not None:
+                text += f" (worst: {worst[0]:.2f}{unit} behind, {worst[1][0]} seed {worst[1][1]}, epoch {worst[2]})"
+            text += (f"; final {metric} minus the published ESGD's: mean {sum(ends) / len(ends):+.2f}{unit}, "
+                     f"lowest {min(ends):+.2f}{unit}.")
+            out.append(text)
+    return ["", "gnerf's variants against Adam (every epoch) and the published ESGD (final epoch), per run:", ""] + out \
+        if out else []
 
 
 def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
