@@ -148,6 +148,12 @@ def curves(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[str, List
     return out
 
 
+def diverged(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> int:
+    """How many runs of one cell stopped on a NaN loss."""
+    return sum(1 for r in rows if r["activation"] == act and r["optimizer"] == opt and r["status"] == "diverged"
+               and math.isnan(float(r["epoch"])))
+
+
 def final_pairs(rows: Sequence[Dict[str, Any]], act: str, first: str, second: str) -> List[Tuple[float, float]]:
     """``(first, second)`` metric at the last epoch both reached, per instance and seed."""
     by: Dict[Tuple[str, int], Dict[str, Dict[int, float]]] = {}
@@ -187,8 +193,9 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
                      f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks, seeds {list(grid.seeds)}. "
                      f"Metric: IoU on {grid.num_eval_points:,} held-out points drawn the same way.")
     lines += ["", f"{label} at epoch, mean [min-max] over instances and seeds:", ""]
-    header = "| activation | optimizer | " + " | ".join(f"epoch {e}" for e in marks) + " | train time (s) |"
-    lines += [header, "|---|---|" + "---|" * (len(marks) + 1)]
+    header = ("| activation | optimizer | " + " | ".join(f"epoch {e}" for e in marks)
+              + " | train time (s) | diverged (NaN) |")
+    lines += [header, "|---|---|" + "---|" * (len(marks) + 2)]
     for act in grid.activations:
         for opt in grid.optimizers:
             c = curves(rows, act, opt)
@@ -200,7 +207,8 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
                 else:
                     cells.append("-")
             t = f"{c['time'][-1]:.0f}" if c["time"] else "-"
-            lines.append(f"| {ACT_NAMES.get(act, act)} | {opt} | " + " | ".join(cells) + f" | {t} |")
+            lines.append(f"| {ACT_NAMES.get(act, act)} | {opt} | " + " | ".join(cells)
+                         + f" | {t} | {diverged(rows, act, opt)} |")
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
@@ -270,8 +278,10 @@ def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
         lead = (f"; on the mean curve ESGD is behind Adam at {len(behind)} of {len(c_e['epoch'])} epochs"
                 f" (last at epoch {behind[-1]})" if behind else "; on the mean curve ESGD is never behind Adam")
         verdict = "**holds**" if holds else ("**partly holds**" if 0 < wins < len(pairs) else "**does not hold**")
+        lost = diverged(rows, act, "esgd") + diverged(rows, act, "adam")
+        lost_text = f" ({lost} more run(s) diverged and are left out)" if lost else ""
         out.append(f"- {ACT_NAMES.get(act, act)}: {claim} — {verdict}: ESGD ahead in {wins} of {len(pairs)} "
-                   f"runs, mean ESGD - Adam = {gap:+.3f}{unit}{lead}.")
+                   f"runs{lost_text}, mean ESGD - Adam = {gap:+.3f}{unit}{lead}.")
     return out
 
 
