@@ -26,43 +26,6 @@ import torch
 from torch import Tensor, nn
 
 
-class _GaussianFunction(torch.autograd.Function):
-    """``y = exp(c x^2)`` with ``dy/dx = 2 c x y``: one saved input and the output instead of three
-    intermediates, and in-place passes when no graph is being built.
-
-    The backward is made of differentiable torch operations, so double backward (Hessian-vector
-    products) and ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse) work through it.
-    """
-
-    @staticmethod
-    def forward(x: Tensor, c: float) -> Tensor:
-        return torch.square(x).mul_(c).exp_()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, c = inputs
-        ctx.c = c
-        ctx.save_for_backward(x, output)
-        ctx.save_for_forward(x, output)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, y = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: keep every operand of the graph intact
-            return grad * y * x * (2.0 * ctx.c), None
-        return torch.mul(y, x).mul_(2.0 * ctx.c).mul_(grad), None
-
-    @staticmethod
-    def jvp(ctx, x_tangent: Tensor, c_tangent) -> Tensor:
-        x, y = ctx.saved_tensors
-        return x_tangent * y * x * (2.0 * ctx.c)
-
-
-def gaussian(x: Tensor, sigma: float) -> Tensor:
-    """``exp(-x^2 / (2 sigma^2))`` as one autograd node (same values and derivatives as the formula)."""
-    return _GaussianFunction.apply(x, -0.5 / sigma**2)
-
-
 class Gaussian(nn.Module):
     """Gaussian activation ``exp(-x^2 / (2 sigma^2))`` (Ramasinghe & Lucey, 2022)."""
 
@@ -73,7 +36,7 @@ class Gaussian(nn.Module):
         self.sigma = float(sigma)
 
     def forward(self, x: Tensor) -> Tensor:
-        return gaussian(x, self.sigma)
+        return torch.exp(x.square() * (-0.5 / self.sigma**2))
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
