@@ -262,7 +262,8 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, d_warmup, e
     for t in range(1, steps + 1):
         loss = ((net(x) - y) ** 2).mean()
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        curv = (t - 1) < d_warmup or (t - 1) % every == 0
+        n = t - 1 - max(adam_steps - d_warmup, 0)  # the cadence starts d_warmup steps before the switch
+        curv = n >= 0 and (n < d_warmup or n % every == 0)
         if curv:
             vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
             hvs = torch.autograd.grad(grads, params, vs)
@@ -287,13 +288,19 @@ def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     ref, adam_net = copy.deepcopy(net), copy.deepcopy(net)
     opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, d_warmup=3, update_d_every=4,
                         foreach=foreach, generator=torch.Generator().manual_seed(7))
-    _train(net, opt, x, y, 5)
+    flags = []
+    for _ in range(5):
+        flags.append(opt.is_curvature_step())
+        _train(net, opt, x, y, 1)
     adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
     _train(adam_net, adam, x, y, 5)
     for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
-    _train(net, opt, x, y, 6)
+    for _ in range(6):
+        flags.append(opt.is_curvature_step())
+        _train(net, opt, x, y, 1)
+    assert [i for i, f in enumerate(flags) if f] == [2, 3, 4, 6, 10]  # the 3 steps before the switch at 5, then every 4th
     expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7)
     for p, q in zip(net.parameters(), expected):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    assert opt.num_curvature_updates == 5  # steps 0, 1, 2, 4, 8
+    assert opt.num_curvature_updates == 5

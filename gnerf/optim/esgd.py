@@ -205,8 +205,10 @@ class ESGDAdamStart(ESGD):
     A variant of gnerf's, not the paper's. The published :class:`ESGD` lags Adam for the first
     tens of epochs of an image fit and its final PSNR swings by several dB between seeds; from
     a point Adam has reached, ESGD converges fast and steadily. So this optimizer takes Adam's
-    steps (:math:`\eta_A` = ``adam_lr``) while it warms up ESGD's curvature estimate on the usual
-    cadence, then switches:
+    steps (:math:`\eta_A` = ``adam_lr``), then switches to ESGD. Its curvature cadence starts
+    ``d_warmup`` steps before the switch (curvature on each of those steps, then every
+    ``update_d_every``-th), so the Adam phase costs what Adam costs and :math:`D` is estimated
+    where ESGD takes over:
 
     .. math::
         m_t &= eta_1 m_{t-1} + (1 - eta_1) g_t, \qquad
@@ -234,6 +236,11 @@ class ESGDAdamStart(ESGD):
 
     correct_by_updates = True
     state_fields = ESGD.state_fields + ("adam_steps",)
+
+    def is_curvature_step(self) -> bool:
+        """ESGD's cadence, started ``d_warmup`` steps before the switch from Adam."""
+        n = self.num_steps - max(self.adam_steps - self.d_warmup, 0)
+        return n >= 0 and (n < self.d_warmup or n % self.update_d_every == 0)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
