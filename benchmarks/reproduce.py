@@ -341,7 +341,10 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
             f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
             "(`gnerf.optim.registry`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
-            "first 50 steps, then every 100th).", ""]
+            "first 50 steps, then every 100th). Wall times are each run's own training clock, with "
+            f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
+            "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
+            "times only between runs made together.", ""]
     if cfg.quick:
         text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `benchmarks/reproduce.py`); "
                  "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
