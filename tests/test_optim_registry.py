@@ -30,6 +30,17 @@ def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
 
 
+def test_options_are_checked_through_subclasses():
+    from gnerf.optim import ESGDAdamStart
+
+    assert build_optimizer("esgd-adam-start", _params(), adam_steps=5).adam_steps == 5
+    assert type(build_optimizer("esgd-adam-start", _params(), lr_warmup=0.0)) is ESGDAdamStart  # ESGD's keyword
+    with pytest.raises(ValueError, match="does not take the option"):
+        build_optimizer("esgd-max", _params(), adam_steps=5)  # ESGDMax(**kwargs) -> ESGD has no adam_steps
+    with pytest.raises(ValueError, match="does not take the option"):
+        build_optimizer("esgd", _params(), adam_steps=5)
+
+
 def test_lr_and_options_override_the_defaults():
     opt = build_optimizer("esgd", _params(), lr=0.3, d_warmup=7, update_d_every=11)
     assert opt.param_groups[0]["lr"] == 0.3 and opt.d_warmup == 7 and opt.update_d_every == 11

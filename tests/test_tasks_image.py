@@ -33,6 +33,22 @@ def test_esgd_fits_kodim01_and_writes_every_output(tmp_path):
     assert psnr(mse) == pytest.approx(rows[-1]["psnr"], abs=0.5)  # 8-bit rounding only
 
 
+def test_esgd_adam_start_switches_from_adam_on_the_command_line(tmp_path):
+    """--optim.adam-steps reaches the variant; after the switch it fits better than Adam alone."""
+    runs = {}
+    for name in ("adam", "esgd-adam-start"):
+        runs[name] = tmp_path / name
+        image_main(["--image", str(require(KODIM01)), "--size", "32", "32", "--epochs", "12", "--batch-size", "128",
+                    "--field.hidden-dim", "64", "--field.num-layers", "3", "--threads", "1", "--no-progress",
+                    "--output-dir", str(runs[name]), "--optim.name", name,
+                    *(["--optim.adam-steps", "24", "--optim.d-warmup", "4"] if name != "adam" else [])])
+    state = torch.load(runs["esgd-adam-start"] / "checkpoint.pt", weights_only=True)["optimizer"]["esgd"]
+    assert state["adam_steps"] == 24 and state["num_steps"] == 96
+    adam, variant = (check_run_folder(runs[n], 12, "psnr") for n in ("adam", "esgd-adam-start"))
+    assert [r["psnr"] for r in variant[:3]] == pytest.approx([r["psnr"] for r in adam[:3]], abs=1e-3)  # Adam's
+    assert variant[-1]["psnr"] > adam[-1]["psnr"] + 5.0  # measured 20.8 vs 10.8 dB
+
+
 def test_forward_over_reverse_curvature_follows_the_double_backward_trajectory(tmp_path):
     results = {}
     for method in ("double-backward", "forward-over-reverse"):

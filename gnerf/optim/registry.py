@@ -53,9 +53,16 @@ class OptimizerSpec:
     lr_by_activation: Mapping[str, float] = field(default_factory=dict)
 
     def accepts(self, option: str) -> bool:
-        """Whether ``factory`` takes the keyword ``option``."""
-        params = inspect.signature(self.factory).parameters
-        return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        """Whether ``factory`` takes the keyword ``option`` (a class's ``**kwargs`` is followed to its bases)."""
+        chain = ([c.__init__ for c in self.factory.__mro__ if "__init__" in vars(c)]
+                 if isinstance(self.factory, type) else [self.factory])
+        for fn in chain:
+            params = inspect.signature(fn).parameters
+            if option in params:
+                return True
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                return False
+        return False
 
 
 _REGISTRY: Dict[str, OptimizerSpec] = {}

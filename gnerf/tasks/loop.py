@@ -123,6 +123,8 @@ class OptimConfig:
     hvp_method: Optional[str] = None
     """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
     (None: double-backward, the faster; see docs/benchmarks.md)."""
+    adam_steps: Optional[int] = None
+    """esgd-adam-start: Adam's steps before ESGD takes over (None: the optimizer's 800)."""
 
 
 @dataclass
@@ -223,7 +225,7 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
 
 def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str, seed: int) -> torch.optim.Optimizer:
     options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every),
-                                 ("hvp_method", cfg.hvp_method)) if v is not None}
+                                 ("hvp_method", cfg.hvp_method), ("adam_steps", cfg.adam_steps)) if v is not None}
     if _is_hutchinson(cfg.name):
         options["seed"] = seed  # the probes are drawn from the run's seed, identically on every rank
     try:
