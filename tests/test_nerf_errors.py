@@ -146,11 +146,11 @@ def test_a_checkpoint_that_cannot_be_written_is_an_input_error(tmp_path, monkeyp
     from gnerf.nerf import trainer as trainer_module
     from gnerf.scenes import make_blender_scene
 
-    def full(obj, path):
+    def full(self, step, path):  # the disk fills up while the checkpoint is written
         raise OSError(errno.ENOSPC, "No space left on device")
 
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
-    monkeypatch.setattr(trainer_module.torch, "save", full)
+    monkeypatch.setattr(trainer_module.CurvatureTrainer, "_write_checkpoint", full)
     with pytest.raises(InputError, match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
                                          r"free disk space or choose another --output-dir"):
         train(tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=2))

@@ -95,6 +95,12 @@ def setup_trainer(cfg: CurvatureTrainerConfig, test_mode: str = "val") -> Curvat
 
     import numpy as np
 
+    from nerfstudio.utils import writer
+
+    # ns-train starts with no event writers: drop those of trainers set up earlier in this process, whose
+    # folders may be gone (a benchmark's temporary directory), so that this trainer's scalars go to its own
+    writer.EVENT_WRITERS.clear()
+    writer.EVENT_STORAGE.clear()
     cfg.save_config()
     random.seed(cfg.machine.seed)
     np.random.seed(cfg.machine.seed)
