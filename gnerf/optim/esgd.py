@@ -116,26 +116,33 @@ class ESGD(HutchinsonOptimizer):
         n = self.num_steps
         return n < self.d_warmup or n % self.update_d_every == 0
 
+    def _begin_step(self, closure, loss_fn):
+        """Run ``closure``; gather the parameters with gradients; take ``H v`` on curvature steps; count the step.
+
+        Returns ``(loss, params per group, all params, H v or None)``; nothing is counted without gradients.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = params_with_grads(self)
+        all_params = [p for ps in groups for p in ps]
+        hvps: Optional[List[Tensor]] = None
+        if all_params:
+            if self.is_curvature_step():
+                _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
+                self.num_curvature_updates += 1
+            self.num_steps += 1
+        return loss, groups, all_params, hvps
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
              ) -> Optional[Tensor]:
         """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
         ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        groups = params_with_grads(self)
-        all_params = [p for ps in groups for p in ps]
+        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
         if not all_params:
             return loss
-        hvps: Optional[List[Tensor]] = None
-        if self.is_curvature_step():
-            _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
-            self.num_curvature_updates += 1
-        self.num_steps += 1
-
         offset = 0
         for group, ps in zip(self.param_groups, groups):
             if not ps:
@@ -247,19 +254,9 @@ class ESGDAdamStart(ESGD):
              ) -> Optional[Tensor]:
         if self.num_steps >= self.adam_steps:
             return super().step(closure, loss_fn=loss_fn)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = params_with_grads(self)
-        all_params = [p for ps in groups for p in ps]
+        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
         if not all_params:
             return loss
-        hvps: Optional[List[Tensor]] = None
-        if self.is_curvature_step():
-            _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
-            self.num_curvature_updates += 1
-        self.num_steps += 1
         t = self.num_steps
         offset = 0
         for group, ps in zip(self.param_groups, groups):
