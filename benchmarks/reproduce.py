@@ -336,7 +336,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
     prefix = cfg.figure_prefix or f"reproduction_{protocol}"
     if custom:
         protocol += " protocol with --size / --epochs changed; see each section for the sizes"
-    command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/reproduce.py " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     text = [f"# Reproducing the paper's image and shape comparisons ({protocol}{'' if custom else ' protocol'})", "",
             f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
