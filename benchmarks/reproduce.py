@@ -19,7 +19,7 @@ Protocols (supplementary 4.1-4.2 and the configurations published with the paper
 - shapes: the bunny and the dragon, 1M points (a third uniform, two thirds near the surface with
   sigma 0.1 and 0.01), minibatches of 50,000 points, 200 epochs (4,000 steps).
 
-``--quick`` keeps the networks and shrinks the data to fit a 2-core CPU in about 20 minutes: four
+``--quick`` keeps the networks and shrinks the data to fit a 2-core CPU in about half an hour: four
 photos at 64 x 64 for 200 epochs (1,600 steps), and shapes of 20,000 points in minibatches of 1,000
 (20 steps per epoch, as in the paper) for 50 epochs.
 """
