@@ -125,12 +125,23 @@ def task_grids(cfg: ReproduceConfig) -> List[CompareConfig]:
     return grids
 
 
-def curves(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[str, List[float]]:
-    """Per epoch over the finished runs of one cell: mean, min and max metric, and mean wall time."""
-    by_run: Dict[Tuple[str, int], Dict[int, Dict[str, Any]]] = {}
+def runs_of(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[Tuple[str, int], Dict[int, Dict[str, Any]]]:
+    """``{(instance, seed): {epoch: row}}`` of the runs of one activation and optimizer that did not diverge."""
+    out: Dict[Tuple[str, int], Dict[int, Dict[str, Any]]] = {}
     for r in rows:
         if r["activation"] == act and r["optimizer"] == opt and r["status"] == "ok":
-            by_run.setdefault((r["instance"], int(r["seed"])), {})[int(r["epoch"])] = r
+            out.setdefault((r["instance"], int(r["seed"])), {})[int(r["epoch"])] = r
+    return out
+
+
+def metric_by_run(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[Tuple[str, int], Dict[int, float]]:
+    """``{(instance, seed): {epoch: metric}}`` of one activation and optimizer."""
+    return {k: {e: float(r["metric"]) for e, r in run.items()} for k, run in runs_of(rows, act, opt).items()}
+
+
+def curves(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[str, List[float]]:
+    """Per epoch over the finished runs of one cell: mean, min and max metric, and mean wall time."""
+    by_run = runs_of(rows, act, opt)
     if not by_run:
         return {"epoch": [], "mean": [], "lo": [], "hi": [], "time": [], "runs": 0}
     last = min(max(epochs) for epochs in by_run.values())  # every run has reached this epoch
@@ -156,16 +167,12 @@ def diverged(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> int:
 
 def final_pairs(rows: Sequence[Dict[str, Any]], act: str, first: str, second: str) -> List[Tuple[float, float]]:
     """``(first, second)`` metric at the last epoch both reached, per instance and seed."""
-    by: Dict[Tuple[str, int], Dict[str, Dict[int, float]]] = {}
-    for r in rows:
-        if r["activation"] == act and r["optimizer"] in (first, second) and r["status"] == "ok":
-            by.setdefault((r["instance"], int(r["seed"])), {}).setdefault(r["optimizer"], {})[int(r["epoch"])] = \
-                float(r["metric"])
+    a, b = metric_by_run(rows, act, first), metric_by_run(rows, act, second)
     pairs = []
-    for runs in by.values():
-        if first in runs and second in runs:
-            e = min(max(runs[first]), max(runs[second]))
-            pairs.append((runs[first][e], runs[second][e]))
+    for k in a:
+        if k in b:
+            e = min(max(a[k]), max(b[k]))
+            pairs.append((a[k][e], b[k][e]))
     return pairs
 
 
@@ -216,15 +223,6 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     return "\n".join(lines) + "\n"
 
 
-def per_epoch(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[Tuple[str, int], Dict[int, float]]:
-    """``{(instance, seed): {epoch: metric}}`` of one activation and optimizer."""
-    out: Dict[Tuple[str, int], Dict[int, float]] = {}
-    for r in rows:
-        if r["activation"] == act and r["optimizer"] == opt and r["status"] == "ok":
-            out.setdefault((r["instance"], int(r["seed"])), {})[int(r["epoch"])] = float(r["metric"])
-    return out
-
-
 def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: float = 0.01) -> List[str]:
     """For each optimizer after the first two: is it ever behind Adam, and does it end at least as high as ESGD?"""
     metric, _ = METRIC[grid.task]
@@ -232,7 +230,7 @@ def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: floa
     out = []
     for opt in grid.optimizers[2:]:
         for act in grid.activations:
-            runs, adam, ref = per_epoch(rows, act, opt), per_epoch(rows, act, "adam"), per_epoch(rows, act, "esgd")
+            runs, adam, ref = (metric_by_run(rows, act, o) for o in (opt, "adam", "esgd"))
             keys = [k for k in runs if k in adam and k in ref]
             if not keys:
                 continue
