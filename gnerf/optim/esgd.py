@@ -116,6 +116,16 @@ class ESGD(HutchinsonOptimizer):
         n = self.num_steps
         return n < self.d_warmup or n % self.update_d_every == 0
 
+    #: Per-parameter state tensors, created as zeros at a parameter's first step.
+    state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
+
+    def _state_for(self, p: Tensor) -> dict:
+        state = self.state[p]
+        if len(state) == 0:
+            for key in self.state_tensors:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
     def _begin_step(self, closure, loss_fn):
         """Run ``closure``; gather the parameters with gradients; take ``H v`` on curvature steps; count the step.
 
@@ -149,10 +159,7 @@ class ESGD(HutchinsonOptimizer):
                 continue
             exp_avgs, curvatures = [], []
             for p in ps:
-                state = self.state[p]
-                if len(state) == 0:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["curvature"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = self._state_for(p)
                 exp_avgs.append(state["exp_avg"])
                 curvatures.append(state["curvature"])
             group_hvps = hvps[offset:offset + len(ps)] if hvps is not None else None
@@ -243,6 +250,7 @@ class ESGDAdamStart(ESGD):
 
     correct_by_updates = True
     state_fields = ESGD.state_fields + ("adam_steps",)
+    state_tensors = ESGD.state_tensors + ("exp_avg_sq",)
 
     def is_curvature_step(self) -> bool:
         """ESGD's cadence, started ``d_warmup`` steps before the switch from Adam."""
@@ -275,13 +283,6 @@ class ESGDAdamStart(ESGD):
             offset += len(ps)
         release_graph(all_params)
         return loss
-
-    def _state_for(self, p: Tensor) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            for key in ("exp_avg", "curvature", "exp_avg_sq"):
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
 
 
 def esgd(
