@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, sync, table  # noqa: E402
+from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
@@ -267,12 +268,6 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plot(runs: Dict[str, Run], path: Path, title: str) -> None:
     """Test PSNR against steps (log) and against training wall time, one line per method (PNG)."""
     import matplotlib
@@ -376,15 +371,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
                         n = len(r.curve)
                         turn(r, args, marks, time_marks, views)
                         if len(r.curve) > n:
-                            write_atomic(md, report(runs, args, views, marks, train_px, started, final=False))
+                            atomic_write_bytes(md, report(runs, args, views, marks, train_px, started, final=False).encode())
                 rounds += 1
         finally:
             data = {m: {"steps": r.steps, "seconds": r.seconds, "stopped": r.stopped,
                         "curve": [dataclasses.asdict(e) for e in r.curve]} for m, r in runs.items()}
             data["machine"], data["started_utc"], data["argv"] = machine(args.device), started, sys.argv[1:]
-            write_atomic(args.out / "lego_gpu.json", json.dumps(data, indent=1))
+            atomic_write_bytes(args.out / "lego_gpu.json", json.dumps(data, indent=1).encode())
             complete = all(r.done for r in runs.values())
-            write_atomic(md, report(runs, args, views, marks, train_px, started, final=complete))
+            atomic_write_bytes(md, report(runs, args, views, marks, train_px, started, final=complete).encode())
             plot(runs, args.out / "lego_gpu.png",
                  f"lego {train_px}px, {args.rays} rays x {args.samples} samples, {machine(args.device)}")
     print(f"wrote {md}, {args.out / 'lego_gpu.png'}, {args.out / 'lego_gpu.json'} "
