@@ -40,8 +40,11 @@ def params_with_grads(optimizer: Optimizer) -> List[List[Tensor]]:
 
 
 def needs_hessian_vector_products(optimizer: object) -> bool:
-    """Whether ``optimizer`` takes Hessian-vector products (ESGD, ESGD-Max, AdaHessian), i.e. needs the
-    curvature protocol; K-FAC, Shampoo and ``torch.optim`` optimizers are first-order for a training loop."""
+    """Whether ``optimizer`` (an instance or an optimizer class) takes Hessian-vector products (ESGD, ESGD-Max,
+    AdaHessian), i.e. needs the curvature protocol; K-FAC, Shampoo and ``torch.optim`` optimizers are
+    first-order for a training loop."""
+    if isinstance(optimizer, type):
+        return issubclass(optimizer, HutchinsonOptimizer)
     return isinstance(optimizer, HutchinsonOptimizer)
 
 

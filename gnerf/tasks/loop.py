@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.fields import ACTIVATIONS, CoordinateMLP
-from gnerf.optim.base import HutchinsonOptimizer
+from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.curvature import HVP_METHODS, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.optim.registry import build_optimizer, get_optimizer_spec
@@ -235,8 +235,7 @@ def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str, seed: 
 
 
 def _is_hutchinson(name: str) -> bool:
-    factory = get_optimizer_spec(name).factory
-    return isinstance(factory, type) and issubclass(factory, HutchinsonOptimizer)
+    return needs_hessian_vector_products(get_optimizer_spec(name).factory)
 
 
 def default_output_dir(task: str, stem: str, cfg: FitConfig) -> Path:
