@@ -103,7 +103,8 @@ def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
                                image_scale=image_scale or sz.image_scale)
 
 
-def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str):
+def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str, test_mode: str = "val"):
+    """A trainer for one of :data:`METHODS` at ``sz`` (``test_mode="test"``: evaluate on the test split)."""
     from gnerf.nerf.recipes import method_config, setup_trainer
 
     if method == "gaussian-nerf-esgd":  # the registered size: 9 x 256 GARF trunk
@@ -128,7 +129,7 @@ def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, dev
         cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "vanilla", "run"
     cfg.logging.local_writer.enable = False
     with offline_lpips():
-        trainer = setup_trainer(cfg)
+        trainer = setup_trainer(cfg, test_mode=test_mode)
     trainer.pipeline.train()
     return trainer
 

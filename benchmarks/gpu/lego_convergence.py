@@ -11,7 +11,11 @@ synchronised at the start and end of every turn), so drifts of the machine hit b
 Test PSNR is the mean over ``--views`` fixed views of the test split (evenly spaced; lego's
 r_0, r_50, r_100, r_150 by default), rendered at ``--eval-scale`` of the training resolution against the
 area-downscaled ground truth, off the training clock. It is measured at log-spaced steps (10, 20, 30,
-50, 100, 200, ...), at ``--time-marks`` evenly spaced points of the budget, and when the budget runs out.
+50, 100, 200, ...; also every ``--every`` steps), at ``--time-marks`` evenly spaced points of the budget, and
+when the budget runs out. The report also gives the first evaluated step above 12 dB (leaving the initial
+plateau of a constant image) and each method's PSNR within the shortest method's training time.
+``--methods ... vanilla-nerf-coarse`` adds nerfstudio's vanilla-nerf (coarse network only, see
+``benchmarks/nerf.py``) at the same rays x samples.
 
 Writes ``OUT/lego_gpu.md`` (PSNR against steps and against training time, the machine and the date),
 ``OUT/lego_gpu.png`` (both curves) and ``OUT/lego_gpu.json`` (every evaluation), rewriting the markdown
@@ -20,6 +24,9 @@ and JSON after every evaluation so that a run stopped early still leaves its tab
     python benchmarks/gpu/lego_convergence.py --budget 140 --deadline 380 --out $OUT  # a GPU (see README.md here)
     python benchmarks/gpu/lego_convergence.py --device cpu --budget 20 --rays 64 --samples 16 \\
         --hidden 32 --layers 3 --image-scale 0.1 --out /tmp/lego                # a quick CPU rehearsal
+    python benchmarks/gpu/lego_convergence.py --device cpu --image-scale 0.25 --rays 256 --samples 64 \
+        --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse --budget 100000 --max-steps 2000 \
+        --every 100 --out docs/lego_cpu                                          # issue 12's CPU comparison
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks.common import machine, sync, table  # noqa: E402
 from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
-METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
+METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
+VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
+PLATEAU_DB = 12.0  # a constant (background-coloured) image scores about 10.8 dB on lego's test views
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
 SHARED_DATA = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 SCHEDULE_STEPS = 200_000  # the registered max_num_iterations: the lr schedules as registered
@@ -108,11 +117,22 @@ class TestViews:
 
 
 def build(method: str, args, out: Path):
-    """The registered method at the sizes asked, set up on the train and test splits (LPIPS never built)."""
-    from benchmarks.nerf import offline_lpips
+    """The registered method at the sizes asked, set up on the train and test splits (LPIPS never built).
+
+    ``VANILLA``: nerfstudio's coarse vanilla-nerf at the same rays, samples and image scale (its own field,
+    positional encoding and RAdam 5e-4), seeded with nerfstudio's default seed 42; ``cfg`` is then None.
+    """
+    from benchmarks.nerf import NerfSize, offline_lpips
+    from benchmarks.nerf import build as build_nerf
     from gnerf.nerf.model import GaussianNeRFModelConfig
     from gnerf.nerf.recipes import method_config, setup_trainer
 
+    if method == VANILLA:
+        sz = NerfSize(args.rays, args.samples, args.image_scale, cadence=(0, 0))
+        trainer = build_nerf("vanilla-nerf (coarse)", args.data, out, sz, args.schedule_steps, args.device,
+                             test_mode="test")
+        trainer.pipeline.model.config.eval_num_rays_per_chunk = args.eval_chunk
+        return trainer, None
     registered = GaussianNeRFModelConfig()
     layers = args.layers or registered.num_layers
     skips = registered.skip_connections if layers == registered.num_layers else None  # None: the middle layer
@@ -235,6 +255,19 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
                         _db(max((e.psnr for e in r.curve), default=float("nan"))), r.stopped or ""))
     lines.append(table(["method", "steps", "training time (s)", "mean step (ms)", "final test PSNR (dB)",
                         "best test PSNR (dB)", "note"], summary))
+    lines += ["", f"## Leaving the plateau and equal wall time", "",
+              f"First evaluated step with test PSNR above {PLATEAU_DB:.0f} dB (a constant image scores about 10.8 dB), "
+              "and each method's last evaluation within the shortest method's training time:", ""]
+    equal_t = min((r.curve[-1].seconds for r in runs.values() if r.curve), default=0.0)
+    rows = []
+    for m, r in runs.items():
+        left = next((e for e in r.curve if e.psnr > PLATEAU_DB), None)
+        at_t = [e for e in r.curve if e.seconds <= equal_t + 1e-9]
+        e_t = at_t[-1] if at_t else None
+        rows.append((m, f"step {left.step} ({left.seconds:.0f} s)" if left else f"not by step {r.steps}",
+                     f"{e_t.seconds:.0f}" if e_t else "", e_t.step if e_t else "", _db(e_t.psnr) if e_t else ""))
+    lines.append(table(["method", f"first test PSNR > {PLATEAU_DB:.0f} dB", "time (s)", "step",
+                        f"test PSNR (dB) within {equal_t:.0f} s"], rows))
     lines += ["", "## Test PSNR against steps", ""]
     marked = set(marks)
     steps = sorted({e.step for r in runs.values() for e in r.curve if e.step in marked})
@@ -305,7 +338,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.0,
                    help="stop both methods once the script has run this many seconds, set-up included (0: none)")
     p.add_argument("--max-steps", type=int, default=0, help="also stop each method after this many steps (0: none)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (VANILLA,),
+                   help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples")
+    p.add_argument("--every", type=int, default=0, help="also evaluate every this many steps (0: log-spaced only)")
     p.add_argument("--rays", type=int, default=2048)
     p.add_argument("--samples", type=int, default=128)
     p.add_argument("--hidden", type=int, default=0, help="trunk width (0: registered, 256)")
@@ -340,15 +375,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    marks = step_marks(10**7)
+    last = args.max_steps or 10**6
+    marks = sorted(set(step_marks(last)) | set(range(args.every, last + 1, args.every) if args.every > 0 else ()))
     time_marks = [args.budget * (k + 1) / args.time_marks for k in range(args.time_marks - 1)]
     runs: Dict[str, Run] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        configs = {}
         for i, m in enumerate(args.methods):
-            trainer, cfg = build(m, args, Path(tmp) / str(i))
+            trainer, configs[m] = build(m, args, Path(tmp) / str(i))
             runs[m] = Run(m, trainer)
-        model_cfg = cfg.pipeline.model
-        args.layers_used, args.hidden_used = model_cfg.num_layers, model_cfg.hidden_dim
+        gaussian = next((c for c in configs.values() if c is not None), None)
+        model_cfg = gaussian.pipeline.model if gaussian is not None else None
+        args.layers_used = model_cfg.num_layers if model_cfg else args.layers
+        args.hidden_used = model_cfg.hidden_dim if model_cfg else args.hidden
         first = runs[args.methods[0]].trainer
         views = TestViews(first, args.views, args.eval_scale)
         train_px = int(first.pipeline.datamanager.train_dataset.cameras.width[0].item())
