@@ -139,7 +139,7 @@ def grid(cfg: CompareConfig) -> List[Run]:
 
 
 def _task_config(cfg: CompareConfig, run: Run, out: Path, resume: bool) -> Tuple[Any, Any]:
-    from gnerf.tasks.loop import FieldConfig, OptimConfig
+    from gnerf.tasks.config import FieldConfig, OptimConfig
 
     common = dict(output_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=run.seed, resume=resume, progress=False, threads=cfg.threads,
                   field=FieldConfig(activation=run.activation, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers),

@@ -10,7 +10,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from gnerf.tasks.loop import FieldConfig
+from gnerf.tasks.config import FieldConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KODIM01 = DATA / "images" / "kodak" / "kodim01.png"
