@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Collection, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -85,16 +85,20 @@ def atomic_save_torch(obj: Any, path: PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def remove_if_unused(folder: PathLike, removable: Collection[str], created: Iterable[PathLike]) -> None:
-    """Undo a failed start: if ``folder`` holds nothing but files named in ``removable``, delete those files,
-    then the ``created`` folders (deepest first) until one will not go. Errors are ignored."""
+def remove_if_unused(folder: PathLike, removable: Collection[str], up_to: PathLike) -> None:
+    """Undo a failed start: if ``folder`` holds nothing but files named in ``removable``, delete them, then
+    ``folder`` and its parents while they are empty and strictly below ``up_to`` (so ``folder`` itself stays
+    when it is ``up_to``). Errors are ignored."""
+    folder, top = Path(folder).resolve(), Path(up_to).resolve()
     try:
         entries = os.listdir(folder)
         if set(entries) - set(removable):
             return
         for name in entries:
-            os.unlink(Path(folder) / name)
-        for path in created:
+            os.unlink(folder / name)
+        for path in (folder, *folder.parents):
+            if path == top or top not in path.parents:
+                break
             os.rmdir(path)
     except OSError:
         pass

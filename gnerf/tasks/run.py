@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
@@ -100,20 +100,17 @@ def hold_run_folder(out: Path) -> Iterator[None]:
         yield
     except BaseException:
         if held is not None:  # a failed start leaves nothing behind
-            remove_if_unused(Path(out), {LOCK} if held[2] else set(), held[1])
+            remove_if_unused(out, {LOCK} if held[2] else (), held[1])
         raise
     finally:
         if held is not None:
             os.close(held[0])  # releases the lock
 
 
-def _lock_folder(out: Path) -> Tuple[int, List[Path], bool]:
-    """Create ``out`` and lock it: (lock file descriptor, the folders created, whether the lock file was)."""
-    created = []
-    for folder in (out, *out.parents):
-        if os.path.lexists(folder):
-            break
-        created.append(folder)
+def _lock_folder(out: Path) -> Tuple[int, Path, bool]:
+    """Create ``out`` and lock it: (lock file descriptor, the deepest folder that existed, whether the lock file
+    was created)."""
+    existed = next((p for p in (out, *out.parents) if os.path.lexists(p)), Path(out.anchor or "."))
     lock = out / LOCK
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,5 +143,5 @@ def _lock_folder(out: Path) -> Tuple[int, List[Path], bool]:
         os.close(fd)
         raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); "
                              "choose another --output-dir") from None
-    return fd, created, lock_created
+    return fd, existed, lock_created
 
