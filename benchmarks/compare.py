@@ -29,6 +29,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from benchmarks.common import SHARED_DATA
+
 __all__ = ["CompareConfig", "QUICK", "Run", "execute", "grid", "plot_results", "read_results", "resolve",
            "run_comparison", "summarize", "summary_markdown", "write_results"]
 
@@ -46,7 +48,7 @@ class CompareConfig:
 
     inputs: Tuple[Path, ...] = ()
     """Input files (images, meshes or videos); empty: every kodim01-kodim12 under --input-dir."""
-    input_dir: Path = Path("../shared/data/images/kodak")
+    input_dir: Path = SHARED_DATA / "images" / "kodak"
     """Where the default inputs live."""
     task: str = "image"
     """image, occupancy or video."""

@@ -16,8 +16,11 @@ __all__ = ["mse", "psnr"]
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error of ``pred`` against ``target`` over all elements."""
-    return torch.mean((pred - target) ** 2)
+    """Mean squared error of ``pred`` against ``target`` over all elements.
+
+    Written out: ``F.mse_loss`` has no forward-over-reverse rule for a constant target in torch 2.x.
+    """
+    return (pred - target).square().mean()
 
 
 def psnr(mse: Union[float, Tensor], peak: float = 1.0) -> Union[float, Tensor]:
