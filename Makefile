@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# ns-render needs an ffmpeg on PATH: use the system's, else the binary imageio-ffmpeg ships
-	command -v ffmpeg >/dev/null || ln -sf "$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(VENV)/bin/ffmpeg
+	$(PY) -c 'import os, pathlib, gnerf.demo as d; d.with_ffmpeg(os.environ["PATH"], pathlib.Path("$(VENV)/bin"))'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,5 @@
-"""Shared benchmark code: the GARF trunk, timing, peak memory, machine description, markdown tables.
+"""Shared benchmark code: the GARF trunk, timing, peak memory, machine description, markdown tables,
+the shared data folder and a free TCP port for process groups (the tests use these two as well).
 
 Pure torch + gnerf (no nerfstudio, no tyro), so that benchmarks (1)-(3) run on a bare GPU machine.
 """
@@ -8,15 +9,28 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import socket
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from gnerf.fields import CoordinateMLP
+from gnerf.metrics import mse  # noqa: F401  (the benchmarks import their loss from here)
+
+#: The data shared by the benchmarks and tests: ``../shared/data`` next to the repository.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -43,11 +57,6 @@ def make_batch(spec: TrunkSpec) -> Tuple[Tensor, Tensor]:
     x = (torch.rand(spec.points, 3, generator=g) * 3 - 1.5).to(spec.device)
     y = torch.rand(spec.points, 1 + spec.width, generator=g).to(spec.device)
     return x, y
-
-
-def mse(pred: Tensor, target: Tensor) -> Tensor:
-    """MSE written out: ``F.mse_loss`` has no forward-over-reverse rule for a constant target in torch 2.x."""
-    return (pred - target).square().mean()
 
 
 def sync(device: str) -> None:

@@ -29,6 +29,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from benchmarks.common import SHARED_DATA
+
 __all__ = ["CompareConfig", "QUICK", "Run", "execute", "grid", "plot_results", "read_results", "resolve",
            "run_comparison", "summarize", "summary_markdown", "write_results"]
 
@@ -46,7 +48,7 @@ class CompareConfig:
 
     inputs: Tuple[Path, ...] = ()
     """Input files (images, meshes or videos); empty: every kodim01-kodim12 under --input-dir."""
-    input_dir: Path = Path("../shared/data/images/kodak")
+    input_dir: Path = SHARED_DATA / "images" / "kodak"
     """Where the default inputs live."""
     task: str = "image"
     """image, occupancy or video."""
@@ -139,7 +141,7 @@ def grid(cfg: CompareConfig) -> List[Run]:
 
 
 def _task_config(cfg: CompareConfig, run: Run, out: Path, resume: bool) -> Tuple[Any, Any]:
-    from gnerf.tasks.loop import FieldConfig, OptimConfig
+    from gnerf.tasks.config import FieldConfig, OptimConfig
 
     common = dict(output_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=run.seed, resume=resume, progress=False, threads=cfg.threads,
                   field=FieldConfig(activation=run.activation, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers),

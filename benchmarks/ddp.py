@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -20,16 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.common import Timer, TrunkSpec, is_cuda, make_batch, make_trunk, mse, section, step_stats, table
+from benchmarks.common import (
+    Timer, TrunkSpec, free_port, is_cuda, make_batch, make_trunk, mse, section, step_stats, table,
+)
 from gnerf.optim.curvature import should_create_graph
 from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.optim.esgd import ESGDMax
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, block: int, d_warmup: int,
@@ -101,7 +96,7 @@ def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = 100,
                  ) -> Tuple[str, Dict]:
     """(6): mean step time of ESGD-Max and Adam under DDP with ``world`` processes (rank 0's clock)."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(world, _free_port(), spec, rounds, block, d_warmup, out), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, free_port(), spec, rounds, block, d_warmup, out), nprocs=world, join=True)
         result = torch.load(Path(out) / "ddp.pt", weights_only=False)
     stats = {}
     for name, ts in result["times"].items():

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.common import machine, section, sync, table
+from gnerf.metrics import mse, psnr
 
 METHODS = ("gaussian-nerf-esgd", "vanilla-nerf (coarse)")
 
@@ -142,18 +144,37 @@ def _step(trainer, step: int, device: str) -> float:
     return time.perf_counter() - t0
 
 
-@torch.no_grad()
-def test_psnr(trainer, views: List[int]) -> float:
-    model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.eval_dataset
-    model.eval()
-    total = 0.0
-    for i in views:
-        outputs = model.get_outputs_for_camera(dataset.cameras[i: i + 1].to(model.device))
-        image = model.renderer_rgb.blend_background(dataset[i]["image"].to(model.device))
-        pred = outputs["rgb"].clamp(0, 1)
-        total += float(-10 * torch.log10(torch.mean((pred - image[..., :3]) ** 2)))
-    model.train()
-    return total / len(views)
+class TestViews:
+    """``count`` test views evenly spaced over the test split, rendered at a fraction of the training resolution; targets kept on the device."""
+
+    def __init__(self, trainer, count: int, scale: float = 1.0) -> None:
+        model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.eval_dataset
+        n = len(dataset)
+        self.indices = list(range(0, n, max(n // count, 1)))[:count]
+        self.cameras, self.targets, self.names = [], [], []
+        for i in self.indices:
+            camera = dataset.cameras[i: i + 1].to(model.device)
+            if scale != 1.0:
+                camera.rescale_output_resolution(scale)
+            h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
+            image = model.renderer_rgb.blend_background(dataset[i]["image"].to(model.device))[..., :3]
+            if image.shape[:2] != (h, w):  # area average: the mean colour over each rendered pixel's footprint
+                image = F.interpolate(image.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
+            self.cameras.append(camera)
+            self.targets.append(image)
+            self.names.append(Path(dataset.image_filenames[i]).name)
+        self.height, self.width = self.targets[0].shape[:2]
+
+    @torch.no_grad()
+    def psnr(self, trainer) -> float:
+        model = trainer.pipeline.model
+        model.eval()
+        total = 0.0
+        for camera, target in zip(self.cameras, self.targets):
+            pred = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
+            total += float(psnr(mse(pred, target)))
+        model.train()
+        return total / len(self.cameras)
 
 
 def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str) -> Dict:
@@ -216,8 +237,7 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
     with tempfile.TemporaryDirectory() as tmp:
         trainers = _setup(data, Path(tmp), sz, 10**7, device)
         px = _width(trainers)
-        n = len(trainers[METHODS[0]].pipeline.datamanager.eval_dataset)
-        views = list(range(0, n, max(n // n_views, 1)))[:n_views]
+        views = {m: TestViews(trainers[m], n_views) for m in METHODS}
         clock = {m: 0.0 for m in METHODS}
         steps = {m: 0 for m in METHODS}
         curve: Dict[str, List[Tuple[float, int, float]]] = {m: [] for m in METHODS}
@@ -229,7 +249,7 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
                 clock[m] += _step(trainers[m], steps[m], device)
                 steps[m] += 1
                 if clock[m] >= marks[nxt[m]]:
-                    curve[m].append((clock[m], steps[m], test_psnr(trainers[m], views)))
+                    curve[m].append((clock[m], steps[m], views[m].psnr(trainers[m])))
                     nxt[m] += 1
     rows = []
     for k in range(checkpoints):
@@ -244,7 +264,7 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
     notes = [f"**test PSNR after {budget:.0f} s: gaussian-nerf-esgd {final[METHODS[0]]:.2f} dB, vanilla-nerf (coarse) "
              f"{final[METHODS[1]]:.2f} dB**",
              f"each method's clock counts only its own training steps (the trainers step in turn); PSNR is the mean "
-             f"over {len(views)} test views at the training resolution, rendered off the clock",
+             f"over {n_views} test views at the training resolution, rendered off the clock",
              LPIPS_NOTE, COARSE_NOTE]
     if figure is not None:
         plot_convergence(curve, figure, f"{data.name}, {sz.rays} rays x {sz.samples} samples, {machine(device)}")

@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, today  # noqa: E402
+from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
 from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 METRIC = {"image": ("psnr", "PSNR (dB)"), "occupancy": ("iou", "IoU")}
 ACT_NAMES = {"gaussian": "Gaussian", "sine": "sine", "wavelet": "wavelet", "relu": "ReLU + PE"}
 #: What the paper claims per activation: which optimizer ends ahead (supplementary Figs. 1-9, 11).

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.common import TrunkSpec, machine, today  # noqa: E402
+from benchmarks.common import SHARED_DATA, TrunkSpec, machine, today  # noqa: E402
 
 
 def main(argv=None) -> str:
@@ -34,7 +34,7 @@ def main(argv=None) -> str:
     ap.add_argument("--points", type=int, help="points per step for (1)-(3) (default: 262,144; --quick 1,024)")
     ap.add_argument("--rounds", type=int, help="(1): alternating rounds of 100 steps per optimizer")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego",
+    ap.add_argument("--data", type=Path, default=SHARED_DATA / "nerf_synthetic" / "lego",
                     help="(4)-(5): a Blender-format scene")
     ap.add_argument("--rays", type=int, help="(4)-(5): rays per step (default: 64 with --quick, else 2048)")
     ap.add_argument("--samples", type=int, help="(4)-(5): samples per ray (default: 32 with --quick, else 128)")

@@ -61,24 +61,36 @@ def _run(cmd: List[str], env: Optional[dict] = None) -> None:
         raise SystemExit(f"demo: `{cmd[0]}` failed with exit code {result.returncode} (see its output above)")
 
 
-def _env_with_ffmpeg() -> dict:
-    """PATH with an ``ffmpeg`` (ns-render needs one): the system's, else imageio-ffmpeg's binary."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if shutil.which("ffmpeg", path=env["PATH"]) is None:
-        import imageio_ffmpeg
+def with_ffmpeg(path: str, link_dir: Path) -> str:
+    """``path`` (a PATH value) with an ``ffmpeg`` on it, which ns-render needs: unchanged when it has one,
+    else with ``link_dir`` in front, holding a link to the binary that imageio-ffmpeg ships.
 
-        link_dir = REPO_ROOT / "outputs" / ".bin"
-        link_dir.mkdir(parents=True, exist_ok=True)
-        link = link_dir / "ffmpeg"
-        if not link.exists():
-            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
-        env["PATH"] = f"{link_dir}{os.pathsep}{env['PATH']}"
+    ``make setup`` calls this for the virtual environment's bin/, the demo for its own runs.
+    """
+    if shutil.which("ffmpeg", path=path) is not None:
+        return path
+    import imageio_ffmpeg
+
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "ffmpeg"
+    if not link.exists():
+        link.unlink(missing_ok=True)  # a dangling link from an earlier environment
+        link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return f"{link_dir}{os.pathsep}{path}"
+
+
+def _env_with_ffmpeg() -> dict:
+    """The environment with this Python's bin/ and an ``ffmpeg`` on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = with_ffmpeg(f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                              REPO_ROOT / "outputs" / ".bin")
     return env
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Build the scene, train, evaluate and render; return the evaluation results."""
+    from gnerf.nerf.model import skip_connections_for
+
     start = time.perf_counter()
     scene = make_blender_scene(cfg.scene)
     print(f"scene: {scene}")
@@ -97,7 +109,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "--pipeline.model.hidden-dim", str(cfg.hidden_dim),
         "--pipeline.model.feature-dim", str(cfg.hidden_dim),
         "--pipeline.model.num-layers", str(cfg.num_layers),
-        "--pipeline.model.skip-connections", str(max(cfg.num_layers // 2, 1)),
+        "--pipeline.model.skip-connections", *(str(s) for s in skip_connections_for(cfg.num_layers)),
         "--optimizers.fields.scheduler.max-steps", str(cfg.iterations),
         "blender-data", "--data", str(scene),
     ]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.common import free_port
 
 
 def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:
@@ -29,4 +24,4 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tupl
 
 def run_on_ranks(fn: Callable[..., None], *args: Any, world: int = 2) -> None:
     """``fn(rank, *args)`` in ``world`` spawned processes (a module-level function); raises if one fails."""
-    mp.spawn(_entry, args=(world, _free_port(), fn, args), nprocs=world, join=True)
+    mp.spawn(_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)

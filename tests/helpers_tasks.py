@@ -10,9 +10,10 @@ from typing import Dict, List
 import pytest
 import torch
 
-from gnerf.tasks.loop import FieldConfig
+from benchmarks.common import SHARED_DATA
+from gnerf.tasks.config import FieldConfig
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 KODIM01 = DATA / "images" / "kodak" / "kodim01.png"
 BUNNY = DATA / "shapes" / "bunny.obj"
 DRAGON = DATA / "shapes" / "dragon.obj"

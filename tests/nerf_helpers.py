@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.common import SHARED_DATA
 from gnerf.nerf.recipes import method_config, train  # noqa: F401  (re-exported for the tests)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
 
 

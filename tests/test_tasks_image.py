@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.metrics import psnr
 from gnerf.tasks import ImageFitConfig, OptimConfig, fit_image
+from gnerf.tasks.build import build_field
 from gnerf.tasks.cli import image_main
-from gnerf.tasks.io import psnr
-from gnerf.tasks.loop import FieldConfig, build_field
+from gnerf.tasks.config import FieldConfig
 
 from helpers_tasks import KODIM01, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
 

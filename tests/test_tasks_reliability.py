@@ -212,23 +212,23 @@ def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     import errno
 
-    from gnerf.tasks import loop
+    from gnerf.tasks import checkpoint
 
     image, out = _image(tmp_path), tmp_path / "run"
     _fit(image, out)
     kept = (out / "checkpoint.pt").read_bytes()
-    real = loop.atomic_save_torch
+    real = checkpoint.atomic_save_torch
 
     def full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop, "atomic_save_torch", full)
+    monkeypatch.setattr(checkpoint, "atomic_save_torch", full)
     err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
                               "--resume", "--epochs", "2"], capsys)
     assert err == (f"error: cannot write to the run folder {str(out)!r} after epoch 2 (No space left on device); "
                    "free disk space or fix the folder, then --resume from the last complete checkpoint")
     assert (out / "checkpoint.prev.pt").read_bytes() == kept  # epoch 1 is still there to resume from
-    monkeypatch.setattr(loop, "atomic_save_torch", real)
+    monkeypatch.setattr(checkpoint, "atomic_save_torch", real)
     _fit(image, out, "--resume", "--epochs", "2")
     assert _ckpt_epoch(out) == 2
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from gnerf.tasks import VideoFitConfig, fit_video
-from gnerf.tasks.io import atomic_write_video, psnr, read_video
-from gnerf.tasks.loop import OptimConfig
+from gnerf.metrics import psnr
+from gnerf.tasks.config import OptimConfig
+from gnerf.tasks.io import atomic_write_video, read_video
 
 from helpers_tasks import BIKES, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gnerf.tasks.image import ImageFitConfig, fit_image
-from gnerf.tasks.loop import FieldConfig, OptimConfig
+from gnerf.tasks.config import FieldConfig, OptimConfig
 from helpers_tasks import KODIM01, read_metrics, require
 
 ROOT = Path(__file__).resolve().parents[1]

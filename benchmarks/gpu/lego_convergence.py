@@ -45,25 +45,25 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, sync, table  # noqa: E402
+from benchmarks.common import SHARED_DATA, machine, sync, table  # noqa: E402
+from benchmarks.nerf import TestViews  # noqa: E402
 from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
 VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
 PLATEAU_DB = 12.0  # a constant (background-coloured) image scores about 10.8 dB on lego's test views
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
-SHARED_DATA = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+SHARED_LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
 SCHEDULE_STEPS = 200_000  # the registered max_num_iterations: the lr schedules as registered
 
 
 def default_data() -> Path:
-    return CARRIED_DATA if (CARRIED_DATA / "transforms_train.json").exists() else SHARED_DATA
+    return CARRIED_DATA if (CARRIED_DATA / "transforms_train.json").exists() else SHARED_LEGO
 
 
 def step_marks(limit: int) -> List[int]:
@@ -83,39 +83,6 @@ class Evaluation:
     why: str  # "step", "time" or "end"
 
 
-class TestViews:
-    """Fixed test views, rendered at a fraction of the training resolution; targets kept on the device."""
-
-    def __init__(self, trainer, count: int, scale: float) -> None:
-        model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.eval_dataset
-        n = len(dataset)
-        self.indices = list(range(0, n, max(n // count, 1)))[:count]
-        self.cameras, self.targets, self.names = [], [], []
-        for i in self.indices:
-            camera = dataset.cameras[i: i + 1].to(model.device)
-            if scale != 1.0:
-                camera.rescale_output_resolution(scale)
-            h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
-            image = model.renderer_rgb.blend_background(dataset[i]["image"].to(model.device))[..., :3]
-            if image.shape[:2] != (h, w):  # area average: the mean colour over each rendered pixel's footprint
-                image = F.interpolate(image.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
-            self.cameras.append(camera)
-            self.targets.append(image)
-            self.names.append(Path(dataset.image_filenames[i]).name)
-        self.height, self.width = self.targets[0].shape[:2]
-
-    @torch.no_grad()
-    def psnr(self, trainer) -> float:
-        model = trainer.pipeline.model
-        model.eval()
-        total = 0.0
-        for camera, target in zip(self.cameras, self.targets):
-            pred = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
-            total += float(-10 * torch.log10(torch.mean((pred - target) ** 2)))
-        model.train()
-        return total / len(self.cameras)
-
-
 def build(method: str, args, out: Path):
     """The registered method at the sizes asked, set up on the train and test splits (LPIPS never built).
 
@@ -124,7 +91,7 @@ def build(method: str, args, out: Path):
     """
     from benchmarks.nerf import NerfSize, offline_lpips
     from benchmarks.nerf import build as build_nerf
-    from gnerf.nerf.model import GaussianNeRFModelConfig
+    from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
     from gnerf.nerf.recipes import method_config, setup_trainer
 
     if method == VANILLA:
@@ -135,10 +102,9 @@ def build(method: str, args, out: Path):
         return trainer, None
     registered = GaussianNeRFModelConfig()
     layers = args.layers or registered.num_layers
-    skips = registered.skip_connections if layers == registered.num_layers else None  # None: the middle layer
     cfg = method_config(method, args.data, out, iterations=args.schedule_steps, rays=args.rays,
                         samples=args.samples, hidden_dim=args.hidden or registered.hidden_dim, num_layers=layers,
-                        skip_connections=skips, image_scale=args.image_scale, device=args.device,
+                        skip_connections=skip_connections_for(layers), image_scale=args.image_scale, device=args.device,
                         experiment_name=method)
     cfg.logging.local_writer.enable = False
     cfg.machine = dataclasses.replace(cfg.machine, seed=args.seed)

@@ -67,12 +67,6 @@ def llff_to_opengl(poses_llff: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return c2w, hwf
 
 
-def opengl_to_llff(c2w: np.ndarray, hwf: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`llff_to_opengl`: ``N x 3 x 4`` OpenGL poses + ``N x 3`` hwf -> ``N x 3 x 5`` LLFF."""
-    right, up, back = c2w[:, :, 0], c2w[:, :, 1], c2w[:, :, 2]
-    return np.stack([-up, right, back, c2w[:, :, 3], hwf], axis=-1)
-
-
 def average_pose(c2w: np.ndarray) -> np.ndarray:
     """Average camera-to-world pose (``3 x 4``) as in LLFF's ``poses_avg``.
 

@@ -16,6 +16,7 @@ from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
+from gnerf.metrics import mse, psnr
 from gnerf.nerf.field import GaussianRadianceField
 from gnerf.nerf.metrics import ImageMetrics
 
@@ -67,6 +68,15 @@ class GaussianNeRFModelConfig(ModelConfig):
     """Weight of each loss term."""
     eval_num_rays_per_chunk: int = 4096
     """Rays rendered at once during evaluation."""
+
+
+def skip_connections_for(num_layers: int) -> Tuple[int, ...]:
+    """The trunk layers that receive xyz again in a trunk of ``num_layers`` linear layers: the registered ones
+    at the registered depth (the paper's (5,) of 9), else the middle layer (none below 3 layers)."""
+    registered = GaussianNeRFModelConfig()
+    if num_layers == registered.num_layers:
+        return tuple(registered.skip_connections)
+    return (num_layers // 2,) if num_layers > 2 else ()
 
 
 class GaussianNeRFModel(Model):
@@ -123,13 +133,11 @@ class GaussianNeRFModel(Model):
         pred, gt = self.renderer_rgb.blend_background_for_loss_computation(
             pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image
         )
-        # the MSE written out: F.mse_loss has no forward-over-reverse rule for a constant target in torch 2.x
-        return {"rgb_loss": self.config.loss_coefficients["rgb_loss"] * (pred - gt).square().mean()}
+        return {"rgb_loss": self.config.loss_coefficients["rgb_loss"] * mse(pred, gt)}
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
         image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
-        mse = torch.mean((outputs["rgb"].detach() - image) ** 2)
-        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        return {"psnr": psnr(mse(outputs["rgb"].detach(), image))}
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]

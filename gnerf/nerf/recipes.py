@@ -14,6 +14,7 @@ import torch
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 
+from gnerf.nerf.model import skip_connections_for
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
@@ -58,7 +59,7 @@ def method_config(
     model_overrides: Dict[str, object] = dict(num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
                                               num_layers=num_layers)
     model_overrides["skip_connections"] = (
-        tuple(skip_connections) if skip_connections is not None else ((num_layers // 2,) if num_layers > 2 else ())
+        tuple(skip_connections) if skip_connections is not None else skip_connections_for(num_layers)
     )
     if direction_dim is not None:
         model_overrides["direction_dim"] = direction_dim

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.curvature import LossFn, functional_loss, needs_loss_fn, should_create_graph
 from gnerf.optim.distributed import is_distributed, no_sync_if_curvature
+from gnerf.tasks.io import remove_if_unused
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,25 +105,10 @@ class CurvatureTrainer(Trainer):
             super().setup(test_mode=test_mode)
         except (OSError, ValueError) as err:
             if self.local_rank == 0:
-                self._remove_unused_run_folder()
+                remove_if_unused(self.base_dir, {"config.yml"}, self.config.output_dir)  # leave nothing behind
             if isinstance(err, InputError):
                 raise
             raise InputError(str(err)) from err
-
-    def _remove_unused_run_folder(self) -> None:
-        """Delete this run's folder if it holds nothing but config.yml, and its parents up to --output-dir if empty."""
-        base = Path(self.base_dir)
-        if not base.is_dir() or any(p.name != "config.yml" for p in base.iterdir()):
-            return
-        shutil.rmtree(base, ignore_errors=True)
-        top = Path(self.config.output_dir).resolve()
-        for parent in base.resolve().parents:
-            if parent == top or top not in parent.parents:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
 
     def setup_optimizers(self) -> Optimizers:
         config = dict(self.config.optimizers)

@@ -15,8 +15,8 @@ import tyro
 
 from gnerf.tasks.dist import launched_rank, session
 from gnerf.tasks.image import ImageFitConfig, fit_image
-from gnerf.tasks.loop import RunFolderError
 from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
+from gnerf.tasks.run import RunFolderError
 from gnerf.tasks.video import VideoFitConfig, fit_video
 
 __all__ = ["image_main", "occupancy_main", "run_cli", "video_main"]

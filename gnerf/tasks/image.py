@@ -16,21 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from gnerf.metrics import mse, psnr
 from gnerf.tasks import dist as gdist
-from gnerf.tasks.io import atomic_write_image, check_size, grid_coordinates, psnr, read_image, resize_image
-from gnerf.tasks.loop import (
-    FitConfig,
-    FitResult,
-    Problem,
-    config_to_dict,
-    fit,
-    hold_run_folder,
-    predict,
-    prepare_run,
-)
+from gnerf.tasks.build import predict
+from gnerf.tasks.config import FitConfig, FitResult, Problem
+from gnerf.tasks.io import atomic_write_image, check_size, grid_coordinates, read_image, resize_image
+from gnerf.tasks.loop import fit
+from gnerf.tasks.run import hold_run_folder, prepare_run
 
 __all__ = ["IMAGE_SIGMA", "ImageFitConfig", "fit_image"]
 
@@ -50,10 +44,6 @@ class ImageFitConfig(FitConfig):
     """Passes over the pixels (the paper: 200 epochs of 512-pixel minibatches = 25,600 steps at 256 x 256)."""
 
 
-def _mse(pred: Tensor, target: Tensor) -> Tensor:
-    return torch.mean((pred - target) ** 2)
-
-
 def _squash_note(path: Path, native: Tuple[int, int], size: Tuple[int, int]) -> Optional[str]:
     """A line saying that resizing ``native`` (height, width) to ``size`` changes the aspect ratio, or None."""
     (h, w), (th, tw) = native, size
@@ -66,7 +56,8 @@ def _squash_note(path: Path, native: Tuple[int, int], size: Tuple[int, int]) -> 
 def fit_image(cfg: ImageFitConfig) -> FitResult:
     """Run the image-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     check_size(cfg.size)
-    out, device = prepare_run("image", Path(cfg.image).stem, cfg)
+    run = prepare_run("image", Path(cfg.image).stem, cfg)
+    out, device = run.output_dir, run.device
     with hold_run_folder(out):
         image = read_image(cfg.image, None)  # [H, W, 3]
         if cfg.size is not None:
@@ -81,9 +72,9 @@ def fit_image(cfg: ImageFitConfig) -> FitResult:
 
         def evaluate(model: nn.Module) -> Dict[str, float]:
             recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
-            return {"psnr": psnr(_mse(recon, target).item())}
+            return {"psnr": psnr(mse(recon, target).item())}
 
-        result = fit(Problem(coords, target, _mse, evaluate, IMAGE_SIGMA), cfg, out, config_to_dict(cfg), device)
+        result = fit(Problem(coords, target, mse, evaluate, IMAGE_SIGMA), run)
         if not result.is_main:  # torchrun: rank 0 writes the outputs
             return result
         recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Collection, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,9 +28,9 @@ __all__ = [
     "atomic_write_video",
     "check_size",
     "grid_coordinates",
-    "psnr",
     "read_image",
     "read_video",
+    "remove_if_unused",
     "require_file",
     "resize_image",
     "to_uint8",
@@ -84,6 +83,25 @@ def atomic_save_torch(obj: Any, path: PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_if_unused(folder: PathLike, removable: Collection[str], up_to: PathLike) -> None:
+    """Undo a failed start: if ``folder`` holds nothing but files named in ``removable``, delete them, then
+    ``folder`` and its parents while they are empty and strictly below ``up_to`` (so ``folder`` itself stays
+    when it is ``up_to``). Errors are ignored."""
+    folder, top = Path(folder).resolve(), Path(up_to).resolve()
+    try:
+        entries = os.listdir(folder)
+        if set(entries) - set(removable):
+            return
+        for name in entries:
+            os.unlink(folder / name)
+        for path in (folder, *folder.parents):
+            if path == top or top not in path.parents:
+                break
+            os.rmdir(path)
+    except OSError:
+        pass
 
 
 def to_uint8(x: Union[Tensor, np.ndarray]) -> np.ndarray:
@@ -228,7 +246,3 @@ def grid_coordinates(*sizes: int) -> Tensor:
     axes = [torch.linspace(-1.0, 1.0, s) for s in sizes]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(sizes))
 
-
-def psnr(mse: float, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB of a mean squared error (``inf`` for 0)."""
-    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)

@@ -26,17 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from gnerf.tasks.build import predict
+from gnerf.tasks.config import FitConfig, FitResult, Problem
 from gnerf.tasks.io import atomic_write_bytes, atomic_write_image, grid_coordinates
-from gnerf.tasks.loop import (
-    FitConfig,
-    FitResult,
-    Problem,
-    config_to_dict,
-    fit,
-    hold_run_folder,
-    predict,
-    prepare_run,
-)
+from gnerf.tasks.loop import fit
 from gnerf.tasks.mesh import (
     depth_preview,
     inside_mesh,
@@ -45,6 +38,7 @@ from gnerf.tasks.mesh import (
     oriented_faces,
     sample_occupancy_points,
 )
+from gnerf.tasks.run import hold_run_folder, prepare_run
 
 __all__ = ["OCCUPANCY_SIGMA", "OccupancyFitConfig", "fit_occupancy", "iou", "marching_cubes_ply"]
 
@@ -114,7 +108,8 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         raise ValueError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
     if cfg.resolution < 2:
         raise ValueError(f"--resolution must be >= 2, got {cfg.resolution}")
-    out, device = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
+    run = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
+    out, device = run.output_dir, run.device
     with hold_run_folder(out):
         vertices, faces = load_mesh(cfg.mesh)
         vertices = normalize_to_cube(vertices, cfg.extent)
@@ -138,7 +133,7 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
             return {"eval_bce": _bce(logits, eval_lab).item(), "iou": iou(logits > 0, eval_occ)}
 
         problem = Problem(train_pts, train_lab, _bce, evaluate, OCCUPANCY_SIGMA)
-        result = fit(problem, cfg, out, config_to_dict(cfg), device)
+        result = fit(problem, run)
         if not result.is_main:  # torchrun: rank 0 writes the outputs
             return result
 

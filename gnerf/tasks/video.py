@@ -15,28 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
-from gnerf.tasks.io import (
-    atomic_write_bytes,
-    atomic_write_video,
-    check_size,
-    grid_coordinates,
-    psnr,
-    read_video,
-    to_uint8,
-)
-from gnerf.tasks.loop import (
-    FitConfig,
-    FitResult,
-    Problem,
-    config_to_dict,
-    fit,
-    hold_run_folder,
-    predict,
-    prepare_run,
-)
+from gnerf.metrics import mse, psnr
+from gnerf.tasks.build import predict
+from gnerf.tasks.config import FitConfig, FitResult, Problem
+from gnerf.tasks.io import atomic_write_bytes, atomic_write_video, check_size, grid_coordinates, read_video, to_uint8
+from gnerf.tasks.loop import fit
+from gnerf.tasks.run import hold_run_folder, prepare_run
 
 __all__ = ["VIDEO_SIGMA", "VideoFitConfig", "fit_video", "frame_psnrs"]
 
@@ -58,14 +44,10 @@ class VideoFitConfig(FitConfig):
     """(height, width) to resize every frame to; None keeps the native size."""
 
 
-def _mse(pred: Tensor, target: Tensor) -> Tensor:
-    return torch.mean((pred - target) ** 2)
-
-
 def frame_psnrs(recon: Tensor, target: Tensor) -> List[float]:
     """PSNR of every frame of ``[T, ...]`` reconstructions against targets in [0, 1]."""
-    mse = ((recon - target) ** 2).reshape(recon.shape[0], -1).mean(1)
-    return [psnr(m) for m in mse.tolist()]
+    per_frame = ((recon - target) ** 2).reshape(recon.shape[0], -1).mean(1)
+    return [psnr(m) for m in per_frame.tolist()]
 
 
 def fit_video(cfg: VideoFitConfig) -> FitResult:
@@ -73,7 +55,8 @@ def fit_video(cfg: VideoFitConfig) -> FitResult:
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {cfg.max_frames}")
     check_size(cfg.size)
-    out, device = prepare_run("video", Path(cfg.video).stem, cfg)
+    run = prepare_run("video", Path(cfg.video).stem, cfg)
+    out, device = run.output_dir, run.device
     with hold_run_folder(out):
         frames, fps = read_video(cfg.video, cfg.max_frames, cfg.size)  # [T, H, W, 3]
         t, h, w = frames.shape[:3]
@@ -88,7 +71,7 @@ def fit_video(cfg: VideoFitConfig) -> FitResult:
             per_frame = frame_psnrs(reconstruct(model), frame_target)
             return {"psnr": sum(per_frame) / len(per_frame), "psnr_min": min(per_frame)}
 
-        result = fit(Problem(coords, target, _mse, evaluate, VIDEO_SIGMA), cfg, out, config_to_dict(cfg), device)
+        result = fit(Problem(coords, target, mse, evaluate, VIDEO_SIGMA), run)
         if not result.is_main:  # torchrun: rank 0 writes the outputs
             return result
         recon = reconstruct(result.model)

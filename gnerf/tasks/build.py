@@ -1,0 +1,48 @@
+"""The network and optimizer of a fitting run, built from its configuration, and chunked prediction."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from gnerf.fields import CoordinateMLP
+from gnerf.optim.base import needs_hessian_vector_products
+from gnerf.optim.registry import OptimizerSpec, build_optimizer
+from gnerf.tasks.config import FieldConfig, FitConfig
+
+__all__ = ["build_field", "build_run_optimizer", "predict"]
+
+
+def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: float) -> CoordinateMLP:
+    """The task's :class:`CoordinateMLP` from ``cfg`` with the paper's activation defaults."""
+    act = cfg.activation.lower()
+    kwargs: Dict[str, float] = {
+        "gaussian": {"sigma": default_sigma if cfg.sigma is None else cfg.sigma},
+        "sine": {"omega": cfg.omega},
+        "wavelet": {"omega0": cfg.omega0, "s0": cfg.s0},
+    }.get(act, {})
+    pe = cfg.positional_encoding if cfg.positional_encoding is not None else (8 if act == "relu" else 0)
+    return CoordinateMLP(in_dim, out_dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
+                         activation=act, activation_kwargs=kwargs, positional_encoding=pe)
+
+
+def build_run_optimizer(spec: OptimizerSpec, cfg: FitConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``spec`` (the registry entry of ``cfg.optim.name``) over ``model`` with ``cfg.optim``'s options."""
+    opt = cfg.optim
+    options = {k: v for k, v in (("d_warmup", opt.d_warmup), ("update_d_every", opt.update_d_every),
+                                 ("hvp_method", opt.hvp_method), ("adam_steps", opt.adam_steps)) if v is not None}
+    if needs_hessian_vector_products(spec.factory):
+        options["seed"] = cfg.seed  # the probes are drawn from the run's seed, identically on every rank
+    try:
+        return build_optimizer(spec.name, model.parameters(), activation=cfg.field.activation.lower(), lr=opt.lr,
+                               **options)
+    except ValueError as err:
+        raise ValueError(f"--optim.name {opt.name!r}: {err}") from None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
+    """``model(inputs)`` in chunks of ``batch_size`` rows (no gradients)."""
+    return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
