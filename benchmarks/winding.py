@@ -87,13 +87,15 @@ def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Te
     g, lib = labels["gnerf"], labels["libigl"]
     differ = np.flatnonzero(g != lib)
     dist = np.sqrt(igl.point_mesh_squared_distance(Q[differ], V, F)[0]) if len(differ) else np.zeros(0)
-    exact = igl.winding_number(V, F, Q[differ]) > 0.5 if len(differ) else np.zeros(0, bool)
+    exact_w = igl.winding_number(V, F, Q[differ]) if len(differ) else np.zeros(0)
+    exact = exact_w > 0.5
     group = np.searchsorted(np.cumsum(counts), differ, side="right")
     by_group = "/".join(str(int((group == i).sum())) for i in range(len(counts)))
     t_g, t_l = statistics.median(times["gnerf"]), statistics.median(times["libigl"])
     row = [name, f"{len(F):,}", f"{len(Q):,}", f"{fallback[0] if fallback else 0:,}",
            f"{(g == lib).mean() * 100:.4f}%", f"{len(differ)} ({by_group})",
            f"{dist.max():.1e}" if len(differ) else "-",
+           f"{exact_w.min():.3f} to {exact_w.max():.3f}" if len(differ) else "-",
            f"{int((g[differ] == exact).sum())} / {int((lib[differ] == exact).sum())}" if len(differ) else "-",
            f"{t_g:.2f}", f"{t_l:.2f}", f"{t_g / t_l:.1f}"]
     if truth_faces is not None:  # errors against the closed mesh's labels
@@ -156,7 +158,7 @@ def main(argv=None) -> str:
         f"(threads: {threads}); gnerf = gnerf/tasks/mesh.py at {args.baseline}; median of {args.rounds} "
         "interleaved round(s).\n",
         table(["mesh", "faces", "points", "gnerf: points sent to its winding number", "labels identical",
-               "differ (uniform/0.1/0.01)", "max distance to surface where they differ",
+               "differ (uniform/0.1/0.01)", "max distance to surface where they differ", "exact w there",
                "right by exact winding number (gnerf / libigl)", "gnerf s", "libigl s", "gnerf / libigl",
                "wrong vs closed bunny (gnerf / libigl)"], labels_rows),
         "",
