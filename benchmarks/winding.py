@@ -89,12 +89,15 @@ def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Te
     dist = np.sqrt(igl.point_mesh_squared_distance(Q[differ], V, F)[0]) if len(differ) else np.zeros(0)
     exact_w = igl.winding_number(V, F, Q[differ]) if len(differ) else np.zeros(0)
     exact = exact_w > 0.5
+    rays = torch.cat([gnerf.ray_crossings(vt, ft, points[differ], axis) for axis in range(3)], 1)
+    rays_split = int((rays != rays[:, :1]).any(1).sum())  # there gnerf took its winding number, else ray parity
     group = np.searchsorted(np.cumsum(counts), differ, side="right")
     by_group = "/".join(str(int((group == i).sum())) for i in range(len(counts)))
     t_g, t_l = statistics.median(times["gnerf"]), statistics.median(times["libigl"])
     row = [name, f"{len(F):,}", f"{len(Q):,}", f"{fallback[0] if fallback else 0:,}",
            f"{(g == lib).mean() * 100:.4f}%", f"{len(differ)} ({by_group})",
            f"{dist.max():.1e}" if len(differ) else "-",
+           f"{rays_split}" if len(differ) else "-",
            f"{exact_w.min():.3f} to {exact_w.max():.3f}" if len(differ) else "-",
            f"{int((g[differ] == exact).sum())} / {int((lib[differ] == exact).sum())}" if len(differ) else "-",
            f"{t_g:.2f}", f"{t_l:.2f}", f"{t_g / t_l:.1f}"]
@@ -158,7 +161,8 @@ def main(argv=None) -> str:
         f"(threads: {threads}); gnerf = gnerf/tasks/mesh.py at {args.baseline}; median of {args.rounds} "
         "interleaved round(s).\n",
         table(["mesh", "faces", "points", "gnerf: points sent to its winding number", "labels identical",
-               "differ (uniform/0.1/0.01)", "max distance to surface where they differ", "exact w there",
+               "differ (uniform/0.1/0.01)", "max distance to surface where they differ",
+               "of those, gnerf used its winding number (six rays disagreed)", "exact w there",
                "right by exact winding number (gnerf / libigl)", "gnerf s", "libigl s", "gnerf / libigl",
                "wrong vs closed bunny (gnerf / libigl)"], labels_rows),
         "",
