@@ -127,7 +127,7 @@ def main(argv=None) -> str:
     ap.add_argument("--seed", type=int, default=0, help="fit_occupancy's --seed for the point draw")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds per mesh (median reported)")
     ap.add_argument("--holes-points", type=int, default=100_000,
-                    help="points for the bunny with holes (gnerf sends about a tenth of them to its slow winding number)")
+                    help="points for the bunny with holes (gnerf sends about a seventh to its slow winding number)")
     ap.add_argument("--wn-points", type=int, default=10_000,
                     help="points on which the two winding numbers alone are compared and timed")
     ap.add_argument("--baseline", default=BASELINE, help="git revision whose gnerf/tasks/mesh.py is 'gnerf'")
