@@ -41,8 +41,11 @@ BASELINE = "8ea9e8a"
 
 def baseline_module(rev: str) -> types.ModuleType:
     """``gnerf/tasks/mesh.py`` at git revision ``rev``, imported as a module of its own."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:gnerf/tasks/mesh.py"], check=True,
-                            capture_output=True, text=True).stdout
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:gnerf/tasks/mesh.py"], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"cannot read gnerf/tasks/mesh.py at {rev!r} (a shallow clone?): {done.stderr.strip()}")
+    source = done.stdout
     module = types.ModuleType(f"gnerf_mesh_at_{rev}")
     exec(compile(source, f"{rev}:gnerf/tasks/mesh.py", "exec"), module.__dict__)  # noqa: S102 - our own history
     return module
