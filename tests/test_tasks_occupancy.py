@@ -12,9 +12,7 @@ from gnerf.tasks.mesh import (
     load_mesh,
     normalize_to_cube,
     oriented_faces,
-    ray_crossings,
     sample_occupancy_points,
-    solid_angles,
     winding_number,
 )
 
@@ -67,14 +65,43 @@ def test_labels_agree_with_brute_force_ray_parity_on_a_closed_mesh(name):
     assert torch.equal(labels, truth)
 
 
+def _solid_angles(tri):
+    """Signed solid angles of triangles ``tri[..., 3, 3]`` seen from the origin (Van Oosterom & Strackee)."""
+    a, b, c = tri.unbind(-2)
+    la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+    det = (a * torch.linalg.cross(b, c)).sum(-1)
+    denom = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
+    return 2.0 * torch.atan2(det, denom)
+
+
 def test_winding_number_matches_the_exact_solid_angle_sum():
     v, f = _prepared(DRAGON)
     points = sample_occupancy_points(v, f, 200, generator=torch.Generator().manual_seed(2))
-    vt, ft = torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f)
-    exact = torch.cat([solid_angles(vt[ft][None] - p[:, None, None]).sum(1) for p in points.split(20)]) / (4 * math.pi)
-    fast = winding_number(vt, ft, points)
+    vt, ft = torch.as_tensor(v), torch.as_tensor(f)
+    exact = torch.cat([_solid_angles(vt[ft][None] - p[:, None, None]).sum(1) for p in points.double().split(20)])
+    exact = exact / (4 * math.pi)
+    fast = winding_number(vt.float(), ft, points)
+    assert fast.dtype == torch.float32 and fast.shape == (200,)
     assert (fast - exact).abs().max() < 0.05
     assert torch.equal(fast > 0.5, exact > 0.5)
+
+
+def test_labels_of_a_cube_are_the_analytic_ones_and_an_open_box_keeps_its_inside():
+    box = trimesh.creation.box(extents=(0.6, 0.6, 0.6))
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) - 0.5
+    gap = (points.abs().amax(1) - 0.3).abs()
+    points = points[gap > 1e-3]  # off the faces
+    truth = points.abs().amax(1) < 0.3
+    for faces in (f, f[:, ::-1].copy()):  # outward, and inward as stored in some files
+        faces = oriented_faces(v, faces)
+        labels = inside_mesh(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(faces), points.float())
+        assert labels.dtype == torch.bool and 0.1 < truth.double().mean() < 0.5
+        assert torch.equal(labels, truth)
+    # without its top (the two triangles at z = +0.3) the box sees w = 1 - 1/6 from its centre: still inside
+    top = v[f][:, :, 2].min(1) > 0.29
+    w = winding_number(torch.as_tensor(v), torch.as_tensor(f[~top]), torch.zeros(1, 3, dtype=torch.float64))
+    assert abs(w.item() - 5 / 6) < 1e-3
 
 
 def test_labels_stay_correct_on_a_bunny_with_holes():
@@ -84,13 +111,14 @@ def test_labels_stay_correct_on_a_bunny_with_holes():
     holes = v[[0, 5000, 20000, 30000]]  # four surface spots
     keep = (np.linalg.norm(centroids[:, None] - holes[None], axis=-1) > 0.08).all(1)
     open_f = f[keep]
+    assert trimesh.Trimesh(v, f, process=False).is_watertight
+    assert not trimesh.Trimesh(v, open_f, process=False).is_watertight
     points = sample_occupancy_points(v, f, 3000, generator=torch.Generator().manual_seed(3))
     truth = inside_mesh(vt, torch.as_tensor(f), points)  # the closed bunny
     labels = inside_mesh(vt, torch.as_tensor(open_f), points)
+    w = winding_number(vt, torch.as_tensor(open_f), points)
     far_from_holes = torch.as_tensor((np.linalg.norm(points.numpy()[:, None] - holes[None], axis=-1) > 0.12).all(1))
-    # a single ray's parity is fooled by the holes; the labels are not
-    z_parity = ray_crossings(vt, torch.as_tensor(open_f), points, axis=2)[:, 0] > 0
-    assert (z_parity != truth)[far_from_holes].sum() >= 10
+    assert ((w > 0.1) & (w < 0.9)).sum() >= 10  # the holes matter: w is fractional near them
     assert (labels != truth)[far_from_holes].sum() == 0
     assert (labels != truth).float().mean() < 0.01  # near the holes the inside is ambiguous
 

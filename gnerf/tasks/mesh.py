@@ -15,16 +15,17 @@ roughly where the missing patch would be; thresholding at 1/2 is therefore still
 whereas ray parity flips for every ray that slips through a hole. The mesh orientation is
 fixed first (the signed volume must be positive), so inward-facing meshes work too.
 
-:func:`winding_number` evaluates :math:`w` with a one-level Barnes-Hut scheme (Barill et al.,
-"Fast winding numbers for soups and clouds", 2018): faces are grouped along a Morton curve
-into clusters; a cluster far from :math:`p` (distance > ``beta`` times its radius) contributes
-its dipole term :math:`(c - p)\cdot N / (4\pi |c - p|^3)`, with :math:`N` the sum of its area
-vectors; near clusters contribute the exact solid angles (Van Oosterom & Strackee, 1983).
+:func:`winding_number` evaluates :math:`w` with libigl's fast winding number (Barill et al.,
+"Fast winding numbers for soups and clouds", SIGGRAPH 2018): a Barnes-Hut sum over a bounding-volume
+hierarchy, exact solid angles for near triangles and a second-order expansion for far clusters.
+Its error stays well below 1/2 (under 0.05 against the exact sum in the tests): on the closed bunny and
+dragon its labels equal the axis-ray parity at all of one million occupancy points.
+``benchmarks/winding.py`` compares it with the hand-written Barnes-Hut and axis-ray code this
+module held before (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -41,9 +42,7 @@ __all__ = [
     "load_mesh",
     "normalize_to_cube",
     "oriented_faces",
-    "ray_crossings",
     "sample_occupancy_points",
-    "solid_angles",
     "winding_number",
 ]
 
@@ -111,175 +110,33 @@ def normalize_to_cube(vertices: np.ndarray, extent: float = 0.9) -> np.ndarray:
     return (vertices - (lo + hi) / 2) * (extent / size)
 
 
-def solid_angles(tri: Tensor) -> Tensor:
-    """Signed solid angles of triangles ``tri[..., 3 (vertex), 3 (xyz)]`` seen from the origin.
-
-    Positive when the origin sees the triangle's back (the side opposite the right-hand normal
-    of the vertex order), i.e. from inside an outward-oriented closed mesh.
-    """
-    a, b, c = tri.unbind(-2)
-    la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-    det = (a * torch.linalg.cross(b, c)).sum(-1)
-    denom = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
-    return 2.0 * torch.atan2(det, denom)
-
-
-def _spread_bits(x: Tensor) -> Tensor:
-    """Insert two zero bits between the low 10 bits of ``x`` (for 30-bit Morton codes)."""
-    x = x & 0x3FF
-    x = (x | (x << 16)) & 0x030000FF
-    x = (x | (x << 8)) & 0x0300F00F
-    x = (x | (x << 4)) & 0x030C30C3
-    return (x | (x << 2)) & 0x09249249
-
-
-def winding_number(
-    vertices: Tensor,
-    faces: Tensor,
-    points: Tensor,
-    *,
-    leaf_size: int = 8,
-    beta: float = 2.0,
-    chunk: int = 8192,
-) -> Tensor:
+def winding_number(vertices: Tensor, faces: Tensor, points: Tensor) -> Tensor:
     """Generalised winding number of ``points [P, 3]`` with respect to a triangle mesh.
 
-    Barnes-Hut evaluation (see the module docstring) over a binary tree of face clusters: the
-    faces are sorted along a Morton curve and cut into leaves of ``leaf_size`` faces; each tree
-    node is a run of consecutive leaves. A node farther than ``beta`` radii from a point adds its
-    dipole term, a nearer one is opened; opened leaves add their faces' exact solid angles. Runs
-    on the device of ``vertices``, ``chunk`` points at a time.
+    libigl's fast winding number (``igl.fast_winding_number``: Barill et al. 2018, Barnes-Hut over
+    a bounding-volume hierarchy of the triangles, far clusters by their second-order expansion,
+    accuracy ``beta`` = 2), on the CPU; libigl evaluates it in single precision.
 
     Returns:
-        ``[P]`` winding numbers (about 1 inside, 0 outside an outward-oriented closed mesh).
+        ``[P]`` winding numbers in the dtype of ``vertices`` on the device of ``points`` (about 1
+        inside and 0 outside an outward-oriented closed mesh).
     """
-    dev, dt = vertices.device, vertices.dtype
-    tris = vertices[faces]  # [F, 3, 3]
-    centroids = tris.mean(1)
-    lo, hi = centroids.min(0).values, centroids.max(0).values
-    q = ((centroids - lo) / (hi - lo).clamp_min(1e-12) * 1023).long()
-    codes = (_spread_bits(q[:, 0]) << 2) | (_spread_bits(q[:, 1]) << 1) | _spread_bits(q[:, 2])
-    tris = tris[torch.argsort(codes)]
-    num_leaves = 1 << max(0, math.ceil(math.log2(math.ceil(tris.shape[0] / leaf_size))))
-    pad = num_leaves * leaf_size - tris.shape[0]
-    if pad:  # degenerate triangles (one repeated point) subtend no solid angle
-        tris = torch.cat([tris, tris[-1:, :1].expand(pad, 3, 3)])
-    leaves = tris.reshape(num_leaves, leaf_size, 3, 3)
+    import igl
 
-    # tree levels, leaves first: area-weighted centre, bounding radius, dipole (sum of area vectors)
-    area_vec = 0.5 * torch.linalg.cross(leaves[:, :, 1] - leaves[:, :, 0], leaves[:, :, 2] - leaves[:, :, 0])
-    area = area_vec.norm(dim=-1)
-    leaf_area = area.sum(1)
-    center = torch.where(leaf_area[:, None] > 0,
-                         (area[..., None] * leaves.mean(2)).sum(1) / leaf_area.clamp_min(1e-30)[:, None],
-                         leaves.mean((1, 2)))
-    levels = [(center, (leaves - center[:, None, None]).norm(dim=-1).amax((1, 2)), area_vec.sum(1), leaf_area)]
-    while levels[-1][0].shape[0] > 1:
-        c, r, d, a = (t.reshape(t.shape[0] // 2, 2, *t.shape[1:]) for t in levels[-1])
-        a_sum = a.sum(1)
-        w = torch.where(a_sum[:, None] > 0, a / a_sum.clamp_min(1e-30)[:, None], torch.full_like(a, 0.5))
-        cc = (w[..., None] * c).sum(1)
-        levels.append((cc, ((c - cc[:, None]).norm(dim=-1) + r).amax(1), d.sum(1), a_sum))
-    levels.reverse()  # root first
-
-    out = torch.empty(points.shape[0], device=dev, dtype=dt)
-    budget = max(1, (1 << 22) // (9 * leaf_size))
-    for start in range(0, points.shape[0], chunk):
-        p = points[start:start + chunk].to(dev, dt)
-        total = torch.zeros(p.shape[0], device=dev, dtype=dt)
-        pt = torch.arange(p.shape[0], device=dev)
-        node = torch.zeros_like(pt)
-        for depth, (c, r, d, _) in enumerate(levels):
-            rel = c[node] - p[pt]
-            dist = rel.norm(dim=-1)
-            near = dist <= beta * r[node]
-            far = ~near
-            total.index_add_(0, pt[far], (rel[far] * d[node[far]]).sum(-1) / dist[far].clamp_min(1e-12) ** 3)
-            pt, node = pt[near], node[near]
-            if depth < len(levels) - 1:
-                pt = pt.repeat_interleave(2)
-                node = torch.stack([2 * node, 2 * node + 1], 1).reshape(-1)
-        for s in range(0, pt.numel(), budget):
-            pp, nn_ = pt[s:s + budget], node[s:s + budget]
-            total.index_add_(0, pp, solid_angles(leaves[nn_] - p[pp][:, None, None, :]).sum(1))
-        out[start:start + chunk] = total / (4.0 * math.pi)
-    return out
-
-
-def ray_crossings(vertices: Tensor, faces: Tensor, points: Tensor, axis: int, chunk: int = 1 << 16) -> Tensor:
-    """Signed surface crossings of the rays from ``points`` along ``+axis`` and ``-axis``.
-
-    A crossing counts +1 where the ray leaves through a triangle (its normal points along the
-    ray) and -1 where it enters, so for a closed outward-oriented mesh both counts are 1 inside
-    and 0 outside. Triangles are binned by their projection onto the plane orthogonal to
-    ``axis``; each point is tested against the triangles of its bin only. Computed in float64.
-
-    Returns:
-        ``[P, 2]`` integer counts (``+axis``, ``-axis``).
-    """
-    dev = vertices.device
-    u, v = (axis + 1) % 3, (axis + 2) % 3  # cyclic, so the projected orientation is the normal's sign
-    tri = vertices.double()[faces]  # [F, 3, 3]
-    uv = tri[..., [u, v]]
-    lo, hi = uv.reshape(-1, 2).min(0).values, uv.reshape(-1, 2).max(0).values
-    grid = int(min(1024, max(16, 1.5 * math.sqrt(faces.shape[0]))))
-    cell = (hi - lo).clamp_min(1e-12) / grid
-    tlo = ((uv.min(1).values - lo) / cell).floor().long().clamp(0, grid - 1)
-    thi = ((uv.max(1).values - lo) / cell).floor().long().clamp(0, grid - 1)
-    span = thi - tlo + 1  # [F, 2]
-    counts = span[:, 0] * span[:, 1]
-    tri_id = torch.repeat_interleave(torch.arange(faces.shape[0], device=dev), counts)
-    local = torch.arange(tri_id.numel(), device=dev) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    ci = tlo[tri_id, 0] + local // span[tri_id, 1]
-    cj = tlo[tri_id, 1] + local % span[tri_id, 1]
-    order = torch.argsort(ci * grid + cj)
-    sorted_tri = tri_id[order]
-    offsets = torch.zeros(grid * grid + 1, dtype=torch.long, device=dev)
-    offsets[1:] = torch.bincount(ci * grid + cj, minlength=grid * grid).cumsum(0)
-
-    out = torch.zeros(points.shape[0], 2, dtype=torch.long, device=dev)
-    for start in range(0, points.shape[0], chunk):
-        p = points[start:start + chunk].to(dev, torch.float64)
-        puv = p[:, [u, v]]
-        pc = ((puv - lo) / cell).floor().long()
-        inside = ((pc >= 0) & (pc < grid)).all(1)
-        cid = (pc[:, 0].clamp(0, grid - 1) * grid + pc[:, 1].clamp(0, grid - 1))
-        n = torch.where(inside, offsets[cid + 1] - offsets[cid], torch.zeros_like(cid))
-        pid = torch.repeat_interleave(torch.arange(p.shape[0], device=dev), n)
-        k = torch.arange(pid.numel(), device=dev) - torch.repeat_interleave(n.cumsum(0) - n, n)
-        t = sorted_tri[offsets[cid[pid]] + k]
-        a, b, c = uv[t, 0], uv[t, 1], uv[t, 2]
-        q = puv[pid]
-
-        def cross2(e: Tensor, f: Tensor) -> Tensor:
-            return e[:, 0] * f[:, 1] - e[:, 1] * f[:, 0]
-
-        wa, wb, wc = cross2(c - b, q - b), cross2(a - c, q - c), cross2(b - a, q - a)  # barycentric * area
-        area = wa + wb + wc
-        hit = (((wa >= 0) & (wb >= 0) & (wc >= 0)) | ((wa <= 0) & (wb <= 0) & (wc <= 0))) & (area != 0)
-        depth = (wa * tri[t, 0, axis] + wb * tri[t, 1, axis] + wc * tri[t, 2, axis]) / torch.where(hit, area, 1.0)
-        sign = torch.sign(area).long() * hit.long()
-        ahead = depth > p[pid, axis]
-        out[start:start + chunk, 0].index_add_(0, pid, sign * ahead.long())
-        out[start:start + chunk, 1].index_add_(0, pid, -sign * (~ahead).long())
-    return out
+    w = igl.fast_winding_number(
+        vertices.detach().to("cpu", torch.float64).numpy(),
+        np.ascontiguousarray(faces.detach().cpu().numpy(), dtype=np.int64).reshape(-1, 3),
+        points.detach().to("cpu", torch.float64).numpy().reshape(-1, 3),
+    )
+    return torch.from_numpy(w).to(points.device, vertices.dtype)
 
 
 def inside_mesh(vertices: Tensor, faces: Tensor, points: Tensor) -> Tensor:
-    """Inside/outside labels (``bool [P]``) of ``points`` for an outward-oriented triangle mesh.
+    """Inside/outside labels (``bool [P]``, on the device of ``points``) for an outward-oriented mesh.
 
-    First the signed crossing counts of the six axis rays (:func:`ray_crossings`), which are
-    six samples of the generalised winding number's direction average. Where all six agree -
-    everywhere, for a closed mesh, up to rays through edges - the label is that count > 1/2.
-    Where they disagree (a ray slipped through a hole or crack), the label is the generalised
-    winding number (:func:`winding_number`) > 1/2.
+    The generalised winding number (:func:`winding_number`) > 1/2, for closed and open meshes alike.
     """
-    counts = torch.cat([ray_crossings(vertices, faces, points, axis) for axis in range(3)], 1)
-    labels = counts[:, 0] > 0
-    ambiguous = (counts != counts[:, :1]).any(1)
-    if ambiguous.any():
-        labels[ambiguous] = winding_number(vertices, faces, points[ambiguous].to(vertices.device)) > 0.5
-    return labels
+    return winding_number(vertices, faces, points) > 0.5
 
 
 def oriented_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

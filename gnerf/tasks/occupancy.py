@@ -3,8 +3,8 @@
 The mesh is centred and scaled into the unit cube ``[-0.5, 0.5]^3`` (longest side ``extent``).
 One million training points are drawn: one third uniform in the cube, one third near the surface
 with Gaussian noise of sigma 0.1 and one third with sigma 0.01; a separate evaluation set is
-drawn the same way. Inside/outside labels come from :func:`gnerf.tasks.mesh.inside_mesh` (axis
-ray crossings, with the generalised winding number wherever they disagree), which is correct for
+drawn the same way. Inside/outside labels come from :func:`gnerf.tasks.mesh.inside_mesh` (the
+generalised winding number > 1/2, by libigl's fast winding number), which is correct for
 non-watertight meshes. The network outputs a logit and is trained with BCE; after every epoch
 the evaluation BCE and IoU (occupied = logit > 0) are reported. The defaults are the paper's
 protocol: minibatches of 50,000 points for 200 epochs.
