@@ -3,7 +3,8 @@
 # machine that reaches no registry (see benchmarks/gpu/README.md):
 #   .whl/       nerfstudio 1.1.5 and the packages its import chain for gnerf's methods needs that the GPU image
 #               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps)
-#   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150
+#   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150;
+#               shapes/bunny.obj and shapes/dragon.obj for benchmarks/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes)
 # Both folders are ignored through the repository's info/exclude (not .gitignore): the device tool carries an
 # ignored folder only when `carry` names it. Prints the sizes against the 64 MiB a device call carries.
 #
@@ -28,6 +29,7 @@ WHEELS=(
   gsplat==1.4.0 pytorch_msssim==1.0.0 tensorly==0.10.0            # splatfacto (imported by the viewer); CUDA built lazily, never here
   nerfacc==0.5.2 splines==0.3.0                                   # renderers, samplers; the viewer's render panel
   appdirs==1.4.4 rawpy==0.28.0 pyquaternion==0.9.9                # dataparsers that the datamanager config imports
+  trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
 )
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
@@ -68,6 +70,15 @@ for split, keep in (("train", None), ("test", ["./test/r_0", "./test/r_50", "./t
     print(f"lego {split}: {len(frames)} views")
 EOF
 
+# the paper's two shapes, where benchmarks/reproduce.py --data-dir .gpu-data looks for them
+SHAPES=${SHAPES:-../shared/data/shapes}
+mkdir -p .gpu-data/shapes
+for shape in bunny dragon; do
+  [ -f "$SHAPES/$shape.obj" ] || { echo "error: no $SHAPES/$shape.obj (set SHAPES=...)" >&2; exit 1; }
+  cp "$SHAPES/$shape.obj" .gpu-data/shapes/
+done
+echo "shapes: $(ls .gpu-data/shapes | tr '\n' ' ')"
+
 wheels=$(du -cb .whl/*.whl | tail -1 | cut -f1)
 data=$(du -sb .gpu-data | cut -f1)
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
@@ -75,6 +86,6 @@ untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 ls -l .whl | awk 'NR > 1 { printf "  %9d  %s\n", $5, $9 }'
 echo "wheels .whl/:        $(mib "$wheels") ($(ls .whl/*.whl | wc -l) files)"
-echo "lego .gpu-data/:     $(mib "$data")"
+echo "data .gpu-data/:     $(mib "$data") (lego, shapes)"
 echo "working tree:        $(mib $((tree + ${untracked:-0}))) (tracked and untracked files)"
 echo "total carried:       $(mib $((wheels + data + tree + ${untracked:-0}))) of the 64 MiB a device call takes"
