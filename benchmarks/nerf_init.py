@@ -1,0 +1,119 @@
+"""What the radiance fields look like at initialisation, on one batch of lego rays (issue 12's plateau).
+
+For gaussian-nerf-esgd's registered field (``gnerf``, 9 x 256), GARF's published network (``garf``) and
+nerfstudio's coarse vanilla-nerf, all at the same rays x samples and seed, one forward and backward pass
+on one training batch, no optimizer step. Prints, as markdown:
+
+* per method: the accumulated opacity along the rays (mean, min, max), the spread of the rendered colour
+  over the rays, the loss;
+* per Gaussian-activated layer of the two Gaussian fields: the mean activation and its spread over the
+  sample points (the mean over channels of the per-channel standard deviation), i.e. whether the signal
+  still varies with position deep in the network, and the gradient norm of the layer's weight.
+
+    python benchmarks/nerf_init.py                      # lego at 100x100 px, 256 rays x 64 samples (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import SHARED_DATA, machine, table  # noqa: E402
+from benchmarks.nerf import NerfSize, build  # noqa: E402
+
+ARCHITECTURES = ("gnerf", "garf")
+
+
+def gaussian_trainer(arch: str, data: Path, out: Path, sz: NerfSize):
+    """gaussian-nerf-esgd at the registered size with ``architecture=arch``."""
+    from benchmarks.nerf import offline_lpips
+    from gnerf.nerf.model import skip_connections_for
+    from gnerf.nerf.recipes import method_config, setup_trainer
+
+    cfg = method_config("gaussian-nerf-esgd", data, out, iterations=200_000, rays=sz.rays, samples=sz.samples,
+                        hidden_dim=256, num_layers=9, skip_connections=skip_connections_for(9),
+                        image_scale=sz.image_scale)
+    cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture=arch)
+    cfg.logging.local_writer.enable = False
+    with offline_lpips():
+        trainer = setup_trainer(cfg)
+    trainer.pipeline.train()
+    return trainer
+
+
+def probe(trainer, seed: int) -> Tuple[Dict[str, float], List[Tuple[str, float, float]], List[Tuple[str, float]]]:
+    """One training batch forward and backward: ray statistics, Gaussian layer statistics, weight gradients."""
+    model = trainer.pipeline.model
+    layers: List[Tuple[str, float, float]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if type(module).__name__ in ("Gaussian", "CentredGaussian"):
+            def hook(m, i, o, name=name):
+                a = o.detach().reshape(-1, o.shape[-1])
+                layers.append((name, float(a.mean()), float(a.std(0).mean())))
+            hooks.append(module.register_forward_hook(hook))
+    torch.manual_seed(seed)
+    ray_bundle, batch = trainer.pipeline.datamanager.next_train(0)
+    outputs = model(ray_bundle)
+    loss = sum(model.get_loss_dict(outputs, batch).values())
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    acc = outputs.get("accumulation", outputs.get("accumulation_coarse"))
+    rgb = outputs["rgb"]
+    rays = {"loss": float(loss.detach()), "acc_mean": float(acc.mean()), "acc_min": float(acc.min()),
+            "acc_max": float(acc.max()), "rgb_spread": float(rgb.std(0).mean())}
+    grads = [(n, float(p.grad.norm())) for n, p in model.named_parameters() if p.grad is not None and p.dim() > 1]
+    return rays, layers, grads
+
+
+def main(argv: Sequence[str] = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=SHARED_DATA / "nerf_synthetic" / "lego")
+    ap.add_argument("--rays", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--image-scale", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"nerfstudio\.")
+    sz = NerfSize(args.rays, args.samples, args.image_scale, cadence=(50, 100))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in ARCHITECTURES:
+            torch.manual_seed(args.seed)
+            results[f"gaussian ({arch})"] = probe(gaussian_trainer(arch, args.data, Path(tmp) / arch, sz), args.seed)
+        torch.manual_seed(args.seed)
+        vanilla = build("vanilla-nerf (coarse)", args.data, Path(tmp) / "vanilla", sz, 200_000, "cpu")
+        results["vanilla-nerf (coarse)"] = probe(vanilla, args.seed)
+    lines = [f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
+             f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"
+             + " ".join(["python benchmarks/nerf_init.py", *(argv if argv is not None else sys.argv[1:])]) + "`", ""]
+    lines.append(table(["field", "loss", "opacity along a ray: mean [min-max]", "rendered colour: std over rays"],
+                       [(m, f"{r['loss']:.4f}", f"{r['acc_mean']:.3f} [{r['acc_min']:.3f}-{r['acc_max']:.3f}]",
+                         f"{r['rgb_spread']:.4f}") for m, (r, _, _) in results.items()]))
+    for m, (_, layers, grads) in results.items():
+        if layers:
+            lines += ["", f"{m}: Gaussian layers in forward order", ""]
+            lines.append(table(["layer", "mean activation", "spread over points"],
+                               [(n, f"{mu:.3f}", f"{sd:.3f}") for n, mu, sd in layers]))
+        lines += ["", f"{m}: weight gradient norms", ""]
+        lines.append(table(["weight", "gradient norm"], [(n, f"{g:.2e}") for n, g in grads]))
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
