@@ -21,9 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks.common import Timer, TrunkSpec, is_cuda, make_batch, make_trunk, mse, section, step_stats, table
-from gnerf.optim.curvature import should_create_graph
-from gnerf.optim.distributed import no_sync_if_curvature
 from gnerf.optim.esgd import ESGDMax
+from gnerf.optim.step import take_step
 
 
 def _free_port() -> int:
@@ -63,19 +62,20 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
             calls.append(1)
             return real(*args, **kwargs)
 
-        def step(name: str) -> Tuple[bool, int]:
-            ddp, opt = ddps[name], opts[name]
-            curvature = should_create_graph(opt)
-            opt.zero_grad(set_to_none=True)
-            with no_sync_if_curvature(ddp, opt):
-                mse(ddp(x), y).backward(create_graph=curvature)
+        def counted_step(optimizers) -> None:  # count the all-reduces the optimizer's step issues
             calls.clear()
             dist.all_reduce = counting
             try:
-                opt.step()
+                for o in optimizers:
+                    o.step()
             finally:
                 dist.all_reduce = real
-            return curvature, len(calls)
+
+        def step(name: str) -> Tuple[bool, int]:
+            ddp, opt = ddps[name], opts[name]
+            opt.zero_grad(set_to_none=True)
+            _, plan = take_step(opt, lambda plan: mse(ddp(x), y), model=ddp, step=counted_step)
+            return plan.create_graph, len(calls)
 
         for name in opts:
             for _ in range(d_warmup):

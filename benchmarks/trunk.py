@@ -17,20 +17,15 @@ from benchmarks.common import (
     Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, step_stats,
     table,
 )
-from gnerf.optim.curvature import (
-    functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like, should_create_graph,
-)
+from gnerf.optim.curvature import functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like
 from gnerf.optim.esgd import ESGDMax, esgd
+from gnerf.optim.step import take_step
 
 
 def train_step(net, opt, x, y) -> bool:
     """One step of the curvature protocol; returns whether it was a curvature step."""
-    create = should_create_graph(opt)
     opt.zero_grad(set_to_none=True)
-    loss = mse(net(x), y)
-    loss.backward(create_graph=create)
-    opt.step()
-    return create
+    return take_step(opt, lambda plan: mse(net(x), y))[1].create_graph
 
 
 def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = 100, foreach: bool = True, d_warmup: int = 50

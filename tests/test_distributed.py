@@ -13,7 +13,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import build_optimizer, should_create_graph
 from gnerf.optim.curvature import functional_loss
-from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group, no_sync_if_curvature
+from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group
+from gnerf.optim.step import no_sync_if_curvature
 
 from dist_helpers import run_on_ranks
 

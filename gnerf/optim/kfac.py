@@ -70,7 +70,7 @@ class KFAC(CountedOptimizer):
         b \leftarrow \mu b + u + \lambda_w \theta, \qquad \theta \leftarrow \theta - \eta b
 
     :math:`k` counts the factor updates of the layer (so the first ones are exact averages).
-    First-order: ``should_create_graph()`` is always False.
+    First-order: it takes no Hessian-vector products.
 
     Args:
         params: an ``nn.Module`` (its ``nn.Linear`` layers are hooked, all its parameters are
@@ -191,10 +191,6 @@ class KFAC(CountedOptimizer):
     def tracked_layers(self) -> Sequence[nn.Linear]:
         """The ``nn.Linear`` layers K-FAC preconditions (found so far)."""
         return tuple(self._layers)
-
-    def should_create_graph(self) -> bool:
-        """Always False: K-FAC needs only gradients and the hooked activations."""
-        return False
 
     # ------------------------------------------------------------------ step
     def _has_bias(self, layer: nn.Linear) -> bool:

@@ -63,7 +63,7 @@ class Shampoo(CountedOptimizer):
     (:math:`b_t = U_t` when :math:`\mu = 0`, the original algorithm). The inverse fourth roots
     come from a symmetric eigendecomposition (:func:`matrix_inverse_root`) and are recomputed
     every ``update_freq`` steps (the statistics are accumulated on every step). First-order:
-    ``should_create_graph()`` is always False.
+    it takes no Hessian-vector products.
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
@@ -96,10 +96,6 @@ class Shampoo(CountedOptimizer):
 
     state_key = "shampoo"
     state_fields = ("num_steps",)
-
-    def should_create_graph(self) -> bool:
-        """Always False: Shampoo needs only gradients."""
-        return False
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:

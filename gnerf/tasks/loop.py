@@ -3,7 +3,7 @@
 A task turns its input into a :class:`Problem` (coordinates and targets held on the device, a
 loss and an evaluation) and calls :func:`fit`, which owns everything else: the field and
 optimizer (built from :class:`FieldConfig` / :class:`OptimConfig` through the shared builders),
-shuffled minibatches, the curvature protocol ``loss.backward(create_graph=should_create_graph(opt))``,
+shuffled minibatches, the curvature protocol (:func:`gnerf.optim.step.take_step`),
 the NaN check, the per-epoch metrics files, tensorboard scalars, the progress bar and the
 checkpoint that :attr:`FitConfig.resume` continues from.
 
@@ -50,9 +50,9 @@ from torch import Tensor, nn
 
 from gnerf.fields import ACTIVATIONS, CoordinateMLP
 from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.curvature import HVP_METHODS, functional_loss, needs_loss_fn, should_create_graph
-from gnerf.optim.distributed import no_sync_if_curvature
+from gnerf.optim.curvature import HVP_METHODS, functional_loss
 from gnerf.optim.registry import build_optimizer, get_optimizer_spec
+from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.io import atomic_save_torch, atomic_write_bytes, atomic_write_json
 
@@ -467,13 +467,10 @@ def fit(problem: Problem, cfg: FitConfig, output_dir: Path, config: Dict[str, An
                     pred = forward(problem.inputs[local])
                     return problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
 
-                with no_sync_if_curvature(train_model, optimizer):
-                    loss = local_loss(train_model)
-                    (loss * weight if weight != 1.0 else loss).backward(create_graph=should_create_graph(optimizer))
-                if needs_loss_fn(optimizer):  # forward-over-reverse curvature: the loss as a function of the weights
-                    optimizer.step(loss_fn=functional_loss(model, lambda f: local_loss(f) * weight)[0])
-                else:
-                    optimizer.step()
+                loss, _ = take_step(optimizer, lambda plan: local_loss(train_model), model=train_model,
+                                    backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(
+                                        create_graph=graph),
+                                    loss_fn=lambda: functional_loss(model, lambda f: local_loss(f) * weight)[0])
                 optimizer.zero_grad(set_to_none=True)
                 iteration += 1
                 window += 1
