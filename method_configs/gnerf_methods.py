@@ -51,7 +51,7 @@ def gaussian_nerf_config(method_name: str, optimizer: OptimizerConfig,
 gaussian_nerf_esgd = MethodSpecification(
     config=gaussian_nerf_config(
         "gaussian-nerf-esgd",
-        ESGDMaxOptimizerConfig(lr=1.0, d_warmup=50, update_d_every=100),
+        ESGDMaxOptimizerConfig(),  # the paper's: lr 1, curvature on each of the first 50 steps, then every 100th
         ExponentialDecaySchedulerConfig(lr_final=0.1, lr_final_forward_facing=0.01, max_steps=MAX_ITERATIONS),
     ),
     description="Gaussian-NeRF (GARF, no positional encoding) trained with ESGD-Max (gnerf).",

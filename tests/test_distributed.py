@@ -20,7 +20,7 @@ from dist_helpers import run_on_ranks
 
 STEPS = 9
 # curvature on steps 0, 1, 2 (warm-up), then 4 and 8; plain steps in between
-CADENCE = dict(d_warmup=3, update_d_every=4)
+CADENCE = dict(precondition_warmup_steps=3, precondition_frequency=4)
 CASES = {
     "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step

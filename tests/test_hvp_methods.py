@@ -113,7 +113,7 @@ def test_optimizers_select_forward_over_reverse(name):
     for method in HVP_METHODS:
         net, x, y, loss_fn, params = _problem(2)
         opt = build_optimizer(name, params, lr=0.05, seed=4, hvp_method=method,
-                              **({"d_warmup": 2, "update_d_every": 3} if name == "esgd-max" else {}))
+                              **({"precondition_warmup_steps": 2, "precondition_frequency": 3} if name == "esgd-max" else {}))
         assert opt.hvp_method == method
         for _ in range(7):  # esgd-max: curvature on steps 0, 1, 3, 6
             loss = loss_fn({})

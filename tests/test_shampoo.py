@@ -90,14 +90,14 @@ def _train(net, opt, x, y, steps):
 def test_foreach_matches_single_tensor_path_and_state_round_trips():
     net, x, y = _image_problem()
     net2 = copy.deepcopy(net)
-    o1 = Shampoo(net.parameters(), foreach=False, momentum=0.5, update_freq=2)
-    o2 = Shampoo(net2.parameters(), foreach=True, momentum=0.5, update_freq=2)
+    o1 = Shampoo(net.parameters(), foreach=False, momentum=0.5, precondition_frequency=2)
+    o2 = Shampoo(net2.parameters(), foreach=True, momentum=0.5, precondition_frequency=2)
     _train(net, o1, x, y, 3)
     _train(net2, o2, x, y, 3)
     for a, b in zip(net.parameters(), net2.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     net3 = copy.deepcopy(net)
-    o3 = Shampoo(net3.parameters(), foreach=False, momentum=0.5, update_freq=2)
+    o3 = Shampoo(net3.parameters(), foreach=False, momentum=0.5, precondition_frequency=2)
     o3.load_state_dict(copy.deepcopy(o1.state_dict()))
     assert o3.num_steps == 3
     _train(net, o1, x, y, 3)
@@ -119,8 +119,8 @@ def test_clear_errors():
     p = [nn.Parameter(torch.zeros(3))]
     with pytest.raises(ValueError, match="eps"):
         Shampoo(p, eps=0.0)
-    with pytest.raises(ValueError, match="update_freq"):
-        Shampoo(p, update_freq=0)
+    with pytest.raises(ValueError, match="precondition_frequency"):
+        Shampoo(p, precondition_frequency=0)
     with pytest.raises(ValueError, match="square matrix"):
         matrix_inverse_root(torch.ones(2, 3), 4.0)
     with pytest.raises(ValueError, match="no 'shampoo' counters"):

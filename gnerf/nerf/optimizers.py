@@ -17,6 +17,7 @@ from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 
 from gnerf.optim import ESGD, ESGDMax
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
 from gnerf.optim.kfac import KFAC
 from gnerf.optim.shampoo import Shampoo
@@ -27,12 +28,14 @@ class ESGDOptimizerConfig(OptimizerConfig):
     """ESGD (running-mean curvature, as published); the hyperparameters of :class:`gnerf.optim.ESGD`."""
 
     _target: Type = ESGD
-    lr: float = 1.0
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-4
+    lr: float = PAPER.nerf_lr
+    betas: Tuple[float, float] = PAPER.betas
+    eps: float = PAPER.eps
     weight_decay: float = 0.0
-    d_warmup: int = 50
-    update_d_every: int = 100
+    precondition_warmup_steps: int = PAPER.precondition_warmup_steps
+    """The first steps, each of which estimates the curvature."""
+    precondition_frequency: int = PAPER.precondition_frequency
+    """After them, the curvature is estimated every precondition_frequency steps."""
     hvp_method: str = "double-backward"
     """double-backward (graph on curvature steps) or forward-over-reverse (the loss evaluated again)."""
 
@@ -42,7 +45,7 @@ class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
     """ESGD-Max (exponentially weighted max curvature), the paper's optimizer for Gaussian-NeRF."""
 
     _target: Type = ESGDMax
-    lr_warmup: float = 0.99
+    lr_warmup: float = PAPER.lr_warmup
     """The step size ramps as 1 - lr_warmup^k with the number of curvature updates k (0: off)."""
 
 
@@ -79,7 +82,7 @@ class ShampooOptimizerConfig(OptimizerConfig):
     momentum: float = 0.0
     weight_decay: float = 0.0
     eps: float = 1e-4
-    update_freq: int = 1
+    precondition_frequency: int = 1
 
 
 @dataclass
@@ -99,8 +102,8 @@ class KFACOptimizerConfig(OptimizerConfig):
     stat_decay: float = 0.95
     weight_decay: float = 0.0
     kl_clip: float = 1e-3
-    inv_update_freq: int = 100
-    cov_update_freq: int = 1
+    precondition_frequency: int = 100
+    statistics_frequency: int = 1
 
     def setup(self, params) -> Optimizer:
         """Build :class:`KFAC` (it has no ``eps``; nerfstudio's base field is dropped)."""

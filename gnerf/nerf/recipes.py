@@ -15,6 +15,7 @@ import torch
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
+from gnerf.optim.base import needs_hessian_vector_products
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
 
@@ -42,8 +43,8 @@ def method_config(
     """A copy of the registered method's config with the sizes given (the classes are unchanged).
 
     The learning-rate schedule is stretched to ``iterations`` (start and final lr as registered);
-    ``curvature_cadence=(d_warmup, update_d_every)`` overrides the curvature cadence of
-    curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
+    ``curvature_cadence=(precondition_warmup_steps, precondition_frequency)`` overrides the curvature
+    cadence of curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
     """
     from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd
 
@@ -69,8 +70,9 @@ def method_config(
 
     group = cfg.optimizers["fields"]
     optimizer, scheduler = group["optimizer"], dataclasses.replace(group["scheduler"], max_steps=iterations)
-    if curvature_cadence is not None and hasattr(optimizer, "d_warmup"):
-        optimizer = dataclasses.replace(optimizer, d_warmup=curvature_cadence[0], update_d_every=curvature_cadence[1])
+    if curvature_cadence is not None and needs_hessian_vector_products(optimizer._target):
+        optimizer = dataclasses.replace(optimizer, precondition_warmup_steps=curvature_cadence[0],
+                                        precondition_frequency=curvature_cadence[1])
     cfg.optimizers = {"fields": {"optimizer": optimizer, "scheduler": scheduler}}
 
     cfg.max_num_iterations = iterations

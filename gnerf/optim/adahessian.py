@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
 from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
@@ -79,9 +80,9 @@ class AdaHessian(HutchinsonOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.15,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-4,
+        lr: float = PAPER.lr,
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
         weight_decay: float = 0.0,
         hessian_power: float = 1.0,
         statistic: str = "equilibration",
@@ -170,7 +171,7 @@ class AdaHessian(HutchinsonOptimizer):
 class AdaHessianE(AdaHessian):
     """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
         if "statistic" in kwargs:
             raise TypeError("AdaHessianE always uses the equilibration statistic; use AdaHessian(statistic=...)")
         super().__init__(params, lr=lr, statistic="equilibration", **kwargs)
@@ -179,7 +180,7 @@ class AdaHessianE(AdaHessian):
 class AdaHessianJ(AdaHessian):
     """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
         if "statistic" in kwargs:
             raise TypeError("AdaHessianJ always uses the Jacobi statistic; use AdaHessian(statistic=...)")
         super().__init__(params, lr=lr, statistic="jacobi", **kwargs)

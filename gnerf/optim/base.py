@@ -75,6 +75,10 @@ class CountedOptimizer(Optimizer):
             if saved[f] != getattr(self, f):
                 raise ValueError(f"{name}.load_state_dict: the state dict was saved with {f}={saved[f]!r}, "
                                  f"this optimizer uses {f}={getattr(self, f)!r}")
+        missing = [f for f in self.state_fields if f not in saved]
+        if missing:
+            raise ValueError(f"{name}.load_state_dict: the state dict lacks {', '.join(missing)}; it was saved by "
+                             "another version of gnerf")
         super().load_state_dict(state_dict)
         for f in self.state_fields:
             setattr(self, f, type(getattr(self, f))(saved[f]))

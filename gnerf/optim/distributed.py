@@ -3,8 +3,9 @@
 Under ``torch.nn.parallel.DistributedDataParallel`` (DDP) each rank holds a shard of the batch.
 DDP averages the gradients of plain steps itself, but it cannot differentiate through its own
 gradient hooks, so a curvature step runs its forward and backward under DDP's ``no_sync()``
-(:func:`gnerf.optim.step.take_step` does so). On a curvature step every rank computes ``H v`` on its own shard with the *same* Rademacher
-``v`` (a generator seeded identically on every rank), and the optimizer averages the local
+(:func:`gnerf.optim.step.take_step` does so). On a curvature step every rank computes ``H v`` on
+its own shard with the *same* Rademacher ``v`` (a generator seeded identically on every rank), and
+the optimizer averages the local
 gradients and products with **one** all-reduce of a single flat buffer. The average of the
 shards' ``H v`` is ``H v`` of the average loss, so every rank ends the step with identical
 gradients, curvature state and parameters, equal (to float rounding) to one process on the

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
 from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
+from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["ESGD", "ESGDAdamStart", "ESGDMax", "esgd"]
@@ -40,8 +41,9 @@ class ESGD(HutchinsonOptimizer):
     grows (about 3.5x by step 3,200 with the default cadence, against a mean corrected by the
     number of updates). This is the published optimizer; it starts slowly and ends high.
 
-    Curvature is estimated on every step for the first ``d_warmup`` steps, then on every
-    ``update_d_every``-th step. On those steps the gradients must carry a graph: call
+    Curvature is estimated on every step for the first ``precondition_warmup_steps`` steps, then on
+    every ``precondition_frequency``-th step (:func:`gnerf.optim.defaults.is_preconditioning_step`).
+    On those steps the gradients must carry a graph: call
     ``loss.backward(create_graph=optimizer.should_create_graph())``. The optimizer detaches
     the gradients at the end of every step, which releases that graph. (With
     ``hvp_method="forward-over-reverse"`` no graph is needed; pass ``step(loss_fn=...)`` instead
@@ -53,8 +55,8 @@ class ESGD(HutchinsonOptimizer):
         betas: :math:`(\beta_1, \beta_2)`, momentum and curvature averaging coefficients.
         eps: :math:`\epsilon` added to the square root of the corrected curvature.
         weight_decay: decoupled weight decay :math:`\lambda`.
-        d_warmup: number of initial steps that all update the curvature.
-        update_d_every: curvature cadence after the warm-up.
+        precondition_warmup_steps: number of initial steps that all update the curvature.
+        precondition_frequency: curvature cadence after the warm-up.
         foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
             parameters live on a GPU. Both paths give the same numbers.
         generator: random generator for the Rademacher probes (default: the global one, or the
@@ -75,12 +77,12 @@ class ESGD(HutchinsonOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.15,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-4,
+        lr: float = PAPER.lr,
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
         weight_decay: float = 0.0,
-        d_warmup: int = 50,
-        update_d_every: int = 100,
+        precondition_warmup_steps: int = PAPER.precondition_warmup_steps,
+        precondition_frequency: int = PAPER.precondition_frequency,
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
@@ -95,26 +97,24 @@ class ESGD(HutchinsonOptimizer):
         if lr_warmup and not self.use_max:
             raise ValueError("ESGD has no learning-rate warm-up (the published ESGD has none); "
                              "use ESGDMax for lr_warmup")
-        if d_warmup < 0 or update_d_every < 1:
-            raise ValueError(f"invalid cadence d_warmup={d_warmup}, update_d_every={update_d_every}: "
-                             "need d_warmup >= 0 and update_d_every >= 1")
+        check_cadence(precondition_warmup_steps=precondition_warmup_steps,
+                      precondition_frequency=precondition_frequency)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         lr_warmup=lr_warmup, foreach=foreach)
         super().__init__(params, defaults)
-        self.d_warmup = int(d_warmup)
-        self.update_d_every = int(update_d_every)
+        self.precondition_warmup_steps = int(precondition_warmup_steps)
+        self.precondition_frequency = int(precondition_frequency)
         self._init_probe(generator, seed, process_group, hvp_method)
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
 
     state_key = "esgd"
-    state_fields = ("num_steps", "num_curvature_updates", "d_warmup", "update_d_every")
+    state_fields = ("num_steps", "num_curvature_updates", "precondition_warmup_steps", "precondition_frequency")
     matching_fields = ("use_max",)
 
     def is_curvature_step(self) -> bool:
-        """Whether the next ``step`` estimates curvature (the first ``d_warmup``, then every ``update_d_every``-th)."""
-        n = self.num_steps
-        return n < self.d_warmup or n % self.update_d_every == 0
+        """Whether the next ``step`` estimates curvature (see :func:`~gnerf.optim.defaults.is_preconditioning_step`)."""
+        return is_preconditioning_step(self.num_steps, self.precondition_frequency, self.precondition_warmup_steps)
 
     #: Per-parameter state tensors, created as zeros at a parameter's first step.
     state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
@@ -203,12 +203,12 @@ class ESGDMax(ESGD):
         \theta_t &= \theta_{t-1} (1 - \eta_t \lambda) - \eta_t\, \hat m_t / (\sqrt{D} + \epsilon)
 
     The maximum needs no bias correction. Same arguments as :class:`ESGD`, plus ``lr_warmup``
-    (default 0.99, as published; 0 turns the ramp off).
+    (default ``PAPER.lr_warmup`` = 0.99, as published; 0 turns the ramp off).
     """
 
     use_max = True
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, *args: Any, lr_warmup: float = 0.99,
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, *args: Any, lr_warmup: float = PAPER.lr_warmup,
                  **kwargs: Any) -> None:
         super().__init__(params, lr, *args, lr_warmup=lr_warmup, **kwargs)
 
@@ -220,26 +220,26 @@ class ESGDAdamStart(ESGD):
     tens of epochs of an image fit and its final PSNR swings by several dB between seeds; from
     a point Adam has reached, ESGD converges fast and steadily. So this optimizer takes Adam's
     steps (:math:`\eta_A` = ``adam_lr``), then switches to ESGD. Its curvature cadence starts
-    ``d_warmup`` steps before the switch (curvature on each of those steps, then every
-    ``update_d_every``-th), so the Adam phase costs what Adam costs and :math:`D` is estimated
+    ``precondition_warmup_steps`` steps before the switch (curvature on each of those steps, then every
+    ``precondition_frequency``-th), so the Adam phase costs what Adam costs and :math:`D` is estimated
     where ESGD takes over:
 
     .. math::
-        m_t &= eta_1 m_{t-1} + (1 - eta_1) g_t, \qquad
-        s_t = eta_2 s_{t-1} + (1 - eta_2) g_t^2 \quad (t \le T) \
-        D &\leftarrow eta_2 D + (1 - eta_2)\, h \odot h \qquad 	ext{(curvature steps, } h = Hv) \
-        	heta_t &= 	heta_{t-1} - \eta_A\, rac{m_t / (1 - eta_1^t)}{\sqrt{s_t / (1 - eta_2^t)} + 10^{-8}}
-            \qquad (t \le T = 	ext{adam\_steps}) \
-        	heta_t &= 	heta_{t-1} (1 - \eta \lambda) - \eta\, rac{m_t / (1 - eta_1^t)}{\sqrt{D / (1 - eta_2^k)} + \epsilon}
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        s_t = \beta_2 s_{t-1} + (1 - \beta_2) g_t^2 \quad (t \le T) \\
+        D &\leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h \qquad \text{(curvature steps, } h = Hv) \\
+        \theta_t &= \theta_{t-1} - \eta_A\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)} + 10^{-8}}
+            \qquad (t \le T = \text{adam\_steps}) \\
+        \theta_t &= \theta_{t-1} (1 - \eta \lambda) - \eta\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{D / (1 - \beta_2^k)} + \epsilon}
             \qquad (t > T)
 
-    where :math:`k` counts the curvature updates, so :math:`D / (1 - eta_2^k)` is the mean of
+    where :math:`k` counts the curvature updates, so :math:`D / (1 - \beta_2^k)` is the mean of
     :math:`(Hv)^2` over them. The first ``adam_steps`` steps are ``torch.optim.Adam``'s (lr
     ``adam_lr``, the same betas, no weight decay). A learning-rate scheduler scales both phases.
     Same arguments as :class:`ESGD`, plus ``adam_steps`` (default 800) and ``adam_lr`` (1e-4).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, *args: Any, adam_steps: int = 800,
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, *args: Any, adam_steps: int = 800,
                  adam_lr: float = 1e-4, **kwargs: Any) -> None:
         if adam_steps < 0 or adam_lr < 0:
             raise ValueError(f"invalid adam_steps={adam_steps} or adam_lr={adam_lr}: both must be >= 0")
@@ -253,9 +253,9 @@ class ESGDAdamStart(ESGD):
     state_tensors = ESGD.state_tensors + ("exp_avg_sq",)
 
     def is_curvature_step(self) -> bool:
-        """ESGD's cadence, started ``d_warmup`` steps before the switch from Adam."""
-        n = self.num_steps - max(self.adam_steps - self.d_warmup, 0)
-        return n >= 0 and (n < self.d_warmup or n % self.update_d_every == 0)
+        """ESGD's cadence, started ``precondition_warmup_steps`` steps before the switch from Adam."""
+        n = self.num_steps - max(self.adam_steps - self.precondition_warmup_steps, 0)
+        return n >= 0 and is_preconditioning_step(n, self.precondition_frequency, self.precondition_warmup_steps)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None

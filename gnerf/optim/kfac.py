@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.optim.base import CountedOptimizer, check_hyperparameters
+from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
 __all__ = ["KFAC", "kfac_precondition"]
@@ -59,7 +60,7 @@ class KFAC(CountedOptimizer):
         G \leftarrow \rho_k G + (1 - \rho_k)\, \hat{\mathbb{E}}[g g^T], \quad
         \rho_k = \min(1 - 1/k, \rho) \\
         U &= (A \otimes G + \lambda I)^{-1} \nabla
-            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T_{inv} \text{ steps)} \\
+            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T \text{ steps)} \\
         \nu &= \min\Big(1, \sqrt{\kappa / (\eta^2 \textstyle\sum_{\text{layers}} \langle U, \nabla \rangle)}\Big)
             \qquad \text{(KL clipping; } \nu = 1 \text{ if } \kappa = 0\text{)}
 
@@ -82,12 +83,13 @@ class KFAC(CountedOptimizer):
         stat_decay: :math:`\rho`, the running-average coefficient of the factors.
         weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
         kl_clip: :math:`\kappa`; ``0`` disables clipping.
-        inv_update_freq: :math:`T_{inv}`, steps between eigendecompositions (the paper: 100).
-        cov_update_freq: steps between factor updates (the hooks record only on those steps).
+        precondition_frequency: :math:`T`, steps between eigendecompositions (the paper: 100).
+        statistics_frequency: steps between updates of the factors :math:`A, G` (the hooks record only
+            on those steps).
     """
 
     state_key = "kfac"
-    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "inv_update_freq", "cov_update_freq")
+    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "precondition_frequency", "statistics_frequency")
 
     def __init__(
         self,
@@ -98,8 +100,8 @@ class KFAC(CountedOptimizer):
         stat_decay: float = 0.95,
         weight_decay: float = 0.0,
         kl_clip: float = 1e-3,
-        inv_update_freq: int = 100,
-        cov_update_freq: int = 1,
+        precondition_frequency: int = 100,
+        statistics_frequency: int = 1,
     ) -> None:
         check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
         if not damping > 0.0:
@@ -108,9 +110,7 @@ class KFAC(CountedOptimizer):
             raise ValueError(f"invalid stat_decay={stat_decay}: must lie in [0, 1)")
         if not kl_clip >= 0.0:
             raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
-        if int(inv_update_freq) < 1 or int(cov_update_freq) < 1:
-            raise ValueError(f"invalid inv_update_freq={inv_update_freq} / cov_update_freq={cov_update_freq}: "
-                             "both must be >= 1")
+        check_cadence(precondition_frequency=precondition_frequency, statistics_frequency=statistics_frequency)
         modules: Optional[List[nn.Linear]] = None
         if isinstance(params, nn.Module):
             modules = [m for m in params.modules() if isinstance(m, nn.Linear)]
@@ -127,8 +127,8 @@ class KFAC(CountedOptimizer):
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.kl_clip = float(kl_clip)
-        self.inv_update_freq = int(inv_update_freq)
-        self.cov_update_freq = int(cov_update_freq)
+        self.precondition_frequency = int(precondition_frequency)
+        self.statistics_frequency = int(statistics_frequency)
         self.num_steps = 0
         self.num_inverse_updates = 0
         self._param_ids = {id(p) for g in self.param_groups for p in g["params"]}
@@ -177,7 +177,7 @@ class KFAC(CountedOptimizer):
     def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
         if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
             return
-        if self.num_steps % self.cov_update_freq != 0:
+        if not is_preconditioning_step(self.num_steps, self.statistics_frequency):
             return
         cap = self._captures.setdefault(id(module), {"a": [], "g": []})
         cap["a"].append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]))
@@ -235,7 +235,7 @@ class KFAC(CountedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        refresh = self.num_steps % self.inv_update_freq == 0
+        refresh = is_preconditioning_step(self.num_steps, self.precondition_frequency)
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         updates: Dict[int, Tensor] = {}
         vg_sum = 0.0

@@ -116,10 +116,11 @@ class OptimConfig:
     """Registered optimizer name, e.g. adam, esgd, esgd-max."""
     lr: Optional[float] = None
     """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15)."""
-    d_warmup: Optional[int] = None
-    """Curvature optimizers: steps that all update the curvature first (None: the optimizer's 50)."""
-    update_d_every: Optional[int] = None
-    """Curvature optimizers: curvature cadence after the warm-up (None: the optimizer's 100)."""
+    precondition_warmup_steps: Optional[int] = None
+    """esgd, esgd-max, esgd-adam-start: first steps that all update the curvature (None: the paper's 50)."""
+    precondition_frequency: Optional[int] = None
+    """Steps between preconditioner updates after the warm-up (None: the optimizer's; esgd* 100, kfac 100,
+    shampoo 1)."""
     hvp_method: Optional[str] = None
     """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
     (None: double-backward, the faster; see docs/benchmarks.md)."""
@@ -224,7 +225,8 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
 
 
 def _build_optimizer(cfg: OptimConfig, model: nn.Module, activation: str, seed: int) -> torch.optim.Optimizer:
-    options = {k: v for k, v in (("d_warmup", cfg.d_warmup), ("update_d_every", cfg.update_d_every),
+    options = {k: v for k, v in (("precondition_warmup_steps", cfg.precondition_warmup_steps),
+                                 ("precondition_frequency", cfg.precondition_frequency),
                                  ("hvp_method", cfg.hvp_method), ("adam_steps", cfg.adam_steps)) if v is not None}
     if _is_hutchinson(cfg.name):
         options["seed"] = seed  # the probes are drawn from the run's seed, identically on every rank
