@@ -1,7 +1,9 @@
-"""nerfstudio optimizer and scheduler configs for gnerf's optimizers.
+"""nerfstudio optimizer and scheduler configs for ESGD and ESGD-Max.
 
 Each config builds a :mod:`gnerf.optim` optimizer through nerfstudio's
-``OptimizerConfig.setup`` (every field except ``_target`` and ``max_norm`` becomes a keyword).
+``OptimizerConfig.setup`` (every field except ``_target`` and ``max_norm`` becomes a keyword); the
+defaults are the paper's (:data:`gnerf.optim.defaults.PAPER`). Any other :mod:`gnerf.optim`
+optimizer runs under nerfstudio as ``OptimizerConfig(_target=Shampoo, lr=0.1, eps=1e-4)``.
 The scheduler writes only Python floats into its state, so checkpoints load with
 ``torch.load(weights_only=True)``, the default from torch 2.6 on.
 """
@@ -18,9 +20,6 @@ from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 
 from gnerf.optim import ESGD, ESGDMax
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
-from gnerf.optim.kfac import KFAC
-from gnerf.optim.shampoo import Shampoo
 
 
 @dataclass
@@ -47,68 +46,6 @@ class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
     _target: Type = ESGDMax
     lr_warmup: float = PAPER.lr_warmup
     """The step size ramps as 1 - lr_warmup^k with the number of curvature updates k (0: off)."""
-
-
-@dataclass
-class AdaHessianEOptimizerConfig(OptimizerConfig):
-    """AdaHessian (E), equilibration statistic; the hyperparameters of :class:`gnerf.optim.adahessian.AdaHessian`.
-
-    Curvature on every step: the trainer builds the graph on every step for it.
-    """
-
-    _target: Type = AdaHessianE
-    lr: float = 0.15
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-4
-    weight_decay: float = 0.0
-    hessian_power: float = 1.0
-    hvp_method: str = "double-backward"
-    """double-backward (graph on every step) or forward-over-reverse (the loss evaluated again)."""
-
-
-@dataclass
-class AdaHessianJOptimizerConfig(AdaHessianEOptimizerConfig):
-    """AdaHessian (J), Jacobi statistic."""
-
-    _target: Type = AdaHessianJ
-
-
-@dataclass
-class ShampooOptimizerConfig(OptimizerConfig):
-    """Shampoo; the hyperparameters of :class:`gnerf.optim.shampoo.Shampoo` (the paper: lr 0.1)."""
-
-    _target: Type = Shampoo
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    eps: float = 1e-4
-    precondition_frequency: int = 1
-
-
-@dataclass
-class KFACOptimizerConfig(OptimizerConfig):
-    """K-FAC; the hyperparameters of :class:`gnerf.optim.kfac.KFAC` (the paper: lr 0.1, damping 0.01,
-    inverses every 100 steps).
-
-    Built from the param group alone: K-FAC finds the ``nn.Linear`` layers that own those
-    parameters at the first forward pass. Its factor ``G`` treats every field evaluation (ray
-    sample) as one sample, so it is the per-sample Fisher up to the samples-per-ray factor.
-    """
-
-    _target: Type = KFAC
-    lr: float = 0.1
-    momentum: float = 0.9
-    damping: float = 0.01
-    stat_decay: float = 0.95
-    weight_decay: float = 0.0
-    kl_clip: float = 1e-3
-    precondition_frequency: int = 100
-    statistics_frequency: int = 1
-
-    def setup(self, params) -> Optimizer:
-        """Build :class:`KFAC` (it has no ``eps``; nerfstudio's base field is dropped)."""
-        kwargs = {k: v for k, v in vars(self).items() if k not in ("_target", "max_norm", "eps")}
-        return self._target(params, **kwargs)
 
 
 @dataclass

@@ -14,10 +14,11 @@ import torch
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 
+from gnerf.nerf.methods import CONFIGS
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 
-METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
+METHODS = tuple(CONFIGS)
 
 
 def method_config(
@@ -46,12 +47,9 @@ def method_config(
     ``curvature_cadence=(precondition_warmup_steps, precondition_frequency)`` overrides the curvature
     cadence of curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
     """
-    from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd
-
-    specs = {"gaussian-nerf-esgd": gaussian_nerf_esgd, "gaussian-nerf-adam": gaussian_nerf_adam}
-    if method not in specs:
+    if method not in CONFIGS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cfg = dataclasses.replace(specs[method].config)
+    cfg = dataclasses.replace(CONFIGS[method])
     dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=rays,
                              eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
     if dataparser is not None:
