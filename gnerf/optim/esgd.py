@@ -12,12 +12,12 @@ an exponentially weighted maximum. Both follow the implementation published with
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
+from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
+from gnerf.optim.curvature import DEFAULT_HVP_METHOD
 from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
 
@@ -116,77 +116,28 @@ class ESGD(HutchinsonOptimizer):
         """Whether the next ``step`` estimates curvature (see :func:`~gnerf.optim.defaults.is_preconditioning_step`)."""
         return is_preconditioning_step(self.num_steps, self.precondition_frequency, self.precondition_warmup_steps)
 
-    #: Per-parameter state tensors, created as zeros at a parameter's first step.
-    state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
+    def _on_curvature_update(self) -> None:
+        self.num_curvature_updates += 1
 
-    def _state_for(self, p: Tensor) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            for key in self.state_tensors:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
-
-    def _begin_step(self, closure, loss_fn):
-        """Run ``closure``; gather the parameters with gradients; take ``H v`` on curvature steps; count the step.
-
-        Returns ``(loss, params per group, all params, H v or None)``; nothing is counted without gradients.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = params_with_grads(self)
-        all_params = [p for ps in groups for p in ps]
-        hvps: Optional[List[Tensor]] = None
-        if all_params:
-            if self.is_curvature_step():
-                _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
-                self.num_curvature_updates += 1
-            self.num_steps += 1
-        return loss, groups, all_params, hvps
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
-        ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
-        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
-        if not all_params:
-            return loss
-        offset = 0
-        for group, ps in zip(self.param_groups, groups):
-            if not ps:
-                continue
-            exp_avgs, curvatures = [], []
-            for p in ps:
-                state = self._state_for(p)
-                exp_avgs.append(state["exp_avg"])
-                curvatures.append(state["curvature"])
-            group_hvps = hvps[offset:offset + len(ps)] if hvps is not None else None
-            offset += len(ps)
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = all(p.is_cuda for p in ps)
-            esgd(
-                ps,
-                [p.grad.detach() for p in ps],
-                exp_avgs,
-                curvatures,
-                group_hvps,
-                step=self.num_steps,
-                num_curvature_updates=self.num_curvature_updates,
-                lr=group["lr"],
-                beta1=group["betas"][0],
-                beta2=group["betas"][1],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                lr_warmup=group["lr_warmup"],
-                use_max=self.use_max,
-                foreach=foreach,
-                correct_by_updates=self.correct_by_updates,
-            )
-        release_graph(all_params)
-        return loss
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        esgd(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["curvature"] for s in states],
+            hvps,
+            step=self.num_steps,
+            num_curvature_updates=self.num_curvature_updates,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            lr_warmup=group["lr_warmup"],
+            use_max=self.use_max,
+            foreach=foreach,
+            correct_by_updates=self.correct_by_updates,
+        )
 
 
 class ESGDMax(ESGD):
@@ -257,32 +208,21 @@ class ESGDAdamStart(ESGD):
         n = self.num_steps - max(self.adam_steps - self.precondition_warmup_steps, 0)
         return n >= 0 and is_preconditioning_step(n, self.precondition_frequency, self.precondition_warmup_steps)
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        if self.num_steps >= self.adam_steps:
-            return super().step(closure, loss_fn=loss_fn)
-        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
-        if not all_params:
-            return loss
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        if self.num_steps > self.adam_steps:  # this step (counted already) comes after Adam's
+            return super()._update_group(group, params, states, foreach, vectors, hvps)
         t = self.num_steps
-        offset = 0
-        for group, ps in zip(self.param_groups, groups):
-            beta1, beta2 = group["betas"]
-            lr = group["lr"] * group["adam_lr_ratio"]
-            for i, p in enumerate(ps):
-                state = self._state_for(p)
-                g, m, s, d = p.grad.detach(), state["exp_avg"], state["exp_avg_sq"], state["curvature"]
-                m.lerp_(g, 1.0 - beta1)
-                s.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                if hvps is not None:
-                    h = hvps[offset + i]
-                    d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-                denom = s.div(1.0 - beta2 ** t).sqrt_().add_(1e-8)
-                p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
-            offset += len(ps)
-        release_graph(all_params)
-        return loss
+        beta1, beta2 = group["betas"]
+        lr = group["lr"] * group["adam_lr_ratio"]
+        for i, (p, state) in enumerate(zip(params, states)):
+            g, m, s, d = p.grad.detach(), state["exp_avg"], state["exp_avg_sq"], state["curvature"]
+            m.lerp_(g, 1.0 - beta1)
+            s.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            if hvps is not None:
+                h = hvps[i]
+                d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
+            denom = s.div(1.0 - beta2 ** t).sqrt_().add_(1e-8)
+            p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
 
 
 def esgd(

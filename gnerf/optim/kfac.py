@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
@@ -219,8 +219,7 @@ class KFAC(CountedOptimizer):
 
     @staticmethod
     def _eigh(m: Tensor) -> Any:
-        m64 = m.to(torch.float64)
-        d, q = torch.linalg.eigh(0.5 * (m64 + m64.T))
+        d, q = symmetric_eigh(m)
         return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
 
     @torch.no_grad()

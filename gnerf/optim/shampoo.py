@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 
 __all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
@@ -33,9 +33,7 @@ def matrix_inverse_root(matrix: Tensor, root: float, *, min_eigenvalue: float = 
         raise ValueError(f"matrix_inverse_root needs a square matrix, got shape {tuple(matrix.shape)}")
     if not root > 0:
         raise ValueError(f"invalid root={root}: must be > 0")
-    m = matrix.detach().to(torch.float64)
-    m = 0.5 * (m + m.T)
-    evals, evecs = torch.linalg.eigh(m)
+    evals, evecs = symmetric_eigh(matrix)
     evals = evals.clamp_min(max(float(min_eigenvalue), torch.finfo(torch.float64).tiny))
     out = (evecs * evals.pow(-1.0 / root)) @ evecs.T
     return out.to(matrix.dtype)
