@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -111,18 +111,7 @@ class KFAC(CountedOptimizer):
         if not kl_clip >= 0.0:
             raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
         check_cadence(precondition_frequency=precondition_frequency, statistics_frequency=statistics_frequency)
-        modules: Optional[List[nn.Linear]] = None
-        if isinstance(params, nn.Module):
-            modules = [m for m in params.modules() if isinstance(m, nn.Linear)]
-            params = list(params.parameters())
-        else:
-            params = list(params)
-            if params and all(isinstance(m, nn.Module) for m in params):
-                if not all(isinstance(m, nn.Linear) for m in params):
-                    raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
-                                     "pass the model itself to hook all of its linear layers")
-                modules = list(params)
-                params = [p for m in modules for p in m.parameters()]
+        params, modules = self._params_and_layers(params)
         defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
@@ -154,6 +143,19 @@ class KFAC(CountedOptimizer):
             self._discovery = torch.nn.modules.module.register_module_forward_hook(discover)
             self._handles.append(self._discovery)
         weakref.finalize(self, KFAC._remove_handles, self._handles)
+
+    @staticmethod
+    def _params_and_layers(params: Any) -> Tuple[List[Any], Optional[List[nn.Linear]]]:
+        """``(params or param groups, the nn.Linear layers to hook or None to find them at the first forward)``."""
+        if isinstance(params, nn.Module):
+            return list(params.parameters()), [m for m in params.modules() if isinstance(m, nn.Linear)]
+        params = list(params)
+        if params and all(isinstance(m, nn.Module) for m in params):
+            if not all(isinstance(m, nn.Linear) for m in params):
+                raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
+                                 "pass the model itself to hook all of its linear layers")
+            return [p for m in params for p in m.parameters()], list(params)
+        return params, None
 
     # ------------------------------------------------------------------ hooks
     @staticmethod
@@ -222,18 +224,9 @@ class KFAC(CountedOptimizer):
         d, q = symmetric_eigh(m)
         return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
-        """Perform one step (after ``loss.backward()``)."""
-        if is_distributed():
-            raise RuntimeError(
-                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
-                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
-                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _preconditioned_updates(self) -> Tuple[Dict[int, Tensor], float]:
+        """Update the factors, refresh their eigendecompositions when due, and return the preconditioned
+        gradient of every hooked layer's parameters (by ``id``) with the KL-clipping factor ``nu``."""
         refresh = is_preconditioning_step(self.num_steps, self.precondition_frequency)
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         updates: Dict[int, Tensor] = {}
@@ -267,6 +260,21 @@ class KFAC(CountedOptimizer):
         nu = 1.0
         if self.kl_clip > 0 and vg_sum > 0:
             nu = min(1.0, math.sqrt(self.kl_clip / vg_sum))
+        return updates, nu
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step (after ``loss.backward()``)."""
+        if is_distributed():
+            raise RuntimeError(
+                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
+                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
+                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        updates, nu = self._preconditioned_updates()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
