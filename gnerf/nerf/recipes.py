@@ -54,16 +54,10 @@ def method_config(
                              eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
     if dataparser is not None:
         dm.dataparser = dataparser
-    model_overrides: Dict[str, object] = dict(num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
-                                              num_layers=num_layers)
-    model_overrides["skip_connections"] = (
-        tuple(skip_connections) if skip_connections is not None else ((num_layers // 2,) if num_layers > 2 else ())
-    )
-    if direction_dim is not None:
-        model_overrides["direction_dim"] = direction_dim
-    if color_hidden_dim is not None:
-        model_overrides["color_hidden_dim"] = color_hidden_dim
-    model = dataclasses.replace(cfg.pipeline.model, **model_overrides)
+    skips = tuple(skip_connections) if skip_connections is not None else ((num_layers // 2,) if num_layers > 2 else ())
+    heads = {k: v for k, v in (("direction_dim", direction_dim), ("color_hidden_dim", color_hidden_dim)) if v is not None}
+    model = dataclasses.replace(cfg.pipeline.model, num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
+                                num_layers=num_layers, skip_connections=skips, **heads)
     cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
 
     group = cfg.optimizers["fields"]
@@ -78,9 +72,7 @@ def method_config(
     cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10 * iterations + 1
     cfg.vis = "tensorboard"
     cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
-    cfg.output_dir = Path(output_dir)
-    cfg.experiment_name = experiment_name
-    cfg.timestamp = timestamp
+    cfg.output_dir, cfg.experiment_name, cfg.timestamp = Path(output_dir), experiment_name, timestamp
     return cfg
 
 
