@@ -135,7 +135,7 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
 
     def esgd_step(foreach):
         ps = params_with_grads()
-        opt = ESGDMax(ps, lr=1.0, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
+        opt = ESGDMax(ps, lr=PAPER.nerf_lr, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
         opt.num_steps = 1  # past the curvature step: plain updates only
         for p in ps:
             opt.state[p]["exp_avg"] = torch.zeros_like(p)
@@ -148,8 +148,9 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ms = [torch.zeros_like(p) for p in ps]
         ds = [torch.ones_like(p) for p in ps]
         hv = [torch.randn_like(p) for p in ps]
-        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=1.0, beta1=0.9, beta2=0.999,
-                            eps=1e-4, weight_decay=0.0, lr_warmup=0.99, use_max=True, foreach=foreach)
+        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=PAPER.nerf_lr,
+                            beta1=PAPER.betas[0], beta2=PAPER.betas[1], eps=PAPER.eps, weight_decay=0.0,
+                            lr_warmup=PAPER.lr_warmup, use_max=True, foreach=foreach)
 
     def adam_step(foreach):
         opt = torch.optim.Adam(params_with_grads(), lr=1e-4, foreach=foreach)
