@@ -22,12 +22,12 @@ import torch.multiprocessing as mp
 from benchmarks.common import (
     Timer, TrunkSpec, free_port, is_cuda, make_batch, make_trunk, mse, section, step_stats, table,
 )
-from gnerf.optim.curvature import should_create_graph
-from gnerf.optim.distributed import no_sync_if_curvature
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGDMax
+from gnerf.optim.step import take_step
 
 
-def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, block: int, d_warmup: int,
+def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, block: int, warmup_steps: int,
             out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cuda = is_cuda(spec.device)
@@ -49,8 +49,8 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         ddps = {k: torch.nn.parallel.DistributedDataParallel(n, device_ids=[rank] if cuda else None)
                 for k, n in nets.items()}
         opts = {"Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=True),
-                "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=1.0, d_warmup=d_warmup, update_d_every=block,
-                                     foreach=True, seed=0)}
+                "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
+                                    precondition_frequency=block, foreach=True, seed=0)}
         calls: List[int] = []
         real = dist.all_reduce
 
@@ -58,22 +58,23 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
             calls.append(1)
             return real(*args, **kwargs)
 
-        def step(name: str) -> Tuple[bool, int]:
-            ddp, opt = ddps[name], opts[name]
-            curvature = should_create_graph(opt)
-            opt.zero_grad(set_to_none=True)
-            with no_sync_if_curvature(ddp, opt):
-                mse(ddp(x), y).backward(create_graph=curvature)
+        def counted_step(optimizers) -> None:  # count the all-reduces the optimizer's step issues
             calls.clear()
             dist.all_reduce = counting
             try:
-                opt.step()
+                for o in optimizers:
+                    o.step()
             finally:
                 dist.all_reduce = real
-            return curvature, len(calls)
+
+        def step(name: str) -> Tuple[bool, int]:
+            ddp, opt = ddps[name], opts[name]
+            opt.zero_grad(set_to_none=True)
+            _, plan = take_step(opt, lambda plan: mse(ddp(x), y), model=ddp, step=counted_step)
+            return plan.create_graph, len(calls)
 
         for name in opts:
-            for _ in range(d_warmup):
+            for _ in range(warmup_steps):
                 step(name)
         times: Dict[str, List[Tuple[float, bool, int]]] = {k: [] for k in opts}
         for i in range(rounds * block):
@@ -92,11 +93,11 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         dist.destroy_process_group()
 
 
-def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = 100, d_warmup: int = 50
-                 ) -> Tuple[str, Dict]:
+def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = PAPER.precondition_frequency,
+                 warmup_steps: int = PAPER.precondition_warmup_steps) -> Tuple[str, Dict]:
     """(6): mean step time of ESGD-Max and Adam under DDP with ``world`` processes (rank 0's clock)."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(world, free_port(), spec, rounds, block, d_warmup, out), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, free_port(), spec, rounds, block, warmup_steps, out), nprocs=world, join=True)
         result = torch.load(Path(out) / "ddp.pt", weights_only=False)
     stats = {}
     for name, ts in result["times"].items():
@@ -112,7 +113,7 @@ def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = 100,
              f"all-reduces issued by ESGD-Max's step on a curvature step: {e['reduces']} (gradients and Hv in one "
              f"flat buffer); on plain steps DDP's own bucketed all-reduce runs in backward, as for Adam",
              f"{world} processes ({backend}), {spec.points // world:,} points each; {rounds * block} timed steps "
-             f"per optimizer after {d_warmup} warm-up steps, stepping in turn; "
+             f"per optimizer after {warmup_steps} warm-up steps, stepping in turn; "
              f"ESGD-Max parameters identical on every rank at the end: {result['identical']}"]
     title = f"(6) Data parallel: ESGD-Max vs Adam under DDP, {world} processes"
     return section(title, spec.describe(), body, notes), dict(ratio=ratio, **stats, identical=result["identical"])

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import machine, section, sync, table
 from gnerf.metrics import mse, psnr
+from gnerf.optim.defaults import PAPER
 
 METHODS = ("gaussian-nerf-esgd", "vanilla-nerf (coarse)")
 
@@ -94,13 +95,14 @@ class NerfSize:
     rays: int
     samples: int
     image_scale: float
-    cadence: Tuple[int, int]  # gaussian-nerf-esgd (d_warmup, update_d_every)
+    cadence: Tuple[int, int]  # gaussian-nerf-esgd (precondition_warmup_steps, precondition_frequency)
 
 
 def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
          image_scale: Optional[float] = None) -> NerfSize:
     """quick: a 2-core CPU; otherwise the paper's rays and samples; each may be overridden."""
-    sz = NerfSize(64, 32, 0.25, (5, 100)) if quick else NerfSize(2048, 128, 1.0, (50, 100))
+    paper = (PAPER.precondition_warmup_steps, PAPER.precondition_frequency)
+    sz = NerfSize(64, 32, 0.25, (5, paper[1])) if quick else NerfSize(2048, 128, 1.0, paper)
     return dataclasses.replace(sz, rays=rays or sz.rays, samples=samples or sz.samples,
                                image_scale=image_scale or sz.image_scale)
 

@@ -17,24 +17,20 @@ from benchmarks.common import (
     Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, step_stats,
     table,
 )
-from gnerf.optim.curvature import (
-    functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like, should_create_graph,
-)
+from gnerf.optim.curvature import functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGDMax, esgd
+from gnerf.optim.step import take_step
 
 
 def train_step(net, opt, x, y) -> bool:
     """One step of the curvature protocol; returns whether it was a curvature step."""
-    create = should_create_graph(opt)
     opt.zero_grad(set_to_none=True)
-    loss = mse(net(x), y)
-    loss.backward(create_graph=create)
-    opt.step()
-    return create
+    return take_step(opt, lambda plan: mse(net(x), y))[1].create_graph
 
 
-def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = 100, foreach: bool = True, d_warmup: int = 50
-                  ) -> Tuple[str, Dict]:
+def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondition_frequency, foreach: bool = True,
+                  warmup_steps: int = PAPER.precondition_warmup_steps) -> Tuple[str, Dict]:
     """(1): Adam and ESGD-Max (paper cadence: 50 warm-up curvature steps, then one in ``block``=100)
     train copies of one trunk in this process, one step each in turn after the warm-up, over
     ``rounds`` x ``block`` steps each, so ESGD-Max's window holds exactly ``rounds`` curvature steps and
@@ -45,10 +41,10 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = 100, foreach: b
     x, y = make_batch(spec)
     nets = {"Adam": copy.deepcopy(base), "ESGD-Max": copy.deepcopy(base)}
     opts = {"Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=foreach),
-            "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=1.0, d_warmup=d_warmup, update_d_every=block,
-                                 foreach=foreach)}
+            "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
+                                precondition_frequency=block, foreach=foreach)}
     for name in opts:  # warm-up: ESGD-Max's 50 curvature warm-up steps, caches, allocator
-        for _ in range(opts["ESGD-Max"].d_warmup):
+        for _ in range(opts["ESGD-Max"].precondition_warmup_steps):
             train_step(nets[name], opts[name], x, y)
     times: Dict[str, List[Tuple[float, bool]]] = {k: [] for k in opts}
     peaks = {k: 0.0 for k in opts}
@@ -75,7 +71,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = 100, foreach: b
     notes = [f"**ratio ESGD-Max / Adam = {ratio:.3f}** (goal <= 1.05); floor 1 + (curvature - plain) / "
              f"({block} x Adam step) = {floor:.3f}; plain-step ratio {e['plain'] / a['plain']:.3f}",
              f"{rounds * block} timed steps each, the two optimizers stepping in turn, after "
-             f"{opts['ESGD-Max'].d_warmup} warm-up steps; peak memory of the process while that optimizer steps "
+             f"{opts['ESGD-Max'].precondition_warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
              f"(both models resident); "
              f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
              f"for the renderer); parameters finite at the end: {finite}"]
@@ -139,7 +135,7 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
 
     def esgd_step(foreach):
         ps = params_with_grads()
-        opt = ESGDMax(ps, lr=1.0, d_warmup=0, update_d_every=10**9, foreach=foreach)
+        opt = ESGDMax(ps, lr=PAPER.nerf_lr, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
         opt.num_steps = 1  # past the curvature step: plain updates only
         for p in ps:
             opt.state[p]["exp_avg"] = torch.zeros_like(p)
@@ -152,8 +148,9 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ms = [torch.zeros_like(p) for p in ps]
         ds = [torch.ones_like(p) for p in ps]
         hv = [torch.randn_like(p) for p in ps]
-        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=1.0, beta1=0.9, beta2=0.999,
-                            eps=1e-4, weight_decay=0.0, lr_warmup=0.99, use_max=True, foreach=foreach)
+        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=PAPER.nerf_lr,
+                            beta1=PAPER.betas[0], beta2=PAPER.betas[1], eps=PAPER.eps, weight_decay=0.0,
+                            lr_warmup=PAPER.lr_warmup, use_max=True, foreach=foreach)
 
     def adam_step(foreach):
         opt = torch.optim.Adam(params_with_grads(), lr=1e-4, foreach=foreach)

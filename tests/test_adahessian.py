@@ -6,7 +6,8 @@ from torch import nn
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.adahessian import AdaHessian, AdaHessianE, AdaHessianJ
-from gnerf.optim.curvature import MissingGraphError, rademacher_like, should_create_graph
+from gnerf.optim.curvature import MissingGraphError, rademacher_like
+from gnerf.optim.step import should_create_graph
 from gnerf.optim.registry import build_optimizer
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ def test_trunk_benchmarks_tiny():
 
 def _run_tiny():
     spec = TrunkSpec(points=64, width=16, layers=3, device="cpu")
-    text, stats = trunk.step_overhead(spec, rounds=1, block=10, d_warmup=2)
+    text, stats = trunk.step_overhead(spec, rounds=1, block=10, warmup_steps=2)
     assert "ratio ESGD-Max / Adam" in text and stats["ESGD-Max"]["n_curv"] == 1 and stats["Adam"]["n_curv"] == 0
     assert stats["ratio"] > 0
     text, stats = trunk.curvature_cost(spec, reps=1)
@@ -33,7 +33,7 @@ def _run_tiny():
 
 def test_ddp_benchmark_tiny():
     spec = TrunkSpec(points=64, width=16, layers=3, device="cpu")
-    text, stats = ddp.ddp_overhead(spec, world=2, rounds=1, block=4, d_warmup=2)
+    text, stats = ddp.ddp_overhead(spec, world=2, rounds=1, block=4, warmup_steps=2)
     assert "ratio ESGD-Max / Adam under DDP" in text
     assert stats["ESGD-Max"]["n_curv"] == 1 and stats["Adam"]["n_curv"] == 0
     assert stats["ESGD-Max"]["reduces"] == [1]  # one all-reduce per curvature step

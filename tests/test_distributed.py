@@ -13,13 +13,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import build_optimizer, should_create_graph
 from gnerf.optim.curvature import functional_loss
-from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group, no_sync_if_curvature
+from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group
+from gnerf.optim.step import no_sync_if_curvature
 
 from dist_helpers import run_on_ranks
 
 STEPS = 9
 # curvature on steps 0, 1, 2 (warm-up), then 4 and 8; plain steps in between
-CADENCE = dict(d_warmup=3, update_d_every=4)
+CADENCE = dict(precondition_warmup_steps=3, precondition_frequency=4)
 CASES = {
     "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step

@@ -80,7 +80,7 @@ def test_missing_graph_raises_clear_error():
 
 def test_cadence():
     net, x, y = _tiny_problem()
-    opt = ESGDMax(net.parameters(), d_warmup=3, update_d_every=5)
+    opt = ESGDMax(net.parameters(), precondition_warmup_steps=3, precondition_frequency=5)
     flags = []
     for _ in range(12):
         flags.append(opt.should_create_graph())
@@ -89,7 +89,7 @@ def test_cadence():
     assert opt.num_curvature_updates == 5 and opt.num_steps == 12
 
 
-def _reference_esgd(net, x, y, steps, lr, use_max, d_warmup, every, seed, beta1=0.9, beta2=0.999,
+def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.9, beta2=0.999,
                     eps=1e-4, lr_warmup=0.99, wd=0.0):
     """ESGD and ESGD-Max written out from their published equations, one tensor at a time.
 
@@ -105,7 +105,7 @@ def _reference_esgd(net, x, y, steps, lr, use_max, d_warmup, every, seed, beta1=
     for t in range(1, steps + 1):
         loss = ((net(x) - y) ** 2).mean()
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        curv = (t - 1) < d_warmup or (t - 1) % every == 0
+        curv = (t - 1) < warmup or (t - 1) % every == 0
         if curv:
             vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
             hvs = torch.autograd.grad(grads, params, vs)
@@ -134,7 +134,7 @@ def _reference_esgd(net, x, y, steps, lr, use_max, d_warmup, every, seed, beta1=
 def test_matches_reference_equations(cls, foreach):
     net, x, y = _tiny_problem()
     ref = copy.deepcopy(net)
-    opt = cls(net.parameters(), lr=0.05, d_warmup=3, update_d_every=4, weight_decay=0.01,
+    opt = cls(net.parameters(), lr=0.05, precondition_warmup_steps=3, precondition_frequency=4, weight_decay=0.01,
               foreach=foreach, generator=torch.Generator().manual_seed(7))
     _train(net, opt, x, y, 11)
     expected = _reference_esgd(ref, x, y, 11, 0.05, cls.use_max, 3, 4, seed=7, wd=0.01)
@@ -146,7 +146,7 @@ def test_matches_reference_equations(cls, foreach):
 def test_esgd_bias_corrects_curvature_with_the_step_count():
     """After the warm-up the published ESGD's step grows although D is not updated: sqrt(1 - beta2^t) grows."""
     p = nn.Parameter(torch.zeros(1))
-    opt = ESGD([p], lr=0.1, betas=(0.0, 0.999), eps=1e-12, d_warmup=1, update_d_every=10**6,
+    opt = ESGD([p], lr=0.1, betas=(0.0, 0.999), eps=1e-12, precondition_warmup_steps=1, precondition_frequency=10**6,
                generator=torch.Generator().manual_seed(0))
     moves = []
     for _ in range(4):
@@ -165,9 +165,9 @@ def test_esgd_bias_corrects_curvature_with_the_step_count():
 def test_foreach_equals_per_tensor():
     net_a, x, y = _tiny_problem()
     net_b = copy.deepcopy(net_a)
-    opt_a = ESGDMax(net_a.parameters(), foreach=False, d_warmup=2, update_d_every=3,
+    opt_a = ESGDMax(net_a.parameters(), foreach=False, precondition_warmup_steps=2, precondition_frequency=3,
                     generator=torch.Generator().manual_seed(3))
-    opt_b = ESGDMax(net_b.parameters(), foreach=True, d_warmup=2, update_d_every=3,
+    opt_b = ESGDMax(net_b.parameters(), foreach=True, precondition_warmup_steps=2, precondition_frequency=3,
                     generator=torch.Generator().manual_seed(3))
     _train(net_a, opt_a, x, y, 9)
     _train(net_b, opt_b, x, y, 9)
@@ -177,7 +177,7 @@ def test_foreach_equals_per_tensor():
 
 def test_state_dict_round_trip_continues_identically():
     net, x, y = _tiny_problem()
-    opt = ESGDMax(net.parameters(), d_warmup=2, update_d_every=3, generator=torch.Generator().manual_seed(5))
+    opt = ESGDMax(net.parameters(), precondition_warmup_steps=2, precondition_frequency=3, generator=torch.Generator().manual_seed(5))
     _train(net, opt, x, y, 7)
     saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
     gen_state = opt.generator.get_state()
@@ -188,7 +188,7 @@ def test_state_dict_round_trip_continues_identically():
     opt2 = ESGDMax(net2.parameters(), generator=torch.Generator())
     opt2.generator.set_state(gen_state)
     opt2.load_state_dict(saved_opt)
-    assert (opt2.num_steps, opt2.num_curvature_updates, opt2.update_d_every) == (7, 4, 3)  # steps 0, 1, 3, 6
+    assert (opt2.num_steps, opt2.num_curvature_updates, opt2.precondition_frequency) == (7, 4, 3)  # steps 0, 1, 3, 6
     _train(net2, opt2, x, y, 5)
     for p, q in zip(net.parameters(), net2.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
@@ -225,8 +225,8 @@ def test_invalid_hyperparameters_are_named():
         ESGD(p, lr_warmup=0.99)
     with pytest.raises(ValueError, match="betas"):
         ESGD(p, betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match="update_d_every"):
-        ESGD(p, update_d_every=0)
+    with pytest.raises(ValueError, match="precondition_frequency"):
+        ESGD(p, precondition_frequency=0)
 
 
 def _fit_pattern(make_opt, steps=300):
@@ -242,7 +242,7 @@ def _fit_pattern(make_opt, steps=300):
 
 def test_esgd_max_fits_a_small_image_faster_than_sgd():
     """A Gaussian field learns a 16x16 pattern with ESGD-Max, well ahead of SGD with the same lr and momentum."""
-    esgd_losses = _fit_pattern(lambda ps: ESGDMax(ps, lr=0.15, d_warmup=10, update_d_every=20))
+    esgd_losses = _fit_pattern(lambda ps: ESGDMax(ps, lr=0.15, precondition_warmup_steps=10, precondition_frequency=20))
     sgd_losses = _fit_pattern(lambda ps: torch.optim.SGD(ps, lr=0.15, momentum=0.9))
     assert all(math.isfinite(l) for l in esgd_losses)
     assert esgd_losses[-1] < esgd_losses[0] / 100
@@ -250,7 +250,7 @@ def test_esgd_max_fits_a_small_image_faster_than_sgd():
     assert esgd_losses[-1] < sgd_losses[-1] / 3  # measured 0.0033 vs 0.0226
 
 
-def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, d_warmup, every, seed, beta1=0.9,
+def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, every, seed, beta1=0.9,
                           beta2=0.999, eps=1e-4):
     """ESGDAdamStart written out from its docstring's equations."""
     params = list(net.parameters())
@@ -262,8 +262,8 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, d_warmup, e
     for t in range(1, steps + 1):
         loss = ((net(x) - y) ** 2).mean()
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        n = t - 1 - max(adam_steps - d_warmup, 0)  # the cadence starts d_warmup steps before the switch
-        curv = n >= 0 and (n < d_warmup or n % every == 0)
+        n = t - 1 - max(adam_steps - warmup, 0)  # the cadence starts warmup steps before the switch
+        curv = n >= 0 and (n < warmup or n % every == 0)
         if curv:
             vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
             hvs = torch.autograd.grad(grads, params, vs)
@@ -286,7 +286,7 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, d_warmup, e
 def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     net, x, y = _tiny_problem()
     ref, adam_net = copy.deepcopy(net), copy.deepcopy(net)
-    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, d_warmup=3, update_d_every=4,
+    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, precondition_warmup_steps=3, precondition_frequency=4,
                         foreach=foreach, generator=torch.Generator().manual_seed(7))
     flags = []
     for _ in range(5):

@@ -6,11 +6,11 @@ import torch
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.curvature import (
     HVP_METHODS,
+    HutchinsonProbe,
     MissingGraphError,
     functional_loss,
     hessian_vector_product,
     hessian_vector_product_fwd_rev,
-    hvp,
     rademacher_like,
 )
 
@@ -52,13 +52,13 @@ def test_fwd_rev_matches_explicit_hessian_and_returns_grad():
     assert not any(h.requires_grad for h in hv)
 
 
-def test_both_methods_agree_through_the_dispatcher():
+def test_both_methods_agree_with_the_explicit_hessian():
     net, x, y, loss_fn, params = _problem(1)
     vs = rademacher_like(params, torch.Generator().manual_seed(4))
     expected = _explicit_hvp(loss_fn, params, vs)
     grads = torch.autograd.grad((net(x) - y).square().mean(), params, create_graph=True)
-    by_double = hvp(params, vs, method="double-backward", grads=grads)
-    by_fwd_rev = hvp(params, vs, method="forward-over-reverse", loss_fn=loss_fn)
+    by_double = hessian_vector_product(params, grads, vs)
+    by_fwd_rev = hessian_vector_product_fwd_rev(loss_fn, params, vs)
     for a, b, e in zip(by_double, by_fwd_rev, expected):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(b, e, rtol=1e-9, atol=1e-11)
@@ -79,18 +79,18 @@ def test_fwd_rev_float32_on_gaussian_trunk_matches_double_backward():
         torch.testing.assert_close(u, w, rtol=1e-4, atol=1e-6)
 
 
-def test_dispatcher_errors():
+def test_errors():
     net, x, y, loss_fn, params = _problem()
     vs = rademacher_like(params)
-    with pytest.raises(ValueError, match="unknown HVP method"):
-        hvp(params, vs, method="finite-differences", loss_fn=loss_fn)
-    with pytest.raises(ValueError, match="needs loss_fn"):
-        hvp(params, vs, method="forward-over-reverse")
-    with pytest.raises(ValueError, match="needs grads"):
-        hvp(params, vs, method="double-backward")
+    with pytest.raises(ValueError, match="invalid hvp_method='finite-differences'"):
+        HutchinsonProbe(hvp_method="finite-differences")
+    with pytest.raises(ValueError, match="needs the loss as a function of the parameters"):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        HutchinsonProbe(hvp_method="forward-over-reverse", process_group=None)(params)
     grads = torch.autograd.grad((net(x) - y).square().mean(), params)  # no graph
     with pytest.raises(MissingGraphError):
-        hvp(params, vs, method="double-backward", grads=list(grads))
+        hessian_vector_product(params, list(grads), vs)
     with pytest.raises(ValueError, match="does not match"):
         hessian_vector_product_fwd_rev(loss_fn, params, [v.t() if v.dim() == 2 else v[:1] for v in vs])
 
@@ -113,7 +113,7 @@ def test_optimizers_select_forward_over_reverse(name):
     for method in HVP_METHODS:
         net, x, y, loss_fn, params = _problem(2)
         opt = build_optimizer(name, params, lr=0.05, seed=4, hvp_method=method,
-                              **({"d_warmup": 2, "update_d_every": 3} if name == "esgd-max" else {}))
+                              **({"precondition_warmup_steps": 2, "precondition_frequency": 3} if name == "esgd-max" else {}))
         assert opt.hvp_method == method
         for _ in range(7):  # esgd-max: curvature on steps 0, 1, 3, 6
             loss = loss_fn({})

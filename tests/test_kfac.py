@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.kfac import KFAC, kfac_precondition
 from gnerf.optim.registry import build_optimizer
@@ -112,7 +113,7 @@ def test_one_step_update_and_inverse_cadence():
     x, y = _batch()
     ref = copy.deepcopy(net)
     lr, lam = 0.1, 0.01
-    opt = KFAC(net, lr=lr, damping=lam, kl_clip=0.0, momentum=0.9, inv_update_freq=2)
+    opt = KFAC(net, lr=lr, damping=lam, kl_clip=0.0, momentum=0.9, precondition_frequency=2)
     LOSSES["mse"](net(x), y).backward()
     grads = [p.grad.clone() for p in net.parameters()]
     opt.step()
@@ -133,7 +134,7 @@ def test_one_step_update_and_inverse_cadence():
 def test_state_round_trips_exactly():
     net = _mlp()
     x, y = _batch()
-    opt = KFAC(net.parameters(), inv_update_freq=3)
+    opt = KFAC(net.parameters(), precondition_frequency=3)
 
     def run(n, o, m):
         for _ in range(n):
@@ -143,7 +144,7 @@ def test_state_round_trips_exactly():
 
     run(4, opt, net)
     net2 = copy.deepcopy(net)
-    opt2 = KFAC(net2.parameters(), inv_update_freq=3)
+    opt2 = KFAC(net2.parameters(), precondition_frequency=3)
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
     assert opt2.num_steps == 4 and opt2.num_inverse_updates == opt.num_inverse_updates
     run(4, opt, net)
@@ -160,7 +161,7 @@ def test_learns_a_small_image_and_is_registered():
     y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
                      0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
     opt = build_optimizer("kfac", net.parameters(), activation="gaussian")
-    assert isinstance(opt, KFAC) and opt.param_groups[0]["lr"] == 0.1 and not opt.should_create_graph()
+    assert isinstance(opt, KFAC) and opt.param_groups[0]["lr"] == 0.1 and not needs_hessian_vector_products(opt)
     losses = []
     for _ in range(150):
         opt.zero_grad()
@@ -176,8 +177,8 @@ def test_clear_errors():
     net = _mlp()
     with pytest.raises(ValueError, match="damping"):
         KFAC(net, damping=0.0)
-    with pytest.raises(ValueError, match="inv_update_freq"):
-        KFAC(net, inv_update_freq=0)
+    with pytest.raises(ValueError, match="precondition_frequency"):
+        KFAC(net, precondition_frequency=0)
     with pytest.raises(ValueError, match="only nn.Linear"):
         KFAC([net[0], net[1]])
     with pytest.raises(ValueError, match="no 'kfac' counters"):

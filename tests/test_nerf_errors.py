@@ -87,7 +87,7 @@ def test_unwritable_output_folder_is_reported(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_device_is_refused_and_cpu_is_the_default(tmp_path):
-    from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd
+    from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd  # the registration
 
     assert gaussian_nerf_esgd.config.machine.device_type == "cpu"
     assert gaussian_nerf_adam.config.machine.device_type == "cpu"
@@ -110,7 +110,8 @@ def test_llff_data_names_the_experiment_after_the_scene(tmp_path):
 
 def test_first_order_optimizers_are_not_curvature_optimizers(tmp_path):
     """K-FAC and Shampoo take no Hessian-vector products: gradient accumulation is allowed for them."""
-    from gnerf.nerf.optimizers import ShampooOptimizerConfig
+    from nerfstudio.engine.optimizers import OptimizerConfig
+
     from gnerf.optim import ESGDMax
     from gnerf.optim.base import needs_hessian_vector_products
     from gnerf.optim.kfac import KFAC
@@ -123,7 +124,8 @@ def test_first_order_optimizers_are_not_curvature_optimizers(tmp_path):
                                                                torch.optim.Adam(params)))
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
     cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=2)
-    cfg.optimizers = {"fields": {**cfg.optimizers["fields"], "optimizer": ShampooOptimizerConfig()}}
+    shampoo = OptimizerConfig(_target=Shampoo, lr=0.1, eps=1e-4)  # any gnerf.optim optimizer runs so
+    cfg.optimizers = {"fields": {**cfg.optimizers["fields"], "optimizer": shampoo}}
     cfg.gradient_accumulation_steps = {"fields": 2}
     train(cfg)  # refused before: "use a curvature optimizer, which does not support gradient accumulation"
 

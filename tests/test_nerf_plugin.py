@@ -155,7 +155,7 @@ def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
     from gnerf.nerf.field import GARFTrunk
     from gnerf.nerf.recipes import setup_trainer
 
-    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, d_warmup=2, update_d_every=2)
+    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=2)
     cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture="garf")
     trainer = setup_trainer(cfg)
     model = trainer.pipeline.model
@@ -190,7 +190,7 @@ def test_esgd_training_protocol_checkpoint_and_resume(scene, tmp_path, monkeypat
         return real_backward(*args, **kwargs)
 
     def config(iterations, timestamp):  # one 16-step schedule, run as 12 steps then 4 resumed ones
-        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=iterations, d_warmup=3, update_d_every=4)
+        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=iterations, precondition_warmup_steps=3, precondition_frequency=4)
         sched = cfg.optimizers["fields"]["scheduler"]
         cfg.optimizers["fields"]["scheduler"] = dataclasses.replace(sched, max_steps=16)
         cfg.timestamp = timestamp
@@ -295,7 +295,7 @@ def test_adam_method_trains_with_first_order_steps_only(scene, tmp_path, monkeyp
 
 @pytest.mark.skipif(not LEGO.exists(), reason="needs ../shared/data/nerf_synthetic/lego")
 def test_lego_downscaled_trains_and_evaluates(tmp_path):
-    cfg = tiny_config("gaussian-nerf-esgd", LEGO, tmp_path, iterations=6, d_warmup=2, update_d_every=3)
+    cfg = tiny_config("gaussian-nerf-esgd", LEGO, tmp_path, iterations=6, precondition_warmup_steps=2, precondition_frequency=3)
     cfg.pipeline.datamanager.camera_res_scale_factor = 0.1  # 40x40
     trainer = train(cfg)
     assert trainer.optimizers.optimizers["fields"].num_curvature_updates == 3  # steps 0, 1, 3
@@ -334,7 +334,7 @@ def test_forward_over_reverse_hvp_in_the_trainer_follows_double_backward(scene, 
 
     runs = {}
     for method in ("double-backward", "forward-over-reverse"):
-        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path / method, iterations=6, d_warmup=2, update_d_every=3)
+        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path / method, iterations=6, precondition_warmup_steps=2, precondition_frequency=3)
         cfg.optimizers["fields"]["optimizer"] = dataclasses.replace(cfg.optimizers["fields"]["optimizer"],
                                                                     hvp_method=method)
         trainer = setup_trainer(cfg)

@@ -42,8 +42,8 @@ def test_options_are_checked_through_subclasses():
 
 
 def test_lr_and_options_override_the_defaults():
-    opt = build_optimizer("esgd", _params(), lr=0.3, d_warmup=7, update_d_every=11)
-    assert opt.param_groups[0]["lr"] == 0.3 and opt.d_warmup == 7 and opt.update_d_every == 11
+    opt = build_optimizer("esgd", _params(), lr=0.3, precondition_warmup_steps=7, precondition_frequency=11)
+    assert opt.param_groups[0]["lr"] == 0.3 and opt.precondition_warmup_steps == 7 and opt.precondition_frequency == 11
 
 
 def test_unknown_name_lists_the_valid_names():
@@ -52,8 +52,8 @@ def test_unknown_name_lists_the_valid_names():
 
 
 def test_an_option_the_optimizer_does_not_take_is_named():
-    with pytest.raises(ValueError, match="'adam' does not take the option\\(s\\) d_warmup"):
-        build_optimizer("adam", _params(), d_warmup=5)
+    with pytest.raises(ValueError, match="'adam' does not take the option\\(s\\) precondition_warmup_steps"):
+        build_optimizer("adam", _params(), precondition_warmup_steps=5)
 
 
 def test_registering_is_one_call_and_duplicates_are_refused(monkeypatch):

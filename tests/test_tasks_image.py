@@ -42,7 +42,7 @@ def test_esgd_adam_start_switches_from_adam_on_the_command_line(tmp_path):
         image_main(["--image", str(require(KODIM01)), "--size", "32", "32", "--epochs", "12", "--batch-size", "128",
                     "--field.hidden-dim", "64", "--field.num-layers", "3", "--threads", "1", "--no-progress",
                     "--output-dir", str(runs[name]), "--optim.name", name,
-                    *(["--optim.adam-steps", "24", "--optim.d-warmup", "4"] if name != "adam" else [])])
+                    *(["--optim.adam-steps", "24", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
     state = torch.load(runs["esgd-adam-start"] / "checkpoint.pt", weights_only=True)["optimizer"]["esgd"]
     assert state["adam_steps"] == 24 and state["num_steps"] == 96
     adam, variant = (check_run_folder(runs[n], 12, "psnr") for n in ("adam", "esgd-adam-start"))
@@ -54,7 +54,7 @@ def test_forward_over_reverse_curvature_follows_the_double_backward_trajectory(t
     results = {}
     for method in ("double-backward", "forward-over-reverse"):
         cfg = _cfg(tmp_path / method, epochs=2, size=(16, 16), batch_size=64,
-                   optim=OptimConfig(name="esgd-max", d_warmup=2, update_d_every=3, hvp_method=method))
+                   optim=OptimConfig(name="esgd-max", precondition_warmup_steps=2, precondition_frequency=3, hvp_method=method))
         results[method] = fit_image(cfg).history
     for a, b in zip(results["double-backward"], results["forward-over-reverse"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
@@ -73,7 +73,7 @@ def test_adam_loss_falls_with_the_relu_pe_learning_rate(tmp_path):
 
 def test_resume_continues_the_same_trajectory(tmp_path):
     # curvature steps every 3rd step after 4 warm-up steps, so the resumed epochs use the restored RNG
-    optim = OptimConfig(name="esgd", d_warmup=4, update_d_every=3)
+    optim = OptimConfig(name="esgd", precondition_warmup_steps=4, precondition_frequency=3)
     straight = fit_image(_cfg(tmp_path / "a", epochs=4, optim=optim)).history
     fit_image(_cfg(tmp_path / "b", epochs=2, optim=optim))
     resumed = fit_image(_cfg(tmp_path / "b", epochs=4, optim=optim, resume=True)).history

@@ -46,9 +46,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 POSES_BOUNDS_FILENAME = "poses_bounds.npy"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Pose helpers (numpy, float64)
-# ----------------------------------------------------------------------------------------------------------------
+# -- pose helpers (numpy, float64) ----------------------------------------------------------------------------
 
 
 def _normalize(v: np.ndarray) -> np.ndarray:
@@ -113,9 +111,7 @@ def holdout_indices(num_images: int, holdout_every: int) -> Tuple[np.ndarray, np
     return train_idx, eval_idx
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Config + parser
-# ----------------------------------------------------------------------------------------------------------------
+# -- config and parser -------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -211,8 +207,6 @@ class LLFF(DataParser):
             "--downscale-factor."
         )
 
-    # -- main ----------------------------------------------------------------------------------------------------
-
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         if split not in ("train", "val", "test"):
             raise ValueError(f"Unknown split {split!r} for the LLFF dataparser; expected 'train', 'val' or 'test'.")
@@ -231,86 +225,21 @@ class LLFF(DataParser):
                 f"exactly one row: remove extra images or regenerate {POSES_BOUNDS_FILENAME}."
             )
 
-        # 1. convention: [down, right, back] -> OpenGL [right, up, back]
-        c2w, hwf = llff_to_opengl(poses_llff)
-
-        # 2. scale so that the nearest bound becomes 1 / bd_factor
-        if cfg.bd_factor is not None and cfg.bd_factor > 0:
-            min_bound = float(bounds.min())
-            if min_bound <= 0:
-                raise ValueError(
-                    f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has a non-positive near bound ({min_bound}); cannot "
-                    f"rescale by 1/(min(bounds)*bd_factor). Fix the bounds or set --bd-factor None."
-                )
-            scale = 1.0 / (min_bound * cfg.bd_factor)
-        else:
-            scale = 1.0
-
-        # 3. recentre: the average pose (computed before scaling; rotation-equivalent and the centre scales
-        #    linearly, so this equals LLFF's scale-then-recentre) is mapped to the identity.
-        if cfg.recenter:
-            transform = np.linalg.inv(_to_homogeneous(average_pose(c2w)))[:3, :]
-        else:
-            transform = np.eye(4)[:3, :]
-        c2w = apply_transform(transform, c2w)
-        c2w[:, :, 3] *= scale
-        bounds = bounds * scale
-
-        # intrinsics: hwf refers to the images the poses were estimated on; rescale to the files on disk
-        widths, heights = np.empty(num_poses), np.empty(num_poses)
-        for i, f in enumerate(image_files):
-            with Image.open(f) as im:  # reads the header only
-                widths[i], heights[i] = im.size
-        h0, w0, focal = hwf[:, 0], hwf[:, 1], hwf[:, 2]
-        if np.any(h0 <= 0) or np.any(w0 <= 0) or np.any(focal <= 0):
-            raise ValueError(
-                f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has a non-positive H, W or focal in its hwf column."
-            )
-        odd = [i for i in range(num_poses) if (widths[i], heights[i]) != (widths[0], heights[0])]
-        if odd:
-            i = odd[0]
-            raise ValueError(
-                f"the images in {image_dir} differ in size: {image_files[0].name} is {int(widths[0])}x{int(heights[0])} "
-                f"but {image_files[i].name} is {int(widths[i])}x{int(heights[i])}; an LLFF scene needs one image "
-                "size: resize them to a common size."
-            )
-        sx, sy = widths / w0, heights / h0
-        if np.any(np.abs(sx - sy) > 0.01 * np.maximum(sx, sy)):
-            CONSOLE.print(
-                f"[bold yellow]LLFF: images in {image_dir} do not have the aspect ratio of the poses' hwf column "
-                f"({int(w0[0])}x{int(h0[0])}); fx and fy are scaled separately.[/bold yellow]"
-            )
-        fx, fy = focal * sx, focal * sy
-        cx, cy = widths / 2.0, heights / 2.0
-
+        c2w, hwf = llff_to_opengl(poses_llff)  # [down, right, back] -> OpenGL [right, up, back]
+        c2w, bounds, transform, scale = self._normalise_poses(c2w, bounds)
+        fx, fy, cx, cy, widths, heights = self._intrinsics(hwf, image_dir, image_files)
         near_plane = float(cfg.near_factor * bounds.min())
         far_plane = float(cfg.far_factor * bounds.max())
         scene_box = SceneBox(aabb=torch.from_numpy(self._scene_aabb(c2w, fx, fy, cx, cy, widths, heights, far_plane)))
-
-        train_idx, eval_idx = holdout_indices(num_poses, cfg.holdout_every)
-        if len(train_idx) == 0:
-            raise ValueError(
-                f"--holdout-every {cfg.holdout_every} holds out every one of the {num_poses} view(s) of {cfg.data}, "
-                "leaving none to train on: use a value >= 2 with at least 2 views, or <= 0 to train and evaluate "
-                "on all views."
-            )
-        if cfg.holdout_every <= 0 and split != "train":
-            CONSOLE.print("[bold yellow]LLFF: holdout_every <= 0, evaluating on the training views.[/bold yellow]")
-        indices = train_idx if split == "train" else eval_idx
+        indices = self._split_indices(num_poses, split)
 
         def sel(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x[indices])).float()
 
-        cameras = Cameras(
-            camera_to_worlds=sel(c2w),
-            fx=sel(fx)[:, None],
-            fy=sel(fy)[:, None],
-            cx=sel(cx)[:, None],
-            cy=sel(cy)[:, None],
-            width=torch.from_numpy(widths[indices]).long()[:, None],
-            height=torch.from_numpy(heights[indices]).long()[:, None],
-            camera_type=CameraType.PERSPECTIVE,
-        )
+        cameras = Cameras(camera_to_worlds=sel(c2w), fx=sel(fx)[:, None], fy=sel(fy)[:, None], cx=sel(cx)[:, None],
+                          cy=sel(cy)[:, None], width=torch.from_numpy(widths[indices]).long()[:, None],
+                          height=torch.from_numpy(heights[indices]).long()[:, None],
+                          camera_type=CameraType.PERSPECTIVE)
 
         return DataparserOutputs(
             image_filenames=[image_files[i] for i in indices],
@@ -327,6 +256,72 @@ class LLFF(DataParser):
                 "image_indices": torch.from_numpy(indices.copy()).long(),  # indices into poses_bounds.npy
             },
         )
+
+    def _normalise_poses(self, c2w: np.ndarray, bounds: np.ndarray):
+        """Steps 2 and 3 of the module docstring: ``(c2w, bounds, transform, scale)`` after scaling and recentring."""
+        cfg = self.config
+        if cfg.bd_factor is not None and cfg.bd_factor > 0:  # the nearest bound becomes 1 / bd_factor
+            min_bound = float(bounds.min())
+            if min_bound <= 0:
+                raise ValueError(
+                    f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has a non-positive near bound ({min_bound}); cannot "
+                    f"rescale by 1/(min(bounds)*bd_factor). Fix the bounds or set --bd-factor None."
+                )
+            scale = 1.0 / (min_bound * cfg.bd_factor)
+        else:
+            scale = 1.0
+        # recentre: the average pose (computed before scaling; rotation-equivalent and the centre scales
+        # linearly, so this equals LLFF's scale-then-recentre) is mapped to the identity.
+        if cfg.recenter:
+            transform = np.linalg.inv(_to_homogeneous(average_pose(c2w)))[:3, :]
+        else:
+            transform = np.eye(4)[:3, :]
+        c2w = apply_transform(transform, c2w)
+        c2w[:, :, 3] *= scale
+        return c2w, bounds * scale, transform, scale
+
+    def _intrinsics(self, hwf: np.ndarray, image_dir: Path, image_files: List[Path]):
+        """``(fx, fy, cx, cy, widths, heights)``: hwf refers to the images the poses were estimated on,
+        rescaled here to the files on disk."""
+        num_poses = len(image_files)
+        widths, heights = np.empty(num_poses), np.empty(num_poses)
+        for i, f in enumerate(image_files):
+            with Image.open(f) as im:  # reads the header only
+                widths[i], heights[i] = im.size
+        h0, w0, focal = hwf[:, 0], hwf[:, 1], hwf[:, 2]
+        if np.any(h0 <= 0) or np.any(w0 <= 0) or np.any(focal <= 0):
+            raise ValueError(
+                f"{Path(self.config.data) / POSES_BOUNDS_FILENAME} has a non-positive H, W or focal in its hwf column."
+            )
+        odd = [i for i in range(num_poses) if (widths[i], heights[i]) != (widths[0], heights[0])]
+        if odd:
+            i = odd[0]
+            raise ValueError(
+                f"the images in {image_dir} differ in size: {image_files[0].name} is {int(widths[0])}x{int(heights[0])} "
+                f"but {image_files[i].name} is {int(widths[i])}x{int(heights[i])}; an LLFF scene needs one image "
+                "size: resize them to a common size."
+            )
+        sx, sy = widths / w0, heights / h0
+        if np.any(np.abs(sx - sy) > 0.01 * np.maximum(sx, sy)):
+            CONSOLE.print(
+                f"[bold yellow]LLFF: images in {image_dir} do not have the aspect ratio of the poses' hwf column "
+                f"({int(w0[0])}x{int(h0[0])}); fx and fy are scaled separately.[/bold yellow]"
+            )
+        return focal * sx, focal * sy, widths / 2.0, heights / 2.0, widths, heights
+
+    def _split_indices(self, num_poses: int, split: str) -> np.ndarray:
+        """The views of ``split`` (every ``holdout_every``-th held out for val and test)."""
+        cfg = self.config
+        train_idx, eval_idx = holdout_indices(num_poses, cfg.holdout_every)
+        if len(train_idx) == 0:
+            raise ValueError(
+                f"--holdout-every {cfg.holdout_every} holds out every one of the {num_poses} view(s) of {cfg.data}, "
+                "leaving none to train on: use a value >= 2 with at least 2 views, or <= 0 to train and evaluate "
+                "on all views."
+            )
+        if cfg.holdout_every <= 0 and split != "train":
+            CONSOLE.print("[bold yellow]LLFF: holdout_every <= 0, evaluating on the training views.[/bold yellow]")
+        return train_idx if split == "train" else eval_idx
 
     @staticmethod
     def _scene_aabb(

@@ -1,7 +1,9 @@
-"""nerfstudio optimizer and scheduler configs for gnerf's optimizers.
+"""nerfstudio optimizer and scheduler configs for ESGD and ESGD-Max.
 
 Each config builds a :mod:`gnerf.optim` optimizer through nerfstudio's
-``OptimizerConfig.setup`` (every field except ``_target`` and ``max_norm`` becomes a keyword).
+``OptimizerConfig.setup`` (every field except ``_target`` and ``max_norm`` becomes a keyword); the
+defaults are the paper's (:data:`gnerf.optim.defaults.PAPER`). Any other :mod:`gnerf.optim`
+optimizer runs under nerfstudio as ``OptimizerConfig(_target=Shampoo, lr=0.1, eps=1e-4)``.
 The scheduler writes only Python floats into its state, so checkpoints load with
 ``torch.load(weights_only=True)``, the default from torch 2.6 on.
 """
@@ -17,9 +19,7 @@ from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 
 from gnerf.optim import ESGD, ESGDMax
-from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
-from gnerf.optim.kfac import KFAC
-from gnerf.optim.shampoo import Shampoo
+from gnerf.optim.defaults import PAPER
 
 
 @dataclass
@@ -27,12 +27,14 @@ class ESGDOptimizerConfig(OptimizerConfig):
     """ESGD (running-mean curvature, as published); the hyperparameters of :class:`gnerf.optim.ESGD`."""
 
     _target: Type = ESGD
-    lr: float = 1.0
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-4
+    lr: float = PAPER.nerf_lr
+    betas: Tuple[float, float] = PAPER.betas
+    eps: float = PAPER.eps
     weight_decay: float = 0.0
-    d_warmup: int = 50
-    update_d_every: int = 100
+    precondition_warmup_steps: int = PAPER.precondition_warmup_steps
+    """The first steps, each of which estimates the curvature."""
+    precondition_frequency: int = PAPER.precondition_frequency
+    """After them, the curvature is estimated every precondition_frequency steps."""
     hvp_method: str = "double-backward"
     """double-backward (graph on curvature steps) or forward-over-reverse (the loss evaluated again)."""
 
@@ -42,70 +44,8 @@ class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
     """ESGD-Max (exponentially weighted max curvature), the paper's optimizer for Gaussian-NeRF."""
 
     _target: Type = ESGDMax
-    lr_warmup: float = 0.99
+    lr_warmup: float = PAPER.lr_warmup
     """The step size ramps as 1 - lr_warmup^k with the number of curvature updates k (0: off)."""
-
-
-@dataclass
-class AdaHessianEOptimizerConfig(OptimizerConfig):
-    """AdaHessian (E), equilibration statistic; the hyperparameters of :class:`gnerf.optim.adahessian.AdaHessian`.
-
-    Curvature on every step: the trainer builds the graph on every step for it.
-    """
-
-    _target: Type = AdaHessianE
-    lr: float = 0.15
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-4
-    weight_decay: float = 0.0
-    hessian_power: float = 1.0
-    hvp_method: str = "double-backward"
-    """double-backward (graph on every step) or forward-over-reverse (the loss evaluated again)."""
-
-
-@dataclass
-class AdaHessianJOptimizerConfig(AdaHessianEOptimizerConfig):
-    """AdaHessian (J), Jacobi statistic."""
-
-    _target: Type = AdaHessianJ
-
-
-@dataclass
-class ShampooOptimizerConfig(OptimizerConfig):
-    """Shampoo; the hyperparameters of :class:`gnerf.optim.shampoo.Shampoo` (the paper: lr 0.1)."""
-
-    _target: Type = Shampoo
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    eps: float = 1e-4
-    update_freq: int = 1
-
-
-@dataclass
-class KFACOptimizerConfig(OptimizerConfig):
-    """K-FAC; the hyperparameters of :class:`gnerf.optim.kfac.KFAC` (the paper: lr 0.1, damping 0.01,
-    inverses every 100 steps).
-
-    Built from the param group alone: K-FAC finds the ``nn.Linear`` layers that own those
-    parameters at the first forward pass. Its factor ``G`` treats every field evaluation (ray
-    sample) as one sample, so it is the per-sample Fisher up to the samples-per-ray factor.
-    """
-
-    _target: Type = KFAC
-    lr: float = 0.1
-    momentum: float = 0.9
-    damping: float = 0.01
-    stat_decay: float = 0.95
-    weight_decay: float = 0.0
-    kl_clip: float = 1e-3
-    inv_update_freq: int = 100
-    cov_update_freq: int = 1
-
-    def setup(self, params) -> Optimizer:
-        """Build :class:`KFAC` (it has no ``eps``; nerfstudio's base field is dropped)."""
-        kwargs = {k: v for k, v in vars(self).items() if k not in ("_target", "max_norm", "eps")}
-        return self._target(params, **kwargs)
 
 
 @dataclass

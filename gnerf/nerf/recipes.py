@@ -15,9 +15,11 @@ import torch
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 
 from gnerf.nerf.model import skip_connections_for
+from gnerf.nerf.methods import CONFIGS
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
+from gnerf.optim.base import needs_hessian_vector_products
 
-METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")
+METHODS = tuple(CONFIGS)
 
 
 def method_config(
@@ -43,35 +45,27 @@ def method_config(
     """A copy of the registered method's config with the sizes given (the classes are unchanged).
 
     The learning-rate schedule is stretched to ``iterations`` (start and final lr as registered);
-    ``curvature_cadence=(d_warmup, update_d_every)`` overrides the curvature cadence of
-    curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
+    ``curvature_cadence=(precondition_warmup_steps, precondition_frequency)`` overrides the curvature
+    cadence of curvature optimizers. Evaluation during training is off; the checkpoint is written at the end.
     """
-    from method_configs.gnerf_methods import gaussian_nerf_adam, gaussian_nerf_esgd
-
-    specs = {"gaussian-nerf-esgd": gaussian_nerf_esgd, "gaussian-nerf-adam": gaussian_nerf_adam}
-    if method not in specs:
+    if method not in CONFIGS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cfg = dataclasses.replace(specs[method].config)
+    cfg = dataclasses.replace(CONFIGS[method])
     dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=rays,
                              eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
     if dataparser is not None:
         dm.dataparser = dataparser
-    model_overrides: Dict[str, object] = dict(num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
-                                              num_layers=num_layers)
-    model_overrides["skip_connections"] = (
-        tuple(skip_connections) if skip_connections is not None else skip_connections_for(num_layers)
-    )
-    if direction_dim is not None:
-        model_overrides["direction_dim"] = direction_dim
-    if color_hidden_dim is not None:
-        model_overrides["color_hidden_dim"] = color_hidden_dim
-    model = dataclasses.replace(cfg.pipeline.model, **model_overrides)
+    skips = tuple(skip_connections) if skip_connections is not None else skip_connections_for(num_layers)
+    heads = {k: v for k, v in (("direction_dim", direction_dim), ("color_hidden_dim", color_hidden_dim)) if v is not None}
+    model = dataclasses.replace(cfg.pipeline.model, num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
+                                num_layers=num_layers, skip_connections=skips, **heads)
     cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
 
     group = cfg.optimizers["fields"]
     optimizer, scheduler = group["optimizer"], dataclasses.replace(group["scheduler"], max_steps=iterations)
-    if curvature_cadence is not None and hasattr(optimizer, "d_warmup"):
-        optimizer = dataclasses.replace(optimizer, d_warmup=curvature_cadence[0], update_d_every=curvature_cadence[1])
+    if curvature_cadence is not None and needs_hessian_vector_products(optimizer._target):
+        optimizer = dataclasses.replace(optimizer, precondition_warmup_steps=curvature_cadence[0],
+                                        precondition_frequency=curvature_cadence[1])
     cfg.optimizers = {"fields": {"optimizer": optimizer, "scheduler": scheduler}}
 
     cfg.max_num_iterations = iterations
@@ -79,9 +73,7 @@ def method_config(
     cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10 * iterations + 1
     cfg.vis = "tensorboard"
     cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
-    cfg.output_dir = Path(output_dir)
-    cfg.experiment_name = experiment_name
-    cfg.timestamp = timestamp
+    cfg.output_dir, cfg.experiment_name, cfg.timestamp = Path(output_dir), experiment_name, timestamp
     return cfg
 
 

@@ -1,8 +1,9 @@
 """A nerfstudio Trainer that follows gnerf's curvature protocol.
 
 nerfstudio's ``Trainer.train_iteration`` is the only place that calls ``backward()``. This
-subclass passes ``create_graph=True`` exactly on the steps where one of the stepping optimizers
-asks for curvature (``should_create_graph()``), releases the graph after the step, stops on a
+subclass takes its steps through :func:`gnerf.optim.step.take_step`, which builds the graph exactly
+on the steps where one of the stepping optimizers takes a curvature step and releases it after the
+step; the grad scaler and gradient accumulation of nerfstudio stay as they are. It also stops on a
 non-finite loss (checked on the device each step; read back only on log steps, curvature steps and
 before a checkpoint, so plain steps add no synchronisation), and writes checkpoints atomically.
 
@@ -37,8 +38,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.curvature import LossFn, functional_loss, needs_loss_fn, should_create_graph
-from gnerf.optim.distributed import is_distributed, no_sync_if_curvature
+from gnerf.optim.curvature import LossFn, functional_loss
+from gnerf.optim.distributed import is_distributed
+from gnerf.optim.step import StepPlan, take_step
 from gnerf.tasks.io import remove_if_unused
 
 
@@ -142,35 +144,30 @@ class CurvatureTrainer(Trainer):
         self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])
         needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
         stepping = [self.optimizers.optimizers[g] for g in needs_step]
-        create_graph = any(should_create_graph(o) for o in stepping)
-        functional = [g for g, o in zip(needs_step, stepping) if needs_loss_fn(o)]
-        if hasattr(self.pipeline, "record_train_batch"):
-            self.pipeline.record_train_batch = bool(functional)
-        elif functional:
-            raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs gnerf's "
-                             "pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
-
+        name_of = {id(o): g for g, o in zip(needs_step, stepping)}
         device_type = self.device.split(":")[0]
         device_type = "cpu" if device_type == "mps" else device_type
-        with no_sync_if_curvature(getattr(self.pipeline, "_model", self.pipeline), stepping):
+        dicts = {}
+
+        def forward(plan: StepPlan) -> torch.Tensor:
+            functional = [g for g, f in zip(needs_step, plan.functional) if f]
+            if hasattr(self.pipeline, "record_train_batch"):
+                self.pipeline.record_train_batch = bool(functional)
+            elif functional:
+                raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs "
+                                 "gnerf's pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
             with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
-                _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
-                loss = functools.reduce(torch.add, loss_dict.values())
-            # checked on the device every step, synchronised only on log steps, curvature steps and saves
-            finite = torch.isfinite(loss.detach())
-            self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
-            if create_graph or step % self.config.logging.steps_per_log == 0:
-                if is_distributed():  # a NaN on any rank stops every rank at this step
-                    flag = self._loss_finite.to(torch.float32)
-                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-                    self._loss_finite = flag.bool()
-                self._check_finite_loss(step, loss_dict)
-            self.grad_scaler.scale(loss).backward(create_graph=create_graph)
-        self.optimizers.optimizer_scaler_step_some(self.grad_scaler, [g for g in needs_step if g not in functional])
-        if functional:
-            loss_fn = self._train_loss_fn()
-            for g in functional:
-                self.optimizers.optimizers[g].step(loss_fn=loss_fn)
+                _, dicts["loss"], dicts["metrics"] = self.pipeline.get_train_loss_dict(step=step)
+                loss = functools.reduce(torch.add, dicts["loss"].values())
+            self._note_loss(step, loss, dicts["loss"], plan.create_graph)
+            return loss
+
+        loss, _ = take_step(
+            stepping, forward, model=getattr(self.pipeline, "_model", self.pipeline), loss_fn=self._train_loss_fn,
+            backward=lambda value, graph: self.grad_scaler.scale(value).backward(create_graph=graph),
+            step=lambda plain: self.optimizers.optimizer_scaler_step_some(
+                self.grad_scaler, [name_of[id(o)] for o in plain]))
+        loss_dict, metrics_dict = dicts["loss"], dicts["metrics"]
 
         if self.config.log_gradients:
             total = 0.0
@@ -180,16 +177,27 @@ class CurvatureTrainer(Trainer):
                     metrics_dict[f"Gradients/{tag}"] = grad
                     total += grad
             metrics_dict["Gradients/Total"] = total
-        if create_graph:  # the graph lives in .grad: drop it now rather than at the next zero_grad
-            for params in self.optimizers.parameters.values():
-                for p in params:
-                    p.grad = None
 
         scale = self.grad_scaler.get_scale()
         self.grad_scaler.update()
         if scale <= self.grad_scaler.get_scale():
             self.optimizers.scheduler_step_all(step)
         return loss, loss_dict, metrics_dict
+
+    def _note_loss(self, step: int, loss: torch.Tensor, loss_dict, curvature_step: bool) -> None:
+        """Fold this step's loss into the on-device finite flag; check it on log steps and curvature steps.
+
+        Checked on the device every step, synchronised only on log steps, curvature steps and saves; in a
+        distributed run the flag is averaged first, so a NaN on any rank stops every rank at this step.
+        """
+        finite = torch.isfinite(loss.detach())
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+        if curvature_step or step % self.config.logging.steps_per_log == 0:
+            if is_distributed():
+                flag = self._loss_finite.to(torch.float32)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                self._loss_finite = flag.bool()
+            self._check_finite_loss(step, loss_dict)
 
     def _train_loss_fn(self) -> LossFn:
         """This step's training loss as a function of the model's weights: the same rays, batch and samples."""

@@ -1,4 +1,4 @@
-"""Optimizers for neural fields and the shared curvature (Hessian-vector product) machinery."""
+"""Optimizers for neural fields, the shared curvature (Hessian-vector product) machinery and the training step."""
 
 from gnerf.optim.curvature import (
     HutchinsonProbe,
@@ -6,9 +6,8 @@ from gnerf.optim.curvature import (
     hessian_vector_product,
     rademacher_like,
     release_graph,
-    should_create_graph,
 )
-from gnerf.optim.distributed import no_sync_if_curvature
+from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
 from gnerf.optim.registry import (
     OPTIMIZERS,
@@ -19,6 +18,7 @@ from gnerf.optim.registry import (
     register_optimizer,
     registered_optimizers,
 )
+from gnerf.optim.step import StepPlan, needs_loss_fn, no_sync_if_curvature, should_create_graph, take_step
 
 __all__ = [
     "ESGD",
@@ -28,6 +28,7 @@ __all__ = [
     "MissingGraphError",
     "OPTIMIZERS",
     "OptimizerSpec",
+    "StepPlan",
     "build_optimizer",
     "default_lr",
     "get_optimizer_spec",
@@ -35,8 +36,11 @@ __all__ = [
     "registered_optimizers",
     "esgd",
     "hessian_vector_product",
+    "needs_hessian_vector_products",
+    "needs_loss_fn",
     "no_sync_if_curvature",
     "rademacher_like",
     "release_graph",
     "should_create_graph",
+    "take_step",
 ]

@@ -23,12 +23,13 @@ not the ``2 * randint(high=1) - 1`` of one popular implementation, which is alwa
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
+from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
+from gnerf.optim.curvature import DEFAULT_HVP_METHOD
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["AdaHessian", "AdaHessianE", "AdaHessianJ", "adahessian", "STATISTICS"]
@@ -79,9 +80,9 @@ class AdaHessian(HutchinsonOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.15,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-4,
+        lr: float = PAPER.lr,
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
         weight_decay: float = 0.0,
         hessian_power: float = 1.0,
         statistic: str = "equilibration",
@@ -112,65 +113,30 @@ class AdaHessian(HutchinsonOptimizer):
         """Always True: AdaHessian estimates curvature on every step."""
         return True
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
-        ``loss_fn`` is needed with ``hvp_method="forward-over-reverse"``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        groups = params_with_grads(self)
-        all_params = [p for ps in groups for p in ps]
-        if not all_params:
-            return loss
-        vs, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
-        self.num_steps += 1
-
-        offset = 0
-        for group, ps in zip(self.param_groups, groups):
-            if not ps:
-                continue
-            n = len(ps)
-            exp_avgs, curvatures = [], []
-            for p in ps:
-                state = self.state[p]
-                if len(state) == 0:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["curvature"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                exp_avgs.append(state["exp_avg"])
-                curvatures.append(state["curvature"])
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = all(p.is_cuda for p in ps)
-            adahessian(
-                ps,
-                [p.grad.detach() for p in ps],
-                exp_avgs,
-                curvatures,
-                hvps[offset:offset + n],
-                vs[offset:offset + n],
-                step=self.num_steps,
-                lr=group["lr"],
-                beta1=group["betas"][0],
-                beta2=group["betas"][1],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                hessian_power=group["hessian_power"],
-                statistic=self.statistic,
-                foreach=foreach,
-            )
-            offset += n
-        release_graph(all_params)
-        return loss
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        adahessian(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["curvature"] for s in states],
+            hvps,
+            vectors,
+            step=self.num_steps,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            hessian_power=group["hessian_power"],
+            statistic=self.statistic,
+            foreach=foreach,
+        )
 
 
 class AdaHessianE(AdaHessian):
     """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
         if "statistic" in kwargs:
             raise TypeError("AdaHessianE always uses the equilibration statistic; use AdaHessian(statistic=...)")
         super().__init__(params, lr=lr, statistic="equilibration", **kwargs)
@@ -179,7 +145,7 @@ class AdaHessianE(AdaHessian):
 class AdaHessianJ(AdaHessian):
     """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, **kwargs: Any) -> None:
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
         if "statistic" in kwargs:
             raise TypeError("AdaHessianJ always uses the Jacobi statistic; use AdaHessian(statistic=...)")
         super().__init__(params, lr=lr, statistic="jacobi", **kwargs)

@@ -1,14 +1,15 @@
-"""What gnerf's optimizers share: checks of the usual hyperparameters, and counters in ``state_dict``."""
+"""What gnerf's optimizers share: checks of the usual hyperparameters, counters in ``state_dict``, the
+symmetric eigendecomposition (Shampoo, K-FAC) and the step of the Hutchinson optimizers (ESGD, AdaHessian)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from gnerf.optim.curvature import HutchinsonProbe
+from gnerf.optim.curvature import HutchinsonProbe, LossFn, release_graph
 from gnerf.optim.distributed import ProcessGroupSetting
 
 _RULES = {
@@ -37,6 +38,12 @@ def params_with_grads(optimizer: Optimizer) -> List[List[Tensor]]:
             raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
         groups.append(ps)
     return groups
+
+
+def symmetric_eigh(matrix: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(eigenvalues, eigenvectors)`` of the symmetric part ``(M + M^T) / 2`` of ``matrix``, in float64."""
+    m = matrix.detach().to(torch.float64)
+    return torch.linalg.eigh(0.5 * (m + m.T))
 
 
 def needs_hessian_vector_products(optimizer: object) -> bool:
@@ -75,6 +82,10 @@ class CountedOptimizer(Optimizer):
             if saved[f] != getattr(self, f):
                 raise ValueError(f"{name}.load_state_dict: the state dict was saved with {f}={saved[f]!r}, "
                                  f"this optimizer uses {f}={getattr(self, f)!r}")
+        missing = [f for f in self.state_fields if f not in saved]
+        if missing:
+            raise ValueError(f"{name}.load_state_dict: the state dict lacks {', '.join(missing)}; it was saved by "
+                             "another version of gnerf")
         super().load_state_dict(state_dict)
         for f in self.state_fields:
             setattr(self, f, type(getattr(self, f))(saved[f]))
@@ -83,6 +94,8 @@ class CountedOptimizer(Optimizer):
 class HutchinsonOptimizer(CountedOptimizer):
     """A counted optimizer whose curvature comes from a :class:`~gnerf.optim.curvature.HutchinsonProbe`.
 
+    Its :meth:`step` is shared: run the closure, take ``(v, H v)`` on curvature steps, count the step,
+    hand each param group to :meth:`_update_group` (the subclass's maths), release the graph.
     With ``hvp_method="forward-over-reverse"``, pass ``step(loss_fn=...)`` whenever
     ``is_curvature_step()`` (see :data:`gnerf.optim.curvature.LossFn`).
 
@@ -91,6 +104,9 @@ class HutchinsonOptimizer(CountedOptimizer):
     """
 
     probe: HutchinsonProbe
+    num_steps: int
+    #: Per-parameter state tensors, created as zeros at a parameter's first step.
+    state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
 
     def _init_probe(self, generator: Optional[torch.Generator], seed: Optional[int],
                     process_group: ProcessGroupSetting, hvp_method: str) -> None:
@@ -124,3 +140,51 @@ class HutchinsonOptimizer(CountedOptimizer):
         super().load_state_dict(state_dict)
         if probe is not None:
             self.probe.load_state_dict(probe)
+
+    def _state_for(self, p: Tensor) -> dict:
+        state = self.state[p]
+        if len(state) == 0:
+            for key in self.state_tensors:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _on_curvature_update(self) -> None:
+        """Called once per curvature step, after ``H v`` is formed (ESGD counts its updates here)."""
+
+    def _update_group(self, group: Dict[str, Any], params: List[Tensor], states: List[dict], foreach: bool,
+                      vectors: Optional[List[Tensor]], hvps: Optional[List[Tensor]]) -> None:
+        """Update one param group's ``params`` (with gradients); ``vectors`` and ``hvps`` are ``None`` on
+        steps without curvature. ``self.num_steps`` already counts this step."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
+             ) -> Optional[Tensor]:
+        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
+        ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = params_with_grads(self)
+        all_params = [p for ps in groups for p in ps]
+        if not all_params:  # nothing is counted without gradients
+            return loss
+        vs: Optional[Sequence[Tensor]] = None
+        hvps: Optional[Sequence[Tensor]] = None
+        if self.is_curvature_step():
+            vs, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
+            self._on_curvature_update()
+        self.num_steps += 1
+        offset = 0
+        for group, ps in zip(self.param_groups, groups):
+            n = len(ps)
+            if n:
+                foreach = group.get("foreach")
+                self._update_group(group, ps, [self._state_for(p) for p in ps],
+                                   all(p.is_cuda for p in ps) if foreach is None else foreach,
+                                   None if vs is None else vs[offset:offset + n],
+                                   None if hvps is None else hvps[offset:offset + n])
+            offset += n
+        release_graph(all_params)
+        return loss

@@ -1,25 +1,16 @@
-"""Hutchinson curvature: Rademacher probes, Hessian-vector products, and the training protocol.
+"""Hutchinson curvature: Rademacher probes and Hessian-vector products.
 
-Every curvature optimizer in gnerf (ESGD, ESGD-Max, and later AdaHessian) follows one
-contract with the training loop::
-
-    loss = task_loss(batch)
-    loss.backward(create_graph=should_create_graph(optimizer))
-    optimizer.step()            # draws v, computes H v from the graph when due, updates
-    optimizer.zero_grad()       # set_to_none=True (the default) frees the graph
-
-First-order optimizers (``torch.optim.Adam`` ...) lack ``should_create_graph`` and cost nothing
-extra. A curvature optimizer detaches the gradients it was given at the end of a step, so the
-parameter -> grad -> graph -> parameter reference cycle never outlives the step.
-
-Under DistributedDataParallel, wrap the forward and backward of a curvature step in
-``gnerf.optim.distributed.no_sync_if_curvature(model, optimizer)``: the optimizer averages the
-gradients and Hessian-vector products itself, in one all-reduce (see that module).
+Every curvature optimizer in gnerf (ESGD, ESGD-Max, AdaHessian) estimates curvature through a
+:class:`HutchinsonProbe`: it draws a Rademacher ``v`` and forms ``H v``, by double backward from
+gradients that carry a graph (``backward(create_graph=True)``), or by forward-over-reverse from the
+loss as a function of the weights. The training-step protocol that provides either lives in
+:mod:`gnerf.optim.step`. A curvature optimizer detaches the gradients it was given at the end of a
+step (:func:`release_graph`), so the parameter -> grad -> graph -> parameter reference cycle never
+outlives the step.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,24 +18,8 @@ from torch import Tensor
 
 from gnerf.optim.distributed import ProcessGroupSetting, all_reduce_mean_, broadcast_seed, curvature_process_group
 
-# gnerf's optimizers detach the gradients after every step (see release_graph), which is exactly
-# what torch's reference-cycle warning asks for, so the warning is noise for gnerf users.
-warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True", category=UserWarning)
-
-
 class MissingGraphError(RuntimeError):
     """A curvature step found gradients that were computed without ``create_graph=True``."""
-
-
-def should_create_graph(optimizer: object) -> bool:
-    """Whether the next ``backward`` must build a graph for ``optimizer`` (False for first-order ones)."""
-    fn = getattr(optimizer, "should_create_graph", None)
-    return bool(fn()) if callable(fn) else False
-
-
-def needs_loss_fn(optimizer: object) -> bool:
-    """Whether the next ``step`` of ``optimizer`` needs ``step(loss_fn=...)`` (forward-over-reverse curvature)."""
-    return getattr(optimizer, "hvp_method", None) == "forward-over-reverse" and bool(optimizer.is_curvature_step())
 
 
 def rademacher_like(tensors: Sequence[Tensor], generator: Optional[torch.Generator] = None) -> List[Tensor]:
@@ -77,7 +52,7 @@ def hessian_vector_product(
         raise MissingGraphError(
             f"{who}: this step needs a Hessian-vector product, but the gradients carry no graph. "
             "Call loss.backward(create_graph=optimizer.should_create_graph()) before optimizer.step() "
-            "(gnerf.optim.curvature.should_create_graph(optimizer) works for any optimizer)."
+            "(gnerf.optim.step.take_step does it for any optimizer)."
         )
     hv = torch.autograd.grad(
         [grads[i] for i in live],
@@ -108,7 +83,7 @@ def release_graph(params: Iterable[Tensor]) -> None:
 # pass. ``benchmarks/trunk.py`` times both; see ``docs/benchmarks.md``.
 
 HVP_METHODS = ("double-backward", "forward-over-reverse")
-"""Names accepted by :func:`hvp`."""
+"""The ways a :class:`HutchinsonProbe` forms ``H v`` (its ``hvp_method``)."""
 
 DEFAULT_HVP_METHOD = "double-backward"
 """The method gnerf's optimizers use unless told otherwise (``hvp_method=``): the measured costs
@@ -181,31 +156,6 @@ def functional_loss(
         return loss(lambda *args, **kwargs: torch.func.functional_call(module, table, args, kwargs))
 
     return loss_fn, [p for _, p in named]
-
-
-def hvp(
-    params: Sequence[Tensor],
-    vectors: Sequence[Tensor],
-    *,
-    method: str = DEFAULT_HVP_METHOD,
-    grads: Optional[Sequence[Tensor]] = None,
-    loss_fn: Optional[LossFn] = None,
-    who: str = "optimizer",
-) -> List[Tensor]:
-    """``H v`` by the named method (one of :data:`HVP_METHODS`).
-
-    ``"double-backward"`` needs ``grads`` that carry a graph (the training protocol);
-    ``"forward-over-reverse"`` needs ``loss_fn`` (see :func:`functional_loss`).
-    """
-    if method == "double-backward":
-        if grads is None:
-            raise ValueError("hvp(method='double-backward') needs grads that carry a graph")
-        return hessian_vector_product(params, grads, vectors, who=who)
-    if method == "forward-over-reverse":
-        if loss_fn is None:
-            raise ValueError("hvp(method='forward-over-reverse') needs loss_fn, the loss as a function of params")
-        return hessian_vector_product_fwd_rev(loss_fn, params, vectors)
-    raise ValueError(f"unknown HVP method {method!r}; choose one of {', '.join(HVP_METHODS)}")
 
 
 class HutchinsonProbe:

@@ -2,15 +2,10 @@
 
 Under ``torch.nn.parallel.DistributedDataParallel`` (DDP) each rank holds a shard of the batch.
 DDP averages the gradients of plain steps itself, but it cannot differentiate through its own
-gradient hooks, so a curvature step runs differently::
-
-    with no_sync_if_curvature(ddp_model, optimizer):   # DDP's all-reduce is skipped on curvature steps
-        loss = task_loss(ddp_model, shard)
-        loss.backward(create_graph=should_create_graph(optimizer))
-    optimizer.step()
-
-On a curvature step every rank computes ``H v`` on its own shard with the *same* Rademacher
-``v`` (a generator seeded identically on every rank), and the optimizer averages the local
+gradient hooks, so a curvature step runs its forward and backward under DDP's ``no_sync()``
+(:func:`gnerf.optim.step.take_step` does so). On a curvature step every rank computes ``H v`` on
+its own shard with the *same* Rademacher ``v`` (a generator seeded identically on every rank), and
+the optimizer averages the local
 gradients and products with **one** all-reduce of a single flat buffer. The average of the
 shards' ``H v`` is ``H v`` of the average loss, so every rank ends the step with identical
 gradients, curvature state and parameters, equal (to float rounding) to one process on the
@@ -19,8 +14,7 @@ whole batch when the shards have equal weight.
 
 from __future__ import annotations
 
-import contextlib
-from typing import ContextManager, List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -32,7 +26,6 @@ __all__ = [
     "broadcast_seed",
     "curvature_process_group",
     "is_distributed",
-    "no_sync_if_curvature",
 ]
 
 ProcessGroupSetting = Union[str, None, "dist.ProcessGroup"]
@@ -89,16 +82,3 @@ def all_reduce_mean_(tensors: Sequence[Tensor], group: Optional["dist.ProcessGro
             t.copy_(flat[offset:offset + n].view_as(t))
             offset += n
 
-
-def no_sync_if_curvature(model: torch.nn.Module, optimizers: Union[object, Sequence[object]]) -> ContextManager:
-    """``model.no_sync()`` when ``model`` is DDP and one of ``optimizers`` takes a curvature step next.
-
-    Wrap the forward *and* backward of the step in it: the optimizer then averages gradients and
-    Hessian-vector products itself, in one all-reduce, after the products are formed.
-    """
-    from gnerf.optim.curvature import should_create_graph
-
-    opts: List[object] = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and any(should_create_graph(o) for o in opts):
-        return model.no_sync()
-    return contextlib.nullcontext()

@@ -12,12 +12,13 @@ an exponentially weighted maximum. Both follow the implementation published with
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters, params_with_grads
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD, LossFn, release_graph
+from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
+from gnerf.optim.curvature import DEFAULT_HVP_METHOD
+from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
 
 __all__ = ["ESGD", "ESGDAdamStart", "ESGDMax", "esgd"]
@@ -40,8 +41,9 @@ class ESGD(HutchinsonOptimizer):
     grows (about 3.5x by step 3,200 with the default cadence, against a mean corrected by the
     number of updates). This is the published optimizer; it starts slowly and ends high.
 
-    Curvature is estimated on every step for the first ``d_warmup`` steps, then on every
-    ``update_d_every``-th step. On those steps the gradients must carry a graph: call
+    Curvature is estimated on every step for the first ``precondition_warmup_steps`` steps, then on
+    every ``precondition_frequency``-th step (:func:`gnerf.optim.defaults.is_preconditioning_step`).
+    On those steps the gradients must carry a graph: call
     ``loss.backward(create_graph=optimizer.should_create_graph())``. The optimizer detaches
     the gradients at the end of every step, which releases that graph. (With
     ``hvp_method="forward-over-reverse"`` no graph is needed; pass ``step(loss_fn=...)`` instead
@@ -53,8 +55,8 @@ class ESGD(HutchinsonOptimizer):
         betas: :math:`(\beta_1, \beta_2)`, momentum and curvature averaging coefficients.
         eps: :math:`\epsilon` added to the square root of the corrected curvature.
         weight_decay: decoupled weight decay :math:`\lambda`.
-        d_warmup: number of initial steps that all update the curvature.
-        update_d_every: curvature cadence after the warm-up.
+        precondition_warmup_steps: number of initial steps that all update the curvature.
+        precondition_frequency: curvature cadence after the warm-up.
         foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
             parameters live on a GPU. Both paths give the same numbers.
         generator: random generator for the Rademacher probes (default: the global one, or the
@@ -75,12 +77,12 @@ class ESGD(HutchinsonOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.15,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-4,
+        lr: float = PAPER.lr,
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
         weight_decay: float = 0.0,
-        d_warmup: int = 50,
-        update_d_every: int = 100,
+        precondition_warmup_steps: int = PAPER.precondition_warmup_steps,
+        precondition_frequency: int = PAPER.precondition_frequency,
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
@@ -95,98 +97,47 @@ class ESGD(HutchinsonOptimizer):
         if lr_warmup and not self.use_max:
             raise ValueError("ESGD has no learning-rate warm-up (the published ESGD has none); "
                              "use ESGDMax for lr_warmup")
-        if d_warmup < 0 or update_d_every < 1:
-            raise ValueError(f"invalid cadence d_warmup={d_warmup}, update_d_every={update_d_every}: "
-                             "need d_warmup >= 0 and update_d_every >= 1")
+        check_cadence(precondition_warmup_steps=precondition_warmup_steps,
+                      precondition_frequency=precondition_frequency)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         lr_warmup=lr_warmup, foreach=foreach)
         super().__init__(params, defaults)
-        self.d_warmup = int(d_warmup)
-        self.update_d_every = int(update_d_every)
+        self.precondition_warmup_steps = int(precondition_warmup_steps)
+        self.precondition_frequency = int(precondition_frequency)
         self._init_probe(generator, seed, process_group, hvp_method)
         self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
 
     state_key = "esgd"
-    state_fields = ("num_steps", "num_curvature_updates", "d_warmup", "update_d_every")
+    state_fields = ("num_steps", "num_curvature_updates", "precondition_warmup_steps", "precondition_frequency")
     matching_fields = ("use_max",)
 
     def is_curvature_step(self) -> bool:
-        """Whether the next ``step`` estimates curvature (the first ``d_warmup``, then every ``update_d_every``-th)."""
-        n = self.num_steps
-        return n < self.d_warmup or n % self.update_d_every == 0
+        """Whether the next ``step`` estimates curvature (see :func:`~gnerf.optim.defaults.is_preconditioning_step`)."""
+        return is_preconditioning_step(self.num_steps, self.precondition_frequency, self.precondition_warmup_steps)
 
-    #: Per-parameter state tensors, created as zeros at a parameter's first step.
-    state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
+    def _on_curvature_update(self) -> None:
+        self.num_curvature_updates += 1
 
-    def _state_for(self, p: Tensor) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            for key in self.state_tensors:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
-
-    def _begin_step(self, closure, loss_fn):
-        """Run ``closure``; gather the parameters with gradients; take ``H v`` on curvature steps; count the step.
-
-        Returns ``(loss, params per group, all params, H v or None)``; nothing is counted without gradients.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = params_with_grads(self)
-        all_params = [p for ps in groups for p in ps]
-        hvps: Optional[List[Tensor]] = None
-        if all_params:
-            if self.is_curvature_step():
-                _, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
-                self.num_curvature_updates += 1
-            self.num_steps += 1
-        return loss, groups, all_params, hvps
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
-        ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
-        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
-        if not all_params:
-            return loss
-        offset = 0
-        for group, ps in zip(self.param_groups, groups):
-            if not ps:
-                continue
-            exp_avgs, curvatures = [], []
-            for p in ps:
-                state = self._state_for(p)
-                exp_avgs.append(state["exp_avg"])
-                curvatures.append(state["curvature"])
-            group_hvps = hvps[offset:offset + len(ps)] if hvps is not None else None
-            offset += len(ps)
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = all(p.is_cuda for p in ps)
-            esgd(
-                ps,
-                [p.grad.detach() for p in ps],
-                exp_avgs,
-                curvatures,
-                group_hvps,
-                step=self.num_steps,
-                num_curvature_updates=self.num_curvature_updates,
-                lr=group["lr"],
-                beta1=group["betas"][0],
-                beta2=group["betas"][1],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                lr_warmup=group["lr_warmup"],
-                use_max=self.use_max,
-                foreach=foreach,
-                correct_by_updates=self.correct_by_updates,
-            )
-        release_graph(all_params)
-        return loss
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        esgd(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["curvature"] for s in states],
+            hvps,
+            step=self.num_steps,
+            num_curvature_updates=self.num_curvature_updates,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            lr_warmup=group["lr_warmup"],
+            use_max=self.use_max,
+            foreach=foreach,
+            correct_by_updates=self.correct_by_updates,
+        )
 
 
 class ESGDMax(ESGD):
@@ -203,12 +154,12 @@ class ESGDMax(ESGD):
         \theta_t &= \theta_{t-1} (1 - \eta_t \lambda) - \eta_t\, \hat m_t / (\sqrt{D} + \epsilon)
 
     The maximum needs no bias correction. Same arguments as :class:`ESGD`, plus ``lr_warmup``
-    (default 0.99, as published; 0 turns the ramp off).
+    (default ``PAPER.lr_warmup`` = 0.99, as published; 0 turns the ramp off).
     """
 
     use_max = True
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, *args: Any, lr_warmup: float = 0.99,
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, *args: Any, lr_warmup: float = PAPER.lr_warmup,
                  **kwargs: Any) -> None:
         super().__init__(params, lr, *args, lr_warmup=lr_warmup, **kwargs)
 
@@ -220,26 +171,26 @@ class ESGDAdamStart(ESGD):
     tens of epochs of an image fit and its final PSNR swings by several dB between seeds; from
     a point Adam has reached, ESGD converges fast and steadily. So this optimizer takes Adam's
     steps (:math:`\eta_A` = ``adam_lr``), then switches to ESGD. Its curvature cadence starts
-    ``d_warmup`` steps before the switch (curvature on each of those steps, then every
-    ``update_d_every``-th), so the Adam phase costs what Adam costs and :math:`D` is estimated
+    ``precondition_warmup_steps`` steps before the switch (curvature on each of those steps, then every
+    ``precondition_frequency``-th), so the Adam phase costs what Adam costs and :math:`D` is estimated
     where ESGD takes over:
 
     .. math::
-        m_t &= eta_1 m_{t-1} + (1 - eta_1) g_t, \qquad
-        s_t = eta_2 s_{t-1} + (1 - eta_2) g_t^2 \quad (t \le T) \
-        D &\leftarrow eta_2 D + (1 - eta_2)\, h \odot h \qquad 	ext{(curvature steps, } h = Hv) \
-        	heta_t &= 	heta_{t-1} - \eta_A\, rac{m_t / (1 - eta_1^t)}{\sqrt{s_t / (1 - eta_2^t)} + 10^{-8}}
-            \qquad (t \le T = 	ext{adam\_steps}) \
-        	heta_t &= 	heta_{t-1} (1 - \eta \lambda) - \eta\, rac{m_t / (1 - eta_1^t)}{\sqrt{D / (1 - eta_2^k)} + \epsilon}
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        s_t = \beta_2 s_{t-1} + (1 - \beta_2) g_t^2 \quad (t \le T) \\
+        D &\leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h \qquad \text{(curvature steps, } h = Hv) \\
+        \theta_t &= \theta_{t-1} - \eta_A\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)} + 10^{-8}}
+            \qquad (t \le T = \text{adam\_steps}) \\
+        \theta_t &= \theta_{t-1} (1 - \eta \lambda) - \eta\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{D / (1 - \beta_2^k)} + \epsilon}
             \qquad (t > T)
 
-    where :math:`k` counts the curvature updates, so :math:`D / (1 - eta_2^k)` is the mean of
+    where :math:`k` counts the curvature updates, so :math:`D / (1 - \beta_2^k)` is the mean of
     :math:`(Hv)^2` over them. The first ``adam_steps`` steps are ``torch.optim.Adam``'s (lr
     ``adam_lr``, the same betas, no weight decay). A learning-rate scheduler scales both phases.
     Same arguments as :class:`ESGD`, plus ``adam_steps`` (default 800) and ``adam_lr`` (1e-4).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.15, *args: Any, adam_steps: int = 800,
+    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, *args: Any, adam_steps: int = 800,
                  adam_lr: float = 1e-4, **kwargs: Any) -> None:
         if adam_steps < 0 or adam_lr < 0:
             raise ValueError(f"invalid adam_steps={adam_steps} or adam_lr={adam_lr}: both must be >= 0")
@@ -253,36 +204,25 @@ class ESGDAdamStart(ESGD):
     state_tensors = ESGD.state_tensors + ("exp_avg_sq",)
 
     def is_curvature_step(self) -> bool:
-        """ESGD's cadence, started ``d_warmup`` steps before the switch from Adam."""
-        n = self.num_steps - max(self.adam_steps - self.d_warmup, 0)
-        return n >= 0 and (n < self.d_warmup or n % self.update_d_every == 0)
+        """ESGD's cadence, started ``precondition_warmup_steps`` steps before the switch from Adam."""
+        n = self.num_steps - max(self.adam_steps - self.precondition_warmup_steps, 0)
+        return n >= 0 and is_preconditioning_step(n, self.precondition_frequency, self.precondition_warmup_steps)
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        if self.num_steps >= self.adam_steps:
-            return super().step(closure, loss_fn=loss_fn)
-        loss, groups, all_params, hvps = self._begin_step(closure, loss_fn)
-        if not all_params:
-            return loss
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        if self.num_steps > self.adam_steps:  # this step (counted already) comes after Adam's
+            return super()._update_group(group, params, states, foreach, vectors, hvps)
         t = self.num_steps
-        offset = 0
-        for group, ps in zip(self.param_groups, groups):
-            beta1, beta2 = group["betas"]
-            lr = group["lr"] * group["adam_lr_ratio"]
-            for i, p in enumerate(ps):
-                state = self._state_for(p)
-                g, m, s, d = p.grad.detach(), state["exp_avg"], state["exp_avg_sq"], state["curvature"]
-                m.lerp_(g, 1.0 - beta1)
-                s.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                if hvps is not None:
-                    h = hvps[offset + i]
-                    d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-                denom = s.div(1.0 - beta2 ** t).sqrt_().add_(1e-8)
-                p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
-            offset += len(ps)
-        release_graph(all_params)
-        return loss
+        beta1, beta2 = group["betas"]
+        lr = group["lr"] * group["adam_lr_ratio"]
+        for i, (p, state) in enumerate(zip(params, states)):
+            g, m, s, d = p.grad.detach(), state["exp_avg"], state["exp_avg_sq"], state["curvature"]
+            m.lerp_(g, 1.0 - beta1)
+            s.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            if hvps is not None:
+                h = hvps[i]
+                d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
+            denom = s.div(1.0 - beta2 ** t).sqrt_().add_(1e-8)
+            p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
 
 
 def esgd(

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, symmetric_eigh
+from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
 __all__ = ["KFAC", "kfac_precondition"]
@@ -59,7 +60,7 @@ class KFAC(CountedOptimizer):
         G \leftarrow \rho_k G + (1 - \rho_k)\, \hat{\mathbb{E}}[g g^T], \quad
         \rho_k = \min(1 - 1/k, \rho) \\
         U &= (A \otimes G + \lambda I)^{-1} \nabla
-            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T_{inv} \text{ steps)} \\
+            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T \text{ steps)} \\
         \nu &= \min\Big(1, \sqrt{\kappa / (\eta^2 \textstyle\sum_{\text{layers}} \langle U, \nabla \rangle)}\Big)
             \qquad \text{(KL clipping; } \nu = 1 \text{ if } \kappa = 0\text{)}
 
@@ -70,7 +71,7 @@ class KFAC(CountedOptimizer):
         b \leftarrow \mu b + u + \lambda_w \theta, \qquad \theta \leftarrow \theta - \eta b
 
     :math:`k` counts the factor updates of the layer (so the first ones are exact averages).
-    First-order: ``should_create_graph()`` is always False.
+    First-order: it takes no Hessian-vector products.
 
     Args:
         params: an ``nn.Module`` (its ``nn.Linear`` layers are hooked, all its parameters are
@@ -82,12 +83,13 @@ class KFAC(CountedOptimizer):
         stat_decay: :math:`\rho`, the running-average coefficient of the factors.
         weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
         kl_clip: :math:`\kappa`; ``0`` disables clipping.
-        inv_update_freq: :math:`T_{inv}`, steps between eigendecompositions (the paper: 100).
-        cov_update_freq: steps between factor updates (the hooks record only on those steps).
+        precondition_frequency: :math:`T`, steps between eigendecompositions (the paper: 100).
+        statistics_frequency: steps between updates of the factors :math:`A, G` (the hooks record only
+            on those steps).
     """
 
     state_key = "kfac"
-    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "inv_update_freq", "cov_update_freq")
+    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "precondition_frequency", "statistics_frequency")
 
     def __init__(
         self,
@@ -98,8 +100,8 @@ class KFAC(CountedOptimizer):
         stat_decay: float = 0.95,
         weight_decay: float = 0.0,
         kl_clip: float = 1e-3,
-        inv_update_freq: int = 100,
-        cov_update_freq: int = 1,
+        precondition_frequency: int = 100,
+        statistics_frequency: int = 1,
     ) -> None:
         check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
         if not damping > 0.0:
@@ -108,27 +110,14 @@ class KFAC(CountedOptimizer):
             raise ValueError(f"invalid stat_decay={stat_decay}: must lie in [0, 1)")
         if not kl_clip >= 0.0:
             raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
-        if int(inv_update_freq) < 1 or int(cov_update_freq) < 1:
-            raise ValueError(f"invalid inv_update_freq={inv_update_freq} / cov_update_freq={cov_update_freq}: "
-                             "both must be >= 1")
-        modules: Optional[List[nn.Linear]] = None
-        if isinstance(params, nn.Module):
-            modules = [m for m in params.modules() if isinstance(m, nn.Linear)]
-            params = list(params.parameters())
-        else:
-            params = list(params)
-            if params and all(isinstance(m, nn.Module) for m in params):
-                if not all(isinstance(m, nn.Linear) for m in params):
-                    raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
-                                     "pass the model itself to hook all of its linear layers")
-                modules = list(params)
-                params = [p for m in modules for p in m.parameters()]
+        check_cadence(precondition_frequency=precondition_frequency, statistics_frequency=statistics_frequency)
+        params, modules = self._params_and_layers(params)
         defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.kl_clip = float(kl_clip)
-        self.inv_update_freq = int(inv_update_freq)
-        self.cov_update_freq = int(cov_update_freq)
+        self.precondition_frequency = int(precondition_frequency)
+        self.statistics_frequency = int(statistics_frequency)
         self.num_steps = 0
         self.num_inverse_updates = 0
         self._param_ids = {id(p) for g in self.param_groups for p in g["params"]}
@@ -155,6 +144,19 @@ class KFAC(CountedOptimizer):
             self._handles.append(self._discovery)
         weakref.finalize(self, KFAC._remove_handles, self._handles)
 
+    @staticmethod
+    def _params_and_layers(params: Any) -> Tuple[List[Any], Optional[List[nn.Linear]]]:
+        """``(params or param groups, the nn.Linear layers to hook or None to find them at the first forward)``."""
+        if isinstance(params, nn.Module):
+            return list(params.parameters()), [m for m in params.modules() if isinstance(m, nn.Linear)]
+        params = list(params)
+        if params and all(isinstance(m, nn.Module) for m in params):
+            if not all(isinstance(m, nn.Linear) for m in params):
+                raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
+                                 "pass the model itself to hook all of its linear layers")
+            return [p for m in params for p in m.parameters()], list(params)
+        return params, None
+
     # ------------------------------------------------------------------ hooks
     @staticmethod
     def _remove_handles(handles: List[Any]) -> None:
@@ -177,7 +179,7 @@ class KFAC(CountedOptimizer):
     def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
         if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
             return
-        if self.num_steps % self.cov_update_freq != 0:
+        if not is_preconditioning_step(self.num_steps, self.statistics_frequency):
             return
         cap = self._captures.setdefault(id(module), {"a": [], "g": []})
         cap["a"].append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]))
@@ -191,10 +193,6 @@ class KFAC(CountedOptimizer):
     def tracked_layers(self) -> Sequence[nn.Linear]:
         """The ``nn.Linear`` layers K-FAC preconditions (found so far)."""
         return tuple(self._layers)
-
-    def should_create_graph(self) -> bool:
-        """Always False: K-FAC needs only gradients and the hooked activations."""
-        return False
 
     # ------------------------------------------------------------------ step
     def _has_bias(self, layer: nn.Linear) -> bool:
@@ -223,23 +221,13 @@ class KFAC(CountedOptimizer):
 
     @staticmethod
     def _eigh(m: Tensor) -> Any:
-        m64 = m.to(torch.float64)
-        d, q = torch.linalg.eigh(0.5 * (m64 + m64.T))
+        d, q = symmetric_eigh(m)
         return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
-        """Perform one step (after ``loss.backward()``)."""
-        if is_distributed():
-            raise RuntimeError(
-                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
-                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
-                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        refresh = self.num_steps % self.inv_update_freq == 0
+    def _preconditioned_updates(self) -> Tuple[Dict[int, Tensor], float]:
+        """Update the factors, refresh their eigendecompositions when due, and return the preconditioned
+        gradient of every hooked layer's parameters (by ``id``) with the KL-clipping factor ``nu``."""
+        refresh = is_preconditioning_step(self.num_steps, self.precondition_frequency)
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         updates: Dict[int, Tensor] = {}
         vg_sum = 0.0
@@ -272,6 +260,21 @@ class KFAC(CountedOptimizer):
         nu = 1.0
         if self.kl_clip > 0 and vg_sum > 0:
             nu = min(1.0, math.sqrt(self.kl_clip / vg_sum))
+        return updates, nu
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step (after ``loss.backward()``)."""
+        if is_distributed():
+            raise RuntimeError(
+                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
+                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
+                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        updates, nu = self._preconditioned_updates()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -8,7 +8,7 @@ build optimizers only through :func:`build_optimizer`. Adding an optimizer is on
 
 Learning rates follow the supplementary material, sec. 4.1-4.2: Adam 1e-4 (1e-3 for the
 ReLU + positional-encoding network), ESGD / ESGD-Max 0.15 (ESGD 0.1 for ReLU + PE, as in the
-configuration published with the paper).
+configuration published with the paper), read from :data:`gnerf.optim.defaults.PAPER`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from torch.optim import Optimizer
 
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
+from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax
 from gnerf.optim.kfac import KFAC  # built from params: finds its nn.Linear layers at the first forward
 from gnerf.optim.shampoo import Shampoo
@@ -114,7 +115,7 @@ def build_optimizer(
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
         activation: the network's activation; picks the paper's default learning rate.
         lr: learning rate; ``None`` uses :func:`default_lr`.
-        **options: further keyword arguments for the optimizer (e.g. ``d_warmup=50``).
+        **options: further keyword arguments for the optimizer (e.g. ``precondition_frequency=100``).
 
     Raises:
         ValueError: unknown ``name``, or an option the optimizer does not take.
@@ -127,11 +128,11 @@ def build_optimizer(
 
 
 register_optimizer("adam", torch.optim.Adam, lr=1e-4, lr_by_activation={"relu": 1e-3})
-register_optimizer("esgd", ESGD, lr=0.15, lr_by_activation={"relu": 0.1})  # 0.1: the published ReLU + PE run
-register_optimizer("esgd-max", ESGDMax, lr=0.15)
-register_optimizer("esgd-adam-start", ESGDAdamStart, lr=0.15)  # gnerf's variant: Adam's first 800 steps, then ESGD
-register_optimizer("adahessian-e", AdaHessianE, lr=0.15)
-register_optimizer("adahessian-j", AdaHessianJ, lr=0.15)
+register_optimizer("esgd", ESGD, lr=PAPER.lr, lr_by_activation={"relu": PAPER.relu_lr})  # the published ReLU + PE run
+register_optimizer("esgd-max", ESGDMax, lr=PAPER.lr)
+register_optimizer("esgd-adam-start", ESGDAdamStart, lr=PAPER.lr)  # gnerf's variant: Adam's first 800 steps, then ESGD
+register_optimizer("adahessian-e", AdaHessianE, lr=PAPER.lr)
+register_optimizer("adahessian-j", AdaHessianJ, lr=PAPER.lr)
 register_optimizer("kfac", KFAC, lr=0.1)
 register_optimizer("shampoo", Shampoo, lr=0.1, lr_by_activation={"sine": 0.01})
 

@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads
+from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads, symmetric_eigh
+from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 
 __all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
 
@@ -32,9 +33,7 @@ def matrix_inverse_root(matrix: Tensor, root: float, *, min_eigenvalue: float = 
         raise ValueError(f"matrix_inverse_root needs a square matrix, got shape {tuple(matrix.shape)}")
     if not root > 0:
         raise ValueError(f"invalid root={root}: must be > 0")
-    m = matrix.detach().to(torch.float64)
-    m = 0.5 * (m + m.T)
-    evals, evecs = torch.linalg.eigh(m)
+    evals, evecs = symmetric_eigh(matrix)
     evals = evals.clamp_min(max(float(min_eigenvalue), torch.finfo(torch.float64).tiny))
     out = (evecs * evals.pow(-1.0 / root)) @ evecs.T
     return out.to(matrix.dtype)
@@ -62,8 +61,8 @@ class Shampoo(CountedOptimizer):
 
     (:math:`b_t = U_t` when :math:`\mu = 0`, the original algorithm). The inverse fourth roots
     come from a symmetric eigendecomposition (:func:`matrix_inverse_root`) and are recomputed
-    every ``update_freq`` steps (the statistics are accumulated on every step). First-order:
-    ``should_create_graph()`` is always False.
+    every ``precondition_frequency`` steps (the statistics are accumulated on every step). First-order:
+    it takes no Hessian-vector products.
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
@@ -71,7 +70,7 @@ class Shampoo(CountedOptimizer):
         momentum: :math:`\mu`.
         weight_decay: decoupled weight decay :math:`\lambda`.
         eps: :math:`\epsilon`, the initial statistics (the regulariser of the inverse roots).
-        update_freq: steps between recomputations of the inverse roots (1: every step).
+        precondition_frequency: steps between recomputations of the inverse roots (1: every step).
         foreach: use the multi-tensor update for the diagonal statistics; ``None`` picks it when
             the parameters live on a GPU. Both paths give the same numbers.
     """
@@ -83,23 +82,18 @@ class Shampoo(CountedOptimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         eps: float = 1e-4,
-        update_freq: int = 1,
+        precondition_frequency: int = 1,
         foreach: Optional[bool] = None,
     ) -> None:
         check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps)
-        if int(update_freq) < 1:
-            raise ValueError(f"invalid update_freq={update_freq}: must be >= 1")
+        check_cadence(precondition_frequency=precondition_frequency)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
-                        update_freq=int(update_freq), foreach=foreach)
+                        precondition_frequency=int(precondition_frequency), foreach=foreach)
         super().__init__(params, defaults)
         self.num_steps = 0
 
     state_key = "shampoo"
     state_fields = ("num_steps",)
-
-    def should_create_graph(self) -> bool:
-        """Always False: Shampoo needs only gradients."""
-        return False
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
@@ -133,7 +127,7 @@ class Shampoo(CountedOptimizer):
                 foreach = all(p.is_cuda for p in ps)
             shampoo(ps, [p.grad.detach() for p in ps], states, step=self.num_steps, lr=group["lr"],
                     momentum=group["momentum"], weight_decay=group["weight_decay"],
-                    update_freq=group["update_freq"], foreach=foreach)
+                    precondition_frequency=group["precondition_frequency"], foreach=foreach)
         return loss
 
 
@@ -146,7 +140,7 @@ def shampoo(
     lr: float,
     momentum: float,
     weight_decay: float,
-    update_freq: int,
+    precondition_frequency: int,
     foreach: bool = False,
 ) -> None:
     """Functional Shampoo update over lists of tensors (see :class:`Shampoo` for the maths).
@@ -155,7 +149,7 @@ def shampoo(
     (order >= 2) or ``diag`` for the others, plus ``momentum_buffer`` when ``momentum > 0``;
     ``step`` is the 1-based index of this step.
     """
-    refresh = (step - 1) % update_freq == 0
+    refresh = is_preconditioning_step(step - 1, precondition_frequency)
     updates: List[Optional[Tensor]] = [None] * len(params)
     diag_idx = []
     for i, (p, g, st) in enumerate(zip(params, grads, states)):

@@ -31,7 +31,8 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
 def build_run_optimizer(spec: OptimizerSpec, cfg: FitConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer ``spec`` (the registry entry of ``cfg.optim.name``) over ``model`` with ``cfg.optim``'s options."""
     opt = cfg.optim
-    options = {k: v for k, v in (("d_warmup", opt.d_warmup), ("update_d_every", opt.update_d_every),
+    options = {k: v for k, v in (("precondition_warmup_steps", opt.precondition_warmup_steps),
+                                 ("precondition_frequency", opt.precondition_frequency),
                                  ("hvp_method", opt.hvp_method), ("adam_steps", opt.adam_steps)) if v is not None}
     if needs_hessian_vector_products(spec.factory):
         options["seed"] = cfg.seed  # the probes are drawn from the run's seed, identically on every rank

@@ -65,10 +65,11 @@ class OptimConfig:
     """Registered optimizer name, e.g. adam, esgd, esgd-max."""
     lr: Optional[float] = None
     """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15)."""
-    d_warmup: Optional[int] = None
-    """Curvature optimizers: steps that all update the curvature first (None: the optimizer's 50)."""
-    update_d_every: Optional[int] = None
-    """Curvature optimizers: curvature cadence after the warm-up (None: the optimizer's 100)."""
+    precondition_warmup_steps: Optional[int] = None
+    """esgd, esgd-max, esgd-adam-start: first steps that all update the curvature (None: the paper's 50)."""
+    precondition_frequency: Optional[int] = None
+    """Steps between preconditioner updates after the warm-up (None: the optimizer's; esgd* 100, kfac 100,
+    shampoo 1)."""
     hvp_method: Optional[str] = None
     """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
     (None: double-backward, the faster; see docs/benchmarks.md)."""

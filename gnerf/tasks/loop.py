@@ -3,7 +3,7 @@
 A task turns its input into a :class:`~gnerf.tasks.config.Problem` (coordinates and targets held
 on the device, a loss and an evaluation), takes its run from :func:`gnerf.tasks.run.prepare_run`
 and calls :func:`fit`, which owns everything else: the field and optimizer (:mod:`gnerf.tasks.build`),
-shuffled minibatches, the curvature protocol ``loss.backward(create_graph=should_create_graph(opt))``,
+shuffled minibatches, the curvature protocol (:func:`gnerf.optim.step.take_step`),
 the NaN check, the per-epoch metrics files and tensorboard scalars (:mod:`gnerf.tasks.metrics_log`),
 the progress bar and the checkpoint that ``--resume`` continues from
 (:mod:`gnerf.tasks.checkpoint`).
@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from gnerf.optim.curvature import functional_loss, needs_loss_fn, should_create_graph
-from gnerf.optim.distributed import no_sync_if_curvature
+from gnerf.optim.curvature import functional_loss
+from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import build_field, build_run_optimizer
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
@@ -128,13 +128,9 @@ def _step(problem: Problem, model: nn.Module, train_model: nn.Module, optimizer:
         pred = forward(problem.inputs[local])
         return problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
 
-    with no_sync_if_curvature(train_model, optimizer):
-        loss = local_loss(train_model)
-        (loss * weight if weight != 1.0 else loss).backward(create_graph=should_create_graph(optimizer))
-    if needs_loss_fn(optimizer):  # forward-over-reverse curvature: the loss as a function of the weights
-        optimizer.step(loss_fn=functional_loss(model, lambda f: local_loss(f) * weight)[0])
-    else:
-        optimizer.step()
+    loss, _ = take_step(optimizer, lambda plan: local_loss(train_model), model=train_model,
+                        backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(create_graph=graph),
+                        loss_fn=lambda: functional_loss(model, lambda f: local_loss(f) * weight)[0])
     optimizer.zero_grad(set_to_none=True)
     return loss
 
