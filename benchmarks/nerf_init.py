@@ -10,7 +10,13 @@ on one training batch, no optimizer step. Prints, as markdown:
   sample points (the mean over channels of the per-channel standard deviation), i.e. whether the signal
   still varies with position deep in the network, and the gradient norm of the layer's weight.
 
+With ``--steps N`` it then trains gaussian-nerf-esgd (ESGD-Max) and gaussian-nerf-adam from the same
+initialisation for N steps each (registered schedules for 200,000 steps) and prints, per weight matrix, the
+root mean square of the last step's update and of the gradient: how far each optimizer moves the field
+while it sits on the initial plateau.
+
     python benchmarks/nerf_init.py                      # lego at 100x100 px, 256 rays x 64 samples (~1 min)
+    python benchmarks/nerf_init.py --rays 128 --steps 300   # + the update sizes after 300 steps (~10 min)
 """
 
 from __future__ import annotations
@@ -35,13 +41,13 @@ from benchmarks.nerf import NerfSize, build  # noqa: E402
 ARCHITECTURES = ("gnerf", "garf")
 
 
-def gaussian_trainer(arch: str, data: Path, out: Path, sz: NerfSize):
-    """gaussian-nerf-esgd at the registered size with ``architecture=arch``."""
+def gaussian_trainer(arch: str, data: Path, out: Path, sz: NerfSize, method: str = "gaussian-nerf-esgd"):
+    """``method`` (a registered Gaussian method) at the registered size with ``architecture=arch``."""
     from benchmarks.nerf import offline_lpips
     from gnerf.nerf.model import skip_connections_for
     from gnerf.nerf.recipes import method_config, setup_trainer
 
-    cfg = method_config("gaussian-nerf-esgd", data, out, iterations=200_000, rays=sz.rays, samples=sz.samples,
+    cfg = method_config(method, data, out, iterations=200_000, rays=sz.rays, samples=sz.samples,
                         hidden_dim=256, num_layers=9, skip_connections=skip_connections_for(9),
                         image_scale=sz.image_scale)
     cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture=arch)
@@ -70,12 +76,31 @@ def probe(trainer, seed: int) -> Tuple[Dict[str, float], List[Tuple[str, float, 
     loss.backward()
     for h in hooks:
         h.remove()
-    acc = outputs.get("accumulation", outputs.get("accumulation_coarse"))
-    rgb = outputs["rgb"]
+    acc = outputs.get("accumulation", outputs.get("accumulation_coarse")).detach()
+    rgb = outputs["rgb"].detach()
     rays = {"loss": float(loss.detach()), "acc_mean": float(acc.mean()), "acc_min": float(acc.min()),
             "acc_max": float(acc.max()), "rgb_spread": float(rgb.std(0).mean())}
     grads = [(n, float(p.grad.norm())) for n, p in model.named_parameters() if p.grad is not None and p.dim() > 1]
     return rays, layers, grads
+
+
+def update_sizes(trainer, steps: int) -> Dict[str, Tuple[float, float]]:
+    """Train ``steps`` steps; per weight matrix, (RMS of the last step's update, RMS of its gradient)."""
+    params = {n: p for n, p in trainer.pipeline.model.named_parameters() if p.dim() > 1}
+    for step in range(steps - 1):
+        trainer.train_iteration(step)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    grads: Dict[str, float] = {}
+
+    def keep_grads(*_):
+        grads.update({n: float(p.grad.pow(2).mean().sqrt()) for n, p in params.items() if p.grad is not None})
+
+    optimizer = trainer.optimizers.optimizers["fields"]
+    handle = optimizer.register_step_pre_hook(keep_grads)
+    trainer.train_iteration(steps - 1)
+    handle.remove()
+    return {n: (float((p.detach() - before[n]).pow(2).mean().sqrt()), grads.get(n, float("nan")))
+            for n, p in params.items()}
 
 
 def main(argv: Sequence[str] = None) -> str:
@@ -85,6 +110,7 @@ def main(argv: Sequence[str] = None) -> str:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--image-scale", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=0, help="also train ESGD-Max and Adam this many steps (0: no)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"nerfstudio\.")
@@ -97,6 +123,12 @@ def main(argv: Sequence[str] = None) -> str:
         torch.manual_seed(args.seed)
         vanilla = build("vanilla-nerf (coarse)", args.data, Path(tmp) / "vanilla", sz, 200_000, "cpu")
         results["vanilla-nerf (coarse)"] = probe(vanilla, args.seed)
+        sizes = {}
+        if args.steps:
+            for method in ("gaussian-nerf-esgd", "gaussian-nerf-adam"):
+                torch.manual_seed(args.seed)
+                trainer = gaussian_trainer("gnerf", args.data, Path(tmp) / method, sz, method)
+                sizes[method] = update_sizes(trainer, args.steps)
     lines = [f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
              f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"
              + " ".join(["python benchmarks/nerf_init.py", *(argv if argv is not None else sys.argv[1:])]) + "`", ""]
@@ -110,6 +142,13 @@ def main(argv: Sequence[str] = None) -> str:
                                [(n, f"{mu:.3f}", f"{sd:.3f}") for n, mu, sd in layers]))
         lines += ["", f"{m}: weight gradient norms", ""]
         lines.append(table(["weight", "gradient norm"], [(n, f"{g:.2e}") for n, g in grads]))
+    if sizes:
+        esgd, adam = sizes["gaussian-nerf-esgd"], sizes["gaussian-nerf-adam"]
+        lines += ["", f"Update and gradient RMS at step {args.steps} (registered methods, same initialisation):", ""]
+        lines.append(table(["weight", "ESGD-Max update", "Adam update", "ESGD-Max / Adam", "ESGD-Max gradient",
+                            "Adam gradient"],
+                           [(n, f"{esgd[n][0]:.2e}", f"{adam[n][0]:.2e}", f"{esgd[n][0] / adam[n][0]:.3g}",
+                             f"{esgd[n][1]:.2e}", f"{adam[n][1]:.2e}") for n in esgd]))
     text = "\n".join(lines)
     print(text)
     return text
