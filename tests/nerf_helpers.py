@@ -6,9 +6,6 @@ from pathlib import Path
 
 from gnerf.nerf.recipes import method_config, train  # noqa: F401  (re-exported for the tests)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
-
 
 def tiny_config(method: str, data: Path, output_dir: Path, iterations: int = 12, d_warmup: int = 3,
                 update_d_every: int = 4, dataparser=None):

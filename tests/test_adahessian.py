@@ -9,14 +9,7 @@ from gnerf.optim.adahessian import AdaHessian, AdaHessianE, AdaHessianJ
 from gnerf.optim.curvature import MissingGraphError, rademacher_like, should_create_graph
 from gnerf.optim.registry import build_optimizer
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def _f(w1, w2, A, B):

@@ -8,14 +8,7 @@ from gnerf.fields import CoordinateMLP
 from gnerf.optim.kfac import KFAC, kfac_precondition
 from gnerf.optim.registry import build_optimizer
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def _mlp(seed=0):

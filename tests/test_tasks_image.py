@@ -10,7 +10,8 @@ from gnerf.tasks.cli import image_main
 from gnerf.tasks.io import psnr
 from gnerf.tasks.loop import FieldConfig, build_field
 
-from helpers_tasks import KODIM01, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import check_run_folder, small
+from shared_data import KODIM01, require
 
 
 def _cfg(out, **kw):

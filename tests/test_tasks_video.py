@@ -7,7 +7,8 @@ from gnerf.tasks import VideoFitConfig, fit_video
 from gnerf.tasks.io import atomic_write_video, psnr, read_video
 from gnerf.tasks.loop import OptimConfig
 
-from helpers_tasks import BIKES, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import check_run_folder, small
+from shared_data import BIKES, require
 
 
 def _cfg(out, **kw):
