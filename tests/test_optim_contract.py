@@ -6,7 +6,8 @@ protocol (``backward(create_graph=...)`` as the optimizer asks, then ``step()``)
 * it is registered under its name with the paper's learning rate, and with its default
   hyperparameters it clearly learns a small image;
 * a ``state_dict`` saved mid-run (through ``torch.save`` / ``torch.load(weights_only=True)``) and
-  loaded into a freshly built optimizer continues the run exactly;
+  loaded into an optimizer built afresh with the defaults continues the run exactly: the state
+  carries the counters, the cadence and the probes' random generator;
 * where it has a ``foreach`` switch, the multi-tensor and the per-tensor updates agree;
 * a bad hyperparameter, an option it does not take, or a state saved by another registered
   optimizer is refused with a ``ValueError`` that names the problem.
@@ -28,10 +29,11 @@ import torch
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.registry import build_optimizer, default_lr, get_optimizer_spec, registered_optimizers
 
-#: Options that make a short run cross every phase boundary: curvature / inverse-root refreshes on a
-#: cadence of a few steps, and ESGDAdamStart's switch from Adam to ESGD. Passed to each optimizer
-#: that takes them; the round-trip and foreach checks use them, the learning check uses the defaults.
-SHORT_RUN = {"d_warmup": 2, "update_d_every": 3, "update_freq": 2, "inv_update_freq": 3, "adam_steps": 3}
+#: Options that make a short run use every part of the state: curvature / inverse-root refreshes on a
+#: cadence of a few steps, ESGDAdamStart's switch from Adam to ESGD, momentum buffers. Passed to each
+#: optimizer that takes them; the round-trip and foreach checks use them, the learning check does not.
+SHORT_RUN = {"d_warmup": 2, "update_d_every": 3, "update_freq": 2, "inv_update_freq": 3, "adam_steps": 3,
+             "momentum": 0.5}
 
 #: A value each hyperparameter must refuse, and how its error message may name it.
 BAD_VALUES = {
@@ -148,7 +150,7 @@ def test_state_dict_round_trip_continues_identically(name, one_thread):
     saved = torch.load(buffer, weights_only=True)  # tensors and plain values only
     resumed, _, _ = _image_problem(seed=123)  # other weights, overwritten by the load
     resumed.load_state_dict(saved["net"])
-    opt2 = _build(name, resumed.parameters(), **options)
+    opt2 = build_optimizer(name, resumed.parameters())  # the defaults: the state brings the rest
     opt2.load_state_dict(saved["opt"])
     torch.manual_seed(1)
     _train(resumed, opt2, x, y, 5)
