@@ -17,6 +17,9 @@ from gnerf.optim import (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
+
+
 def _tiny_problem(seed=0):
     torch.manual_seed(seed)
     net = CoordinateMLP(2, 1, hidden_dim=6, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.5})
