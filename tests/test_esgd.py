@@ -192,6 +192,25 @@ def test_esgd_refuses_a_learning_rate_warm_up():
         ESGD([nn.Parameter(torch.zeros(2))], lr_warmup=0.99)
 
 
+def test_a_state_names_the_variant_that_saved_it():
+    """ESGD and ESGDAdamStart share the 'esgd' key; the saver's class tells their states apart (the contract
+    checks every pair; here the message). A state saved before gnerf recorded the saver still loads."""
+    net, x, y = _tiny_problem()
+    adam_start = ESGDAdamStart(net.parameters(), adam_steps=2, seed=0)
+    _train(net, adam_start, x, y, 3)
+    with pytest.raises(ValueError, match="saved by ESGDAdamStart, not ESGD .*resume it with ESGDAdamStart"):
+        ESGD(net.parameters()).load_state_dict(adam_start.state_dict())
+    esgd = ESGD(net.parameters(), seed=0)
+    _train(net, esgd, x, y, 2)
+    with pytest.raises(ValueError, match="saved by ESGD, not ESGDAdamStart"):
+        ESGDAdamStart(net.parameters()).load_state_dict(esgd.state_dict())
+    legacy = esgd.state_dict()
+    del legacy["esgd"]["saved_by"]
+    resumed = ESGD(net.parameters())
+    resumed.load_state_dict(legacy)
+    assert resumed.num_steps == 2
+
+
 def _fit_pattern(make_opt, steps=300):
     torch.manual_seed(0)
     n = 16

@@ -69,8 +69,6 @@ KNOWN_BREACHES = {
                                                 "'statistic' (OptimizerSpec.accepts follows **kwargs to AdaHessian)",
     ("bad_value", "adahessian-j", "statistic"): "AdaHessianJ raises TypeError although the registry says it takes "
                                                 "'statistic' (OptimizerSpec.accepts follows **kwargs to AdaHessian)",
-    ("foreign_state", "esgd", "esgd-adam-start"): "ESGD silently loads an ESGDAdamStart state (same 'esgd' key, "
-                                                  "no matching field tells them apart)",
 }
 
 
