@@ -64,12 +64,7 @@ OPTIMIZERS = registered_optimizers()
 OLD_CADENCE_NAMES = ("d_warmup", "update_d_every", "update_freq", "inv_update_freq", "cov_update_freq")
 
 #: Known breaches of the contract, (test, case) -> reason; each is an xfail(strict=True) until fixed.
-KNOWN_BREACHES = {
-    ("bad_value", "adahessian-e", "statistic"): "AdaHessianE raises TypeError although the registry says it takes "
-                                                "'statistic' (OptimizerSpec.accepts follows **kwargs to AdaHessian)",
-    ("bad_value", "adahessian-j", "statistic"): "AdaHessianJ raises TypeError although the registry says it takes "
-                                                "'statistic' (OptimizerSpec.accepts follows **kwargs to AdaHessian)",
-}
+KNOWN_BREACHES: dict = {}  # none now: the last three (AdaHessianE/J statistic, ESGD <-> ESGDAdamStart states) are fixed
 
 
 _BREACHES_SEEN = set()
