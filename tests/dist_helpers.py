@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.common import free_port
 
-
-def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _entry(rank: int, world: int, rendezvous: str, fn: Callable[..., None], args: tuple) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         fn(rank, *args)
     finally:
@@ -23,5 +21,9 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tupl
 
 
 def run_on_ranks(fn: Callable[..., None], *args: Any, world: int = 2) -> None:
-    """``fn(rank, *args)`` in ``world`` spawned processes (a module-level function); raises if one fails."""
-    mp.spawn(_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)
+    """``fn(rank, *args)`` in ``world`` spawned processes (a module-level function); raises if one fails.
+
+    The processes meet through a file in a fresh temporary folder, so no free port is needed.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        mp.spawn(_entry, args=(world, str(Path(folder) / "rendezvous"), fn, args), nprocs=world, join=True)

@@ -7,24 +7,9 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-import pytest
 import torch
 
-from benchmarks.common import SHARED_DATA
 from gnerf.tasks.config import FieldConfig
-
-DATA = SHARED_DATA
-KODIM01 = DATA / "images" / "kodak" / "kodim01.png"
-BUNNY = DATA / "shapes" / "bunny.obj"
-DRAGON = DATA / "shapes" / "dragon.obj"
-BIKES = DATA / "video" / "bikes.mp4"
-
-
-def require(path: Path) -> Path:
-    """``path``, or skip the test when the shared data folder is not next to the repository."""
-    if not path.is_file():
-        pytest.skip(f"shared data {path} is missing (expected ../shared/data next to the repository)")
-    return path
 
 
 def small(**overrides):
@@ -61,11 +46,3 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
     assert f"epoch/{metric}" in scalars and "train/loss" in scalars
     assert len(events.Scalars(f"epoch/{metric}")) == epochs
     return rows
-
-
-@pytest.fixture(autouse=True)
-def restore_torch_threads():
-    """Runs here use ``threads=1`` (torch's setting is process-wide); give later tests the original."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import SHARED_DATA
 from gnerf.nerf.recipes import method_config, train  # noqa: F401  (re-exported for the tests)
-
-LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
 
 
 def tiny_config(method: str, data: Path, output_dir: Path, iterations: int = 12, precondition_warmup_steps: int = 3,

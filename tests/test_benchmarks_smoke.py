@@ -1,26 +1,10 @@
 """The pure-torch benchmarks (1)-(3) and (6) run end to end at a tiny size and report sane ratios (fast)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from benchmarks import ddp, trunk  # noqa: E402
-from benchmarks.common import TrunkSpec  # noqa: E402
+from benchmarks import ddp, trunk
+from benchmarks.common import TrunkSpec
 
 
-def test_trunk_benchmarks_tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threading only adds contention
-    try:
-        _run_tiny()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run_tiny():
+def test_trunk_benchmarks_tiny(one_thread):  # tiny ops: threading only adds contention
     spec = TrunkSpec(points=64, width=16, layers=3, device="cpu")
     text, stats = trunk.step_overhead(spec, rounds=1, block=10, warmup_steps=2)
     assert "ratio ESGD-Max / Adam" in text and stats["ESGD-Max"]["n_curv"] == 1 and stats["Adam"]["n_curv"] == 0

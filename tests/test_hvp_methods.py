@@ -14,6 +14,8 @@ from gnerf.optim.curvature import (
     rademacher_like,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
+
 
 def _problem(seed=0):
     torch.manual_seed(seed)

@@ -4,19 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.fields import CoordinateMLP
 from gnerf.optim.kfac import KFAC, kfac_precondition
-from gnerf.optim.registry import build_optimizer
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def _mlp(seed=0):
@@ -131,55 +121,8 @@ def test_one_step_update_and_inverse_cadence():
     assert opt.num_steps == 5 and opt.num_inverse_updates == 3  # steps 1, 3, 5
 
 
-def test_state_round_trips_exactly():
+def test_a_list_of_modules_must_be_linear_layers():
+    """(Out-of-range hyperparameters and foreign states: tests/test_optim_contract.py.)"""
     net = _mlp()
-    x, y = _batch()
-    opt = KFAC(net.parameters(), precondition_frequency=3)
-
-    def run(n, o, m):
-        for _ in range(n):
-            o.zero_grad()
-            LOSSES["mse"](m(x), y).backward()
-            o.step()
-
-    run(4, opt, net)
-    net2 = copy.deepcopy(net)
-    opt2 = KFAC(net2.parameters(), precondition_frequency=3)
-    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
-    assert opt2.num_steps == 4 and opt2.num_inverse_updates == opt.num_inverse_updates
-    run(4, opt, net)
-    run(4, opt2, net2)
-    for a, b in zip(net.parameters(), net2.parameters()):
-        assert torch.equal(a, b)
-
-
-def test_learns_a_small_image_and_is_registered():
-    torch.manual_seed(0)
-    net = CoordinateMLP(2, 3, hidden_dim=32, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
-    g = torch.linspace(-1, 1, 12)
-    x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-    y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
-                     0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
-    opt = build_optimizer("kfac", net.parameters(), activation="gaussian")
-    assert isinstance(opt, KFAC) and opt.param_groups[0]["lr"] == 0.1 and not needs_hessian_vector_products(opt)
-    losses = []
-    for _ in range(150):
-        opt.zero_grad()
-        loss = ((net(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert len(opt.tracked_layers()) == 3
-    assert losses[-1] < 0.1 * losses[0]
-
-
-def test_clear_errors():
-    net = _mlp()
-    with pytest.raises(ValueError, match="damping"):
-        KFAC(net, damping=0.0)
-    with pytest.raises(ValueError, match="precondition_frequency"):
-        KFAC(net, precondition_frequency=0)
     with pytest.raises(ValueError, match="only nn.Linear"):
         KFAC([net[0], net[1]])
-    with pytest.raises(ValueError, match="no 'kfac' counters"):
-        KFAC(net).load_state_dict(torch.optim.SGD(net.parameters(), lr=0.1).state_dict())

@@ -26,7 +26,6 @@ KNOWN_UPWARD_IMPORTS = {
 }
 # Files over MAX_LINES on main that this branch does not split (each to be split by its owner):
 KNOWN_LONG_FILES = {
-    "gnerf/scenes/procedural.py",  # 510 lines
     "gnerf/optim/esgd.py",  # 361 lines (gnerf/optim is r13-optim's)
     "gnerf/nerf/llff_dataparser.py",  # 353 lines
 }

@@ -1,15 +1,9 @@
 """benchmarks/gpu/lego_convergence.py runs end to end at a tiny size on a procedural Blender scene (fast)."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from benchmarks.gpu import lego_convergence  # noqa: E402
-from gnerf.scenes import make_blender_scene  # noqa: E402
+from benchmarks.gpu import lego_convergence
+from gnerf.scenes import make_blender_scene
 
 
 def test_step_marks():
@@ -18,13 +12,9 @@ def test_step_marks():
 
 def test_lego_convergence_tiny(tmp_path):
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=4, supersample=1)
-    threads = torch.get_num_threads()
-    try:
-        runs = lego_convergence.main(["--data", str(scene), "--out", str(tmp_path / "out"), "--device", "cpu",
-                                      "--threads", "1", "--budget", "600", "--max-steps", "12", "--rays", "32",
-                                      "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2"])
-    finally:
-        torch.set_num_threads(threads)
+    runs = lego_convergence.main(["--data", str(scene), "--out", str(tmp_path / "out"), "--device", "cpu",
+                                  "--threads", "1", "--budget", "600", "--max-steps", "12", "--rays", "32",
+                                  "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2"])
     assert set(runs) == set(lego_convergence.METHODS)
     for r in runs.values():
         assert r.steps == 12 and r.stopped is None

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 from nerf_helpers import nan_loss_after, tiny_config, train
+from shared_data import ROOT
 
 from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 from gnerf.nerf.trainer import InputError, NonFiniteLossError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _llff_scene(folder: Path) -> Path:

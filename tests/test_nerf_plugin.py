@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import LEGO, nan_loss_after, tiny_config, train
+from nerf_helpers import nan_loss_after, tiny_config, train
+from shared_data import LEGO
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox

@@ -1,22 +1,10 @@
-import copy
-
 import pytest
 import torch
 from torch import nn
 
-from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.fields import CoordinateMLP
-from gnerf.optim.registry import build_optimizer, default_lr
 from gnerf.optim.shampoo import Shampoo, matrix_inverse_root
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def test_inverse_root_matches_eigendecomposition():
@@ -66,62 +54,7 @@ def test_two_steps_follow_the_update_rule():
         assert torch.allclose(W, w_ref, atol=1e-5) and torch.allclose(b, b_ref, atol=1e-6)
 
 
-def _image_problem():
-    torch.manual_seed(0)
-    net = CoordinateMLP(2, 3, hidden_dim=32, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
-    g = torch.linspace(-1, 1, 12)
-    x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-    y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
-                     0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
-    return net, x, y
-
-
-def _train(net, opt, x, y, steps):
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = ((net(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def test_foreach_matches_single_tensor_path_and_state_round_trips():
-    net, x, y = _image_problem()
-    net2 = copy.deepcopy(net)
-    o1 = Shampoo(net.parameters(), foreach=False, momentum=0.5, precondition_frequency=2)
-    o2 = Shampoo(net2.parameters(), foreach=True, momentum=0.5, precondition_frequency=2)
-    _train(net, o1, x, y, 3)
-    _train(net2, o2, x, y, 3)
-    for a, b in zip(net.parameters(), net2.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
-    net3 = copy.deepcopy(net)
-    o3 = Shampoo(net3.parameters(), foreach=False, momentum=0.5, precondition_frequency=2)
-    o3.load_state_dict(copy.deepcopy(o1.state_dict()))
-    assert o3.num_steps == 3
-    _train(net, o1, x, y, 3)
-    _train(net3, o3, x, y, 3)
-    for a, b in zip(net.parameters(), net3.parameters()):
-        assert torch.equal(a, b)
-
-
-def test_learns_a_small_image_and_is_registered():
-    net, x, y = _image_problem()
-    opt = build_optimizer("shampoo", net.parameters(), activation="gaussian")
-    assert isinstance(opt, Shampoo) and opt.param_groups[0]["lr"] == 0.1 and not needs_hessian_vector_products(opt)
-    assert default_lr("shampoo", "sine") == 0.01
-    losses = _train(net, opt, x, y, 150)
-    assert losses[-1] < 0.1 * losses[0]
-
-
-def test_clear_errors():
-    p = [nn.Parameter(torch.zeros(3))]
-    with pytest.raises(ValueError, match="eps"):
-        Shampoo(p, eps=0.0)
-    with pytest.raises(ValueError, match="precondition_frequency"):
-        Shampoo(p, precondition_frequency=0)
+def test_inverse_root_refuses_a_non_square_matrix():
+    """(Out-of-range hyperparameters and foreign states: tests/test_optim_contract.py.)"""
     with pytest.raises(ValueError, match="square matrix"):
         matrix_inverse_root(torch.ones(2, 3), 4.0)
-    with pytest.raises(ValueError, match="no 'shampoo' counters"):
-        Shampoo(p).load_state_dict(torch.optim.SGD(p, lr=0.1).state_dict())

@@ -11,7 +11,8 @@ from gnerf.tasks.build import build_field
 from gnerf.tasks.cli import image_main
 from gnerf.tasks.config import FieldConfig
 
-from helpers_tasks import KODIM01, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import check_run_folder, small
+from shared_data import KODIM01, require
 
 
 def _cfg(out, **kw):

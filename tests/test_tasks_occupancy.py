@@ -16,7 +16,8 @@ from gnerf.tasks.mesh import (
     winding_number,
 )
 
-from helpers_tasks import BUNNY, DRAGON, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import check_run_folder, small
+from shared_data import BUNNY, DRAGON, require
 
 
 def _parity_bruteforce(vertices, faces, points, direction):

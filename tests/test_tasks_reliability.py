@@ -21,7 +21,7 @@ import torch
 
 from gnerf.tasks.cli import image_main, occupancy_main, video_main
 
-from helpers_tasks import read_metrics, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import read_metrics
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--field.hidden-dim", "8", "--field.num-layers", "3",
         "--threads", "1", "--no-progress", "--device", "cpu"]

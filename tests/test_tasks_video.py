@@ -8,7 +8,8 @@ from gnerf.metrics import psnr
 from gnerf.tasks.config import OptimConfig
 from gnerf.tasks.io import atomic_write_video, read_video
 
-from helpers_tasks import BIKES, check_run_folder, require, small, restore_torch_threads  # noqa: F401 (autouse fixture)
+from helpers_tasks import check_run_folder, small
+from shared_data import BIKES, require
 
 
 def _cfg(out, **kw):

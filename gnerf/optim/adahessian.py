@@ -23,7 +23,7 @@ not the ``2 * randint(high=1) - 1`` of one popular implementation, which is alwa
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -133,22 +133,29 @@ class AdaHessian(HutchinsonOptimizer):
         )
 
 
+def _fixed_statistic(variant: str, statistic: str, kwargs: Dict[str, Any]) -> str:
+    """``statistic``, the one ``variant`` uses; a ``statistic`` in ``kwargs`` must be that one (``ValueError``)."""
+    given = kwargs.pop("statistic", statistic)
+    if str(given).lower() != statistic:
+        raise ValueError(f"invalid statistic={given!r}: {variant} always uses statistic={statistic!r}; "
+                         "use AdaHessian(statistic=...) or the other variant (AdaHessianE / AdaHessianJ)")
+    return statistic
+
+
 class AdaHessianE(AdaHessian):
-    """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`."""
+    """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`
+    (``statistic``, if given, must be ``"equilibration"``)."""
 
     def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
-        if "statistic" in kwargs:
-            raise TypeError("AdaHessianE always uses the equilibration statistic; use AdaHessian(statistic=...)")
-        super().__init__(params, lr=lr, statistic="equilibration", **kwargs)
+        super().__init__(params, lr=lr, statistic=_fixed_statistic("AdaHessianE", "equilibration", kwargs), **kwargs)
 
 
 class AdaHessianJ(AdaHessian):
-    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`."""
+    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`
+    (``statistic``, if given, must be ``"jacobi"``)."""
 
     def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
-        if "statistic" in kwargs:
-            raise TypeError("AdaHessianJ always uses the Jacobi statistic; use AdaHessian(statistic=...)")
-        super().__init__(params, lr=lr, statistic="jacobi", **kwargs)
+        super().__init__(params, lr=lr, statistic=_fixed_statistic("AdaHessianJ", "jacobi", kwargs), **kwargs)
 
 
 def adahessian(

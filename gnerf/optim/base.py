@@ -59,7 +59,8 @@ class CountedOptimizer(Optimizer):
     """An optimizer whose optimizer-wide counters and settings travel in ``state_dict()[state_key]``.
 
     ``state_fields`` are restored by ``load_state_dict``; ``matching_fields`` must equal this
-    optimizer's, so that a state saved by a different variant is refused with a clear error.
+    optimizer's, and the class that saved the state (``saved_by``) must be this one, so that a
+    state saved by a different variant is refused with a clear error.
     """
 
     state_key: str = ""
@@ -69,6 +70,7 @@ class CountedOptimizer(Optimizer):
     def state_dict(self) -> Dict[str, Any]:
         sd = super().state_dict()
         sd[self.state_key] = {f: getattr(self, f) for f in self.state_fields + self.matching_fields}
+        sd[self.state_key]["saved_by"] = type(self).__name__
         return sd
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -78,10 +80,16 @@ class CountedOptimizer(Optimizer):
         if saved is None:
             raise ValueError(f"{name}.load_state_dict: the state dict has no {self.state_key!r} counters; "
                              f"it was not saved by a {name} optimizer")
+        saved_by = saved.get("saved_by")  # absent from states saved before gnerf recorded it
         for f in self.matching_fields:
             if saved[f] != getattr(self, f):
                 raise ValueError(f"{name}.load_state_dict: the state dict was saved with {f}={saved[f]!r}, "
-                                 f"this optimizer uses {f}={getattr(self, f)!r}")
+                                 f"this optimizer uses {f}={getattr(self, f)!r}"
+                                 + (f"; it was saved by {saved_by}: resume it with {saved_by}" if saved_by else ""))
+        if saved_by is not None and saved_by != name:
+            raise ValueError(f"{name}.load_state_dict: the state dict was saved by {saved_by}, not {name} "
+                             f"(their states share the {self.state_key!r} key but not their meaning); "
+                             f"resume it with {saved_by}, the optimizer that saved it, or start this {name} afresh")
         missing = [f for f in self.state_fields if f not in saved]
         if missing:
             raise ValueError(f"{name}.load_state_dict: the state dict lacks {', '.join(missing)}; it was saved by "

@@ -1,0 +1,32 @@
+"""Fixtures every test file may use; puts the repository root on ``sys.path`` (for ``benchmarks``).
+
+Paths to the repository and the shared data are in ``shared_data.py``; helpers for the fitting
+tasks, the nerfstudio plugin and multi-process runs in ``helpers_tasks.py``, ``nerf_helpers.py``
+and ``dist_helpers.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from shared_data import ROOT
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Give every test torch's thread count as it found it (the setting is process-wide; runs set ``threads=1``)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread(restore_torch_threads):
+    """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
+    torch.set_num_threads(1)
