@@ -2,7 +2,7 @@
 
 - imports run one way: no cycle among gnerf's modules, function-level imports included;
 - nothing under gnerf/ imports the top-level method_configs, scripts or benchmarks;
-- no file under gnerf/ is over 350 lines.
+- no file under gnerf/ is over 350 lines, no function over 60 without a reason in its docstring.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gnerf"
 MAX_LINES = 350
+MAX_FUNCTION_LINES = 60
 TOP_LEVEL = ("method_configs", "scripts", "benchmarks")
 
 # Exceptions to the rules, each with its reason (none today; add one only with a reason here):
@@ -118,6 +119,29 @@ def test_no_gnerf_file_is_over_the_line_limit():
     long = {str(p.relative_to(ROOT)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert {p: n for p, n in long.items() if p not in KNOWN_LONG_FILES} == {}
+
+
+def _long_functions(source: str) -> List[Tuple[str, int]]:
+    """Functions over MAX_FUNCTION_LINES whose docstring gives no reason (a line starting ``Long:``)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            doc = ast.get_docstring(node) or ""
+            if n > MAX_FUNCTION_LINES and not any(line.strip().startswith("Long:") for line in doc.splitlines()):
+                out.append((node.name, n))
+    return out
+
+
+def test_no_gnerf_function_is_long_without_a_reason():
+    long = {str(p.relative_to(ROOT)): f for p in sorted(PACKAGE.rglob("*.py")) if (f := _long_functions(p.read_text()))}
+    assert long == {}
+
+
+def test_the_function_checker_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert _long_functions(f"def f():\n{body}\n") == [("f", MAX_FUNCTION_LINES + 1)]
+    assert _long_functions(f'def f():\n    """Long: a reason."""\n{body}\n') == []
 
 
 def test_the_checker_sees_a_cycle():
