@@ -35,8 +35,6 @@ class ESGDOptimizerConfig(OptimizerConfig):
     """The first steps, each of which estimates the curvature."""
     precondition_frequency: int = PAPER.precondition_frequency
     """After them, the curvature is estimated every precondition_frequency steps."""
-    hvp_method: str = "double-backward"
-    """double-backward (graph on curvature steps) or forward-over-reverse (the loss evaluated again)."""
 
 
 @dataclass

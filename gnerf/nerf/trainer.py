@@ -38,7 +38,6 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.curvature import LossFn, functional_loss
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
 from gnerf.tasks.io import remove_if_unused
@@ -150,12 +149,6 @@ class CurvatureTrainer(Trainer):
         dicts = {}
 
         def forward(plan: StepPlan) -> torch.Tensor:
-            functional = [g for g, f in zip(needs_step, plan.functional) if f]
-            if hasattr(self.pipeline, "record_train_batch"):
-                self.pipeline.record_train_batch = bool(functional)
-            elif functional:
-                raise ValueError(f"param group(s) {functional} use hvp_method='forward-over-reverse', which needs "
-                                 "gnerf's pipeline (gnerf.nerf.pipeline.GNerfPipelineConfig) to evaluate the loss again")
             with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
                 _, dicts["loss"], dicts["metrics"] = self.pipeline.get_train_loss_dict(step=step)
                 loss = functools.reduce(torch.add, dicts["loss"].values())
@@ -163,7 +156,7 @@ class CurvatureTrainer(Trainer):
             return loss
 
         loss, _ = take_step(
-            stepping, forward, model=getattr(self.pipeline, "_model", self.pipeline), loss_fn=self._train_loss_fn,
+            stepping, forward, model=getattr(self.pipeline, "_model", self.pipeline),
             backward=lambda value, graph: self.grad_scaler.scale(value).backward(create_graph=graph),
             step=lambda plain: self.optimizers.optimizer_scaler_step_some(
                 self.grad_scaler, [name_of[id(o)] for o in plain]))
@@ -198,22 +191,6 @@ class CurvatureTrainer(Trainer):
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
                 self._loss_finite = flag.bool()
             self._check_finite_loss(step, loss_dict)
-
-    def _train_loss_fn(self) -> LossFn:
-        """This step's training loss as a function of the model's weights: the same rays, batch and samples."""
-        model = self.pipeline.model
-        ray_bundle, batch, (cpu_rng, cuda_rng) = self.pipeline.last_train_batch
-        devices = [model.device] if cuda_rng is not None else []
-
-        def loss(forward) -> torch.Tensor:
-            with torch.random.fork_rng(devices=devices):  # replay the stratified samples of the forward pass
-                torch.set_rng_state(cpu_rng)
-                if cuda_rng is not None:
-                    torch.cuda.set_rng_state(cuda_rng, model.device)
-                outputs = forward(ray_bundle)
-            return functools.reduce(torch.add, model.get_loss_dict(outputs, batch, {}).values())
-
-        return functional_loss(model, loss)[0]
 
     def _check_finite_loss(self, step: int, loss_dict=None) -> None:
         """Raise :class:`NonFiniteLossError` if any loss since the last check was NaN or infinite."""
