@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence, Tuple
 
+import pytest
 import torch
 
 from gnerf.tasks.config import FieldConfig
@@ -46,3 +47,20 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
     assert f"epoch/{metric}" in scalars and "train/loss" in scalars
     assert len(events.Scalars(f"epoch/{metric}")) == epochs
     return rows
+
+
+def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable, key: str, missing: str,
+                               bad_files: Sequence[Tuple[str, str, str]]) -> None:
+    """``fit(make_cfg(run, **{key: file}))`` names a ``missing`` file (``FileNotFoundError``) and each
+    ``(name, text, match)`` of ``bad_files``, written with ``text``, in a ``ValueError`` matching ``match``;
+    no run folder is left behind."""
+    run = tmp_path / "r"
+    with pytest.raises(FileNotFoundError, match=missing):
+        fit(make_cfg(run, **{key: tmp_path / missing}))
+    for name, text, match in bad_files:
+        bad = tmp_path / name
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            fit(make_cfg(run, **{key: bad}))
+    assert not run.exists()
+
