@@ -1,4 +1,5 @@
-"""Shared helpers for the fitting-task tests (small, CPU-sized runs on ../shared/data)."""
+"""Shared helpers for the fitting-task tests (small, CPU-sized runs on ../shared/data) and the optimizer
+tests (a tiny Gaussian MLP, a full-batch training loop)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import pytest
 import torch
 
+from gnerf.fields import CoordinateMLP
+from gnerf.optim.step import should_create_graph
 from gnerf.tasks.config import FieldConfig
 
 
@@ -64,3 +67,23 @@ def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable
             fit(make_cfg(run, **{key: bad}))
     assert not run.exists()
 
+
+def gaussian_mlp(out_dim: int, hidden_dim: int, sigma: float = 0.5, **kwargs) -> CoordinateMLP:
+    """A 3-layer Gaussian-activation coordinate MLP from 2-D inputs (the optimizer tests' tiny network)."""
+    return CoordinateMLP(2, out_dim, hidden_dim=hidden_dim, num_layers=3, activation="gaussian",
+                         activation_kwargs={"sigma": sigma}, **kwargs)
+
+
+def train_steps(net, opt, x, y, steps: int, sched=None) -> List[float]:
+    """``steps`` full-batch squared-error steps under the curvature protocol (then ``sched.step()``, if
+    given); the losses."""
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward(create_graph=should_create_graph(opt))
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(loss.item())
+    return losses
