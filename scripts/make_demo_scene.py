@@ -4,13 +4,17 @@
     python scripts/make_demo_scene.py --image-size 80 --overwrite
 
 The scene is described in :mod:`gnerf.scenes.procedural`; train on it with nerfstudio's
-``blender-data`` dataparser.
+``blender-data`` dataparser. The options are :func:`gnerf.scenes.make_blender_scene`'s (same names,
+defaults and help), with ``--out-dir`` defaulting to data/generated/procedural in the repository.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import tyro
 
@@ -19,48 +23,21 @@ from gnerf.scenes import make_blender_scene
 DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "generated" / "procedural"
 
 
-def main(
-    out_dir: Path = DEFAULT_OUT_DIR,
-    image_size: int = 64,
-    num_train: int = 50,
-    num_val: int = 5,
-    num_test: int = 10,
-    seed: int = 0,
-    supersample: int = 3,
-    overwrite: bool = False,
-) -> Path:
-    """Build the scene (skipped when a scene with these parameters is present) and print where it is.
-
-    Args:
-        out_dir: target folder; defaults to data/generated/procedural in the repository.
-        image_size: width and height of every image in pixels.
-        num_train: number of training views.
-        num_val: number of validation views.
-        num_test: number of test views (a ring at 30 degrees elevation).
-        seed: camera placement seed.
-        supersample: anti-aliasing rays per pixel along each axis.
-        overwrite: re-render even if a matching scene is present.
-    """
+def main(args: Optional[Sequence[str]] = None) -> Path:
+    """Build the scene (skipped when a scene with these parameters is present) and print where it is."""
     start = time.perf_counter()
-    path = make_blender_scene(
-        out_dir,
-        image_size=image_size,
-        num_train=num_train,
-        num_val=num_val,
-        num_test=num_test,
-        seed=seed,
-        supersample=supersample,
-        overwrite=overwrite,
-    )
+    path = tyro.cli(functools.partial(make_blender_scene, out_dir=DEFAULT_OUT_DIR), args=args,
+                    description=main.__doc__)
+    p = json.loads((path / "scene.json").read_text())
     print(
-        f"procedural scene ({num_train} train / {num_val} val / {num_test} test, "
-        f"{image_size}x{image_size}) ready at {path} ({time.perf_counter() - start:.1f} s)"
+        f"procedural scene ({p['num_train']} train / {p['num_val']} val / {p['num_test']} test, "
+        f"{p['image_size']}x{p['image_size']}) ready at {path} ({time.perf_counter() - start:.1f} s)"
     )
     return path
 
 
 if __name__ == "__main__":
     try:
-        tyro.cli(main)
+        main()
     except (ValueError, FileExistsError) as error:
         raise SystemExit(f"error: {error}") from None

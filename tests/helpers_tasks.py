@@ -1,14 +1,18 @@
-"""Shared helpers for the fitting-task tests (small, CPU-sized runs on ../shared/data)."""
+"""Shared helpers for the fitting-task tests (small, CPU-sized runs on ../shared/data) and the optimizer
+tests (a tiny Gaussian MLP, a full-batch training loop)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence, Tuple
 
+import pytest
 import torch
 
+from gnerf.fields import CoordinateMLP
+from gnerf.optim.step import should_create_graph
 from gnerf.tasks.config import FieldConfig
 
 
@@ -46,3 +50,40 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
     assert f"epoch/{metric}" in scalars and "train/loss" in scalars
     assert len(events.Scalars(f"epoch/{metric}")) == epochs
     return rows
+
+
+def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable, key: str, missing: str,
+                               bad_files: Sequence[Tuple[str, str, str]]) -> None:
+    """``fit(make_cfg(run, **{key: file}))`` names a ``missing`` file (``FileNotFoundError``) and each
+    ``(name, text, match)`` of ``bad_files``, written with ``text``, in a ``ValueError`` matching ``match``;
+    no run folder is left behind."""
+    run = tmp_path / "r"
+    with pytest.raises(FileNotFoundError, match=missing):
+        fit(make_cfg(run, **{key: tmp_path / missing}))
+    for name, text, match in bad_files:
+        bad = tmp_path / name
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            fit(make_cfg(run, **{key: bad}))
+    assert not run.exists()
+
+
+def gaussian_mlp(out_dim: int, hidden_dim: int, sigma: float = 0.5, **kwargs) -> CoordinateMLP:
+    """A 3-layer Gaussian-activation coordinate MLP from 2-D inputs (the optimizer tests' tiny network)."""
+    return CoordinateMLP(2, out_dim, hidden_dim=hidden_dim, num_layers=3, activation="gaussian",
+                         activation_kwargs={"sigma": sigma}, **kwargs)
+
+
+def train_steps(net, opt, x, y, steps: int, sched=None) -> List[float]:
+    """``steps`` full-batch squared-error steps under the curvature protocol (then ``sched.step()``, if
+    given); the losses."""
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward(create_graph=should_create_graph(opt))
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(loss.item())
+    return losses

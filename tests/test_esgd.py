@@ -5,40 +5,36 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.fields import CoordinateMLP
-from gnerf.optim import (
-    ESGD,
-    ESGDAdamStart,
-    ESGDMax,
-    MissingGraphError,
-    hessian_vector_product,
-    rademacher_like,
-    should_create_graph,
-)
+from gnerf.optim import ESGD, ESGDAdamStart, ESGDMax, MissingGraphError, hessian_vector_product, rademacher_like
 
+from helpers_tasks import gaussian_mlp, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def _tiny_problem(seed=0):
     torch.manual_seed(seed)
-    net = CoordinateMLP(2, 1, hidden_dim=6, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.5})
+    net = gaussian_mlp(1, hidden_dim=6)
     x = torch.rand(32, 2) * 2 - 1
-    y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:])
-    return net, x, y
+    return net, x, torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:])
 
 
-def _train(net, opt, x, y, steps, sched=None):
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = ((net(x) - y) ** 2).mean()
-        loss.backward(create_graph=should_create_graph(opt))
-        opt.step()
-        if sched is not None:
-            sched.step()
-        losses.append(loss.item())
-    return losses
+
+def _reference_start(net, seed, buffers):
+    """The reference optimizers' parameters, probe generator and ``buffers`` zero state lists."""
+    params = list(net.parameters())
+    return params, torch.Generator().manual_seed(seed), [[torch.zeros_like(p) for p in params] for _ in range(buffers)]
+
+
+def _reference_grads(net, x, y, params):
+    """Gradients of the squared error, with a graph for Hessian-vector products."""
+    return torch.autograd.grad(((net(x) - y) ** 2).mean(), params, create_graph=True)
+
+
+def _reference_hvps(grads, params, gen):
+    """``H v`` for Rademacher ``v`` drawn from ``gen``, one tensor at a time."""
+    vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+    return torch.autograd.grad(grads, params, vs)
 
 
 def test_rademacher_has_both_signs_and_zero_mean():
@@ -87,7 +83,7 @@ def test_cadence():
     flags = []
     for _ in range(12):
         flags.append(opt.should_create_graph())
-        _train(net, opt, x, y, 1)
+        train_steps(net, opt, x, y, 1)
     assert [i for i, f in enumerate(flags) if f] == [0, 1, 2, 5, 10]
     assert opt.num_curvature_updates == 5 and opt.num_steps == 12
 
@@ -100,18 +96,13 @@ def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.
     (the step count t, not the number of updates), no lr warm-up. ESGD-Max: Nesterov look-ahead
     corrected by 1 - beta1^(t+1), D an exponentially weighted max, lr ramped by 1 - rho^k.
     """
-    params = list(net.parameters())
-    gen = torch.Generator().manual_seed(seed)
-    m = [torch.zeros_like(p) for p in params]
-    D = [torch.zeros_like(p) for p in params]
+    params, gen, (m, D) = _reference_start(net, seed, 2)
     k = 0
     for t in range(1, steps + 1):
-        loss = ((net(x) - y) ** 2).mean()
-        grads = torch.autograd.grad(loss, params, create_graph=True)
+        grads = _reference_grads(net, x, y, params)
         curv = (t - 1) < warmup or (t - 1) % every == 0
         if curv:
-            vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
-            hvs = torch.autograd.grad(grads, params, vs)
+            hvs = _reference_hvps(grads, params, gen)
             k += 1
         with torch.no_grad():
             lr_t = lr * (1 - lr_warmup**k) if use_max else lr
@@ -139,7 +130,7 @@ def test_matches_reference_equations(cls, foreach):
     ref = copy.deepcopy(net)
     opt = cls(net.parameters(), lr=0.05, precondition_warmup_steps=3, precondition_frequency=4, weight_decay=0.01,
               foreach=foreach, generator=torch.Generator().manual_seed(7))
-    _train(net, opt, x, y, 11)
+    train_steps(net, opt, x, y, 11)
     expected = _reference_esgd(ref, x, y, 11, 0.05, cls.use_max, 3, 4, seed=7, wd=0.01)
     for p, q in zip(net.parameters(), expected):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
@@ -171,7 +162,7 @@ def test_lr_scheduler_and_param_groups():
     opt = ESGDMax([{"params": [first], "lr": 0.0}, {"params": rest}], lr=0.1, lr_warmup=0.0)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
     frozen = first.detach().clone()
-    _train(net, opt, x, y, 3, sched)
+    train_steps(net, opt, x, y, 3, sched)
     assert torch.equal(first.detach(), frozen)  # lr 0 group did not move
     assert opt.param_groups[1]["lr"] == pytest.approx(0.1 * 0.5**3)
 
@@ -197,11 +188,11 @@ def test_a_state_names_the_variant_that_saved_it():
     checks every pair; here the message). A state saved before gnerf recorded the saver still loads."""
     net, x, y = _tiny_problem()
     adam_start = ESGDAdamStart(net.parameters(), adam_steps=2, seed=0)
-    _train(net, adam_start, x, y, 3)
+    train_steps(net, adam_start, x, y, 3)
     with pytest.raises(ValueError, match="saved by ESGDAdamStart, not ESGD .*resume it with ESGDAdamStart"):
         ESGD(net.parameters()).load_state_dict(adam_start.state_dict())
     esgd = ESGD(net.parameters(), seed=0)
-    _train(net, esgd, x, y, 2)
+    train_steps(net, esgd, x, y, 2)
     with pytest.raises(ValueError, match="saved by ESGD, not ESGDAdamStart"):
         ESGDAdamStart(net.parameters()).load_state_dict(esgd.state_dict())
     legacy = esgd.state_dict()
@@ -218,8 +209,8 @@ def _fit_pattern(make_opt, steps=300):
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
     coords = torch.stack([xx, yy], -1).reshape(-1, 2)
     target = (0.5 + 0.5 * torch.sin(4 * xx) * torch.cos(3 * yy)).reshape(-1, 1)
-    net = CoordinateMLP(2, 1, hidden_dim=64, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
-    return _train(net, make_opt(net.parameters()), coords, target, steps)
+    net = gaussian_mlp(1, hidden_dim=64, sigma=0.1)
+    return train_steps(net, make_opt(net.parameters()), coords, target, steps)
 
 
 def test_esgd_max_fits_a_small_image_faster_than_sgd():
@@ -235,20 +226,14 @@ def test_esgd_max_fits_a_small_image_faster_than_sgd():
 def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, every, seed, beta1=0.9,
                           beta2=0.999, eps=1e-4):
     """ESGDAdamStart written out from its docstring's equations."""
-    params = list(net.parameters())
-    gen = torch.Generator().manual_seed(seed)
-    m = [torch.zeros_like(p) for p in params]
-    s = [torch.zeros_like(p) for p in params]
-    D = [torch.zeros_like(p) for p in params]
+    params, gen, (m, s, D) = _reference_start(net, seed, 3)
     k = 0
     for t in range(1, steps + 1):
-        loss = ((net(x) - y) ** 2).mean()
-        grads = torch.autograd.grad(loss, params, create_graph=True)
+        grads = _reference_grads(net, x, y, params)
         n = t - 1 - max(adam_steps - warmup, 0)  # the cadence starts warmup steps before the switch
         curv = n >= 0 and (n < warmup or n % every == 0)
         if curv:
-            vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
-            hvs = torch.autograd.grad(grads, params, vs)
+            hvs = _reference_hvps(grads, params, gen)
             k += 1
         with torch.no_grad():
             for i, p in enumerate(params):
@@ -273,14 +258,14 @@ def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     flags = []
     for _ in range(5):
         flags.append(opt.is_curvature_step())
-        _train(net, opt, x, y, 1)
+        train_steps(net, opt, x, y, 1)
     adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
-    _train(adam_net, adam, x, y, 5)
+    train_steps(adam_net, adam, x, y, 5)
     for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     for _ in range(6):
         flags.append(opt.is_curvature_step())
-        _train(net, opt, x, y, 1)
+        train_steps(net, opt, x, y, 1)
     assert [i for i, f in enumerate(flags) if f] == [2, 3, 4, 6, 10]  # the 3 steps before the switch at 5, then every 4th
     expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7)
     for p, q in zip(net.parameters(), expected):

@@ -14,13 +14,14 @@ from gnerf.optim.curvature import (
     rademacher_like,
 )
 
+from helpers_tasks import gaussian_mlp
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
 
 def _problem(seed=0):
     torch.manual_seed(seed)
-    net = CoordinateMLP(2, 2, hidden_dim=5, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.5},
-                        skip_connections=(2,)).double()
+    net = gaussian_mlp(2, hidden_dim=5, skip_connections=(2,)).double()
     x = torch.rand(16, 2, dtype=torch.float64) * 2 - 1
     y = torch.rand(16, 2, dtype=torch.float64)
     loss_fn, params = functional_loss(net, lambda f: (f(x) - y).square().mean())

@@ -26,9 +26,9 @@ import re
 import pytest
 import torch
 
-from gnerf.fields import CoordinateMLP
 from gnerf.optim.registry import build_optimizer, default_lr, get_optimizer_spec, registered_optimizers
-from gnerf.optim.step import should_create_graph
+
+from helpers_tasks import gaussian_mlp, train_steps
 
 #: Options that make a short run use every part of the state: preconditioner refreshes (ESGD's curvature,
 #: Shampoo's inverse roots, K-FAC's eigendecompositions) on a cadence of a few steps, ESGDAdamStart's
@@ -92,24 +92,13 @@ def _build(name, params, **options):
 def _image_problem(seed=0):
     """A Gaussian-activated field and a smooth 12 x 12 RGB image."""
     torch.manual_seed(seed)
-    net = CoordinateMLP(2, 3, hidden_dim=32, num_layers=3, activation="gaussian", activation_kwargs={"sigma": 0.1})
+    net = gaussian_mlp(3, hidden_dim=32, sigma=0.1)
     g = torch.linspace(-1, 1, 12)
     x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
     y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
                      0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
     return net, x, y
 
-
-def _train(net, opt, x, y, steps):
-    """``steps`` full-batch steps under the curvature protocol; the losses."""
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = ((net(x) - y) ** 2).mean()
-        loss.backward(create_graph=should_create_graph(opt))
-        opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_short_run_and_bad_value_options_are_real_options():
@@ -138,7 +127,7 @@ def test_learns_a_small_image_and_is_registered(name, one_thread):
     opt = build_optimizer(name, net.parameters())
     assert type(opt) is spec.factory or not isinstance(spec.factory, type)
     assert opt.param_groups[0]["lr"] == default_lr(name) == spec.lr
-    losses = _train(net, opt, x, y, 150)
+    losses = train_steps(net, opt, x, y, 150)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.4 * losses[0]  # measured 0.0005 (Shampoo), 0.015-0.04 (ESGD, AdaHessian, K-FAC), 0.27 (Adam
     #                                      at its paper lr 1e-4, also ESGDAdamStart's first 800 steps)
@@ -149,12 +138,12 @@ def test_state_dict_round_trip_continues_identically(name, one_thread):
     options = _accepted(name, SHORT_RUN)
     net, x, y = _image_problem()
     opt = _build(name, net.parameters(), **options)
-    _train(net, opt, x, y, 5)
+    train_steps(net, opt, x, y, 5)
     buffer = io.BytesIO()
     torch.save({"net": net.state_dict(), "opt": opt.state_dict()}, buffer)
     start = [p.detach().clone() for p in net.parameters()]
     torch.manual_seed(1)  # for anything drawn from the global generator
-    _train(net, opt, x, y, 5)
+    train_steps(net, opt, x, y, 5)
 
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)  # tensors and plain values only
@@ -163,7 +152,7 @@ def test_state_dict_round_trip_continues_identically(name, one_thread):
     opt2 = build_optimizer(name, resumed.parameters())  # the defaults: the state brings the rest
     opt2.load_state_dict(saved["opt"])
     torch.manual_seed(1)
-    _train(resumed, opt2, x, y, 5)
+    train_steps(resumed, opt2, x, y, 5)
     for p, q, p0 in zip(net.parameters(), resumed.parameters(), start):
         assert not torch.equal(p, p0)
         torch.testing.assert_close(q, p, rtol=0, atol=0)
@@ -178,8 +167,8 @@ def test_foreach_equals_per_tensor(name, one_thread):
     net, x, y = _image_problem()
     net2 = copy.deepcopy(net)
     start = [p.detach().clone() for p in net.parameters()]
-    _train(net, _build(name, net.parameters(), foreach=False, **options), x, y, 8)
-    _train(net2, _build(name, net2.parameters(), foreach=True, **options), x, y, 8)
+    train_steps(net, _build(name, net.parameters(), foreach=False, **options), x, y, 8)
+    train_steps(net2, _build(name, net2.parameters(), foreach=True, **options), x, y, 8)
     for p, q, p0 in zip(net.parameters(), net2.parameters(), start):
         assert not torch.equal(p, p0)
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
@@ -216,7 +205,7 @@ GNERF_OPTIMIZERS = [n for n in OPTIMIZERS if not get_optimizer_spec(n).factory._
 def test_a_state_saved_by_another_optimizer_is_refused(name, saved_by):
     net = torch.nn.Linear(3, 2)
     other = _build(saved_by, net.parameters())
-    _train(net, other, torch.rand(4, 3), torch.rand(4, 2), 1)
+    train_steps(net, other, torch.rand(4, 3), torch.rand(4, 2), 1)
     opt = _build(name, net.parameters())
     with pytest.raises(ValueError, match=rf"{type(opt).__name__}\.load_state_dict: the state dict"):
         opt.load_state_dict(other.state_dict())

@@ -11,7 +11,7 @@ from gnerf.tasks.build import build_field
 from gnerf.tasks.cli import image_main
 from gnerf.tasks.config import FieldConfig
 
-from helpers_tasks import check_run_folder, small
+from helpers_tasks import check_bad_inputs_are_named, check_run_folder, small
 from shared_data import KODIM01, require
 
 
@@ -97,13 +97,8 @@ def test_resume_refuses_a_changed_configuration_and_a_run_folder_is_not_overwrit
 
 
 def test_missing_and_unreadable_images_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        fit_image(_cfg(tmp_path / "r", image=tmp_path / "nope.png"))
-    bad = tmp_path / "bad.png"
-    bad.write_text("not an image")
-    with pytest.raises(ValueError, match="cannot read image .*bad.png"):
-        fit_image(_cfg(tmp_path / "r", image=bad))
-    assert not (tmp_path / "r").exists()
+    check_bad_inputs_are_named(tmp_path, fit_image, _cfg, "image", "nope.png",
+                               [("bad.png", "not an image", "cannot read image .*bad.png")])
 
 
 def test_unknown_optimizer_and_activation_are_named(tmp_path):

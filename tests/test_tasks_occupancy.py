@@ -16,7 +16,7 @@ from gnerf.tasks.mesh import (
     winding_number,
 )
 
-from helpers_tasks import check_run_folder, small
+from helpers_tasks import check_bad_inputs_are_named, check_run_folder, small
 from shared_data import BUNNY, DRAGON, require
 
 
@@ -143,18 +143,9 @@ def test_esgd_fits_the_bunny_and_writes_every_output(tmp_path):
 
 
 def test_bad_meshes_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.obj"):
-        fit_occupancy(_cfg(tmp_path / "r", mesh=tmp_path / "nope.obj"))
-    empty = tmp_path / "empty.obj"
-    empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
-    with pytest.raises(ValueError, match="empty.obj' has 3 vertices but no faces"):
-        fit_occupancy(_cfg(tmp_path / "r", mesh=empty))
-    flat = tmp_path / "flat.off"
-    flat.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
-    with pytest.raises(ValueError, match="flat.off' is empty: all of its 1 triangles have zero area"):
-        fit_occupancy(_cfg(tmp_path / "r", mesh=flat))
-    stl = tmp_path / "shape.stl"
-    stl.write_text("solid x\nendsolid x\n")
-    with pytest.raises(ValueError, match="unsupported file type '.stl'"):
-        fit_occupancy(_cfg(tmp_path / "r", mesh=stl))
-    assert not (tmp_path / "r").exists()
+    check_bad_inputs_are_named(tmp_path, fit_occupancy, _cfg, "mesh", "nope.obj", [
+        ("empty.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty.obj' has 3 vertices but no faces"),
+        ("flat.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n",
+         "flat.off' is empty: all of its 1 triangles have zero area"),
+        ("shape.stl", "solid x\nendsolid x\n", "unsupported file type '.stl'"),
+    ])

@@ -65,16 +65,8 @@ class AdaHessian(HutchinsonOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda`.
         hessian_power: :math:`k \in (0, 1]` (the paper: 1).
         statistic: ``"equilibration"`` (AdaHessian (E)) or ``"jacobi"`` (AdaHessian (J)).
-        foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
-            parameters live on a GPU. Both paths give the same numbers.
-        generator: random generator for the Rademacher probes (default: the global one, or the
-            optimizer's own when ``seed`` is given or the run is distributed).
-        seed: seed for the optimizer's own probe generator; its state is saved in ``state_dict``.
-        process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
-            gradients and Hessian-vector products of curvature steps over the default process group
-            when one with several ranks is initialised; ``None`` never communicates.
-        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
-            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
+        foreach, generator, seed, process_group, hvp_method: as
+            :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
     def __init__(
@@ -98,12 +90,10 @@ class AdaHessian(HutchinsonOptimizer):
         statistic = str(statistic).lower()
         if statistic not in STATISTICS:
             raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        hessian_power=hessian_power, foreach=foreach)
-        super().__init__(params, defaults)
-        self.statistic = statistic
-        self._init_probe(generator, seed, process_group, hvp_method)
-        self.num_steps = 0  # completed optimisation steps (= curvature updates)
+        super().__init__(params, dict(hessian_power=hessian_power), lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, foreach=foreach, generator=generator, seed=seed,
+                         process_group=process_group, hvp_method=hvp_method)
+        self.statistic = statistic  # num_steps (completed steps) also counts the curvature updates
 
     state_key = "adahessian"
     state_fields = ("num_steps",)
@@ -115,18 +105,11 @@ class AdaHessian(HutchinsonOptimizer):
 
     def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
         adahessian(
-            params,
-            [p.grad.detach() for p in params],
-            [s["exp_avg"] for s in states],
-            [s["curvature"] for s in states],
+            *self._group_tensors(params, states),
             hvps,
             vectors,
             step=self.num_steps,
-            lr=group["lr"],
-            beta1=group["betas"][0],
-            beta2=group["betas"][1],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
+            **self._group_hyperparameters(group),
             hessian_power=group["hessian_power"],
             statistic=self.statistic,
             foreach=foreach,

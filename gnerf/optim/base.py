@@ -109,6 +109,21 @@ class HutchinsonOptimizer(CountedOptimizer):
 
     The probe's own generator (used with ``seed`` or in distributed runs) travels in
     ``state_dict()[state_key]["probe"]``, so a resumed run draws the probes it would have drawn.
+
+    Arguments shared by the Hutchinson optimizers (:class:`~gnerf.optim.esgd.ESGD`,
+    :class:`~gnerf.optim.adahessian.AdaHessian` and their variants):
+
+    Args:
+        foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
+            parameters live on a GPU. Both paths give the same numbers.
+        generator: random generator for the Rademacher probes (default: the global one, or the
+            optimizer's own when ``seed`` is given or the run is distributed).
+        seed: seed for the optimizer's own probe generator; its state is saved in ``state_dict``.
+        process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
+            gradients and Hessian-vector products of curvature steps over the default process group
+            when one with several ranks is initialised; ``None`` never communicates.
+        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
+            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
     """
 
     probe: HutchinsonProbe
@@ -116,9 +131,28 @@ class HutchinsonOptimizer(CountedOptimizer):
     #: Per-parameter state tensors, created as zeros at a parameter's first step.
     state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
 
-    def _init_probe(self, generator: Optional[torch.Generator], seed: Optional[int],
-                    process_group: ProcessGroupSetting, hvp_method: str) -> None:
+    def __init__(self, params: Any, extra_defaults: Dict[str, Any], *, lr: float, betas: Tuple[float, float],
+                 eps: float, weight_decay: float, foreach: Optional[bool], generator: Optional[torch.Generator],
+                 seed: Optional[int], process_group: ProcessGroupSetting, hvp_method: str) -> None:
+        """Param group defaults ``lr, betas, eps, weight_decay``, then ``extra_defaults``, then ``foreach``;
+        the probe; ``num_steps = 0``. The subclass checks the hyperparameters before calling this."""
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **extra_defaults,
+                        foreach=foreach)
+        super().__init__(params, defaults)
         self.probe = HutchinsonProbe(generator, seed, process_group, hvp_method)
+        self.num_steps = 0  # completed optimisation steps
+
+    @staticmethod
+    def _group_tensors(params: List[Tensor], states: List[dict]) -> Tuple[List[Tensor], ...]:
+        """``(params, grads, exp_avgs, curvatures)`` of one param group, for a functional update."""
+        return (params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
+                [s["curvature"] for s in states])
+
+    @staticmethod
+    def _group_hyperparameters(group: Dict[str, Any]) -> Dict[str, Any]:
+        """``lr, beta1, beta2, eps, weight_decay`` of a param group, as keywords of a functional update."""
+        return dict(lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
+                    weight_decay=group["weight_decay"])
 
     def is_curvature_step(self) -> bool:
         """Whether the next ``step`` estimates curvature."""

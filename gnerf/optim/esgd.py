@@ -57,16 +57,8 @@ class ESGD(HutchinsonOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda`.
         precondition_warmup_steps: number of initial steps that all update the curvature.
         precondition_frequency: curvature cadence after the warm-up.
-        foreach: use the multi-tensor (``torch._foreach_*``) update; ``None`` picks it when the
-            parameters live on a GPU. Both paths give the same numbers.
-        generator: random generator for the Rademacher probes (default: the global one, or the
-            optimizer's own when ``seed`` is given or the run is distributed).
-        seed: seed for the optimizer's own probe generator; its state is saved in ``state_dict``.
-        process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
-            gradients and Hessian-vector products of curvature steps over the default process group
-            when one with several ranks is initialised; ``None`` never communicates.
-        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
-            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
+        foreach, generator, seed, process_group, hvp_method: as
+            :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
     #: Exponentially weighted maximum (ESGD-Max) instead of the running mean.
@@ -99,13 +91,11 @@ class ESGD(HutchinsonOptimizer):
                              "use ESGDMax for lr_warmup")
         check_cadence(precondition_warmup_steps=precondition_warmup_steps,
                       precondition_frequency=precondition_frequency)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        lr_warmup=lr_warmup, foreach=foreach)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr_warmup=lr_warmup), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         foreach=foreach, generator=generator, seed=seed, process_group=process_group,
+                         hvp_method=hvp_method)
         self.precondition_warmup_steps = int(precondition_warmup_steps)
         self.precondition_frequency = int(precondition_frequency)
-        self._init_probe(generator, seed, process_group, hvp_method)
-        self.num_steps = 0  # completed optimisation steps
         self.num_curvature_updates = 0  # completed curvature updates (k)
 
     state_key = "esgd"
@@ -121,18 +111,11 @@ class ESGD(HutchinsonOptimizer):
 
     def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
         esgd(
-            params,
-            [p.grad.detach() for p in params],
-            [s["exp_avg"] for s in states],
-            [s["curvature"] for s in states],
+            *self._group_tensors(params, states),
             hvps,
             step=self.num_steps,
             num_curvature_updates=self.num_curvature_updates,
-            lr=group["lr"],
-            beta1=group["betas"][0],
-            beta2=group["betas"][1],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
+            **self._group_hyperparameters(group),
             lr_warmup=group["lr_warmup"],
             use_max=self.use_max,
             foreach=foreach,

@@ -216,7 +216,9 @@ def make_blender_scene(
     Args:
         out_dir: target folder (its parent is created if needed).
         image_size: width and height in pixels (>= 8).
-        num_train, num_val, num_test: number of views per split (each >= 1).
+        num_train: number of training views (>= 1).
+        num_val: number of validation views (>= 1).
+        num_test: number of test views, a ring at 30 degrees elevation (>= 1).
         seed: camera placement seed (>= 0); see :func:`camera_poses`.
         supersample: rays per pixel along each axis for anti-aliasing (>= 1).
         overwrite: re-render even if a matching scene is present.
