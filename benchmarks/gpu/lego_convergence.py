@@ -17,16 +17,16 @@ plateau of a constant image) and each method's PSNR within the shortest method's
 ``--methods ... vanilla-nerf-coarse`` adds nerfstudio's vanilla-nerf (coarse network only, see
 ``benchmarks/nerf.py``) at the same rays x samples.
 
-Writes ``OUT/lego_gpu.md`` (PSNR against steps and against training time, the machine and the date),
-``OUT/lego_gpu.png`` (both curves) and ``OUT/lego_gpu.json`` (every evaluation), rewriting the markdown
-and JSON after every evaluation so that a run stopped early still leaves its tables.
+Writes ``OUT/NAME.md`` (PSNR against steps and against training time, the machine and the date),
+``OUT/NAME.png`` (both curves) and ``OUT/NAME.json`` (every evaluation), NAME being ``--name`` (lego_gpu),
+rewriting the markdown and JSON after every evaluation so that a run stopped early still leaves its tables.
 
     python benchmarks/gpu/lego_convergence.py --budget 140 --deadline 380 --out $OUT  # a GPU (see README.md here)
     python benchmarks/gpu/lego_convergence.py --device cpu --budget 20 --rays 64 --samples 16 \\
         --hidden 32 --layers 3 --image-scale 0.1 --out /tmp/lego                # a quick CPU rehearsal
-    python benchmarks/gpu/lego_convergence.py --device cpu --image-scale 0.25 --rays 256 --samples 64 \
-        --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse --budget 100000 --max-steps 2000 \
-        --every 100 --out docs/lego_cpu                                          # issue 12's CPU comparison
+    python benchmarks/gpu/lego_convergence.py --device cpu --image-scale 0.25 --rays 128 --samples 64 \\
+        --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse --budget 100000 --max-steps 2000 \\
+        --every 100 --views 2 --eval-scale 0.5 --deadline 5700 --out docs/lego_cpu --name lego_cpu  # 2-core CPU
 """
 
 from __future__ import annotations
@@ -299,7 +299,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=default_data(), help="Blender-format lego (train and test splits)")
-    p.add_argument("--out", type=Path, default=Path("outputs/lego_gpu"), help="folder for lego_gpu.md/.png/.json")
+    p.add_argument("--out", type=Path, default=Path("outputs/lego_gpu"), help="folder for NAME.md/.png/.json")
+    p.add_argument("--name", default="lego_gpu", help="file name (stem) of the report, figure and JSON")
     p.add_argument("--budget", type=float, default=140.0, help="seconds of training wall time per method")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="stop both methods once the script has run this many seconds, set-up included (0: none)")
@@ -362,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
         print(f"set up in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}; training "
               f"{' and '.join(runs)} for {args.budget:.0f} s each at {train_px}x{train_px} px, {args.rays} rays x "
               f"{args.samples} samples", flush=True)
-        md, rounds = args.out / "lego_gpu.md", 0
+        md, rounds = args.out / f"{args.name}.md", 0
         try:
             while not all(r.done for r in runs.values()):
                 if args.deadline and time.perf_counter() - t_start > args.deadline:
@@ -382,12 +383,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
             data = {m: {"steps": r.steps, "seconds": r.seconds, "stopped": r.stopped,
                         "curve": [dataclasses.asdict(e) for e in r.curve]} for m, r in runs.items()}
             data["machine"], data["started_utc"], data["argv"] = machine(args.device), started, sys.argv[1:]
-            atomic_write_bytes(args.out / "lego_gpu.json", json.dumps(data, indent=1).encode())
+            atomic_write_bytes(args.out / f"{args.name}.json", json.dumps(data, indent=1).encode())
             complete = all(r.done for r in runs.values())
             atomic_write_bytes(md, report(runs, args, views, marks, train_px, started, final=complete).encode())
-            plot(runs, args.out / "lego_gpu.png",
+            plot(runs, args.out / f"{args.name}.png",
                  f"lego {train_px}px, {args.rays} rays x {args.samples} samples, {machine(args.device)}")
-    print(f"wrote {md}, {args.out / 'lego_gpu.png'}, {args.out / 'lego_gpu.json'} "
+    print(f"wrote {md}, {md.with_suffix('.png')}, {md.with_suffix('.json')} "
           f"({time.perf_counter() - t_start:.0f} s in all)", flush=True)
     return runs
 
