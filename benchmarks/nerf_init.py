@@ -111,6 +111,7 @@ def main(argv: Sequence[str] = None) -> str:
     ap.add_argument("--image-scale", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=0, help="also train ESGD-Max and Adam this many steps (0: no)")
+    ap.add_argument("--output", type=Path, help="also write the markdown here (atomically)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"nerfstudio\.")
@@ -151,6 +152,12 @@ def main(argv: Sequence[str] = None) -> str:
                              f"{esgd[n][1]:.2e}", f"{adam[n][1]:.2e}") for n in esgd]))
     text = "\n".join(lines)
     print(text)
+    if args.output:
+        from gnerf.tasks.io import atomic_write_bytes
+
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        heading = "# The Gaussian fields and vanilla-nerf at initialisation, and ESGD-Max's and Adam's first steps\n\n"
+        atomic_write_bytes(args.output, (heading + text + "\n").encode())
     return text
 
 
