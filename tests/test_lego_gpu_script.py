@@ -14,8 +14,11 @@ def test_lego_convergence_tiny(tmp_path):
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=4, supersample=1)
     runs = lego_convergence.main(["--data", str(scene), "--out", str(tmp_path / "out"), "--device", "cpu",
                                   "--threads", "1", "--budget", "600", "--max-steps", "12", "--rays", "32",
-                                  "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2"])
+                                  "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2",
+                                  "--lr-warmup", "0.5"])
     assert set(runs) == set(lego_convergence.METHODS)
+    esgd = runs["gaussian-nerf-esgd"].trainer.optimizers.optimizers["fields"]
+    assert esgd.param_groups[0]["lr_warmup"] == 0.5  # ESGD-Max only; Adam has no warm-up to change
     for r in runs.values():
         assert r.steps == 12 and r.stopped is None
         assert [(e.step, e.why) for e in r.curve] == [(10, "step"), (12, "end")]

@@ -106,6 +106,9 @@ def build(method: str, args, out: Path):
                         samples=args.samples, hidden_dim=args.hidden or registered.hidden_dim, num_layers=layers,
                         skip_connections=skip_connections_for(layers), image_scale=args.image_scale, device=args.device,
                         experiment_name=method)
+    if args.lr_warmup is not None and hasattr(cfg.optimizers["fields"]["optimizer"], "lr_warmup"):
+        group = cfg.optimizers["fields"]
+        group["optimizer"] = dataclasses.replace(group["optimizer"], lr_warmup=args.lr_warmup)
     cfg.logging.local_writer.enable = False
     cfg.machine = dataclasses.replace(cfg.machine, seed=args.seed)
     with offline_lpips():  # gnerf's model builds LPIPS lazily, at its first image metric: never here
@@ -211,7 +214,8 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
         f"(registered skip / direction / colour sizes when at the registered depth); learning-rate schedules as "
         f"registered for {args.schedule_steps:,} steps (these are a run's first steps); training budget "
         f"{args.budget:.0f} s of wall time per method, the methods taking turns of up to {args.chunk} steps; "
-        f"seed {args.seed}.")
+        f"seed {args.seed}" + (f"; ESGD-Max lr warm-up base {args.lr_warmup}" if args.lr_warmup is not None else "")
+        + ".")
     lines.append("")
     summary = []
     for m, r in runs.items():
@@ -321,6 +325,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--schedule-steps", type=int, default=SCHEDULE_STEPS,
                    help="length of the lr schedules (registered: 200,000; fewer compresses the decay)")
     p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
+    p.add_argument("--lr-warmup", type=float, default=None,
+                   help="ESGD-Max's lr warm-up base (step x 1 - base^k; registered 0.99; 0 turns it off)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
