@@ -81,6 +81,9 @@ def session(timeout_s: float = 600.0) -> Iterator[None]:
     _CPU_GROUP = dist.new_group(backend="gloo") if torch.cuda.is_available() else None
     try:
         yield
+        # every rank reaches here before any tears its group down: a rank that destroys gloo while another is
+        # still in its last collective can abort at exit ("terminate called without an active exception")
+        dist.barrier(group=_CPU_GROUP)
     finally:
         _CPU_GROUP = None
         dist.destroy_process_group()
