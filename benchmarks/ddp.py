@@ -89,6 +89,7 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         if rank == 0:
             identical = all(torch.equal(g, gathered[0]) for g in gathered)
             torch.save({"times": times, "identical": identical}, Path(out) / "ddp.pt")
+        dist.barrier()  # no rank tears gloo down while another is still in a collective (it can abort at exit)
     finally:
         dist.destroy_process_group()
 

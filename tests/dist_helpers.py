@@ -16,6 +16,7 @@ def _entry(rank: int, world: int, rendezvous: str, fn: Callable[..., None], args
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         fn(rank, *args)
+        dist.barrier()  # no rank tears gloo down while another is still in a collective (it can abort at exit)
     finally:
         dist.destroy_process_group()
 
