@@ -66,8 +66,12 @@ def no_sync_if_curvature(model: torch.nn.Module, optimizers: Optimizers) -> Cont
     Wrap the forward *and* backward of the step in it: the optimizer then averages gradients and
     Hessian-vector products itself, in one all-reduce, after the products are formed.
     """
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and any(
-            should_create_graph(o) for o in _as_list(optimizers)):
+    return _no_sync(model, any(should_create_graph(o) for o in _as_list(optimizers)))
+
+
+def _no_sync(model: Optional[torch.nn.Module], create_graph: bool) -> ContextManager:
+    """``model.no_sync()`` when ``model`` is DDP and the step builds a graph, else a null context."""
+    if create_graph and isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return model.no_sync()
     return contextlib.nullcontext()
 
@@ -132,7 +136,7 @@ def take_step(
     """
     opts = _as_list(optimizers)
     plan = plan_step(opts)
-    with no_sync_if_curvature(model, opts) if model is not None else contextlib.nullcontext():
+    with _no_sync(model, plan.create_graph):  # the plan's decision, not asked of the optimizers again
         value = loss(plan)
         with warnings.catch_warnings():
             # the graph lives in .grad until release_graph below breaks the cycle torch warns about
