@@ -107,15 +107,19 @@ def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
                                image_scale=image_scale or sz.image_scale)
 
 
-def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str, test_mode: str = "val"):
-    """A trainer for one of :data:`METHODS` at ``sz`` (``test_mode="test"``: evaluate on the test split)."""
+def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str, test_mode: str = "val",
+          architecture: str = "gnerf"):
+    """A trainer at ``sz`` for a registered Gaussian method (``gnerf.nerf.recipes.METHODS``, the field's
+    ``architecture`` as given) or ``"vanilla-nerf (coarse)"``; ``test_mode="test"``: evaluate on the test split."""
+    from gnerf.nerf.recipes import METHODS as GAUSSIAN_METHODS
     from gnerf.nerf.recipes import method_config, setup_trainer
 
-    if method == "gaussian-nerf-esgd":  # the registered size: 9 x 256 GARF trunk
+    if method in GAUSSIAN_METHODS:  # the registered size: 9 x 256 GARF trunk
         cfg = method_config(method, data, out, iterations=iterations, rays=sz.rays, samples=sz.samples,
                             hidden_dim=256, num_layers=9, skip_connections=(5,), image_scale=sz.image_scale,
                             device=device, curvature_cadence=sz.cadence, experiment_name="gaussian")
-    else:
+        cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture=architecture)
+    elif method == "vanilla-nerf (coarse)":
         from nerfstudio.configs.method_configs import method_configs
 
         base = method_configs["vanilla-nerf"]
@@ -131,6 +135,9 @@ def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, dev
         cfg.vis = "tensorboard"
         cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
         cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "vanilla", "run"
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(GAUSSIAN_METHODS)} or "
+                         "'vanilla-nerf (coarse)'")
     cfg.logging.local_writer.enable = False
     with offline_lpips():
         trainer = setup_trainer(cfg, test_mode=test_mode)

@@ -22,7 +22,6 @@ while it sits on the initial plateau.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import warnings
@@ -39,23 +38,6 @@ from benchmarks.common import SHARED_DATA, machine, table  # noqa: E402
 from benchmarks.nerf import NerfSize, build  # noqa: E402
 
 ARCHITECTURES = ("gnerf", "garf")
-
-
-def gaussian_trainer(arch: str, data: Path, out: Path, sz: NerfSize, method: str = "gaussian-nerf-esgd"):
-    """``method`` (a registered Gaussian method) at the registered size with ``architecture=arch``."""
-    from benchmarks.nerf import offline_lpips
-    from gnerf.nerf.model import skip_connections_for
-    from gnerf.nerf.recipes import method_config, setup_trainer
-
-    cfg = method_config(method, data, out, iterations=200_000, rays=sz.rays, samples=sz.samples,
-                        hidden_dim=256, num_layers=9, skip_connections=skip_connections_for(9),
-                        image_scale=sz.image_scale)
-    cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture=arch)
-    cfg.logging.local_writer.enable = False
-    with offline_lpips():
-        trainer = setup_trainer(cfg)
-    trainer.pipeline.train()
-    return trainer
 
 
 def probe(trainer, seed: int) -> Tuple[Dict[str, float], List[Tuple[str, float, float]], List[Tuple[str, float]]]:
@@ -120,7 +102,8 @@ def main(argv: Sequence[str] = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in ARCHITECTURES:
             torch.manual_seed(args.seed)
-            results[f"gaussian ({arch})"] = probe(gaussian_trainer(arch, args.data, Path(tmp) / arch, sz), args.seed)
+            trainer = build("gaussian-nerf-esgd", args.data, Path(tmp) / arch, sz, 200_000, "cpu", architecture=arch)
+            results[f"gaussian ({arch})"] = probe(trainer, args.seed)
         torch.manual_seed(args.seed)
         vanilla = build("vanilla-nerf (coarse)", args.data, Path(tmp) / "vanilla", sz, 200_000, "cpu")
         results["vanilla-nerf (coarse)"] = probe(vanilla, args.seed)
@@ -128,7 +111,7 @@ def main(argv: Sequence[str] = None) -> str:
         if args.steps:
             for method in ("gaussian-nerf-esgd", "gaussian-nerf-adam"):
                 torch.manual_seed(args.seed)
-                trainer = gaussian_trainer("gnerf", args.data, Path(tmp) / method, sz, method)
+                trainer = build(method, args.data, Path(tmp) / method, sz, 200_000, "cpu")
                 sizes[method] = update_sizes(trainer, args.steps)
     lines = [f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
              f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"

@@ -225,7 +225,7 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
                         _db(max((e.psnr for e in r.curve), default=float("nan"))), r.stopped or ""))
     lines.append(table(["method", "steps", "training time (s)", "mean step (ms)", "final test PSNR (dB)",
                         "best test PSNR (dB)", "note"], summary))
-    lines += ["", f"## Leaving the plateau and equal wall time", "",
+    lines += ["", "## Leaving the plateau and equal wall time", "",
               f"First evaluated step with test PSNR above {PLATEAU_DB:.0f} dB (a constant image scores about 10.8 dB), "
               "and each method's last evaluation within the shortest method's training time:", ""]
     equal_t = min((r.curve[-1].seconds for r in runs.values() if r.curve), default=0.0)
