@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,10 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
 from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
 
 DATA = SHARED_DATA
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
 METRIC = {"image": ("psnr", "PSNR (dB)"), "occupancy": ("iou", "IoU")}
 ACT_NAMES = {"gaussian": "Gaussian", "sine": "sine", "wavelet": "wavelet", "relu": "ReLU + PE"}
 #: What the paper claims per activation: which optimizer ends ahead (supplementary Figs. 1-9, 11).
@@ -336,7 +339,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         protocol += " protocol with --size / --epochs changed; see each section for the sizes"
     command = "python benchmarks/reproduce.py " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     text = [f"# Reproducing the paper's image and shape comparisons ({protocol}{'' if custom else ' protocol'})", "",
-            f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); rerun it to reproduce, "
+            f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
             "(`gnerf.optim.registry`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
             "first 50 steps, then every 100th). Wall times are each run's own training clock, with "

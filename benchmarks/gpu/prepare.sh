@@ -29,6 +29,8 @@ WHEELS=(
   gsplat==1.4.0 pytorch_msssim==1.0.0 tensorly==0.10.0            # splatfacto (imported by the viewer); CUDA built lazily, never here
   nerfacc==0.5.2 splines==0.3.0                                   # renderers, samplers; the viewer's render panel
   appdirs==1.4.4 rawpy==0.28.0 pyquaternion==0.9.9                # dataparsers that the datamanager config imports
+  fpsample==0.3.3 pathos==0.3.5 ppft==1.7.8 multiprocess==0.70.19 dill==0.4.1 pox==0.3.7  # vanilla-nerf-coarse:
+                                                                  # nerfstudio's method_configs imports every datamanager
   trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
 )
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
