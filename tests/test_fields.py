@@ -99,3 +99,41 @@ def test_per_layer_activations_and_errors():
         CoordinateMLP(2, 1, hidden_dim=4, num_layers=2)(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="siren"):
         CoordinateMLP(1, 1, num_layers=3, activation="gaussian", init="siren")
+
+
+def _plain_gaussian(self, x):
+    """The plain autograd expression the fused Gaussian replaces."""
+    return torch.exp(x.square() * (-0.5 / self.sigma**2))
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.1])
+def test_fused_gaussian_matches_the_plain_expression(monkeypatch, sigma):
+    """Outputs, gradients and Hessian-vector products (double backward and forward-over-reverse) of a
+    Gaussian network are those of the plain expression, to float32 tolerance."""
+    from gnerf.fields.activations import Gaussian
+    from gnerf.optim.curvature import functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev
+
+    torch.manual_seed(0)
+    net = CoordinateMLP(3, 4, hidden_dim=32, num_layers=4, activation_kwargs={"sigma": sigma}, skip_connections=(2,))
+    x, y = torch.randn(256, 3) * 0.3, torch.randn(256, 4)
+    params = list(net.parameters())
+    v = [torch.randn_like(p) for p in params]
+
+    def measure():
+        out = net(x)
+        loss = (out - y).square().mean()
+        first_order = torch.autograd.grad(loss, params, retain_graph=True)  # the in-place backward
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        hv = hessian_vector_product(params, grads, v)
+        loss_fn, ps = functional_loss(net, lambda f: (f(x) - y).square().mean())
+        hv_fr = hessian_vector_product_fwd_rev(loss_fn, ps, v)
+        return [out.detach()], list(first_order), [g.detach() for g in grads], hv, hv_fr
+
+    fused = measure()
+    monkeypatch.setattr(Gaussian, "forward", _plain_gaussian)
+    plain = measure()
+    names = ("output", "gradient", "gradient with a graph", "Hv (double backward)", "Hv (forward-over-reverse)")
+    for name, a_list, b_list in zip(names, fused, plain):
+        for a, b in zip(a_list, b_list):
+            scale = b.abs().max().clamp_min(1e-6)
+            assert (a - b).abs().max() <= 2e-5 * scale, name
