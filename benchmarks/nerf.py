@@ -4,8 +4,9 @@ Both trainers are built in this one process with the same data (lego, same downs
 rays per step and the same samples per ray, and step **in turn** (one step of each, order swapped
 every step), each method's clock counting only its own steps, so machine noise hits both alike.
 
-* (4) throughput: rays per second over a window after the warm-up (gaussian-nerf-esgd's window
-  holds its curvature steps at the cadence stated).
+* (4) throughput: rays per second of gaussian-nerf-esgd, gaussian-nerf-adam and vanilla-nerf (coarse)
+  over a window after the warm-up (gaussian-nerf-esgd's window holds its curvature steps at the
+  cadence stated), and the time a 200,000-step run would take at that rate.
 * (5) convergence per second: test PSNR against each method's own training wall time, over the
   same time budget; evaluation is paused off the clock.
 
@@ -186,10 +187,27 @@ class TestViews:
         return total / len(self.cameras)
 
 
-def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str) -> Dict:
+PLAIN = "gaussian-nerf-esgd, plain Gaussian"  # (4) --plain-gaussian: the activation as autograd of exp(c x^2)
+
+
+def _plain_gaussian(module, x):
+    return torch.exp(x.square() * (-0.5 / module.sigma**2))
+
+
+def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
+           methods: Tuple[str, ...] = METHODS) -> Dict:
     if not (data / "transforms_train.json").exists():
         raise SystemExit(f"benchmarks (4)/(5): {data} is not a Blender-format scene; pass --data")
-    return {m: build(m, data, tmp / str(i), sz, iterations, device) for i, m in enumerate(METHODS)}
+    trainers = {}
+    for i, m in enumerate(methods):
+        trainers[m] = build("gaussian-nerf-esgd" if m == PLAIN else m, data, tmp / str(i), sz, iterations, device)
+        if m == PLAIN:  # the same field computing each Gaussian as gnerf did before its fused activation
+            from gnerf.fields.activations import Gaussian
+
+            for module in trainers[m].pipeline.model.modules():
+                if isinstance(module, Gaussian):
+                    module.forward = _plain_gaussian.__get__(module)
+    return trainers
 
 
 def _width(trainers) -> int:
@@ -209,27 +227,43 @@ COARSE_NOTE = ("vanilla-nerf's fine network cannot be disabled by config (get_ou
                "so the benchmark-only subclass `CoarseOnlyNeRFModel` trains and renders the coarse field alone")
 
 
-def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None) -> Tuple[str, Dict]:
-    """(4): rays per second, the two trainers stepping in turn over the same number of steps."""
+THROUGHPUT_METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam", "vanilla-nerf (coarse)")
+PAPER_STEPS = 200_000  # a paper-length run (supplementary, sec. 4.3)
+
+
+def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None,
+               plain_gaussian: bool = False) -> Tuple[str, Dict]:
+    """(4): rays per second of both registered methods and coarse vanilla-nerf, stepping in turn over the same steps.
+
+    ``plain_gaussian``: also gaussian-nerf-esgd with its Gaussians computed as plain autograd of
+    ``exp(c x^2)`` (:data:`PLAIN`), to measure the fused activation.
+    """
     sz = sz or size(quick)
+    methods = THROUGHPUT_METHODS + ((PLAIN,) if plain_gaussian else ())
     warm, timed = (sz.cadence[0] + 2, 100) if quick else (sz.cadence[0] + 5, 300)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = _setup(data, Path(tmp), sz, warm + timed, device)
+        trainers = _setup(data, Path(tmp), sz, warm + timed, device, methods)
         px = _width(trainers)
-        secs = {m: 0.0 for m in METHODS}
+        secs = {m: 0.0 for m in methods}
         for step in range(warm + timed):
-            for m in (METHODS if step % 2 == 0 else METHODS[::-1]):
+            for m in (methods if step % 2 == 0 else methods[::-1]):
                 dt = _step(trainers[m], step, device)
                 if step >= warm:
                     secs[m] += dt
     rps = {m: timed * sz.rays / s for m, s in secs.items()}
     ref = rps["vanilla-nerf (coarse)"]
-    rows = [(m, timed, 1e3 * secs[m] / timed, rps[m], rps[m] / ref) for m in METHODS]
-    body = table(["method", "timed steps", "mean step (ms)", "rays / s", "rays/s vs vanilla-nerf (coarse)"], rows)
-    notes = [f"**throughput gaussian-nerf-esgd / vanilla-nerf (coarse) = {rps[METHODS[0]] / ref:.2f}**",
+    rows = [(m, timed, 1e3 * secs[m] / timed, rps[m], rps[m] / ref, secs[m] / timed * PAPER_STEPS / 60)
+            for m in methods]
+    body = table(["method", "timed steps", "mean step (ms)", "rays / s", "rays/s vs vanilla-nerf (coarse)",
+                  f"{PAPER_STEPS:,} steps at this rate (min)"], rows)
+    notes = [f"**throughput gaussian-nerf-esgd / vanilla-nerf (coarse) = {rps[methods[0]] / ref:.2f}**; "
+             f"mean step gaussian-nerf-esgd / gaussian-nerf-adam = {rps[methods[1]] / rps[methods[0]]:.3f}",
              f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn (train_iteration: "
              "ray sampling, forward, loss, backward, optimizer and scheduler step)",
              LPIPS_NOTE, COARSE_NOTE]
+    if plain_gaussian:
+        notes.insert(1, f"fused Gaussian activation: gaussian-nerf-esgd at {rps[methods[0]] / rps[PLAIN]:.2f}x the rays/s "
+                        f"of the same method computing its Gaussians as plain autograd of exp(c x^2) ({PLAIN!r})")
     return section("(4) End to end: training throughput", _spec_line(sz, device, data, px), body, notes), rps
 
 
