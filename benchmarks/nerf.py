@@ -146,11 +146,15 @@ def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, dev
     return trainer
 
 
-def _step(trainer, step: int, device: str) -> float:
+def _step(trainer, step: int, device: str, tf32: bool = False) -> float:
     sync(device)
     t0 = time.perf_counter()
-    trainer.train_iteration(step)
-    sync(device)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        trainer.train_iteration(step)
+        sync(device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
     return time.perf_counter() - t0
 
 
@@ -188,6 +192,8 @@ class TestViews:
 
 
 PLAIN = "gaussian-nerf-esgd, plain Gaussian"  # (4) --plain-gaussian: the activation as autograd of exp(c x^2)
+TF32 = "gaussian-nerf-esgd, TF32"  # (4) --tf32: TF32 matmuls (a GPU's tensor cores) around its steps
+VARIANTS = {PLAIN: "gaussian-nerf-esgd", TF32: "gaussian-nerf-esgd"}
 
 
 def _plain_gaussian(module, x):
@@ -200,7 +206,7 @@ def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
         raise SystemExit(f"benchmarks (4)/(5): {data} is not a Blender-format scene; pass --data")
     trainers = {}
     for i, m in enumerate(methods):
-        trainers[m] = build("gaussian-nerf-esgd" if m == PLAIN else m, data, tmp / str(i), sz, iterations, device)
+        trainers[m] = build(VARIANTS.get(m, m), data, tmp / str(i), sz, iterations, device)
         if m == PLAIN:  # the same field computing each Gaussian as gnerf did before its fused activation
             from gnerf.fields.activations import Gaussian
 
@@ -232,14 +238,15 @@ PAPER_STEPS = 200_000  # a paper-length run (supplementary, sec. 4.3)
 
 
 def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None,
-               plain_gaussian: bool = False) -> Tuple[str, Dict]:
+               plain_gaussian: bool = False, tf32: bool = False) -> Tuple[str, Dict]:
     """(4): rays per second of both registered methods and coarse vanilla-nerf, stepping in turn over the same steps.
 
     ``plain_gaussian``: also gaussian-nerf-esgd with its Gaussians computed as plain autograd of
-    ``exp(c x^2)`` (:data:`PLAIN`), to measure the fused activation.
+    ``exp(c x^2)`` (:data:`PLAIN`), to measure the fused activation. ``tf32``: also gaussian-nerf-esgd
+    with TF32 matmuls (:data:`TF32`; no effect on a CPU).
     """
     sz = sz or size(quick)
-    methods = THROUGHPUT_METHODS + ((PLAIN,) if plain_gaussian else ())
+    methods = THROUGHPUT_METHODS + ((PLAIN,) if plain_gaussian else ()) + ((TF32,) if tf32 else ())
     warm, timed = (sz.cadence[0] + 2, 100) if quick else (sz.cadence[0] + 5, 300)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = _setup(data, Path(tmp), sz, warm + timed, device, methods)
@@ -247,7 +254,7 @@ def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = No
         secs = {m: 0.0 for m in methods}
         for step in range(warm + timed):
             for m in (methods if step % 2 == 0 else methods[::-1]):
-                dt = _step(trainers[m], step, device)
+                dt = _step(trainers[m], step, device, tf32=m == TF32)
                 if step >= warm:
                     secs[m] += dt
     rps = {m: timed * sz.rays / s for m, s in secs.items()}

@@ -43,6 +43,7 @@ def main(argv=None) -> str:
     ap.add_argument("--checkpoints", type=int, help="(5): evaluations per method over the budget (default 3 / 6)")
     ap.add_argument("--plain-gaussian", action="store_true",
                     help="(4): also gaussian-nerf-esgd with its Gaussians as plain autograd (measures the fused activation)")
+    ap.add_argument("--tf32", action="store_true", help="(4): also gaussian-nerf-esgd with TF32 matmuls (GPU)")
     ap.add_argument("--figure", type=Path, help="(5): also plot test PSNR against time here (PNG)")
     ap.add_argument("--output", type=Path, help="write the markdown here (default: print only)")
     args = ap.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv=None) -> str:
 
         sz = nerf.size(quick, rays=args.rays, samples=args.samples, image_scale=args.image_scale)
         if 4 in which:
-            emit(nerf.throughput(args.data, device=args.device, quick=quick, sz=sz, plain_gaussian=args.plain_gaussian)[0])
+            emit(nerf.throughput(args.data, device=args.device, quick=quick, sz=sz, plain_gaussian=args.plain_gaussian,
+                                 tf32=args.tf32)[0])
         if 7 in which:
             from benchmarks import nerf_profile
 

@@ -23,6 +23,24 @@ from gnerf.optim.esgd import ESGDMax, esgd
 from gnerf.optim.step import take_step
 
 
+# Dense FP32 peaks (no tensor cores; TF32 is several times more) of the cards gnerf's GPU benchmarks ran on, in FLOP/s:
+# NVIDIA's data sheets for the SXM parts (the H100 PCIe: 51 TFLOP/s).
+FP32_PEAK = {"H100 PCIe": 51e12, "H100": 67e12, "H200": 67e12}
+
+
+def matmul_flops(net: torch.nn.Module, points: int) -> float:
+    """FLOPs of the linear layers in one forward + backward over ``points`` (2 per multiply-add; backward 2x)."""
+    return 6.0 * points * sum(m.in_features * m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear))
+
+
+def fp32_peak(device: str) -> float:
+    """The card's FP32 peak from :data:`FP32_PEAK` (NaN for a CPU or another card)."""
+    if not is_cuda(device):
+        return float("nan")
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in FP32_PEAK.items() if k in name), float("nan"))
+
+
 def train_step(net, opt, x, y) -> bool:
     """One step of the curvature protocol; returns whether it was a curvature step."""
     opt.zero_grad(set_to_none=True)
@@ -75,6 +93,12 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
              f"(both models resident); "
              f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
              f"for the renderer); parameters finite at the end: {finite}"]
+    flops = matmul_flops(base, spec.points)
+    peak = fp32_peak(dev)
+    notes.append(f"trunk matmuls: {flops / 1e9:.1f} GFLOP per plain step (forward + backward); Adam's plain step achieves "
+                 f"**{flops / a['plain'] / 1e12:.3g} TFLOP/s**"
+                 + (f", {100 * flops / a['plain'] / peak:.0f}% of the card's FP32 peak ({peak / 1e12:.0f} TFLOP/s)"
+                    if peak == peak else ""))
     return section("(1) Step overhead: ESGD-Max vs Adam", spec.describe(), body, notes), dict(ratio=ratio, floor=floor,
                                                                                               **{k: v for k, v in stats.items()})
 

@@ -56,6 +56,7 @@ from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
 VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
+TF32 = "gaussian-nerf-esgd+tf32"  # the same method with TF32 matmuls (a GPU's tensor cores), on request
 PLATEAU_DB = 12.0  # a constant (background-coloured) image scores about 10.8 dB on lego's test views
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
 SHARED_LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
@@ -94,6 +95,7 @@ def build(method: str, args, out: Path):
     from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
     from gnerf.nerf.recipes import method_config, setup_trainer
 
+    method = method.removesuffix("+tf32")  # TF32 is switched on around each of its turns (turn())
     if method == VANILLA:
         sz = NerfSize(args.rays, args.samples, args.image_scale, cadence=(0, 0))
         trainer = build_nerf("vanilla-nerf (coarse)", args.data, out, sz, args.schedule_steps, args.device,
@@ -135,18 +137,41 @@ class Run:
     curve: List[Evaluation] = dataclasses.field(default_factory=list)
     stopped: Optional[str] = None  # why training ended early (a NaN loss), else None
     done: bool = False
+    rng: Optional[Dict[str, object]] = None  # this run's torch RNG state between its turns (its rays, its noise)
+
+
+def rng_state() -> Dict[str, object]:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: Dict[str, object]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def turn(run: Run, args, marks: Sequence[int], time_marks: Sequence[float], views: TestViews) -> None:
     """Up to ``args.chunk`` steps of one method, ending early at an evaluation mark or the budget."""
-    from gnerf.nerf.trainer import NonFiniteLossError
-
-    trainer, device = run.trainer, args.device
     next_mark = next((m for m in marks if m > run.steps), None)
     next_time = next((t for t in time_marks if t > run.seconds), None)
     limit = run.steps + args.chunk if next_mark is None else min(run.steps + args.chunk, next_mark)
     if args.max_steps:
         limit = min(limit, args.max_steps)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = run.method == TF32  # training and evaluation alike
+    set_rng_state(run.rng)  # each run draws from its own stream, whatever the turns' order
+    try:
+        _turn(run, args, marks, next_mark, next_time, limit, views)
+    finally:
+        run.rng = rng_state()
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_time: Optional[float], limit: int,
+          views: TestViews) -> None:
+    from gnerf.nerf.trainer import NonFiniteLossError
+
+    trainer, device = run.trainer, args.device
     sync(device)
     t0 = time.perf_counter()
     why = None
@@ -309,8 +334,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.0,
                    help="stop both methods once the script has run this many seconds, set-up included (0: none)")
     p.add_argument("--max-steps", type=int, default=0, help="also stop each method after this many steps (0: none)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (VANILLA,),
-                   help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (VANILLA, TF32),
+                   help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples; "
+                        f"{TF32}: gaussian-nerf-esgd with TF32 matmuls (GPU tensor cores), its curvature steps too")
     p.add_argument("--every", type=int, default=0, help="also evaluate every this many steps (0: log-spaced only)")
     p.add_argument("--rays", type=int, default=2048)
     p.add_argument("--samples", type=int, default=128)
@@ -366,6 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
         train_px = int(first.pipeline.datamanager.train_dataset.cameras.width[0].item())
         for r in runs.values():
             warm_up(r.trainer, args.device)
+            torch.manual_seed(args.seed)  # every run starts training from the same RNG state
+            r.rng = rng_state()
         print(f"set up in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}; training "
               f"{' and '.join(runs)} for {args.budget:.0f} s each at {train_px}x{train_px} px, {args.rays} rays x "
               f"{args.samples} samples", flush=True)

@@ -18,10 +18,7 @@ LEGO_BUDGET=${LEGO_BUDGET:-100}
 ACTIVATIONS=${ACTIVATIONS:-gaussian}  # shapes: network activations (word-split)
 exec > >(tee "$OUT/session.log") 2>&1
 start=$SECONDS
-date -u; nvidia-smi -L
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+source "$(dirname "$0")/env.sh"
 
 shapes=(--tasks occupancy --data-dir .gpu-data --activations $ACTIVATIONS --optimizers adam esgd --workers 1 --threads 8
         --output-dir /tmp/reproduce --report "$OUT/reproduction_shapes_gpu.md" --figure-dir "$OUT"
