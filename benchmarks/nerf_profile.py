@@ -12,8 +12,8 @@ before and after every part, so the parts add up to the step):
 * backward and the rest: the step's time minus all of the above (mostly ``backward``, with the
   trainer's own bookkeeping).
 
-The synchronisations cost a little on a GPU, so the step time here is a bit above benchmark (4)'s.
-The trainers take turns, one step each, as in (4).
+The synchronisations cost a little on a GPU (nothing on a CPU). The trainers take turns, one step
+each, as in (4), but without (4)'s optional contenders, so the step times of the two need not agree.
 """
 
 from __future__ import annotations
@@ -94,6 +94,6 @@ def breakdown(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = Non
     rows = [[p] + [ms[m][p] for m in methods] for p in PARTS + ("step",)]
     body = table(["part (ms per step)"] + list(methods), rows)
     notes = [f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn; the device is "
-             "synchronised around every part, so these steps are slightly slower than (4)'s",
+             "synchronised around every part (on a GPU this slows the step a little)",
              "gaussian-nerf-esgd's window holds its curvature steps (the double backward is in 'backward and the rest')"]
     return section("(7) Where a train_iteration's time goes", _spec_line(sz, device, data, px), body, notes), ms
