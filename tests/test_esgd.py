@@ -256,13 +256,15 @@ def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, precondition_warmup_steps=3, precondition_frequency=4,
                         foreach=foreach, generator=torch.Generator().manual_seed(7))
     flags = []
-    for _ in range(5):
+    adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
+    for step in range(5):
         flags.append(opt.is_curvature_step())
         train_steps(net, opt, x, y, 1)
-    adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
-    train_steps(adam_net, adam, x, y, 5)
-    for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+        train_steps(adam_net, adam, x, y, 1)
+        for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's:
+            if step < 2:  # to the bit before the curvature cadence starts (its gradients then carry a graph)
+                assert torch.equal(p, q), step
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     for _ in range(6):
         flags.append(opt.is_curvature_step())
         train_steps(net, opt, x, y, 1)

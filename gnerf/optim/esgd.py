@@ -204,7 +204,8 @@ class ESGDAdamStart(ESGD):
             if hvps is not None:
                 h = hvps[i]
                 d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-            denom = s.div(1.0 - beta2 ** t).sqrt_().add_(1e-8)
+            # torch.optim.Adam's order of operations, so that this phase is Adam's trajectory to the bit
+            denom = s.sqrt().div_(math.sqrt(1.0 - beta2 ** t)).add_(1e-8)
             p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
 
 
