@@ -6,6 +6,7 @@ Pure torch + gnerf (no nerfstudio, no tyro), so that benchmarks (1)-(3) run on a
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -24,6 +25,17 @@ from gnerf.metrics import mse  # noqa: F401  (the benchmarks import their loss f
 
 #: The data shared by the benchmarks and tests: ``../shared/data`` next to the repository.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool):
+    """Within the block, CUDA float32 matmuls use TF32 (tensor cores) or not; the previous setting after it."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine, section, sync, table
+from benchmarks.common import machine, section, sync, table, tf32_matmuls
 from gnerf.metrics import mse, psnr
 from gnerf.optim.defaults import PAPER
 
@@ -149,12 +149,9 @@ def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, dev
 def _step(trainer, step: int, device: str, tf32: bool = False) -> float:
     sync(device)
     t0 = time.perf_counter()
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
+    with tf32_matmuls(tf32):
         trainer.train_iteration(step)
         sync(device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = False
     return time.perf_counter() - t0
 
 

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATA, machine, sync, table  # noqa: E402
+from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls  # noqa: E402
 from benchmarks.nerf import TestViews  # noqa: E402
 from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
@@ -157,14 +157,12 @@ def turn(run: Run, args, marks: Sequence[int], time_marks: Sequence[float], view
     limit = run.steps + args.chunk if next_mark is None else min(run.steps + args.chunk, next_mark)
     if args.max_steps:
         limit = min(limit, args.max_steps)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = run.method == TF32  # training and evaluation alike
     set_rng_state(run.rng)  # each run draws from its own stream, whatever the turns' order
     try:
-        _turn(run, args, marks, next_mark, next_time, limit, views)
+        with tf32_matmuls(run.method == TF32):  # training and evaluation alike
+            _turn(run, args, marks, next_mark, next_time, limit, views)
     finally:
         run.rng = rng_state()
-        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_time: Optional[float], limit: int,

@@ -15,6 +15,7 @@ set -u
 RUN_ARGS=${RUN_ARGS:---gpu}
 LEGO_ARGS=${LEGO_ARGS:-}
 LEGO_BUDGET=${LEGO_BUDGET:-45}
+LIMIT=${LIMIT:-560}  # seconds for the whole call; lego stops (files written) when they are up
 exec > >(tee "$OUT/speed.log") 2>&1
 start=$SECONDS
 source "$(dirname "$0")/env.sh"
@@ -22,5 +23,5 @@ echo "== benchmarks (1), (4), (7) at $((SECONDS - start)) s"
 python3 benchmarks/run.py $RUN_ARGS --only 1 4 7 --plain-gaussian --tf32 --output "$OUT/speed.md"
 echo "== lego, TF32 against FP32, at $((SECONDS - start)) s"
 python3 benchmarks/gpu/lego_convergence.py --methods gaussian-nerf-esgd gaussian-nerf-esgd+tf32 --budget "$LEGO_BUDGET" \
-  --deadline $((560 - (SECONDS - start))) --name lego_tf32 --out "$OUT" $LEGO_ARGS
+  --deadline $((LIMIT - (SECONDS - start))) --name lego_tf32 --out "$OUT" $LEGO_ARGS
 echo "== done at $((SECONDS - start)) s"

@@ -63,7 +63,6 @@ class _GaussianFunction(torch.autograd.Function):
         return tangent * y * x * (2.0 * ctx.c)
 
 
-
 def gaussian(x: Tensor, sigma: float) -> Tensor:
     """``exp(-x^2 / (2 sigma^2))``, elementwise (:class:`Gaussian`'s function)."""
     return _GaussianFunction.apply(x, -0.5 / sigma**2)
