@@ -84,8 +84,9 @@ def test_cadence():
     for _ in range(12):
         flags.append(opt.should_create_graph())
         train_steps(net, opt, x, y, 1)
-    assert [i for i, f in enumerate(flags) if f] == [0, 1, 2, 5, 10]
-    assert opt.num_curvature_updates == 5 and opt.num_steps == 12
+    # the warm-up, then every 5th step counted from its last (as published: 5 steps since the last update)
+    assert [i for i, f in enumerate(flags) if f] == [0, 1, 2, 7]
+    assert opt.num_curvature_updates == 4 and opt.num_steps == 12
 
 
 def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.9, beta2=0.999,
@@ -100,7 +101,7 @@ def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.
     k = 0
     for t in range(1, steps + 1):
         grads = _reference_grads(net, x, y, params)
-        curv = (t - 1) < warmup or (t - 1) % every == 0
+        curv = (t - 1) < warmup or (t - 1 - max(warmup - 1, 0)) % every == 0
         if curv:
             hvs = _reference_hvps(grads, params, gen)
             k += 1
@@ -231,7 +232,7 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, eve
     for t in range(1, steps + 1):
         grads = _reference_grads(net, x, y, params)
         n = t - 1 - max(adam_steps - warmup, 0)  # the cadence starts warmup steps before the switch
-        curv = n >= 0 and (n < warmup or n % every == 0)
+        curv = n >= 0 and (n < warmup or (n - max(warmup - 1, 0)) % every == 0)
         if curv:
             hvs = _reference_hvps(grads, params, gen)
             k += 1
@@ -268,8 +269,8 @@ def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     for _ in range(6):
         flags.append(opt.is_curvature_step())
         train_steps(net, opt, x, y, 1)
-    assert [i for i, f in enumerate(flags) if f] == [2, 3, 4, 6, 10]  # the 3 steps before the switch at 5, then every 4th
+    assert [i for i, f in enumerate(flags) if f] == [2, 3, 4, 8]  # the 3 steps before the switch at 5, then every 4th
     expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7)
     for p, q in zip(net.parameters(), expected):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    assert opt.num_curvature_updates == 5
+    assert opt.num_curvature_updates == 4

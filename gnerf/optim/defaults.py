@@ -49,10 +49,13 @@ PAPER = PaperSettings()
 def is_preconditioning_step(step: int, frequency: int, warmup_steps: int = 0) -> bool:
     """Whether the preconditioner is updated at ``step`` (0-based: the number of steps taken before).
 
-    Each of the first ``warmup_steps`` steps updates it, then every ``frequency``-th step
-    (steps 0, ``frequency``, ``2 * frequency``, ...).
+    Without warm-up: steps 0, ``frequency``, ``2 * frequency``, ... With ``warmup_steps`` w >= 1 each
+    of the first w steps updates it, then every ``frequency``-th step counted from the last of them
+    (steps w - 1 + ``frequency``, w - 1 + 2 ``frequency``, ...: 0-49, 149, 249, ... with the paper's
+    50 and 100), as the ESGD published with the paper does (it updates when ``frequency`` steps have
+    passed since the last update).
     """
-    return step < warmup_steps or step % frequency == 0
+    return step < warmup_steps or (step - max(warmup_steps - 1, 0)) % frequency == 0
 
 
 def check_cadence(**values: int) -> None:
