@@ -209,6 +209,8 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     for act in grid.activations:
         for opt in grid.optimizers:
             c = curves(rows, act, opt)
+            if not c["epoch"] and not diverged(rows, act, opt):
+                continue  # a cell of the grid that was not run (e.g. a variant tried on one activation only)
             cells = []
             for e in marks:
                 if e in c["epoch"]:
