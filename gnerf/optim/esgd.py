@@ -42,7 +42,8 @@ class ESGD(HutchinsonOptimizer):
     number of updates). This is the published optimizer; it starts slowly and ends high.
 
     Curvature is estimated on every step for the first ``precondition_warmup_steps`` steps, then on
-    every ``precondition_frequency``-th step (:func:`gnerf.optim.defaults.is_preconditioning_step`).
+    every ``precondition_frequency``-th step counted from the last of them (steps 0-49, 149, 249, ...
+    with the paper's settings, as published; :func:`gnerf.optim.defaults.is_preconditioning_step`).
     On those steps the gradients must carry a graph: call
     ``loss.backward(create_graph=optimizer.should_create_graph())``. The optimizer detaches
     the gradients at the end of every step, which releases that graph. (With
