@@ -134,3 +134,15 @@ def test_field_builder_uses_the_paper_defaults():
     wav = build_field(FieldConfig(activation="wavelet", sigma=0.2), 2, 3, default_sigma=0.05)
     assert (wav.activations[0].omega0, wav.activations[0].s0) == (10.0, 10.0)
     assert torch.isfinite(wav(torch.zeros(4, 2))).all()
+
+
+def test_initialisation_shuffling_and_probes_draw_independent_streams():
+    """The shuffle and probe generators are seeded apart from the initialisation's ``torch.manual_seed(seed)``."""
+    from gnerf.tasks.build import stream_seeds
+
+    shuffle, probes = stream_seeds(0)
+    assert stream_seeds(0) == (shuffle, probes) and len({0, shuffle, probes}) == 3 and stream_seeds(1) != (shuffle, probes)
+    torch.manual_seed(0)
+    init_words = torch.randint(0, 2, (4096,))
+    for seed in (shuffle, probes):
+        assert not torch.equal(torch.randint(0, 2, (4096,), generator=torch.Generator().manual_seed(seed)), init_words)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,22 @@ from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.registry import OptimizerSpec, build_optimizer
 from gnerf.tasks.config import FieldConfig, FitConfig
 
-__all__ = ["build_field", "build_run_optimizer", "predict"]
+__all__ = ["build_field", "build_run_optimizer", "predict", "stream_seeds"]
+
+
+def stream_seeds(seed: int) -> Tuple[int, int]:
+    """Seeds of a run's shuffling and curvature-probe generators, derived from its ``--seed``.
+
+    ``torch.manual_seed(seed)`` draws the initialisation; the other two streams get seeds spawned from
+    ``seed`` by :class:`numpy.random.SeedSequence`, so the three are independent (a generator seeded
+    with ``seed`` itself would repeat the initialisation's random words as the first minibatch order
+    and the first probes). Every rank derives the same seeds.
+    """
+    import numpy as np
+
+    shuffle, probes = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))
+                       for s in np.random.SeedSequence(seed).spawn(2))
+    return shuffle, probes
 
 
 def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: float) -> CoordinateMLP:
@@ -35,7 +50,7 @@ def build_run_optimizer(spec: OptimizerSpec, cfg: FitConfig, model: nn.Module) -
                                  ("precondition_frequency", opt.precondition_frequency),
                                  ("hvp_method", opt.hvp_method), ("adam_steps", opt.adam_steps)) if v is not None}
     if needs_hessian_vector_products(spec.factory):
-        options["seed"] = cfg.seed  # the probes are drawn from the run's seed, identically on every rank
+        options["seed"] = stream_seeds(cfg.seed)[1]  # the probes' own stream, identical on every rank
     try:
         return build_optimizer(spec.name, model.parameters(), activation=cfg.field.activation.lower(), lr=opt.lr,
                                **options)

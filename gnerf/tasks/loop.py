@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from gnerf.optim.curvature import functional_loss
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
-from gnerf.tasks.build import build_field, build_run_optimizer
+from gnerf.tasks.build import build_field, build_run_optimizer, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
 from gnerf.tasks.config import FitResult, Problem, config_to_dict
 from gnerf.tasks.io import atomic_write_json
@@ -71,7 +71,7 @@ def fit(problem: Problem, run: Run) -> FitResult:
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
     optimizer = build_run_optimizer(run.optimizer, cfg, model)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
+    shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
         progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device)
     elif holds_checkpoint(out):
