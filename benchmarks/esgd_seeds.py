@@ -220,12 +220,12 @@ def report(cfg: SeedStudyConfig, finals: Dict[str, Dict[int, float]]) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for i, c in enumerate(names):
         ys = [finals[c][s] for s in seeds]
-        ax.scatter([i + 0.08 * ((k % 5) - 2) for k in range(len(ys))], ys, s=14, label=c)
+        ax.scatter([i + 0.08 * ((k % 5) - 2) for k in range(len(ys))], ys, s=14)
         ax.hlines(statistics.mean(ys), i - 0.3, i + 0.3, color="k", linewidth=1)
     ax.axhspan(PUBLISHED_MEAN - 1.5, PUBLISHED_MEAN + 1.5, color="0.85", zorder=0, label="issue: 36.7 +- 1.5 dB")
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_ylabel(f"PSNR (dB) at epoch {cfg.epochs}", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
     fig.tight_layout()
     cfg.figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(cfg.figure, dpi=90)
