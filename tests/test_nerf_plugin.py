@@ -156,14 +156,14 @@ def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
     from gnerf.nerf.field import GARFTrunk
     from gnerf.nerf.recipes import setup_trainer
 
-    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=2)
+    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1)
     cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture="garf")
     trainer = setup_trainer(cfg)
     model = trainer.pipeline.model
     assert isinstance(model.field.trunk, GARFTrunk)
     initial = [p.detach().clone() for p in model.parameters()]
     trainer.train()
-    assert trainer.optimizers.optimizers["fields"].num_curvature_updates == 3  # steps 0, 1, 2
+    assert trainer.optimizers.optimizers["fields"].num_curvature_updates == 3  # steps 0, 1 (warm-up) and 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), initial))
     assert "architecture: garf" in (trainer.base_dir / "config.yml").read_text()
