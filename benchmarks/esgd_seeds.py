@@ -16,7 +16,7 @@ runs many seeds of two contenders and compares their distributions:
   equations (:func:`published_esgd_step`), not gnerf's class.
 - ``gnerf``: ``gnerf-fit-image --optim.name esgd --seed s`` (:func:`gnerf.tasks.fit_image`), whose
   seed feeds the initialisation, the shuffling and the probes through generators of its own.
-- ``published+gnerf-esgd`` (``--check-class``): the published loop with :class:`gnerf.optim.ESGD` in
+- ``published+gnerf-esgd`` (add it to ``--contenders``): the published loop with :class:`gnerf.optim.ESGD` in
   place of the written-out update, on the same random streams: it shows whether gnerf's class follows
   the published trajectory of each seed.
 
@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import SHARED_DATA, machine, table, today  # noqa: E402
+from gnerf.tasks.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 #: The published ESGD's mean and range at epoch 100 over seeds 0-2 (issue 11's table).
 PUBLISHED_MEAN, PUBLISHED_RANGE = 36.7, (31.7, 41.1)
@@ -61,15 +62,14 @@ class SeedStudyConfig:
     image: Path = SHARED_DATA / "images" / "kodak" / "kodim01.png"
     size: int = 128
     epochs: int = 100
-    check_class: bool = False
-    """Also run the published loop with gnerf.optim.ESGD in place of the written-out update."""
     workers: int = 2
     output_dir: Path = Path("outputs/esgd_seeds")
     report: Path = ROOT / "docs" / "esgd_seeds.md"
     figure: Path = ROOT / "docs" / "figures" / "esgd_seeds.png"
     plot_only: bool = False
     """Rebuild the report from the seeds on disk without training."""
-    contenders: Tuple[str, ...] = field(default=("published", "gnerf"))
+    contenders: Tuple[str, ...] = ("published", "gnerf")
+    """Any of published, gnerf, published+gnerf-esgd (the published loop with gnerf.optim.ESGD)."""
 
 
 def published_wants_graph(state: Dict[str, object], warmup: int = 50, every: int = 100) -> bool:
@@ -177,18 +177,24 @@ def _gnerf(cfg: SeedStudyConfig, seed: int, folder: Path) -> List[float]:
 def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> Tuple[str, int, float]:
     """Train one seed of one contender (unless its result is on disk); returns its final PSNR."""
     torch.set_num_threads(1)
-    out = Path(cfg.output_dir) / contender / f"seed{seed}.json"
+    out = _result_path(cfg, contender, seed)
     if not out.is_file():
         t0 = time.perf_counter()
         if contender == "gnerf":
-            psnrs = _gnerf(cfg, seed, Path(cfg.output_dir) / contender / f"seed{seed}")
+            psnrs = _gnerf(cfg, seed, out.with_suffix(""))
         else:
             psnrs = _published_loop(cfg, seed, gnerf_class=contender != "published")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"psnr": psnrs, "seconds": time.perf_counter() - t0}))
-        tmp.replace(out)
-    return contender, seed, json.loads(out.read_text())["psnr"][cfg.epochs - 1]
+        atomic_write_json(out, {"psnr": psnrs, "seconds": time.perf_counter() - t0})
+    return contender, seed, _final(cfg, contender, seed)
+
+
+def _result_path(cfg: SeedStudyConfig, contender: str, seed: int) -> Path:
+    return Path(cfg.output_dir) / contender / f"seed{seed}.json"
+
+
+def _final(cfg: SeedStudyConfig, contender: str, seed: int) -> float:
+    """The PSNR after the last epoch of one finished seed on disk."""
+    return json.loads(_result_path(cfg, contender, seed).read_text())["psnr"][cfg.epochs - 1]
 
 
 def _stats(values: Sequence[float]) -> str:
@@ -246,14 +252,15 @@ def report(cfg: SeedStudyConfig, finals: Dict[str, Dict[int, float]]) -> str:
 
 
 def main(cfg: SeedStudyConfig) -> str:
-    contenders = tuple(cfg.contenders) + (("published+gnerf-esgd",) if cfg.check_class else ())
-    jobs = [(c, s) for s in cfg.seeds for c in contenders]
-    finals: Dict[str, Dict[int, float]] = {c: {} for c in contenders}
+    unknown = [c for c in cfg.contenders if c not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"error: --contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    jobs = [(c, s) for s in cfg.seeds for c in cfg.contenders]
+    finals: Dict[str, Dict[int, float]] = {c: {} for c in cfg.contenders}
     if cfg.plot_only:
         for c, s in jobs:
-            path = Path(cfg.output_dir) / c / f"seed{s}.json"
-            if path.is_file():
-                finals[c][s] = json.loads(path.read_text())["psnr"][cfg.epochs - 1]
+            if _result_path(cfg, c, s).is_file():
+                finals[c][s] = _final(cfg, c, s)
     else:
         with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) if cfg.workers > 1 else \
                 contextlib.nullcontext() as pool:
@@ -263,9 +270,7 @@ def main(cfg: SeedStudyConfig) -> str:
                 finals[c][s] = final
                 print(f"{c} seed {s}: {final:.2f} dB", flush=True)
     text = report(cfg, finals)
-    tmp = cfg.report.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(cfg.report)
+    atomic_write_bytes(cfg.report, text.encode())
     return text
 
 
