@@ -41,6 +41,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
 from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
+from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 DATA = SHARED_DATA
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
@@ -360,10 +361,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         rel = os.path.relpath(Path(fig).resolve(), Path(report).resolve().parent)
         text.append(task_section(grid, rows, fig if rows else None, rel))
     body = "\n".join(text)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text(body)
-    tmp.replace(report)
+    atomic_write_bytes(report, body.encode())
     return body
 
 
