@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -36,19 +37,36 @@ def test_esgd_fits_kodim01_and_writes_every_output(tmp_path):
 
 
 def test_esgd_adam_start_switches_from_adam_on_the_command_line(tmp_path):
-    """--optim.adam-steps reaches the variant; after the switch it fits better than Adam alone."""
+    """--optim.adam-epochs reaches the variant as steps; after the switch it fits better than Adam alone."""
     runs = {}
     for name in ("adam", "esgd-adam-start"):
         runs[name] = tmp_path / name
         image_main(["--image", str(require(KODIM01)), "--size", "32", "32", "--epochs", "12", "--batch-size", "128",
                     "--field.hidden-dim", "64", "--field.num-layers", "3", "--threads", "1", "--no-progress",
                     "--output-dir", str(runs[name]), "--optim.name", name,
-                    *(["--optim.adam-steps", "24", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
+                    *(["--optim.adam-epochs", "3", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
     state = torch.load(runs["esgd-adam-start"] / "checkpoint.pt", weights_only=True)["optimizer"]["esgd"]
-    assert state["adam_steps"] == 24 and state["num_steps"] == 96
+    assert state["adam_steps"] == 24 and state["num_steps"] == 96  # 3 epochs of 32 x 32 / 128 = 8 steps
     adam, variant = (check_run_folder(runs[n], 12, "psnr") for n in ("adam", "esgd-adam-start"))
     assert [r["psnr"] for r in variant[:3]] == pytest.approx([r["psnr"] for r in adam[:3]], abs=1e-3)  # Adam's
     assert variant[-1]["psnr"] > adam[-1]["psnr"] + 5.0  # measured 20.8 vs 10.8 dB
+
+
+def test_the_adam_phase_is_counted_in_epochs_unless_given_in_steps():
+    from gnerf.optim.registry import get_optimizer_spec
+    from gnerf.tasks.build import ADAM_EPOCHS, build_run_optimizer
+
+    spec, model = get_optimizer_spec("esgd-adam-start"), torch.nn.Linear(2, 3)
+    steps = [build_run_optimizer(spec, ImageFitConfig(image=Path("x.png"), optim=opt), model, 128).adam_steps
+             for opt in (OptimConfig(name=spec.name), OptimConfig(name=spec.name, adam_epochs=2.5),
+                         OptimConfig(name=spec.name, adam_steps=7))]
+    assert steps == [round(ADAM_EPOCHS * 128), 320, 7]
+    with pytest.raises(ValueError, match="--optim.adam-steps and --optim.adam-epochs"):
+        build_run_optimizer(spec, ImageFitConfig(image=Path("x.png"), optim=OptimConfig(
+            name=spec.name, adam_steps=7, adam_epochs=1.0)), model, 128)
+    with pytest.raises(ValueError, match="does not take the option"):  # other optimizers have no Adam phase
+        build_run_optimizer(get_optimizer_spec("esgd"), ImageFitConfig(image=Path("x.png"), optim=OptimConfig(
+            name="esgd", adam_epochs=1.0)), model, 128)
 
 
 def test_forward_over_reverse_curvature_follows_the_double_backward_trajectory(tmp_path):

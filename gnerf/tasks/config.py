@@ -73,8 +73,11 @@ class OptimConfig:
     hvp_method: Optional[str] = None
     """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
     (None: double-backward, the faster; see docs/benchmarks.md)."""
+    adam_epochs: Optional[float] = None
+    """esgd-adam-start: Adam's epochs before ESGD takes over, rounded to whole steps (None: 25 epochs, unless
+    adam_steps is given)."""
     adam_steps: Optional[int] = None
-    """esgd-adam-start: Adam's steps before ESGD takes over (None: the optimizer's 800)."""
+    """esgd-adam-start: Adam's steps before ESGD takes over, instead of adam_epochs."""
 
 
 @dataclass

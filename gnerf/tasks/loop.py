@@ -41,7 +41,7 @@ from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import build_field, build_run_optimizer, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
-from gnerf.tasks.config import FitResult, Problem, config_to_dict
+from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict
 from gnerf.tasks.io import atomic_write_json
 from gnerf.tasks.metrics_log import MetricsLog
 from gnerf.tasks.run import Run, RunFolderError
@@ -70,7 +70,7 @@ def fit(problem: Problem, run: Run) -> FitResult:
 
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
-    optimizer = build_run_optimizer(run.optimizer, cfg, model)
+    optimizer = build_run_optimizer(run.optimizer, cfg, model, _steps_per_epoch(problem, cfg))
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
         progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device)
@@ -105,6 +105,10 @@ def fit(problem: Problem, run: Run) -> FitResult:
             training.log.close()
     model.eval()
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
+
+
+def _steps_per_epoch(problem: Problem, cfg: FitConfig) -> int:
+    return math.ceil(problem.inputs.shape[0] / cfg.batch_size)
 
 
 def _data_parallel(model: nn.Module, batch_size: int, device: torch.device) -> nn.Module:
@@ -152,7 +156,7 @@ class _Training:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.problem.inputs.shape[0] / self.run.cfg.batch_size)
+        return _steps_per_epoch(self.problem, self.run.cfg)
 
     def epoch(self, epoch: int) -> None:
         """Train epoch ``epoch`` (every rank), then evaluate it and write its row and checkpoint (rank 0)."""
