@@ -44,7 +44,7 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
 
 
 #: esgd-adam-start's Adam phase in a fitting run: 25 epochs, the 800 steps it was tuned on at 128 x 128 with
-#: batch 512 (docs/reproduction_seeds.md), and the length that keeps it level with Adam at 256 x 256 too.
+#: batch 512 (docs/reproduction_seeds.md); 3,200 steps at the paper's 256 x 256 (docs/reproduction.md).
 ADAM_EPOCHS = 25.0
 
 
