@@ -265,24 +265,23 @@ def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
     out = ["", "What the paper claims, and whether it holds here (final epoch, every instance and seed):", ""]
     for act in grid.activations:
         pairs = final_pairs(rows, act, "esgd", "adam")
+        claim = "ESGD ends ahead of Adam" if PAPER_WINNER.get(act) == "esgd" else "Adam ends ahead of ESGD"
+        lost_e, lost_a = diverged(rows, act, "esgd"), diverged(rows, act, "adam")
         if not pairs:
+            if lost_e or lost_a:
+                out.append(f"- {ACT_NAMES.get(act, act)}: {claim} — **not judged**: no pair of finished runs to "
+                           f"compare ({lost_e} ESGD and {lost_a} Adam run(s) diverged with a NaN loss).")
             continue
         wins = sum(e > a for e, a in pairs)
         gap = sum(e - a for e, a in pairs) / len(pairs)
-        winner = PAPER_WINNER.get(act)
-        if winner == "esgd":
-            holds = wins == len(pairs)
-            claim = "ESGD ends ahead of Adam"
-        else:
-            holds = wins == 0
-            claim = "Adam ends ahead of ESGD"
+        holds = wins == len(pairs) if PAPER_WINNER.get(act) == "esgd" else wins == 0
         c_e, c_a = curves(rows, act, "esgd"), curves(rows, act, "adam")
         behind = [e for e, me in zip(c_e["epoch"], c_e["mean"])
                   if e in c_a["epoch"] and me < c_a["mean"][c_a["epoch"].index(e)]]
         lead = (f"; on the mean curve ESGD is behind Adam at {len(behind)} of {len(c_e['epoch'])} epochs"
                 f" (last at epoch {behind[-1]})" if behind else "; on the mean curve ESGD is never behind Adam")
         verdict = "**holds**" if holds else ("**partly holds**" if 0 < wins < len(pairs) else "**does not hold**")
-        lost = diverged(rows, act, "esgd") + diverged(rows, act, "adam")
+        lost = lost_e + lost_a
         lost_text = f" ({lost} more run(s) diverged and are left out)" if lost else ""
         out.append(f"- {ACT_NAMES.get(act, act)}: {claim} — {verdict}: ESGD ahead in {wins} of {len(pairs)} "
                    f"runs{lost_text}, mean ESGD - Adam = {gap:+.3f}{unit}{lead}.")

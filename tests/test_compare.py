@@ -66,3 +66,17 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
     with pytest.raises(ValueError, match="--report"):
         reproduce(ReproduceConfig(tasks=("image",), images=("a",), size=(8, 8), epochs=1, workers=1,
                                   data_dir=tmp_path / "data", output_dir=tmp_path / "runs2", plot_only=True))
+
+
+def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
+    from benchmarks.reproduce import claims
+
+    grid = CompareConfig(task="occupancy", activations=("gaussian", "relu"), optimizers=("adam", "esgd"))
+    row = dict(task="occupancy", instance="bunny", seed="0", iteration="20", wall_time="1.0", loss="0.1")
+    rows = [{**row, "activation": act, "optimizer": opt, "status": "ok", "epoch": "1", "metric": str(m)}
+            for act, opt, m in (("gaussian", "adam", 0.5), ("gaussian", "esgd", 0.6), ("relu", "adam", 0.7))]
+    rows.append({**row, "activation": "relu", "optimizer": "esgd", "status": "diverged", "epoch": "nan", "metric": "nan"})
+    lines = [line for line in claims(grid, rows) if line.startswith("- ")]
+    assert lines[0].startswith("- Gaussian: ESGD ends ahead of Adam — **holds**: ESGD ahead in 1 of 1 runs")
+    assert lines[1] == ("- ReLU + PE: Adam ends ahead of ESGD — **not judged**: no pair of finished runs to compare "
+                        "(1 ESGD and 0 Adam run(s) diverged with a NaN loss).")
