@@ -60,7 +60,7 @@ def build_run_optimizer(spec: OptimizerSpec, cfg: FitConfig, model: nn.Module,
     if opt.adam_epochs is not None and opt.adam_epochs < 0:
         raise ValueError(f"--optim.adam-epochs {opt.adam_epochs}: must be >= 0")
     adam_steps = opt.adam_steps
-    if adam_steps is None and (opt.adam_epochs is not None or spec.name == "esgd-adam-start"):
+    if adam_steps is None and (opt.adam_epochs is not None or spec.accepts("adam_steps")):
         adam_steps = round((ADAM_EPOCHS if opt.adam_epochs is None else opt.adam_epochs) * steps_per_epoch)
     options = {k: v for k, v in (("precondition_warmup_steps", opt.precondition_warmup_steps),
                                  ("precondition_frequency", opt.precondition_frequency),
