@@ -10,6 +10,7 @@ Processes: gloo on CPU (one thread each), NCCL with one GPU each.
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -90,6 +91,8 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
             identical = all(torch.equal(g, gathered[0]) for g in gathered)
             torch.save({"times": times, "identical": identical}, Path(out) / "ddp.pt")
         dist.barrier()  # no rank tears gloo down while another is still in a collective (it can abort at exit)
+        del ddps  # DDP's reducers go before their process group does
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
