@@ -41,6 +41,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
 from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
+from gnerf.optim.registry import default_lr  # noqa: E402
+from gnerf.tasks.build import ADAM_EPOCHS  # noqa: E402
 from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 DATA = SHARED_DATA
@@ -331,6 +333,14 @@ def report_path(cfg: ReproduceConfig) -> Path:
     return ROOT / "docs" / ("reproduction_quick.md" if cfg.quick else "reproduction.md")
 
 
+def variant_note(optimizers: Sequence[str]) -> str:
+    """The report header's words on gnerf's own optimizer, when the grid has it."""
+    if "esgd-adam-start" not in optimizers:
+        return ""
+    return (f"; gnerf's `esgd-adam-start` is not the paper's: Adam (1e-4) for {ADAM_EPOCHS:g} epochs, then ESGD at lr "
+            f"{default_lr('esgd-adam-start', 'gaussian'):g} with the same cadence, started 50 steps before the switch")
+
+
 def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
     """Build the report from the runs on disk, write it and its figures, and return its text."""
     protocol = "quick" if cfg.quick else "paper"
@@ -344,7 +354,8 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
             f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
             "(`gnerf.optim.registry`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
-            "first 50 steps, then every 100th). Wall times are each run's own training clock, with "
+            f"first 50 steps, then every 100th){variant_note(cfg.optimizers)}. Wall times are each run's own "
+            "training clock, with "
             f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
             "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
             "times only between runs made together.", ""]

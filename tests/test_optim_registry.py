@@ -23,6 +23,7 @@ def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
     assert default_lr("adam", "relu") == 1e-3
     assert default_lr("esgd", "relu") == 0.1  # the published ReLU + PE configuration
     assert default_lr("esgd", "gaussian") == 0.15
+    assert default_lr("esgd-adam-start", "gaussian") == 0.1  # gnerf's choice (docs/reproduction.md)
     assert default_lr("shampoo", "gaussian") == 0.1 and default_lr("shampoo", "sine") == 0.01
     assert default_lr("kfac", "gaussian") == 0.1 and default_lr("adahessian-e", "gaussian") == 0.15
     opt = build_optimizer("ESGD-Max", _params(), activation="gaussian")

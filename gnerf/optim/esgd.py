@@ -21,7 +21,7 @@ from gnerf.optim.curvature import DEFAULT_HVP_METHOD
 from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
 
-__all__ = ["ESGD", "ESGDAdamStart", "ESGDMax", "esgd"]
+__all__ = ["ADAM_START_LR", "ESGD", "ESGDAdamStart", "ESGDMax", "esgd"]
 
 
 class ESGD(HutchinsonOptimizer):
@@ -148,6 +148,11 @@ class ESGDMax(ESGD):
         super().__init__(params, lr, *args, lr_warmup=lr_warmup, **kwargs)
 
 
+#: :class:`ESGDAdamStart`'s ESGD learning rate after the switch (gnerf's choice, not the paper's 0.15: measured in
+#: docs/reproduction.md, 0.15 fell behind Adam just after the switch on kodim02 and 0.1 did not).
+ADAM_START_LR = 0.1
+
+
 class ESGDAdamStart(ESGD):
     r"""Adam for the first ``adam_steps`` steps, then ESGD with its curvature corrected by the number of updates.
 
@@ -171,10 +176,11 @@ class ESGDAdamStart(ESGD):
     where :math:`k` counts the curvature updates, so :math:`D / (1 - \beta_2^k)` is the mean of
     :math:`(Hv)^2` over them. The first ``adam_steps`` steps are ``torch.optim.Adam``'s (lr
     ``adam_lr``, the same betas, no weight decay). A learning-rate scheduler scales both phases.
-    Same arguments as :class:`ESGD`, plus ``adam_steps`` (default 800) and ``adam_lr`` (1e-4).
+    Same arguments as :class:`ESGD`, except that ``lr`` defaults to :data:`ADAM_START_LR` (0.1), plus
+    ``adam_steps`` (default 800) and ``adam_lr`` (1e-4).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, *args: Any, adam_steps: int = 800,
+    def __init__(self, params: Iterable[Any], lr: float = ADAM_START_LR, *args: Any, adam_steps: int = 800,
                  adam_lr: float = 1e-4, **kwargs: Any) -> None:
         if adam_steps < 0 or adam_lr < 0:
             raise ValueError(f"invalid adam_steps={adam_steps} or adam_lr={adam_lr}: both must be >= 0")

@@ -64,7 +64,8 @@ class OptimConfig:
     name: str = "esgd"
     """Registered optimizer name, e.g. adam, esgd, esgd-max."""
     lr: Optional[float] = None
-    """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15)."""
+    """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15), or gnerf's for
+    esgd-adam-start (0.1)."""
     precondition_warmup_steps: Optional[int] = None
     """esgd, esgd-max, esgd-adam-start: first steps that all update the curvature (None: the paper's 50)."""
     precondition_frequency: Optional[int] = None
