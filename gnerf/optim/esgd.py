@@ -148,8 +148,9 @@ class ESGDMax(ESGD):
         super().__init__(params, lr, *args, lr_warmup=lr_warmup, **kwargs)
 
 
-#: :class:`ESGDAdamStart`'s ESGD learning rate after the switch (gnerf's choice, not the paper's 0.15: measured in
-#: docs/reproduction.md, 0.15 fell behind Adam just after the switch on kodim02 and 0.1 did not).
+#: :class:`ESGDAdamStart`'s ESGD learning rate after the switch (gnerf's choice, not the paper's 0.15: chosen on
+#: kodim01-04 in docs/reproduction.md, where 0.15 fell behind Adam just after the switch on kodim02 and 0.1 did not;
+#: checked on kodim05-12 in docs/reproduction_heldout.md).
 ADAM_START_LR = 0.1
 
 
