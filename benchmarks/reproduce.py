@@ -267,7 +267,8 @@ def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
     out = ["", "What the paper claims, and whether it holds here (final epoch, every instance and seed):", ""]
     for act in grid.activations:
         pairs = final_pairs(rows, act, "esgd", "adam")
-        claim = "ESGD ends ahead of Adam" if PAPER_WINNER.get(act) == "esgd" else "Adam ends ahead of ESGD"
+        esgd_should_win = PAPER_WINNER.get(act) == "esgd"
+        claim = "ESGD ends ahead of Adam" if esgd_should_win else "Adam ends ahead of ESGD"
         lost_e, lost_a = diverged(rows, act, "esgd"), diverged(rows, act, "adam")
         if not pairs:
             if lost_e or lost_a:
@@ -276,7 +277,7 @@ def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
             continue
         wins = sum(e > a for e, a in pairs)
         gap = sum(e - a for e, a in pairs) / len(pairs)
-        holds = wins == len(pairs) if PAPER_WINNER.get(act) == "esgd" else wins == 0
+        holds = wins == len(pairs) if esgd_should_win else wins == 0
         c_e, c_a = curves(rows, act, "esgd"), curves(rows, act, "adam")
         behind = [e for e, me in zip(c_e["epoch"], c_e["mean"])
                   if e in c_a["epoch"] and me < c_a["mean"][c_a["epoch"].index(e)]]

@@ -130,7 +130,7 @@ def build_optimizer(
 register_optimizer("adam", torch.optim.Adam, lr=1e-4, lr_by_activation={"relu": 1e-3})
 register_optimizer("esgd", ESGD, lr=PAPER.lr, lr_by_activation={"relu": PAPER.relu_lr})  # the published ReLU + PE run
 register_optimizer("esgd-max", ESGDMax, lr=PAPER.lr)
-# gnerf's variant: Adam first (800 steps; 25 epochs in the fitting commands), then ESGD at lr 0.1
+# gnerf's variant: Adam first (800 steps; 25 epochs in the fitting commands), then ESGD
 register_optimizer("esgd-adam-start", ESGDAdamStart, lr=ADAM_START_LR)
 register_optimizer("adahessian-e", AdaHessianE, lr=PAPER.lr)
 register_optimizer("adahessian-j", AdaHessianJ, lr=PAPER.lr)
