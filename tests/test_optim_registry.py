@@ -1,52 +1,57 @@
+"""The optimizer configs: one description per optimizer, found by name, with the paper's defaults."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
 import pytest
 import torch
 
-from gnerf.optim import ESGD, ESGDMax
-from gnerf.optim.registry import (
-    OPTIMIZERS,
-    build_optimizer,
-    default_lr,
-    get_optimizer_spec,
-    register_optimizer,
-    registered_optimizers,
-)
+from gnerf.optim import ESGD, OPTIMIZERS, ESGDMax, MuonAdam, OptimizerConfig, build_optimizer, register_optimizer
+from gnerf.optim.configs import ESGDAdamStartConfig, ESGDConfig, optimizer_config
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule
+from gnerf.tasks.config import PAPER_LR_BY_ACTIVATION, task_lr
 
 
 def _params():
     return [torch.nn.Parameter(torch.zeros(3))]
 
 
-def test_every_gnerf_optimizer_is_registered_with_the_paper_learning_rates():
-    assert OPTIMIZERS == ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo")
-    assert default_lr("adam", "gaussian") == 1e-4
-    assert default_lr("adam", "sine") == 1e-4
-    assert default_lr("adam", "relu") == 1e-3
-    assert default_lr("esgd", "relu") == 0.1  # the published ReLU + PE configuration
-    assert default_lr("esgd", "gaussian") == 0.15
-    assert default_lr("esgd-adam-start", "gaussian") == 0.1  # gnerf's choice (docs/reproduction.md)
-    assert default_lr("shampoo", "gaussian") == 0.1 and default_lr("shampoo", "sine") == 0.01
-    assert default_lr("kfac", "gaussian") == 0.1 and default_lr("adahessian-e", "gaussian") == 0.15
-    opt = build_optimizer("ESGD-Max", _params(), activation="gaussian")
-    assert type(opt) is ESGDMax and opt.param_groups[0]["lr"] == 0.15
+def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
+    assert list(OPTIMIZERS) == ["adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac",
+                                "shampoo", "muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"]
+    lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
+    assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
+    assert lrs["esgd-adam-start"] == 0.1 and lrs["kfac"] == lrs["shampoo"] == 0.1  # gnerf's choice: docs/reproduction.md
+    for name in ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo"):
+        assert OPTIMIZERS[name].schedule == ConstantSchedule()  # the paper trains at a constant lr
+    assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
+    assert type(build_optimizer("ESGD-Max", _params())) is ESGDMax
     assert type(build_optimizer("esgd", _params())) is ESGD
-    adam = build_optimizer("adam", _params(), activation="relu")
-    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
 
 
-def test_options_are_checked_through_subclasses():
-    from gnerf.optim import ESGDAdamStart
+def test_the_fitting_task_picks_the_papers_lr_for_the_activation():
+    assert PAPER_LR_BY_ACTIVATION == {("adam", "relu"): 1e-3, ("esgd", "relu"): 0.1, ("shampoo", "sine"): 0.01}
+    assert task_lr(optimizer_config("adam", lr=None), "relu") == 1e-3
+    assert task_lr(optimizer_config("adam", lr=None), "sine") == 1e-4
+    assert task_lr(optimizer_config("esgd", lr=None), "relu") == 0.1
+    assert task_lr(optimizer_config("esgd", lr=None), "gaussian") == 0.15
+    assert task_lr(optimizer_config("esgd", lr=0.3), "relu") == 0.3  # an explicit lr always wins
 
-    assert build_optimizer("esgd-adam-start", _params(), adam_steps=5).adam_steps == 5
-    assert type(build_optimizer("esgd-adam-start", _params(), lr_warmup=0.0)) is ESGDAdamStart  # ESGD's keyword
-    with pytest.raises(ValueError, match="does not take the option"):
-        build_optimizer("esgd-max", _params(), adam_steps=5)  # ESGDMax(**kwargs) -> ESGD has no adam_steps
-    with pytest.raises(ValueError, match="does not take the option"):
-        build_optimizer("esgd", _params(), adam_steps=5)
+
+def test_options_are_the_configs_fields():
+    assert build_optimizer("esgd-adam-start", _params(), adam_steps=5).param_groups[0] is not None
+    with pytest.raises(ValueError, match=r"'esgd-max' does not take the option\(s\) adam_steps"):
+        build_optimizer("esgd-max", _params(), adam_steps=5)
+    with pytest.raises(ValueError, match=r"'esgd' does not take the option\(s\) lr_warmup"):
+        build_optimizer("esgd", _params(), lr_warmup=0.5)  # ESGD-Max's ramp; the published ESGD has none
+    assert "lr_warmup" not in {f.name for f in dataclasses.fields(ESGDAdamStartConfig)}
 
 
 def test_lr_and_options_override_the_defaults():
     opt = build_optimizer("esgd", _params(), lr=0.3, precondition_warmup_steps=7, precondition_frequency=11)
-    assert opt.param_groups[0]["lr"] == 0.3 and opt.precondition_warmup_steps == 7 and opt.precondition_frequency == 11
+    assert opt.param_groups[0]["lr"] == 0.3
+    assert ESGDConfig(lr=0.3, precondition_warmup_steps=7).hyperparameters()["precondition_warmup_steps"] == 7
 
 
 def test_unknown_name_lists_the_valid_names():
@@ -54,13 +59,45 @@ def test_unknown_name_lists_the_valid_names():
         build_optimizer("lbfgs", _params())
 
 
-def test_registering_is_one_call_and_duplicates_are_refused(monkeypatch):
-    from gnerf.optim import registry
+@pytest.mark.parametrize("option,value", [("lr", float("inf")), ("lr", 1e300 * 1e10), ("lr", -1.0),
+                                          ("eps", 0.0), ("betas", (0.9, 1.0)), ("weight_decay", float("nan"))])
+def test_a_bad_value_is_refused_by_name_before_anything_is_built(option, value):
+    with pytest.raises(ValueError, match=option):
+        build_optimizer("esgd", _params(), **{option: value})
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    register_optimizer("sgd", torch.optim.SGD, lr=0.1, lr_by_activation={"sine": 0.01})
-    assert "sgd" in registered_optimizers()
-    assert build_optimizer("sgd", _params(), activation="sine").param_groups[0]["lr"] == 0.01
-    assert get_optimizer_spec("SGD").factory is torch.optim.SGD
+
+def test_registering_is_one_decorator_and_duplicates_are_refused(monkeypatch):
+    from gnerf.optim import configs
+
+    monkeypatch.setattr(configs, "OPTIMIZERS", dict(configs.OPTIMIZERS))
+
+    @dataclass
+    class SGDConfig(OptimizerConfig):
+        name: ClassVar[str] = "sgd"
+        lr: Optional[float] = 0.1
+
+        def _make(self, params, *, seed, process_group):
+            return torch.optim.SGD(params, lr=self.lr)
+
+    configs.register_optimizer(SGDConfig)
+    assert type(configs.build_optimizer("sgd", _params())) is torch.optim.SGD
+
+    @dataclass
+    class Other(SGDConfig):
+        pass
+
     with pytest.raises(ValueError, match="already registered"):
-        register_optimizer("sgd", torch.optim.SGD, lr=0.1)
+        configs.register_optimizer(Other)
+    assert register_optimizer  # the public name
+
+
+def test_muon_takes_the_hidden_matrices_and_adam_the_rest():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    opt = build_optimizer("muon", net.parameters())
+    assert isinstance(opt, MuonAdam)
+    muon, adam = opt.param_groups
+    assert muon["algorithm"] == "muon" and [p.shape for p in muon["params"]] == [(8, 8), (8, 8)]
+    assert adam["algorithm"] == "adam" and len(adam["params"]) == 6  # first and last weights, four biases
+    assert muon["lr"] == 2e-4 and adam["lr"] == 1e-4
+    assert muon["params"][0] is net[1].weight and muon["params"][1] is net[2].weight

@@ -9,15 +9,10 @@ from gnerf.optim.curvature import (
 )
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
-from gnerf.optim.registry import (
-    OPTIMIZERS,
-    OptimizerSpec,
-    build_optimizer,
-    default_lr,
-    get_optimizer_spec,
-    register_optimizer,
-    registered_optimizers,
-)
+from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
+from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
+from gnerf.optim.contenders import MuonAdam, has_train_eval_modes
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
 from gnerf.optim.step import StepPlan, needs_loss_fn, no_sync_if_curvature, should_create_graph, take_step
 
 __all__ = [
@@ -27,13 +22,17 @@ __all__ = [
     "HutchinsonProbe",
     "MissingGraphError",
     "OPTIMIZERS",
-    "OptimizerSpec",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "MuonAdam",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "has_train_eval_modes",
+    "optimizer_config",
     "StepPlan",
     "build_optimizer",
-    "default_lr",
-    "get_optimizer_spec",
     "register_optimizer",
-    "registered_optimizers",
     "esgd",
     "hessian_vector_product",
     "needs_hessian_vector_products",

@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from gnerf.optim.curvature import HutchinsonProbe, LossFn, release_graph
 from gnerf.optim.distributed import ProcessGroupSetting
 
-_RULES = {
+HYPERPARAMETER_RULES = {
     "lr": (lambda v: v >= 0.0, "must be >= 0"),
     "eps": (lambda v: v > 0.0, "must be > 0"),
     "weight_decay": (lambda v: v >= 0.0, "must be >= 0"),
@@ -24,7 +24,7 @@ _RULES = {
 def check_hyperparameters(**values: Any) -> None:
     """Raise ``ValueError`` naming the first of ``lr``, ``eps``, ``weight_decay``, ``momentum``, ``betas`` out of range."""
     for name, value in values.items():
-        ok, rule = _RULES[name]
+        ok, rule = HYPERPARAMETER_RULES[name]
         if not ok(value):
             raise ValueError(f"invalid {name}={value}: {rule}")
 
