@@ -25,8 +25,6 @@ CASES = {
     "esgd-max": dict(lr=0.05, seed=11, **CADENCE),
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step
     "shampoo": dict(lr=0.05),  # first-order: DDP averages every gradient
-    # forward-over-reverse: no graph, DDP averages the gradients, the optimizer averages H v
-    "esgd-max/forward-over-reverse": dict(lr=0.05, seed=11, hvp_method="forward-over-reverse", **CADENCE),
 }
 
 

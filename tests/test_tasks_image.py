@@ -1,3 +1,4 @@
+import dataclasses
 import math
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 from gnerf.metrics import psnr
-from gnerf.tasks import ImageFitConfig, OptimConfig, fit_image
+from gnerf.optim.configs import AdamConfig, ESGDAdamStartConfig, ESGDConfig
+from gnerf.optim.schedules import CosineSchedule
+from gnerf.tasks import ImageFitConfig, fit_image
 from gnerf.tasks.build import build_field
 from gnerf.tasks.cli import image_main
 from gnerf.tasks.config import FieldConfig
@@ -37,53 +40,89 @@ def test_esgd_fits_kodim01_and_writes_every_output(tmp_path):
 
 
 def test_esgd_adam_start_switches_from_adam_on_the_command_line(tmp_path):
-    """--optim.adam-epochs reaches the variant as steps; after the switch it fits better than Adam alone."""
+    """--optim.adam-steps reaches the variant; after the switch it fits better than Adam alone."""
     runs = {}
     for name in ("adam", "esgd-adam-start"):
         runs[name] = tmp_path / name
         image_main(["--image", str(require(KODIM01)), "--size", "32", "32", "--epochs", "12", "--batch-size", "128",
                     "--field.hidden-dim", "64", "--field.num-layers", "3", "--threads", "1", "--no-progress",
-                    "--output-dir", str(runs[name]), "--optim.name", name,
-                    *(["--optim.adam-epochs", "3", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
-    state = torch.load(runs["esgd-adam-start"] / "checkpoint.pt", weights_only=True)["optimizer"]["esgd"]
-    assert state["adam_steps"] == 24 and state["num_steps"] == 96  # 3 epochs of 32 x 32 / 128 = 8 steps
+                    "--output-dir", str(runs[name]), f"optim:{name}",
+                    *(["--optim.adam-steps", "24", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
+    # 3 epochs of 32 x 32 / 128 = 8 steps are Adam's
     adam, variant = (check_run_folder(runs[n], 12, "psnr") for n in ("adam", "esgd-adam-start"))
     assert [r["psnr"] for r in variant[:3]] == pytest.approx([r["psnr"] for r in adam[:3]], abs=1e-3)  # Adam's
     assert variant[-1]["psnr"] > adam[-1]["psnr"] + 5.0  # measured 20.8 vs 10.8 dB
 
 
-def test_the_adam_phase_is_counted_in_epochs_unless_given_in_steps():
-    from gnerf.optim.registry import get_optimizer_spec
+def test_the_adam_phase_is_25_epochs_unless_given_in_steps():
     from gnerf.tasks.build import ADAM_EPOCHS, build_run_optimizer
 
-    spec, model = get_optimizer_spec("esgd-adam-start"), torch.nn.Linear(2, 3)
-    steps = [build_run_optimizer(spec, ImageFitConfig(image=Path("x.png"), optim=opt), model, 128).adam_steps
-             for opt in (OptimConfig(name=spec.name), OptimConfig(name=spec.name, adam_epochs=2.5),
-                         OptimConfig(name=spec.name, adam_steps=7))]
-    assert steps == [round(ADAM_EPOCHS * 128), 320, 7]
-    with pytest.raises(ValueError, match="--optim.adam-steps and --optim.adam-epochs"):
-        build_run_optimizer(spec, ImageFitConfig(image=Path("x.png"), optim=OptimConfig(
-            name=spec.name, adam_steps=7, adam_epochs=1.0)), model, 128)
-    with pytest.raises(ValueError, match="does not take the option"):  # other optimizers have no Adam phase
-        build_run_optimizer(get_optimizer_spec("esgd"), ImageFitConfig(image=Path("x.png"), optim=OptimConfig(
-            name="esgd", adam_epochs=1.0)), model, 128)
+    model = torch.nn.Linear(2, 3)
+    lrs = []
+    for opt, steps in ((ESGDAdamStartConfig(lr=None), round(ADAM_EPOCHS * 128)), (ESGDAdamStartConfig(adam_steps=7), 7)):
+        built = build_run_optimizer(ImageFitConfig(image=Path("x.png"), optim=opt), model, 128)
+        lrs.append(built.param_groups[0]["lr"])
+        assert _adam_steps(built) == steps
+    assert lrs == [0.1, 0.1]
 
 
-def test_forward_over_reverse_curvature_follows_the_double_backward_trajectory(tmp_path):
-    results = {}
-    for method in ("double-backward", "forward-over-reverse"):
-        cfg = _cfg(tmp_path / method, epochs=2, size=(16, 16), batch_size=64,
-                   optim=OptimConfig(name="esgd-max", precondition_warmup_steps=2, precondition_frequency=3, hvp_method=method))
-        results[method] = fit_image(cfg).history
-    for a, b in zip(results["double-backward"], results["forward-over-reverse"]):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
-    with pytest.raises(ValueError, match="--optim.hvp-method applies to"):
-        fit_image(_cfg(tmp_path / "adam", optim=OptimConfig(name="adam", hvp_method="forward-over-reverse")))
+def _adam_steps(opt):
+    group = opt.param_groups[0]
+    return group["adam_steps"] if "adam_steps" in group else opt.adam_steps
+
+
+def _interrupted_then_resumed(monkeypatch, cfg, stop_before: int):
+    """``cfg`` stopped (as by Ctrl-C) before epoch ``stop_before`` is saved, then resumed: its history."""
+    from gnerf.tasks import loop
+
+    finish = loop._Training._finish_epoch
+
+    def stop(self, epoch, loss):
+        if epoch == stop_before:
+            raise KeyboardInterrupt
+        finish(self, epoch, loss)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop._Training, "_finish_epoch", stop)
+        with pytest.raises(KeyboardInterrupt):
+            fit_image(cfg)
+    return fit_image(dataclasses.replace(cfg, resume=True)).history
+
+
+def test_a_schedule_scales_the_lr_every_step_and_resumes_exactly(tmp_path, monkeypatch):
+    fit_image(_cfg(tmp_path / "cos", epochs=2, optim=AdamConfig(lr=1e-3), schedule=CosineSchedule(lr_final=1e-4)))
+    saved = torch.load(tmp_path / "cos" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert saved["initial_lr"] == 1e-3 and saved["lr"] == pytest.approx(1e-4)  # the end of the cosine
+    cfg = _cfg(tmp_path / "a", epochs=4, optim=AdamConfig(lr=1e-3), schedule=CosineSchedule())
+    straight = fit_image(cfg).history
+    resumed = _interrupted_then_resumed(monkeypatch, dataclasses.replace(cfg, output_dir=tmp_path / "b"), 3)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+
+
+@pytest.mark.parametrize("name", ["muon", "schedulefree-adamw", "soap"])
+def test_each_contender_resumes_bit_exactly_with_its_schedule(tmp_path, monkeypatch, name):
+    from gnerf.optim import OPTIMIZERS
+
+    cfg = _cfg(tmp_path / "a", epochs=3, optim=OPTIMIZERS[name](lr=None))
+    straight = fit_image(cfg).history
+    resumed = _interrupted_then_resumed(monkeypatch, dataclasses.replace(cfg, output_dir=tmp_path / "b"), 2)
+    assert [(r["loss"], r["psnr"]) for r in resumed] == [(r["loss"], r["psnr"]) for r in straight]
+
+
+def test_schedule_free_is_evaluated_on_its_averaged_weights(tmp_path):
+    from gnerf.optim.contenders import ScheduleFreeAdamWConfig
+
+    result = fit_image(_cfg(tmp_path / "sf", epochs=2, optim=ScheduleFreeAdamWConfig()))
+    opt_state = torch.load(tmp_path / "sf" / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert opt_state["param_groups"][0]["train_mode"] is True  # saved while training, so --resume continues
+    # the returned model holds the averaged weights x, not the training point y (they differ after any step)
+    z = [s["z"] for s in opt_state["state"].values()]
+    assert not all(torch.equal(a, b) for a, b in zip(result.model.parameters(), z))
+    assert result.history[-1]["psnr"] > result.history[0]["psnr"]
 
 
 def test_adam_loss_falls_with_the_relu_pe_learning_rate(tmp_path):
-    cfg = _cfg(tmp_path / "adam", epochs=3, optim=OptimConfig(name="adam"),
+    cfg = _cfg(tmp_path / "adam", epochs=3, optim=AdamConfig(lr=None),
                field=FieldConfig(activation="relu", hidden_dim=64, num_layers=3))
     result = fit_image(cfg)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -92,7 +131,7 @@ def test_adam_loss_falls_with_the_relu_pe_learning_rate(tmp_path):
 
 def test_resume_continues_the_same_trajectory(tmp_path):
     # curvature steps every 3rd step after 4 warm-up steps, so the resumed epochs use the restored RNG
-    optim = OptimConfig(name="esgd", precondition_warmup_steps=4, precondition_frequency=3)
+    optim = ESGDConfig(lr=None, precondition_warmup_steps=4, precondition_frequency=3)
     straight = fit_image(_cfg(tmp_path / "a", epochs=4, optim=optim)).history
     fit_image(_cfg(tmp_path / "b", epochs=2, optim=optim))
     resumed = fit_image(_cfg(tmp_path / "b", epochs=4, optim=optim, resume=True)).history
@@ -119,17 +158,20 @@ def test_missing_and_unreadable_images_are_named(tmp_path):
                                [("bad.png", "not an image", "cannot read image .*bad.png")])
 
 
-def test_unknown_optimizer_and_activation_are_named(tmp_path):
+def test_unknown_optimizer_and_activation_are_named(tmp_path, capsys):
     # names are checked before the input is read
-    with pytest.raises(ValueError, match=r"--optim.name 'sgdx'.*adam, esgd, esgd-max"):
-        fit_image(_cfg(tmp_path / "r", image=tmp_path / "missing.png", optim=OptimConfig(name="sgdx")))
+    with pytest.raises(SystemExit):
+        image_main(["--image", str(tmp_path / "missing.png"), "optim:sgdx"])
+    assert "optim:esgd" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown activation 'tanh' \(--field.activation\)"):
         fit_image(_cfg(tmp_path / "r", field=FieldConfig(activation="tanh")))
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"training loss became nan.*--optim.lr"):
-        fit_image(_cfg(tmp_path / "r", optim=OptimConfig(name="adam", lr=math.inf), log_every=2))
+    with pytest.raises(FloatingPointError, match=r"training loss became (nan|inf).*--optim.lr"):
+        fit_image(_cfg(tmp_path / "r", optim=ESGDConfig(lr=1e20), log_every=2))
+    with pytest.raises(ValueError, match=r"--optim.lr inf: must be a finite number"):
+        fit_image(_cfg(tmp_path / "r2", optim=AdamConfig(lr=math.inf)))
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -5,7 +5,7 @@ import torch
 
 from gnerf.tasks import VideoFitConfig, fit_video
 from gnerf.metrics import psnr
-from gnerf.tasks.config import OptimConfig
+from gnerf.optim.configs import ESGDMaxConfig
 from gnerf.tasks.io import atomic_write_video, read_video
 
 from helpers_tasks import check_run_folder, small
@@ -21,7 +21,7 @@ def _cfg(out, **kw):
 def test_esgd_max_fits_bikes_and_writes_every_output(tmp_path):
     run = tmp_path / "run"
     # ESGD-Max: the published ESGD starts slowly (10.4 dB after 6 of these epochs; ESGD-Max 14.3)
-    fit_video(_cfg(run, optim=OptimConfig(name="esgd-max")))
+    fit_video(_cfg(run, optim=ESGDMaxConfig()))
     rows = check_run_folder(run, 4, "psnr")
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert rows[-1]["psnr"] > 12.5 and rows[-1]["psnr"] > rows[0]["psnr"] + 2.0  # measured 10.0 -> 13.2

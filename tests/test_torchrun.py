@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 from gnerf.tasks.image import ImageFitConfig, fit_image
-from gnerf.tasks.config import FieldConfig, OptimConfig
+from gnerf.optim.configs import ESGDMaxConfig
+from gnerf.tasks.config import FieldConfig
 from helpers_tasks import read_metrics
 from shared_data import KODIM01, ROOT, require
 ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
-        "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--optim.name", "esgd-max",
-        "--optim.precondition-warmup-steps", "2", "--optim.precondition-frequency", "3", "--dist-timeout", "60"]
+        "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--dist-timeout", "60", "optim:esgd-max",
+        "--optim.precondition-warmup-steps", "2", "--optim.precondition-frequency", "3"]
 
 
 def _torchrun(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -32,7 +33,7 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     single = fit_image(ImageFitConfig(
         image=image, size=(16, 16), epochs=2, batch_size=64, device="cpu", threads=1, progress=False,
-        field=FieldConfig(hidden_dim=16, num_layers=3), optim=OptimConfig(name="esgd-max", precondition_warmup_steps=2, precondition_frequency=3),
+        field=FieldConfig(hidden_dim=16, num_layers=3), optim=ESGDMaxConfig(precondition_warmup_steps=2, precondition_frequency=3),
         output_dir=tmp_path / "single"))
     assert run.stdout.count("run folder: ") == 1  # rank 0 alone says where it writes
     ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)

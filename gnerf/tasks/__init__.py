@@ -3,13 +3,13 @@
 All three share one configuration (:mod:`gnerf.tasks.config`), one run set-up and folder lock
 (:mod:`gnerf.tasks.run`), one fitting loop (:mod:`gnerf.tasks.loop`) with its checkpoints
 (:mod:`gnerf.tasks.checkpoint`) and metrics files (:mod:`gnerf.tasks.metrics_log`), the optimizer
-registry (:mod:`gnerf.optim.registry`), the field builder (:func:`gnerf.tasks.build.build_field`
+configs (:mod:`gnerf.optim.configs`), the field builder (:func:`gnerf.tasks.build.build_field`
 over :class:`gnerf.fields.CoordinateMLP`) and one input/output layer (:mod:`gnerf.tasks.io`).
 Their command lines are in :mod:`gnerf.tasks.cli`.
 """
 
 from gnerf.tasks.build import build_field
-from gnerf.tasks.config import FieldConfig, FitConfig, FitResult, OptimConfig, Problem
+from gnerf.tasks.config import FieldConfig, FitConfig, FitResult, Problem
 from gnerf.tasks.image import ImageFitConfig, fit_image
 from gnerf.tasks.loop import fit
 from gnerf.tasks.mesh import inside_mesh, winding_number
@@ -22,7 +22,6 @@ __all__ = [
     "FitResult",
     "ImageFitConfig",
     "OccupancyFitConfig",
-    "OptimConfig",
     "Problem",
     "VideoFitConfig",
     "build_field",

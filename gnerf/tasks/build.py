@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from gnerf.fields import CoordinateMLP
-from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.registry import OptimizerSpec, build_optimizer
-from gnerf.tasks.config import FieldConfig, FitConfig
+from gnerf.optim.configs import ESGDAdamStartConfig
+from gnerf.tasks.config import FieldConfig, FitConfig, task_lr
 
-__all__ = ["build_field", "build_run_optimizer", "predict", "stream_seeds"]
+__all__ = ["build_field", "build_run_optimizer", "predict", "schedule_for", "stream_seeds"]
 
 
 def stream_seeds(seed: int) -> Tuple[int, int]:
@@ -43,35 +44,36 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
                          activation=act, activation_kwargs=kwargs, positional_encoding=pe)
 
 
-#: esgd-adam-start's Adam phase in a fitting run: 25 epochs, the 800 steps it was tuned on at 128 x 128 with
-#: batch 512 (docs/reproduction_seeds.md); 3,200 steps at the paper's 256 x 256 (docs/reproduction.md).
+#: esgd-adam-start's Adam phase in a fitting run when --optim.adam-steps is not given: 25 epochs, the 800 steps
+#: it was tuned on at 128 x 128 with batch 512 (docs/reproduction_seeds.md); 3,200 steps at the paper's 256 x 256.
 ADAM_EPOCHS = 25.0
 
 
-def build_run_optimizer(spec: OptimizerSpec, cfg: FitConfig, model: nn.Module,
-                        steps_per_epoch: int) -> torch.optim.Optimizer:
-    """The optimizer ``spec`` (the registry entry of ``cfg.optim.name``) over ``model`` with ``cfg.optim``'s options.
+def build_run_optimizer(cfg: FitConfig, model: nn.Module, steps_per_epoch: int) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optim`` over ``model``, with :func:`~gnerf.tasks.config.task_lr`'s lr.
 
-    ``steps_per_epoch`` converts ``--optim.adam-epochs`` to the optimizer's ``adam_steps``.
+    Curvature optimizers draw their probes from the run's own stream; esgd-adam-start's Adam phase
+    is 25 epochs unless ``--optim.adam-steps`` is given.
     """
-    opt = cfg.optim
-    if opt.adam_steps is not None and opt.adam_epochs is not None:
-        raise ValueError("--optim.adam-steps and --optim.adam-epochs both set the Adam phase; give one")
-    if opt.adam_epochs is not None and opt.adam_epochs < 0:
-        raise ValueError(f"--optim.adam-epochs {opt.adam_epochs}: must be >= 0")
-    adam_steps = opt.adam_steps
-    if adam_steps is None and (opt.adam_epochs is not None or spec.accepts("adam_steps")):
-        adam_steps = round((ADAM_EPOCHS if opt.adam_epochs is None else opt.adam_epochs) * steps_per_epoch)
-    options = {k: v for k, v in (("precondition_warmup_steps", opt.precondition_warmup_steps),
-                                 ("precondition_frequency", opt.precondition_frequency),
-                                 ("hvp_method", opt.hvp_method), ("adam_steps", adam_steps)) if v is not None}
-    if needs_hessian_vector_products(spec.factory):
-        options["seed"] = stream_seeds(cfg.seed)[1]  # the probes' own stream, identical on every rank
+    opt = dataclasses.replace(cfg.optim, lr=task_lr(cfg.optim, cfg.field.activation))
+    if isinstance(opt, ESGDAdamStartConfig) and opt.adam_steps is None:
+        opt = dataclasses.replace(opt, adam_steps=round(ADAM_EPOCHS * steps_per_epoch))
+    seed = stream_seeds(cfg.seed)[1] if opt.curvature else None  # the probes' own stream, identical on every rank
     try:
-        return build_optimizer(spec.name, model.parameters(), activation=cfg.field.activation.lower(), lr=opt.lr,
-                               **options)
+        optimizer = opt.build(list(model.parameters()), seed=seed)
     except ValueError as err:
-        raise ValueError(f"--optim.name {opt.name!r}: {err}") from None
+        raise ValueError(f"optim:{opt.name}: {err}") from None
+    return optimizer
+
+
+def schedule_for(cfg: FitConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                 done_steps: int = 0) -> LambdaLR:
+    """The run's scheduler over ``optimizer``: ``cfg.schedule`` or the optimizer's registered one, over the run's
+    ``cfg.epochs * steps_per_epoch`` steps, continuing after ``done_steps`` steps (a resumed run, whose
+    optimizer state is loaded already)."""
+    schedule = cfg.schedule if cfg.schedule is not None else cfg.optim.schedule
+    return schedule.build(optimizer, task_lr(cfg.optim, cfg.field.activation), cfg.epochs * steps_per_epoch,
+                          last_step=done_steps - 1)
 
 
 @torch.no_grad()

@@ -10,27 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from gnerf.fields import ACTIVATIONS
-from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.curvature import HVP_METHODS
-from gnerf.optim.registry import OptimizerSpec, get_optimizer_spec
+from gnerf.optim import OPTIMIZERS, OptimizerConfig
+from gnerf.optim.configs import ESGDConfig
+from gnerf.optim.defaults import PAPER
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule
 
 __all__ = [
     "FieldConfig",
     "FitConfig",
     "FitResult",
-    "OptimConfig",
+    "OptimizerChoice",
+    "PAPER_LR_BY_ACTIVATION",
+    "ScheduleChoice",
     "Problem",
     "config_to_dict",
     "default_output_dir",
+    "task_lr",
     "validate_config",
 ]
 
@@ -57,28 +62,39 @@ class FieldConfig:
     """Positional-encoding frequencies L; None: 8 for relu (the paper's ReLU + PE), 0 otherwise."""
 
 
-@dataclass
-class OptimConfig:
-    """The optimizer, built by name through :func:`gnerf.optim.registry.build_optimizer`."""
+def _optimizer_union() -> Any:
+    """The registered optimizer configs as a tyro union of subcommands, ``optim:NAME``, each with its defaults."""
+    import tyro
 
-    name: str = "esgd"
-    """Registered optimizer name, e.g. adam, esgd, esgd-max."""
-    lr: Optional[float] = None
-    """Learning rate; None: the paper's (Adam 1e-4, 1e-3 for relu; ESGD/ESGD-Max 0.15), or gnerf's for
-    esgd-adam-start (0.1)."""
-    precondition_warmup_steps: Optional[int] = None
-    """esgd, esgd-max, esgd-adam-start: first steps that all update the curvature (None: the paper's 50)."""
-    precondition_frequency: Optional[int] = None
-    """Steps between preconditioner updates after the warm-up (None: the optimizer's; esgd* 100, kfac 100,
-    shampoo 1)."""
-    hvp_method: Optional[str] = None
-    """Hutchinson optimizers (esgd, esgd-max, adahessian-e/-j): double-backward or forward-over-reverse
-    (None: double-backward, the faster; see docs/benchmarks.md)."""
-    adam_epochs: Optional[float] = None
-    """esgd-adam-start: Adam's epochs before ESGD takes over, rounded to whole steps (None: 25 epochs, unless
-    adam_steps is given)."""
-    adam_steps: Optional[int] = None
-    """esgd-adam-start: Adam's steps before ESGD takes over, instead of adam_epochs."""
+    return tyro.extras.subcommand_type_from_defaults({name: cls(lr=None) for name, cls in OPTIMIZERS.items()})
+
+
+def _schedule_union() -> Any:
+    import tyro
+
+    return tyro.extras.subcommand_type_from_defaults(
+        {"constant": ConstantSchedule(), "cosine": CosineSchedule(), "exponential": ExponentialSchedule()})
+
+
+#: The optimizer of a fitting run: one of the registered configs (gnerf.optim.configs.OPTIMIZERS).
+OptimizerChoice = _optimizer_union()
+#: A learning-rate schedule (gnerf.optim.schedules).
+ScheduleChoice = _schedule_union()
+
+#: The paper's learning rates that depend on the activation (supplementary 4.1-4.2 and the configuration
+#: published with it), used when --optim.lr is not given; every other pair uses the optimizer config's default.
+PAPER_LR_BY_ACTIVATION: Dict[Tuple[str, str], float] = {
+    ("adam", "relu"): 1e-3,
+    ("esgd", "relu"): PAPER.relu_lr,
+    ("shampoo", "sine"): 0.01,
+}
+
+
+def task_lr(optim: OptimizerConfig, activation: str) -> float:
+    """The learning rate a fitting run uses: ``--optim.lr`` if given, else the paper's for the activation."""
+    if optim.lr is not None:
+        return float(optim.lr)
+    return PAPER_LR_BY_ACTIVATION.get((optim.name, activation.lower()), type(optim)().resolved_lr())
 
 
 @dataclass
@@ -109,7 +125,12 @@ class FitConfig:
     dist_timeout: float = 600.0
     """Under torchrun: seconds a rank waits for the others in a collective before it gives up."""
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    optim: OptimizerChoice = dataclasses.field(default_factory=lambda: ESGDConfig(lr=None))
+    """The optimizer and its hyperparameters: optim:NAME (lr None: the paper's for the activation, or the
+    optimizer's registered lr)."""
+    schedule: Optional[ScheduleChoice] = None
+    """Learning-rate schedule over the run (schedule:constant, schedule:cosine, schedule:exponential);
+    None: the optimizer's registered one (constant for the paper's optimizers, as the paper trains)."""
 
 
 @dataclass
@@ -151,29 +172,31 @@ def default_output_dir(task: str, stem: str, cfg: FitConfig) -> Path:
 
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass; paths become strings."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    """A JSON-ready dict of a (nested) config dataclass; paths become strings, and the optimizer and schedule
+    are named (``{"name": "esgd", "lr": ...}``, ``{"name": "cosine", ...}``)."""
+    out = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if isinstance(getattr(cfg, "optim", None), OptimizerConfig):
+        out["optim"] = {"name": cfg.optim.name, **out["optim"]}
+        schedule = cfg.schedule or cfg.optim.schedule
+        out["schedule"] = {"name": type(schedule).__name__.replace("Schedule", "").lower(),
+                           **json.loads(json.dumps(dataclasses.asdict(schedule)))}
+    return out
 
 
-def validate_config(cfg: FitConfig) -> OptimizerSpec:
-    """Reject bad loop options and unknown optimizer / activation names before any work is done.
-
-    Returns the registry entry of ``cfg.optim.name`` (the one look-up of that name in a run).
-    """
+def validate_config(cfg: FitConfig) -> None:
+    """Reject bad loop options, activation names and optimizer hyperparameters before any work is done."""
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
         if getattr(cfg, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
-    try:
-        spec = get_optimizer_spec(cfg.optim.name)
-    except ValueError as err:
-        raise ValueError(f"--optim.name {cfg.optim.name!r}: {err}") from None
-    if cfg.optim.hvp_method is not None:
-        if not needs_hessian_vector_products(spec.factory):
-            raise ValueError(f"--optim.hvp-method applies to esgd, esgd-max, adahessian-e and adahessian-j, "
-                             f"not to --optim.name {cfg.optim.name!r}; remove it")
-        if cfg.optim.hvp_method not in HVP_METHODS:
-            raise ValueError(f"--optim.hvp-method {cfg.optim.hvp_method!r}: choose one of {', '.join(HVP_METHODS)}")
+    if not isinstance(cfg.optim, OptimizerConfig) or type(cfg.optim) not in OPTIMIZERS.values():
+        raise ValueError(f"--optim must be one of the registered optimizers: {', '.join(OPTIMIZERS)}")
     if cfg.field.activation.lower() not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
                          f"choose one of: {', '.join(ACTIVATIONS)}")
-    return spec
+    lr = task_lr(cfg.optim, cfg.field.activation)
+    if not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"--optim.lr {lr}: must be a finite number >= 0")
+    try:
+        (cfg.schedule or cfg.optim.schedule).check(lr)
+    except ValueError as err:
+        raise ValueError(f"--schedule: {err}") from None

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from gnerf.optim.curvature import functional_loss
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
-from gnerf.tasks.build import build_field, build_run_optimizer, stream_seeds
+from gnerf.optim.contenders import has_train_eval_modes
+from gnerf.tasks.build import build_field, build_run_optimizer, schedule_for, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
 from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict
 from gnerf.tasks.io import atomic_write_json
@@ -70,7 +71,7 @@ def fit(problem: Problem, run: Run) -> FitResult:
 
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
-    optimizer = build_run_optimizer(run.optimizer, cfg, model, _steps_per_epoch(problem, cfg))
+    optimizer = build_run_optimizer(cfg, model, _steps_per_epoch(problem, cfg))
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
         progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device)
@@ -79,6 +80,8 @@ def fit(problem: Problem, run: Run) -> FitResult:
                               "or choose another --output-dir")
     else:
         progress = Progress()
+    scheduler = schedule_for(cfg, optimizer, _steps_per_epoch(problem, cfg), progress.iteration)
+    modes = has_train_eval_modes(optimizer)  # Schedule-Free: train() to step, eval() for its averaged weights
 
     # torchrun: every rank has checked the folder before the DDP constructor's collective, so rank 0
     # cannot have written to it yet.
@@ -90,7 +93,7 @@ def fit(problem: Problem, run: Run) -> FitResult:
 
     from tqdm.auto import tqdm
 
-    training = _Training(problem, run, config, model, train_model, optimizer, shuffle, progress)
+    training = _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress)
     total = cfg.epochs * training.steps_per_epoch
     training.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
                               ) if main else None
@@ -104,6 +107,8 @@ def fit(problem: Problem, run: Run) -> FitResult:
         if training.log is not None:
             training.log.close()
     model.eval()
+    if modes:
+        optimizer.eval()  # the reconstruction and the returned model use the averaged weights
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
 
 
@@ -149,6 +154,8 @@ class _Training:
     model: nn.Module
     train_model: nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: Any
+    modes: bool
     shuffle: torch.Generator
     progress: Progress
     log: Optional[MetricsLog] = None
@@ -163,6 +170,8 @@ class _Training:
         cfg, device, progress = self.run.cfg, self.run.device, self.progress
         world, rank = gdist.world_size(), gdist.rank()
         self.model.train()
+        if self.modes:
+            self.optimizer.train()
         t0 = time.perf_counter()
         perm = torch.randperm(self.problem.inputs.shape[0], generator=self.shuffle).to(device)
         epoch_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -174,6 +183,7 @@ class _Training:
             local = idx.tensor_split(world)[rank] if world > 1 else idx
             weight = local.numel() * world / idx.numel()
             loss = _step(self.problem, self.model, self.train_model, self.optimizer, local, weight)
+            self.scheduler.step()
             progress.iteration += 1
             window += 1
             detached = loss.detach().double()
@@ -201,7 +211,7 @@ class _Training:
         if not math.isfinite(mean):
             raise FloatingPointError(
                 f"the training loss became {mean} in epoch {epoch} between iterations "
-                f"{iteration - window + 1} and {iteration} (optimizer {self.run.cfg.optim.name!r}, "
+                f"{iteration - window + 1} and {iteration} (optim:{self.run.cfg.optim.name}, "
                 f"lr {self.optimizer.param_groups[0]['lr']}); lower --optim.lr or check the input data")
         if self.log is not None:
             self.log.scalar("train/loss", mean, iteration)
@@ -212,8 +222,12 @@ class _Training:
         """Evaluate, then append the epoch's row to the metrics files and write the checkpoint (rank 0)."""
         progress, out = self.progress, self.run.output_dir
         self.model.eval()
+        if self.modes:
+            self.optimizer.eval()
         with torch.no_grad():
             metrics = self.problem.evaluate(self.model)
+        if self.modes:  # the checkpoint holds the training weights, so that --resume continues exactly
+            self.optimizer.train()
         row = {"epoch": epoch, "iteration": progress.iteration, "wall_time": progress.wall_time, "loss": loss}
         row.update({k: float(v) for k, v in metrics.items()})
         try:

@@ -16,7 +16,6 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 
-from gnerf.optim.registry import OptimizerSpec
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.config import FitConfig, default_output_dir, validate_config
 from gnerf.tasks.io import remove_if_unused
@@ -32,12 +31,11 @@ class RunFolderError(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    """A run ready to start: its validated configuration, run folder, device and optimizer's registry entry."""
+    """A run ready to start: its validated configuration, run folder and device."""
 
     cfg: FitConfig
     output_dir: Path
     device: torch.device
-    optimizer: OptimizerSpec
 
 
 def choose_device(device: Optional[str] = None) -> torch.device:
@@ -61,7 +59,7 @@ def choose_device(device: Optional[str] = None) -> torch.device:
 
 def prepare_run(task: str, stem: str, cfg: FitConfig) -> Run:
     """Check ``cfg`` and pick its run folder and device (the folder named after ``task`` and ``stem`` by default)."""
-    spec = validate_config(cfg)
+    validate_config(cfg)
     if cfg.resume and cfg.output_dir is None:
         raise ValueError("--resume needs --output-dir, the folder of the run to continue")
     out = cfg.output_dir if cfg.output_dir is not None else gdist.broadcast_object(default_output_dir(task, stem, cfg))
@@ -69,7 +67,7 @@ def prepare_run(task: str, stem: str, cfg: FitConfig) -> Run:
         if cfg.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
-    return Run(cfg, Path(out), choose_device(cfg.device), spec)
+    return Run(cfg, Path(out), choose_device(cfg.device))
 
 
 @contextlib.contextmanager
