@@ -1,81 +1,98 @@
-"""nerfstudio optimizer and scheduler configs for ESGD and ESGD-Max.
+"""gnerf's optimizer and schedule descriptions as nerfstudio optimizer and scheduler configs.
 
-Each config builds a :mod:`gnerf.optim` optimizer through nerfstudio's
-``OptimizerConfig.setup`` (every field except ``_target`` and ``max_norm`` becomes a keyword); the
-defaults are the paper's (:data:`gnerf.optim.defaults.PAPER`). Any other :mod:`gnerf.optim`
-optimizer runs under nerfstudio as ``OptimizerConfig(_target=Shampoo, lr=0.1, eps=1e-4)``.
-The scheduler writes only Python floats into its state, so checkpoints load with
-``torch.load(weights_only=True)``, the default from torch 2.6 on.
+Every optimizer config of :mod:`gnerf.optim.configs` (and the contenders) is also a nerfstudio
+``OptimizerConfig``: :func:`nerfstudio_optimizer` makes the subclass of both whose ``setup(params)``
+is the gnerf config's ``build``, so ``ns-train`` takes exactly the fields the fitting commands take
+(``--optimizers.fields.optimizer.lr``, ``--optimizers.fields.optimizer.precondition-frequency``, ...).
+:data:`NERF_OPTIMIZERS` holds one per registered name. nerfstudio's ``max_norm`` (gradient clipping)
+is kept. :class:`GnerfSchedulerConfig` runs a :mod:`gnerf.optim.schedules` schedule as nerfstudio's
+scheduler; its state holds only Python floats, so checkpoints load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Type
-
-from torch.optim import Optimizer, lr_scheduler
+from typing import Dict, Literal, Optional, Type
 
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from torch.optim import Optimizer, lr_scheduler
 
-from gnerf.optim import ESGD, ESGDMax
-from gnerf.optim.defaults import PAPER
+from gnerf.optim import OPTIMIZERS
+from gnerf.optim.configs import OptimizerConfig as GnerfOptimizerConfig
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
+
+__all__ = ["NERF_OPTIMIZERS", "GnerfScheduler", "GnerfSchedulerConfig", "nerfstudio_optimizer"]
+
+
+def nerfstudio_optimizer(config: Type[GnerfOptimizerConfig]) -> Type[OptimizerConfig]:
+    """The nerfstudio ``OptimizerConfig`` that is also ``config``: same fields and defaults, built by ``config.build``."""
+
+    def setup(self, params) -> Optimizer:
+        if self.lr is None:
+            raise ValueError(f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)")
+        return config.build(self, params)
+
+    cls = dataclasses.make_dataclass(
+        config.__name__.replace("Config", "") + "OptimizerConfig",
+        [("_target", Type, field(default=config))],
+        bases=(config, OptimizerConfig),
+        namespace={"setup": setup, "__doc__": config.__doc__, "__module__": __name__},
+    )
+    return cls
+
+
+#: The nerfstudio optimizer config of every registered optimizer, by name.
+NERF_OPTIMIZERS: Dict[str, Type[OptimizerConfig]] = {name: nerfstudio_optimizer(cls) for name, cls in OPTIMIZERS.items()}
+globals().update({cls.__name__: cls for cls in NERF_OPTIMIZERS.values()})  # importable by name, e.g. ESGDMaxOptimizerConfig
+__all__ += [cls.__name__ for cls in NERF_OPTIMIZERS.values()]
+
+
+#: The schedules of :mod:`gnerf.optim.schedules` by the name GnerfSchedulerConfig.kind gives them.
+SCHEDULES: Dict[str, Type[ScheduleConfig]] = {"constant": ConstantSchedule, "cosine": CosineSchedule,
+                                              "exponential": ExponentialSchedule}
 
 
 @dataclass
-class ESGDOptimizerConfig(OptimizerConfig):
-    """ESGD (running-mean curvature, as published); the hyperparameters of :class:`gnerf.optim.ESGD`."""
-
-    _target: Type = ESGD
-    lr: float = PAPER.nerf_lr
-    betas: Tuple[float, float] = PAPER.betas
-    eps: float = PAPER.eps
-    weight_decay: float = 0.0
-    precondition_warmup_steps: int = PAPER.precondition_warmup_steps
-    """The first steps, each of which estimates the curvature."""
-    precondition_frequency: int = PAPER.precondition_frequency
-    """After them, the curvature is estimated every precondition_frequency steps."""
-
-
-@dataclass
-class ESGDMaxOptimizerConfig(ESGDOptimizerConfig):
-    """ESGD-Max (exponentially weighted max curvature), the paper's optimizer for Gaussian-NeRF."""
-
-    _target: Type = ESGDMax
-    lr_warmup: float = PAPER.lr_warmup
-    """The step size ramps as 1 - lr_warmup^k with the number of curvature updates k (0: off)."""
-
-
-@dataclass
-class ExponentialDecaySchedulerConfig(SchedulerConfig):
-    """Exponential decay from the optimizer's lr to ``lr_final`` over ``max_steps`` steps.
+class GnerfSchedulerConfig(SchedulerConfig):
+    """A gnerf schedule (:mod:`gnerf.optim.schedules`) as nerfstudio's scheduler, in nerfstudio's vocabulary.
 
     ``lr_final_forward_facing``, when set, replaces ``lr_final`` on scenes the dataparser marks
-    forward-facing (the paper decays ESGD-Max 1 -> 0.1 on Blender, 1 -> 0.01 on LLFF / BLEFF).
+    forward-facing (the paper decays ESGD-Max 1 -> 0.1 on Blender, 1 -> 0.01 on LLFF / BLEFF);
+    :class:`gnerf.nerf.trainer.CurvatureTrainer` applies it when it builds the optimizers.
     """
 
-    _target: Type = field(default_factory=lambda: ExponentialDecayScheduler)
+    _target: Type = field(default_factory=lambda: GnerfScheduler)
+    kind: Literal["constant", "cosine", "exponential"] = "exponential"
+    """The schedule: constant, cosine or exponential (gnerf.optim.schedules)."""
     lr_final: float = 0.1
-    """Learning rate reached at ``max_steps``."""
-    lr_final_forward_facing: Optional[float] = None
-    """``lr_final`` for forward-facing scenes; None keeps ``lr_final``."""
+    """Learning rate reached at max_steps (cosine, exponential)."""
     max_steps: int = 200_000
-    """Steps over which the learning rate decays (it stays at ``lr_final`` afterwards)."""
+    """Steps (after the warm-up) over which lr_final is reached."""
+    warmup_steps: int = 0
+    """Steps of a linear ramp from 0 before the schedule starts."""
+    lr_final_forward_facing: Optional[float] = None
+    """lr_final on forward-facing scenes; None keeps lr_final."""
+
+    def schedule(self) -> ScheduleConfig:
+        """The :mod:`gnerf.optim.schedules` description of this schedule."""
+        common = dict(warmup_steps=self.warmup_steps, max_steps=self.max_steps)
+        if self.kind == "constant":
+            return ConstantSchedule(**common)
+        return SCHEDULES[self.kind](lr_final=self.lr_final, **common)
+
+    def for_forward_facing(self) -> "GnerfSchedulerConfig":
+        """This config with ``lr_final_forward_facing`` as its ``lr_final`` (itself when unset)."""
+        if self.lr_final_forward_facing is None:
+            return self
+        return dataclasses.replace(self, lr_final=self.lr_final_forward_facing)
 
 
-class ExponentialDecayScheduler(Scheduler):
-    """``lr(step) = lr_init * (lr_final / lr_init) ** min(step / max_steps, 1)``, in Python floats."""
+class GnerfScheduler(Scheduler):
+    """Builds the schedule's ``LambdaLR`` over nerfstudio's optimizer."""
 
-    config: ExponentialDecaySchedulerConfig
+    config: GnerfSchedulerConfig
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
-        if lr_init <= 0 or self.config.lr_final <= 0:
-            raise ValueError(f"exponential decay needs positive learning rates, got lr={lr_init}, "
-                             f"lr_final={self.config.lr_final}")
-        ratio = float(self.config.lr_final) / float(lr_init)
-        max_steps = max(int(self.config.max_steps), 1)
-
-        def factor(step: int) -> float:
-            return float(ratio ** min(step / max_steps, 1.0))
-
-        return lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
+        return self.config.schedule().build(optimizer, float(lr_init), self.config.max_steps)

@@ -17,7 +17,6 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 from gnerf.nerf.model import skip_connections_for
 from gnerf.nerf.methods import CONFIGS
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
-from gnerf.optim.base import needs_hessian_vector_products
 
 METHODS = tuple(CONFIGS)
 
@@ -62,8 +61,10 @@ def method_config(
     cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
 
     group = cfg.optimizers["fields"]
-    optimizer, scheduler = group["optimizer"], dataclasses.replace(group["scheduler"], max_steps=iterations)
-    if curvature_cadence is not None and needs_hessian_vector_products(optimizer._target):
+    scheduler = group["scheduler"]
+    optimizer = group["optimizer"]
+    scheduler = dataclasses.replace(scheduler, max_steps=iterations)
+    if curvature_cadence is not None and optimizer.curvature:
         optimizer = dataclasses.replace(optimizer, precondition_warmup_steps=curvature_cadence[0],
                                         precondition_frequency=curvature_cadence[1])
     cfg.optimizers = {"fields": {"optimizer": optimizer, "scheduler": scheduler}}

@@ -36,7 +36,7 @@ from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerC
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from gnerf.nerf.optimizers import ExponentialDecaySchedulerConfig
+from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
@@ -116,8 +116,8 @@ class CurvatureTrainer(Trainer):
         if self._forward_facing():
             for name, group in config.items():
                 sched = group.get("scheduler")
-                if isinstance(sched, ExponentialDecaySchedulerConfig) and sched.lr_final_forward_facing is not None:
-                    config[name] = {**group, "scheduler": dataclasses.replace(sched, lr_final=sched.lr_final_forward_facing)}
+                if isinstance(sched, GnerfSchedulerConfig):
+                    config[name] = {**group, "scheduler": sched.for_forward_facing()}
         optimizers = Optimizers(config, self.pipeline.get_param_groups())
         curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
