@@ -60,22 +60,6 @@ BAD_VALUES = {
 
 OPTIMIZERS = registered_optimizers()
 
-#: The cadence options' names before gnerf had one vocabulary (gnerf.optim.defaults); no optimizer takes them.
-OLD_CADENCE_NAMES = ("d_warmup", "update_d_every", "update_freq", "inv_update_freq", "cov_update_freq")
-
-#: Known breaches of the contract, (test, case) -> reason; each is an xfail(strict=True) until fixed.
-KNOWN_BREACHES: dict = {}  # none now: the last three (AdaHessianE/J statistic, ESGD <-> ESGDAdamStart states) are fixed
-
-
-_BREACHES_SEEN = set()
-
-
-def _cases(test, pairs):
-    """``pairs`` as parameters, each known breach marked xfail(strict=True)."""
-    _BREACHES_SEEN.update((test, *p) for p in pairs if (test, *p) in KNOWN_BREACHES)
-    return [pytest.param(*p, marks=pytest.mark.xfail(reason=KNOWN_BREACHES[(test, *p)], strict=True))
-            if (test, *p) in KNOWN_BREACHES else p for p in pairs]
-
 
 def _accepted(name, options):
     spec = get_optimizer_spec(name)
@@ -107,16 +91,6 @@ def test_short_run_and_bad_value_options_are_real_options():
         assert any(get_optimizer_spec(n).accepts(option) for n in OPTIMIZERS), option
     for option in ("precondition_warmup_steps", "precondition_frequency", "statistics_frequency"):
         assert option in BAD_VALUES, option  # every cadence option's range is checked
-
-
-@pytest.mark.parametrize("old", OLD_CADENCE_NAMES)
-def test_old_cadence_names_are_refused_by_name(old):
-    """The names before the one cadence vocabulary are refused with a ValueError naming them, not ignored."""
-    assert not set(OLD_CADENCE_NAMES) & (set(SHORT_RUN) | set(BAD_VALUES))
-    for name in OPTIMIZERS:
-        assert not get_optimizer_spec(name).accepts(old), (name, old)
-        with pytest.raises(ValueError, match=re.escape(f"{name!r} does not take the option(s) {old}")):
-            build_optimizer(name, _params(), **{old: 3})
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -182,8 +156,8 @@ def _params():
     return [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(3))]
 
 
-@pytest.mark.parametrize("name,option", _cases("bad_value", [
-    (n, o) for n in OPTIMIZERS for o in BAD_VALUES if get_optimizer_spec(n).accepts(o)]))
+@pytest.mark.parametrize("name,option", [
+    (n, o) for n in OPTIMIZERS for o in BAD_VALUES if get_optimizer_spec(n).accepts(o)])
 def test_a_bad_hyperparameter_is_refused_by_name(name, option):
     value, named = BAD_VALUES[option]
     with pytest.raises(ValueError, match=named):
@@ -200,8 +174,8 @@ def test_an_option_it_does_not_take_is_refused_by_name(name):
 GNERF_OPTIMIZERS = [n for n in OPTIMIZERS if not get_optimizer_spec(n).factory.__module__.startswith("torch.")]
 
 
-@pytest.mark.parametrize("name,saved_by", _cases("foreign_state", [
-    (n, m) for n in GNERF_OPTIMIZERS for m in OPTIMIZERS if m != n]))
+@pytest.mark.parametrize("name,saved_by", [
+    (n, m) for n in GNERF_OPTIMIZERS for m in OPTIMIZERS if m != n])
 def test_a_state_saved_by_another_optimizer_is_refused(name, saved_by):
     net = torch.nn.Linear(3, 2)
     other = _build(saved_by, net.parameters())
@@ -209,8 +183,3 @@ def test_a_state_saved_by_another_optimizer_is_refused(name, saved_by):
     opt = _build(name, net.parameters())
     with pytest.raises(ValueError, match=rf"{type(opt).__name__}\.load_state_dict: the state dict"):
         opt.load_state_dict(other.state_dict())
-
-
-def test_every_known_breach_is_still_a_case():
-    """A breach whose case is gone (fixed by no longer offering the option, say) leaves KNOWN_BREACHES."""
-    assert set(KNOWN_BREACHES) == _BREACHES_SEEN
