@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.compare import CompareConfig, run_comparison
+from experiments.compare import CompareConfig, run_comparison
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_unknown_names_are_refused(image, tmp_path):
 
 
 def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path):
-    from benchmarks.reproduce import ReproduceConfig, reproduce
+    from experiments.reproduce import ReproduceConfig, reproduce
 
     kodak = tmp_path / "data" / "images" / "kodak"
     kodak.mkdir(parents=True)
@@ -69,7 +69,7 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
 
 
 def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
-    from benchmarks.reproduce import claims
+    from experiments.reproduce import claims
 
     grid = CompareConfig(task="occupancy", activations=("gaussian", "relu"), optimizers=("adam", "esgd"))
     row = dict(task="occupancy", instance="bunny", seed="0", iteration="20", wall_time="1.0", loss="0.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -31,15 +32,14 @@ def _llff_scene(folder: Path) -> Path:
 def _ns_train(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     """Run nerfstudio's own `ns-train` main on a config built by ``body`` (which defines ``cfg``), in a fresh process."""
     script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
         from pathlib import Path
         from nerf_helpers import tiny_config
         from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
         from nerfstudio.scripts.train import main
         tmp = Path({str(tmp_path)!r})
     """) + textwrap.dedent(body) + "\nmain(cfg)\n"
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:

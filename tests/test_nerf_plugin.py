@@ -154,7 +154,7 @@ def test_garf_architecture_computes_the_published_forward():
 
 def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
     from gnerf.nerf.field import GARFTrunk
-    from gnerf.nerf.recipes import setup_trainer
+    from benchmarks.recipes import setup_trainer
 
     cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1)
     cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture="garf")
@@ -332,7 +332,7 @@ def test_forward_facing_lr_final(tmp_path):
 def test_the_trainer_takes_double_backward_curvature_only(scene, tmp_path):
     """Forward-over-reverse Hessian-vector products stay in the library; the trainer refuses them clearly."""
     from gnerf.nerf.optimizers import ESGDMaxOptimizerConfig
-    from gnerf.nerf.recipes import setup_trainer
+    from benchmarks.recipes import setup_trainer
 
     assert "hvp_method" not in {f.name for f in dataclasses.fields(ESGDMaxOptimizerConfig)}
 

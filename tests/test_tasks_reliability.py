@@ -1,4 +1,4 @@
-"""The fitting commands on bad run folders, bad checkpoints and misleading input (issue 14).
+"""The fitting commands on bad run folders, bad checkpoints and misleading input (the reliability contract).
 
 Every case runs the real command in-process (``gnerf.tasks.cli.*_main``) on a tiny generated
 input and checks the exit status, the one ``error:`` line, and that nothing was written or lost.

@@ -1,12 +1,12 @@
 """Reproduce the paper's image and shape comparisons and write ``docs/reproduction.md``.
 
-    python benchmarks/reproduce.py --quick     # this CPU: reduced sizes, labelled as such in the report
-    python benchmarks/reproduce.py             # the paper's protocols (hours: meant for a GPU)
-    python benchmarks/reproduce.py --tasks image --images kodim01 kodim02 --activations gaussian
+    python -m experiments.reproduce --quick     # this CPU: reduced sizes, labelled as such in the report
+    python -m experiments.reproduce             # the paper's protocols (hours: meant for a GPU)
+    python -m experiments.reproduce --tasks image --images kodim01 kodim02 --activations gaussian
 
 Every run is an ordinary fitting run (``gnerf-fit-image`` / ``gnerf-fit-occupancy``) with the paper's
 hyperparameters for its optimizer and activation, launched through the resumable grid of
-:mod:`benchmarks.compare`: an interrupted reproduction continues where it stopped, and rerunning
+:mod:`experiments.compare`: an interrupted reproduction continues where it stopped, and rerunning
 with ``--plot-only`` rebuilds the report from the runs on disk. The report holds, per task, the
 metric (PSNR or IoU) at a few epochs as mean [min-max] over instances and seeds, figures of the
 metric against epochs and against training wall time (mean line, min-max band), and a statement
@@ -34,16 +34,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
-from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
-from gnerf.optim.registry import default_lr  # noqa: E402
-from gnerf.tasks.build import ADAM_EPOCHS  # noqa: E402
-from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
+from benchmarks.common import SHARED_DATA, machine, today
+from experiments.compare import CompareConfig, read_results, run_comparison
+from gnerf.optim.registry import default_lr
+from gnerf.tasks.build import ADAM_EPOCHS
+from gnerf.tasks.io import atomic_write_bytes
 
 DATA = SHARED_DATA
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
@@ -350,7 +348,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
     prefix = cfg.figure_prefix or f"reproduction_{protocol}"
     if custom:
         protocol += " protocol with --size / --epochs changed; see each section for the sizes"
-    command = "python benchmarks/reproduce.py " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
+    command = "python -m experiments.reproduce " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     text = [f"# Reproducing the paper's image and shape comparisons ({protocol}{'' if custom else ' protocol'})", "",
             f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
@@ -361,7 +359,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
             "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
             "times only between runs made together.", ""]
     if cfg.quick:
-        text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `benchmarks/reproduce.py`); "
+        text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `experiments/reproduce.py`); "
                  "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
                  "the comparison, not as a test of the claims.", ""]
     for grid in grids:
