@@ -5,9 +5,11 @@
     python -m experiments.reproduce --tasks image --images kodim01 kodim02 --activations gaussian
 
 Every run is an ordinary fitting run (``gnerf-fit-image`` / ``gnerf-fit-occupancy``) with the paper's
-hyperparameters for its optimizer and activation, launched through the resumable grid of
-:mod:`experiments.compare`: an interrupted reproduction continues where it stopped, and rerunning
-with ``--plot-only`` rebuilds the report from the runs on disk. The report holds, per task, the
+hyperparameters for its optimizer and activation, run as its own job (submitit: local processes by
+default, ``--cluster slurm`` with ``--slurm-partition`` and ``--timeout-min``) by the resumable grid of
+:mod:`experiments.compare`. A failed run is listed in the report with its error line; an
+interrupted reproduction continues where it stopped; rerunning with ``--plot-only`` rebuilds the
+report from the runs on disk. The report holds, per task, the
 metric (PSNR or IoU) at a few epochs as mean [min-max] over instances and seeds, figures of the
 metric against epochs and against training wall time (mean line, min-max band), and a statement
 computed from those numbers of which of the paper's claims hold here.
@@ -33,15 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-
 import torch
 
 from benchmarks.common import SHARED_DATA, machine, today
-from experiments.compare import CompareConfig, read_results, run_comparison
+from experiments.compare import CompareConfig, failures, failures_markdown, read_results, run_comparison
 from gnerf.optim.registry import default_lr
 from gnerf.tasks.build import ADAM_EPOCHS
 from gnerf.tasks.io import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = SHARED_DATA
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
@@ -89,9 +91,17 @@ class ReproduceConfig:
     epochs: Optional[int] = None
     """Epoch override for every task; None: the protocol's."""
     workers: int = 2
-    """Parallel runs (processes)."""
+    """Runs at once (local jobs; on SLURM the job array's parallelism)."""
     threads: int = 1
     """torch threads per run."""
+    cluster: str = "local"
+    """Where the runs go as jobs (submitit): local processes, or slurm."""
+    slurm_partition: Optional[str] = None
+    """SLURM partition (None: the cluster's default)."""
+    timeout_min: int = 24 * 60
+    """Minutes a run's job may take before it is stopped (the run resumes on the next invocation)."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
     output_dir: Optional[Path] = None
     """Where the runs go; None: outputs/reproduce-paper or outputs/reproduce-quick."""
     report: Optional[Path] = None
@@ -124,7 +134,9 @@ def task_grids(cfg: ReproduceConfig) -> List[CompareConfig]:
         if cfg.epochs is not None:
             opts["epochs"] = cfg.epochs
         grids.append(CompareConfig(inputs=inputs, task=task, activations=cfg.activations, optimizers=cfg.optimizers,
-                                   seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads,
+                                   seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
+                                   slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
+                                   gpus_per_node=cfg.gpus_per_node,
                                    output_dir=Path(out_root) / task, plot_only=cfg.plot_only, **opts))
     return grids
 
@@ -368,7 +380,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         if rows:
             plot(grid, rows, fig)
         rel = os.path.relpath(Path(fig).resolve(), Path(report).resolve().parent)
-        text.append(task_section(grid, rows, fig if rows else None, rel))
+        text.append(task_section(grid, rows, fig if rows else None, rel) + failures_markdown(failures(grid)))
     body = "\n".join(text)
     atomic_write_bytes(report, body.encode())
     return body

@@ -32,6 +32,7 @@ WHEELS=(
   fpsample==0.3.3 pathos==0.3.5 ppft==1.7.8 multiprocess==0.70.19 dill==0.4.1 pox==0.3.7  # vanilla-nerf-coarse:
                                                                   # nerfstudio's method_configs imports every datamanager
   trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
+  submitit==1.5.4 cloudpickle==3.1.3                              # experiments.reproduce runs each fitting run as a job
 )
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
