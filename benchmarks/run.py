@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-
 import torch
 
 from benchmarks.common import SHARED_DATA, TrunkSpec, machine, today

@@ -42,10 +42,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from benchmarks.common import SHARED_DATA, machine, table, today
 from gnerf.tasks.io import atomic_write_bytes, atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The published ESGD's mean and range at epoch 100 over seeds 0-2 (the table published with the paper's code).
 PUBLISHED_MEAN, PUBLISHED_RANGE = 36.7, (31.7, 41.1)

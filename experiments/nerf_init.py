@@ -30,10 +30,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from benchmarks.common import SHARED_DATA, machine, table
 from benchmarks.nerf import NerfSize, build
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCHITECTURES = ("gnerf", "garf")
 

@@ -24,13 +24,13 @@ import time
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 import numpy as np
 import torch
 
 from benchmarks.common import machine, table, today
 from gnerf.tasks.mesh import load_mesh, normalize_to_cube, oriented_faces, sample_occupancy_points
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPES = ROOT.parent / "shared" / "data" / "shapes"
 #: The last commit whose gnerf/tasks/mesh.py holds the hand-written ray crossings and winding number.
@@ -134,8 +134,9 @@ def main(argv=None) -> str:
     ap.add_argument("--baseline", default=BASELINE, help="git revision whose gnerf/tasks/mesh.py is 'gnerf'")
     ap.add_argument("--output", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
-    import igl  # noqa: F401 - fail early without libigl
     from importlib.metadata import version
+
+    import igl  # noqa: F401 - fail early without libigl
 
     gnerf = baseline_module(args.baseline)
     labels_rows, wn_rows = [], []

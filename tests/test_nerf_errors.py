@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import nan_loss_after, tiny_config, train
-from shared_data import ROOT
 
 from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 from gnerf.nerf.trainer import InputError, NonFiniteLossError
+
+from nerf_helpers import nan_loss_after, tiny_config, train
+from shared_data import ROOT
 
 
 def _llff_scene(folder: Path) -> Path:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
-from gnerf.tasks.image import ImageFitConfig, fit_image
 from gnerf.tasks.config import FieldConfig, OptimConfig
+from gnerf.tasks.image import ImageFitConfig, fit_image
+
 from helpers_tasks import read_metrics
 from shared_data import KODIM01, ROOT, require
+
 ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
         "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--optim.name", "esgd-max",
         "--optim.precondition-warmup-steps", "2", "--optim.precondition-frequency", "3", "--dist-timeout", "60"]

@@ -46,11 +46,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls
 from benchmarks.nerf import TestViews
 from gnerf.tasks.io import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
 VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
@@ -90,8 +90,8 @@ def build(method: str, args, out: Path):
     """
     from benchmarks.nerf import NerfSize, offline_lpips
     from benchmarks.nerf import build as build_nerf
-    from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
     from benchmarks.recipes import method_config, setup_trainer
+    from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
 
     method = method.removesuffix("+tf32")  # TF32 is switched on around each of its turns (turn())
     if method == VANILLA:
