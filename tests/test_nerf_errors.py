@@ -17,7 +17,7 @@ from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 from gnerf.nerf.trainer import InputError, NonFiniteLossError
 
 from nerf_helpers import nan_loss_after, tiny_config, train
-from shared_data import ROOT
+from shared_data import ROOT, tree_env
 
 
 def _llff_scene(folder: Path) -> Path:
@@ -39,7 +39,8 @@ def _ns_train(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
         from nerfstudio.scripts.train import main
         tmp = Path({str(tmp_path)!r})
     """) + textwrap.dedent(body) + "\nmain(cfg)\n"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = tree_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
