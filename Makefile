@@ -1,11 +1,11 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make lint`: ruff, as CI runs it first).
 # Each creates .venv (once; again when pyproject.toml or constraints.txt change) and then runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.gnerf-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf outputs .pytest_cache

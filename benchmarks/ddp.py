@@ -21,7 +21,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks.common import (
-    Timer, TrunkSpec, free_port, is_cuda, make_batch, make_trunk, mse, section, step_stats, table,
+    Timer,
+    TrunkSpec,
+    free_port,
+    is_cuda,
+    make_batch,
+    make_trunk,
+    mse,
+    section,
+    step_stats,
+    table,
 )
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGDMax
@@ -69,7 +78,7 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
                 dist.all_reduce = real
 
         def step(name: str) -> Tuple[bool, int]:
-            ddp, opt = ddps[name], opts[name]
+            ddp, opt = ddps[name], opts[name]  # noqa: F821 - runs before the del below
             opt.zero_grad(set_to_none=True)
             _, plan = take_step(opt, lambda plan: mse(ddp(x), y), model=ddp, step=counted_step)
             return plan.create_graph, len(calls)

@@ -110,10 +110,10 @@ def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
 
 def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str, test_mode: str = "val",
           architecture: str = "gnerf"):
-    """A trainer at ``sz`` for a registered Gaussian method (``gnerf.nerf.recipes.METHODS``, the field's
+    """A trainer at ``sz`` for a registered Gaussian method (``benchmarks.recipes.METHODS``, the field's
     ``architecture`` as given) or ``"vanilla-nerf (coarse)"``; ``test_mode="test"``: evaluate on the test split."""
-    from gnerf.nerf.recipes import METHODS as GAUSSIAN_METHODS
-    from gnerf.nerf.recipes import method_config, setup_trainer
+    from benchmarks.recipes import METHODS as GAUSSIAN_METHODS
+    from benchmarks.recipes import method_config, setup_trainer
 
     if method in GAUSSIAN_METHODS:  # the registered size: 9 x 256 GARF trunk
         cfg = method_config(method, data, out, iterations=iterations, rays=sz.rays, samples=sz.samples,
@@ -197,8 +197,10 @@ def _plain_gaussian(module, x):
     return torch.exp(x.square() * (-0.5 / module.sigma**2))
 
 
-def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
+def setup_trainers(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
            methods: Tuple[str, ...] = METHODS) -> Dict:
+    """``{method: trainer}`` for ``methods`` (registered names, ``VARIANTS`` keys or vanilla-nerf), each in its own
+    folder under ``tmp``, at ``sz`` for ``iterations`` steps."""
     if not (data / "transforms_train.json").exists():
         raise SystemExit(f"benchmarks (4)/(5): {data} is not a Blender-format scene; pass --data")
     trainers = {}
@@ -213,11 +215,13 @@ def _setup(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
     return trainers
 
 
-def _width(trainers) -> int:
+def image_width(trainers) -> int:
+    """The training images' width in pixels (after the downscale)."""
     return int(trainers[METHODS[0]].pipeline.datamanager.train_dataset.cameras.width[0].item())
 
 
-def _spec_line(sz: NerfSize, device: str, data: Path, px: int) -> str:
+def spec_line(sz: NerfSize, device: str, data: Path, px: int) -> str:
+    """The one-line description of a nerf benchmark's set-up that heads its section."""
     return (f"{data.name} at {px}x{px} px (downscale {sz.image_scale}), {sz.rays} rays x {sz.samples} samples per step for both; gaussian-nerf-esgd: "
             f"9 x 256 GARF, ESGD-Max lr 1, curvature cadence (warm-up {sz.cadence[0]}, then every {sz.cadence[1]}); "
             f"vanilla-nerf: nerfstudio's NeRF field, coarse only, RAdam 5e-4; {machine(device)}")
@@ -246,8 +250,8 @@ def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = No
     methods = THROUGHPUT_METHODS + ((PLAIN,) if plain_gaussian else ()) + ((TF32,) if tf32 else ())
     warm, timed = (sz.cadence[0] + 2, 100) if quick else (sz.cadence[0] + 5, 300)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = _setup(data, Path(tmp), sz, warm + timed, device, methods)
-        px = _width(trainers)
+        trainers = setup_trainers(data, Path(tmp), sz, warm + timed, device, methods)
+        px = image_width(trainers)
         secs = {m: 0.0 for m in methods}
         for step in range(warm + timed):
             for m in (methods if step % 2 == 0 else methods[::-1]):
@@ -268,7 +272,7 @@ def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = No
     if plain_gaussian:
         notes.insert(1, f"fused Gaussian activation: gaussian-nerf-esgd at {rps[methods[0]] / rps[PLAIN]:.2f}x the rays/s "
                         f"of the same method computing its Gaussians as plain autograd of exp(c x^2) ({PLAIN!r})")
-    return section("(4) End to end: training throughput", _spec_line(sz, device, data, px), body, notes), rps
+    return section("(4) End to end: training throughput", spec_line(sz, device, data, px), body, notes), rps
 
 
 def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None, budget: Optional[float] = None,
@@ -282,8 +286,8 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
     budget, checkpoints = budget or default_budget, checkpoints or default_checkpoints
     marks = [budget * (k + 1) / checkpoints for k in range(checkpoints)]
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = _setup(data, Path(tmp), sz, 10**7, device)
-        px = _width(trainers)
+        trainers = setup_trainers(data, Path(tmp), sz, 10**7, device)
+        px = image_width(trainers)
         views = {m: TestViews(trainers[m], n_views) for m in METHODS}
         clock = {m: 0.0 for m in METHODS}
         steps = {m: 0 for m in METHODS}
@@ -316,7 +320,7 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
     if figure is not None:
         plot_convergence(curve, figure, f"{data.name}, {sz.rays} rays x {sz.samples} samples, {machine(device)}")
         notes.append(f"figure: `{figure}`")
-    return section("(5) Convergence per second", _spec_line(sz, device, data, px), body, notes), curve
+    return section("(5) Convergence per second", spec_line(sz, device, data, px), body, notes), curve
 
 
 def plot_convergence(curve: Dict[str, List[Tuple[float, int, float]]], path: Path, title: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from benchmarks.common import section, sync, table
-from benchmarks.nerf import THROUGHPUT_METHODS, NerfSize, _setup, _spec_line, _width, size
+from benchmarks.nerf import THROUGHPUT_METHODS, NerfSize, image_width, setup_trainers, size, spec_line
 
 PARTS = ("ray sampling", "sampler", "field forward", "rendering", "loss and metrics", "backward and the rest",
          "optimizer", "scheduler")
@@ -68,8 +68,8 @@ def breakdown(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = Non
     warm, timed = (sz.cadence[0] + 2, 50) if quick else (sz.cadence[0] + 5, 200)
     methods = THROUGHPUT_METHODS
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = _setup(data, Path(tmp), sz, warm + timed, device, methods)
-        px = _width(trainers)
+        trainers = setup_trainers(data, Path(tmp), sz, warm + timed, device, methods)
+        px = image_width(trainers)
         clocks = {m: _instrument(trainers[m], device) for m in methods}
         totals = {m: 0.0 for m in methods}
         for step in range(warm + timed):
@@ -96,4 +96,4 @@ def breakdown(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = Non
     notes = [f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn; the device is "
              "synchronised around every part (on a GPU this slows the step a little)",
              "gaussian-nerf-esgd's window holds its curvature steps (the double backward is in 'backward and the rest')"]
-    return section("(7) Where a train_iteration's time goes", _spec_line(sz, device, data, px), body, notes), ms
+    return section("(7) Where a train_iteration's time goes", spec_line(sz, device, data, px), body, notes), ms

@@ -1,8 +1,8 @@
-"""Run gnerf's benchmarks (issue 6) and write one markdown report.
+"""Run gnerf's timing suite and write one markdown report.
 
-    python benchmarks/run.py --quick                 # this CPU, a few minutes, all five
-    python benchmarks/run.py --gpu --output gpu.md   # one H100 / H200, < 5 min: (1)-(3), pure torch
-    python benchmarks/run.py --quick --only 1 2      # a subset
+    python -m benchmarks.run --quick                 # this CPU, a few minutes, all five
+    python -m benchmarks.run --gpu --output gpu.md   # one H100 / H200, < 5 min: (1)-(3), pure torch
+    python -m benchmarks.run --quick --only 1 2      # a subset
 
 (1)-(3) and (6) need only torch (no nerfstudio, no tyro); (4), (5) and (7) need nerfstudio and the lego scene.
 (6) spawns DDP processes: 2 on the CPU (gloo), one per GPU with --gpu (skipped on a single GPU).
@@ -15,13 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.common import SHARED_DATA, TrunkSpec, machine, today  # noqa: E402
+from benchmarks.common import SHARED_DATA, TrunkSpec, machine, today
 
 
 def main(argv=None) -> str:
@@ -55,7 +51,7 @@ def main(argv=None) -> str:
     points = args.points or (1024 if quick else 2048 * 128)
     spec = TrunkSpec(points=points, device=args.device)
     rounds = args.rounds or (2 if quick else 3)
-    command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
     parts = [f"## {'GPU' if args.device.startswith('cuda') else 'CPU'} results: {machine(args.device)}\n",
              f"Command: `{command}`; date {today()}; "
              f"{'reduced CPU batch' if points < 2048 * 128 else 'the paper batch'} of {points:,} points for (1)-(3).\n"]

@@ -14,14 +14,27 @@ from typing import Dict, List, Tuple
 import torch
 
 from benchmarks.common import (
-    Timer, TrunkSpec, interleaved_medians, is_cuda, make_batch, make_trunk, mse, peak_memory, section, step_stats,
+    Timer,
+    TrunkSpec,
+    interleaved_medians,
+    is_cuda,
+    make_batch,
+    make_trunk,
+    mse,
+    peak_memory,
+    section,
+    step_stats,
     table,
 )
-from gnerf.optim.curvature import functional_loss, hessian_vector_product, hessian_vector_product_fwd_rev, rademacher_like
+from gnerf.optim.curvature import (
+    functional_loss,
+    hessian_vector_product,
+    hessian_vector_product_fwd_rev,
+    rademacher_like,
+)
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGDMax, esgd
 from gnerf.optim.step import take_step
-
 
 # Dense FP32 peaks (no tensor cores; TF32 is several times more) of the cards gnerf's GPU benchmarks ran on, in FLOP/s:
 # NVIDIA's data sheets for the SXM parts (the H100 PCIe: 51 TFLOP/s).

@@ -4,6 +4,9 @@ Runs the real nerfstudio command-line tools, printing each command before it run
 demo doubles as a recipe. The training settings are reduced so that it fits about ten minutes on
 a 2-core CPU; the paper's settings (2048 rays x 128 samples, 256-wide trunk, 200k steps) are the
 method's defaults and are used whenever these overrides are left out.
+
+Paths are relative to the working directory, as nerfstudio's are: the scene is built in
+``data/generated/procedural`` and the runs go to ``outputs/demo`` (``make demo`` runs from the checkout).
 """
 
 from __future__ import annotations
@@ -21,17 +24,14 @@ from typing import List, Optional
 
 from gnerf.scenes import make_blender_scene
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 @dataclass
 class DemoConfig:
     """Settings of the CPU demo (reduced from the paper's, see the module docstring)."""
 
-    scene: Path = REPO_ROOT / "data" / "generated" / "procedural"
-    """Where the procedural scene is (built if missing)."""
-    output_dir: Path = REPO_ROOT / "outputs" / "demo"
-    """Where training runs, evaluation and video go."""
+    scene: Path = Path("data/generated/procedural")
+    """Where the procedural scene is (built if missing), relative to the working directory."""
+    output_dir: Path = Path("outputs/demo")
+    """Where training runs, evaluation and video go, relative to the working directory."""
     iterations: int = 1000
     """Training iterations."""
     rays: int = 256
@@ -79,11 +79,10 @@ def with_ffmpeg(path: str, link_dir: Path) -> str:
     return f"{link_dir}{os.pathsep}{path}"
 
 
-def _env_with_ffmpeg() -> dict:
-    """The environment with this Python's bin/ and an ``ffmpeg`` on PATH."""
+def _env_with_ffmpeg(link_dir: Path) -> dict:
+    """The environment with this Python's bin/ and an ``ffmpeg`` on PATH (linked in ``link_dir`` if need be)."""
     env = dict(os.environ)
-    env["PATH"] = with_ffmpeg(f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                              REPO_ROOT / "outputs" / ".bin")
+    env["PATH"] = with_ffmpeg(f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", link_dir)
     return env
 
 
@@ -118,7 +117,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     config_yml = run_dir / "config.yml"
     eval_json = run_dir / "eval.json"
     video = run_dir / "renders" / "interpolate.mp4"
-    env = _env_with_ffmpeg()
+    env = _env_with_ffmpeg(cfg.output_dir / ".bin")
     _run([_bin("ns-eval"), "--load-config", str(config_yml), "--output-path", str(eval_json)], env=env)
     _run([_bin("ns-render"), "interpolate", "--load-config", str(config_yml), "--output-path", str(video),
           "--pose-source", "eval", "--interpolation-steps", str(cfg.interpolation_steps), "--frame-rate", "24",

@@ -1,4 +1,4 @@
-"""Fixtures every test file may use; puts the repository root on ``sys.path`` (for ``benchmarks``).
+"""Fixtures every test file may use (pytest puts the repository root on ``sys.path``: ``pythonpath`` in pyproject.toml).
 
 Paths to the repository and the shared data are in ``shared_data.py``; helpers for the fitting
 tasks, the nerfstudio plugin and multi-process runs in ``helpers_tasks.py``, ``nerf_helpers.py``
@@ -7,15 +7,8 @@ and ``dist_helpers.py``.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
-
-from shared_data import ROOT
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gnerf.nerf.recipes import method_config, train  # noqa: F401  (re-exported for the tests)
+from benchmarks.recipes import method_config, train  # noqa: F401  (re-exported for the tests)
 
 
 def tiny_config(method: str, data: Path, output_dir: Path, iterations: int = 12, precondition_warmup_steps: int = 3,

@@ -1,7 +1,9 @@
-"""Where the tests find the repository and the shared data (``../shared/data`` next to the repository)."""
+"""Where the tests find the repository and the shared data (``../shared/data`` next to the repository), and the
+environment under which the commands they start import this tree."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,9 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} is missing (expected ../shared/data next to the repository)")
     return path
+
+
+def tree_env() -> dict:
+    """``os.environ`` with this repository first on ``PYTHONPATH``: a command a test starts (a script, torchrun,
+    ``ns-train``) imports gnerf from the tree under test even where another checkout is the editable install."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}

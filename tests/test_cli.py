@@ -13,24 +13,26 @@ from pathlib import Path
 
 import imageio.v3 as iio
 
+from shared_data import ROOT, tree_env
+
 BIN = Path(sys.executable).parent
 
 
 def test_ns_train_help_lists_both_methods():
-    out = subprocess.run([str(BIN / "ns-train"), "--help"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([str(BIN / "ns-train"), "--help"], capture_output=True, text=True, timeout=300, env=tree_env())
     assert out.returncode == 0, out.stderr[-2000:]
     assert "gaussian-nerf-esgd" in out.stdout and "gaussian-nerf-adam" in out.stdout
 
 
 def test_demo_trains_evaluates_and_renders(tmp_path):
-    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "demo.py"),
-           "--scene", str(tmp_path / "scene"), "--output-dir", str(tmp_path / "out"),
+    """Run from another folder, the demo builds its scene and writes its runs there (data/, outputs/)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"),
            "--iterations", "8", "--rays", "64", "--samples", "8", "--hidden-dim", "16", "--num-layers", "3",
            "--interpolation-steps", "2"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=tree_env())
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     assert "gnerf demo finished" in out.stdout and "test images  psnr" in out.stdout
-    run_dir = next((tmp_path / "out" / "procedural" / "gaussian-nerf-esgd").iterdir())
+    run_dir = next((tmp_path / "outputs" / "demo" / "procedural" / "gaussian-nerf-esgd").iterdir())
     ckpts = list((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
     assert [c.name for c in ckpts] == ["step-000000007.ckpt"]
     results = json.loads((run_dir / "eval.json").read_text())["results"]

@@ -1,10 +1,14 @@
 import csv
+import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks.compare import CompareConfig, run_comparison
+from experiments.compare import CompareConfig, Run, optimizer_args, resolve, run_args, run_comparison
+from gnerf.optim import OPTIMIZERS
 
 
 @pytest.fixture
@@ -18,24 +22,78 @@ def image(tmp_path):
     return path
 
 
-def test_grid_runs_resumes_and_writes_results_and_figures(image, tmp_path):
-    cfg = CompareConfig(inputs=(image,), activations=("gaussian", "relu"), optimizers=("adam", "kfac"), epochs=1,
-                        size=(8, 8), hidden_dim=8, num_layers=2, batch_size=32, workers=1,
-                        output_dir=tmp_path / "cmp")
+def _tiny(tmp_path, inputs, **kw):
+    """A grid of 16 x 16 images, 1 epoch, width 8: each run is one job of a second or two plus start-up."""
+    opts = dict(inputs=tuple(inputs), activations=("gaussian",), optimizers=("adam",), epochs=1, size=(16, 16),
+                hidden_dim=8, num_layers=2, batch_size=64, workers=2, output_dir=tmp_path / "cmp")
+    opts.update(kw)
+    return CompareConfig(**opts)
+
+
+def test_a_failed_run_is_reported_with_its_error_and_the_others_finish(image, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    cfg = _tiny(tmp_path, (image, broken), optimizers=("adam", "esgd"))
     logs = []
     res = run_comparison(cfg, log=logs.append)
-    assert res["statuses"] == {"done": 4}
+    assert res["statuses"] == {"done": 2, "failed": 2}
+    assert [(r.instance, r.optimizer) for r, _ in res["failures"]] == [("broken", "adam"), ("broken", "esgd")]
+    error = res["failures"][0][1]
+    assert error.startswith("error:") and "broken.png" in error
+    summary = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "2 run(s) failed" in summary and f"broken gaussian adam seed0: `{error}`" in summary
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
-    assert len(rows) == 4 and {r["optimizer"] for r in rows} == {"adam", "kfac"}
+    assert {r["instance"] for r in rows} == {"tiny"} and len(rows) == 2
+    # each job ran the fitting command in the run folder, which its log names
+    log = (tmp_path / "cmp" / "runs" / "tiny" / "gaussian" / "adam" / "seed0" / "log.txt").read_text()
+    assert log.startswith("$ gnerf-fit-image --output-dir ") and "optim:adam" in log
+    assert any(line.endswith(f"broken gaussian esgd seed0: failed ({error})") for line in logs)
+
+
+def test_the_grid_skips_finished_runs_and_resumes_unfinished_ones(image, tmp_path):
+    cfg = _tiny(tmp_path, (image,), optimizers=("kfac",))
+    logs = []
+    assert run_comparison(cfg, log=logs.append)["statuses"] == {"done": 1}
     for name in ("loss_vs_iteration.png", "loss_vs_time.png"):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
-    # resumable: nothing to do again; more epochs continue the runs from their checkpoints
-    run_comparison(cfg, log=logs.append)
-    assert any("4 already finished, 0 to run" in line for line in logs)
+    res = run_comparison(cfg, log=logs.append)  # nothing left to do: no job is submitted
+    assert res["statuses"] == {} and any("1 already finished, 0 to run" in line for line in logs)
+    # one more epoch: the run continues from its checkpoint with the fitting command's --resume
     res = run_comparison(CompareConfig(**{**vars(cfg), "epochs": 2}), log=logs.append)
-    assert res["statuses"] == {"done": 4}
+    assert res["statuses"] == {"done": 1}
+    log = (tmp_path / "cmp" / "runs" / "tiny" / "gaussian" / "kfac" / "seed0" / "log.txt").read_text()
+    commands = [line for line in log.splitlines() if line.startswith("$ gnerf-fit-image")]
+    assert len(commands) == 2 and "--resume" not in commands[0].split() and "--resume" in commands[1].split()
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
-    assert sorted({int(r["epoch"]) for r in rows}) == [1, 2] and len(rows) == 8
+    assert sorted({int(r["epoch"]) for r in rows}) == [1, 2] and len(rows) == 2
+
+
+def test_a_run_is_one_command_line_and_its_optimizer_is_chosen_in_one_place(image, tmp_path):
+    cfg = resolve(_tiny(tmp_path, (image,)))
+    run = Run("image", image, "gaussian", "adam", 3)
+    args = run_args(cfg, run, resume=True)
+    assert "--resume" in args and args[args.index("--seed") + 1] == "3"
+    assert args[-1] == "optim:adam" and "--size" in args  # the optimizer's subcommand comes last
+    assert optimizer_args("adam", {"lr": 3e-4}) == ["optim:adam", "--optim.lr", "0.0003"]
+    assert set(CompareConfig().optimizers) == set(OPTIMIZERS)
+
+
+def test_slurm_jobs_get_the_partition_time_and_parallelism_asked_for(tmp_path, monkeypatch):
+    from experiments.jobs import EngineConfig, _executor
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("srun", "sbatch"):
+        (fake / tool).write_text("#!/bin/sh\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    executor = _executor(EngineConfig(cluster="slurm", workers=3, threads=2, timeout_min=90, slurm_partition="cpu"),
+                         tmp_path / "jobs")
+    params = executor._executor.parameters
+    assert (params["partition"], params["time"], params["cpus_per_task"]) == ("cpu", 90, 2)
+    assert params["array_parallelism"] == 3
+    with pytest.raises(ValueError, match="--cluster"):
+        _executor(EngineConfig(cluster="pbs"), tmp_path / "jobs")
 
 
 def test_unknown_names_are_refused(image, tmp_path):
@@ -46,7 +104,7 @@ def test_unknown_names_are_refused(image, tmp_path):
 
 
 def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path):
-    from benchmarks.reproduce import ReproduceConfig, reproduce
+    from experiments.reproduce import ReproduceConfig, reproduce
 
     kodak = tmp_path / "data" / "images" / "kodak"
     kodak.mkdir(parents=True)
@@ -54,7 +112,7 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
         (kodak / f"{stem}.png").write_bytes(image.read_bytes())
     report = tmp_path / "docs" / "report.md"
     cfg = ReproduceConfig(tasks=("image",), images=("a", "b"), activations=("gaussian",), size=(8, 8), epochs=2,
-                          workers=1, data_dir=tmp_path / "data", output_dir=tmp_path / "runs", report=report,
+                          workers=2, data_dir=tmp_path / "data", output_dir=tmp_path / "runs", report=report,
                           figure_dir=tmp_path / "docs" / "figures")
     text = reproduce(cfg)
     assert report.read_text() == text
@@ -63,13 +121,18 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
     assert (tmp_path / "docs" / "figures" / "reproduction_paper_image.png").stat().st_size > 0
     claim = [line for line in text.splitlines() if line.startswith("- Gaussian: ESGD ends ahead of Adam")]
     assert len(claim) == 1 and "of 2 runs" in claim[0]
+    # a run whose last attempt failed is listed in the report with its error line
+    folder = tmp_path / "runs" / "image" / "runs" / "b" / "gaussian" / "esgd" / "seed0"
+    (folder / "error.json").write_text(json.dumps({"status": "failed", "error": "error: out of memory"}))
+    text = reproduce(replace(cfg, plot_only=True))
+    assert "1 run(s) failed" in text and "- b gaussian esgd seed0: `error: out of memory`" in text
     with pytest.raises(ValueError, match="--report"):
         reproduce(ReproduceConfig(tasks=("image",), images=("a",), size=(8, 8), epochs=1, workers=1,
                                   data_dir=tmp_path / "data", output_dir=tmp_path / "runs2", plot_only=True))
 
 
 def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
-    from benchmarks.reproduce import claims
+    from experiments.reproduce import claims
 
     grid = CompareConfig(task="occupancy", activations=("gaussian", "relu"), optimizers=("adam", "esgd"))
     row = dict(task="occupancy", instance="bunny", seed="0", iteration="20", wall_time="1.0", loss="0.1")

@@ -1,11 +1,11 @@
-"""benchmarks/esgd_seeds.py: its written-out published ESGD is gnerf's ESGD, and its report is built from the seeds."""
+"""experiments/esgd_seeds.py: its written-out published ESGD is gnerf's ESGD, and its report is built from the seeds."""
 
 import copy
 import json
 
 import torch
 
-from benchmarks.esgd_seeds import SeedStudyConfig, main, published_esgd_step, published_wants_graph
+from experiments.esgd_seeds import SeedStudyConfig, main, published_esgd_step, published_wants_graph
 from gnerf.optim import ESGD
 
 

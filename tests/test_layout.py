@@ -1,7 +1,8 @@
 """The package layout rules, checked on the source with ``ast`` (nothing is imported).
 
 - imports run one way: no cycle among gnerf's modules, function-level imports included;
-- nothing under gnerf/ imports the top-level method_configs, scripts or benchmarks;
+- nothing under gnerf/ imports the top-level method_configs, scripts, benchmarks or experiments;
+- among those, the timing suite (benchmarks/) imports nothing from experiments/, and nothing imports scripts/;
 - no file under gnerf/ is over 350 lines, no function over 60 without a reason in its docstring.
 """
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gnerf"
 MAX_LINES = 350
 MAX_FUNCTION_LINES = 60
-TOP_LEVEL = ("method_configs", "scripts", "benchmarks")
+TOP_LEVEL = ("method_configs", "scripts", "benchmarks", "experiments")
 
 # Exceptions to the rules, each with its reason (none today; add one only with a reason here):
 KNOWN_CYCLE_EDGES: Set[Tuple[str, str]] = set()
@@ -113,6 +114,25 @@ def test_gnerf_imports_nothing_from_the_top_level():
     _, upward = _graph()
     upward = {(m, t) for m, t in upward if (m, t) not in KNOWN_UPWARD_IMPORTS}
     assert upward == set()
+
+
+def _top_level_imports(folder: str) -> Set[Tuple[str, str]]:
+    """(file, top-level package) for every import of a top-level package by the files under ``folder``."""
+    out = set()
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            out |= {(str(path.relative_to(ROOT)), n.split(".")[0]) for n in names if n.split(".")[0] in TOP_LEVEL}
+    return out
+
+
+def test_the_top_level_packages_import_one_way():
+    """experiments/ may use the timing suite's helpers; benchmarks/ never imports experiments/; no one imports scripts/."""
+    assert (ROOT / "experiments" / "__init__.py").is_file() and (ROOT / "benchmarks" / "__init__.py").is_file()
+    found = {(f, t) for top in TOP_LEVEL for f, t in _top_level_imports(top)}
+    assert {(f, t) for f, t in found if f.startswith("benchmarks/") and t == "experiments"} == set()
+    assert {(f, t) for f, t in found if t == "scripts"} == set()
 
 
 def test_no_gnerf_file_is_over_the_line_limit():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gnerf.scenes.procedural import make_blender_scene
+
 from dist_helpers import run_on_ranks
 from nerf_helpers import tiny_config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import nan_loss_after, tiny_config, train
-from shared_data import ROOT
 
 from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
 from gnerf.nerf.trainer import InputError, NonFiniteLossError
+
+from nerf_helpers import nan_loss_after, tiny_config, train
+from shared_data import ROOT, tree_env
 
 
 def _llff_scene(folder: Path) -> Path:
@@ -31,15 +33,15 @@ def _llff_scene(folder: Path) -> Path:
 def _ns_train(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     """Run nerfstudio's own `ns-train` main on a config built by ``body`` (which defines ``cfg``), in a fresh process."""
     script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
         from pathlib import Path
         from nerf_helpers import tiny_config
         from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
         from nerfstudio.scripts.train import main
         tmp = Path({str(tmp_path)!r})
     """) + textwrap.dedent(body) + "\nmain(cfg)\n"
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    env = tree_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from nerf_helpers import nan_loss_after, tiny_config, train
-from shared_data import LEGO
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
@@ -22,6 +20,9 @@ from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.nerf.trainer import NonFiniteLossError
 from gnerf.optim import ESGDMax
 from gnerf.scenes import make_blender_scene
+
+from nerf_helpers import nan_loss_after, tiny_config, train
+from shared_data import LEGO
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +154,8 @@ def test_garf_architecture_computes_the_published_forward():
 
 
 def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
+    from benchmarks.recipes import setup_trainer
     from gnerf.nerf.field import GARFTrunk
-    from gnerf.nerf.recipes import setup_trainer
 
     cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1)
     cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture="garf")
@@ -311,8 +312,9 @@ def test_lego_downscaled_trains_and_evaluates(tmp_path):
 
 def _llff_config(tmp_path, iterations: int):
     """A tiny forward-facing LLFF scene (24x32 views, bounds 2..9) and the ESGD method's config on it."""
-    import test_llff_dataparser as llff
     from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
+
+    import test_llff_dataparser as llff
 
     c2w = llff._make_opengl_poses()
     bounds = np.stack([np.full(llff.N_VIEWS, 2.0), np.full(llff.N_VIEWS, 9.0)], axis=1)
@@ -353,6 +355,7 @@ def test_evaluation_samples_as_training_does(scene, tmp_path):
 def test_ns_render_of_forward_facing_scene_is_not_blank(tmp_path, monkeypatch):
     """ns-render's code path (eval_setup, eval mode, disparity sampling) on a forward-facing scene draws the field."""
     import imageio.v2 as imageio
+
     from nerfstudio.scripts import render
     from nerfstudio.utils import install_checks
 

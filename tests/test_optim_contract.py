@@ -18,21 +18,21 @@ test_kfac.py and test_shampoo.py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import re
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 import pytest
 import torch
-
-import dataclasses
-from dataclasses import dataclass
-from typing import ClassVar, Optional
 
 from gnerf.optim import OPTIMIZERS as REGISTERED
 from gnerf.optim import OptimizerConfig, build_optimizer, has_train_eval_modes, register_optimizer
 
 from helpers_tasks import gaussian_mlp, train_steps
+
 
 class ToySGD(torch.optim.Optimizer):
     """Plain SGD with heavy-ball momentum: the toy an added optimizer is, to show that the contract picks it up."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnerf.scenes import CAMERA_ANGLE_X, SCENE_OBJECTS, make_blender_scene, render_view
-from gnerf.scenes import procedural
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+from gnerf.scenes import CAMERA_ANGLE_X, SCENE_OBJECTS, make_blender_scene, procedural, render_view
 
 SIZE = 48
 COUNTS = {"train": 5, "val": 2, "test": 6}

@@ -1,4 +1,4 @@
-"""The fitting commands on bad run folders, bad checkpoints and misleading input (issue 14).
+"""The fitting commands on bad run folders, bad checkpoints and misleading input (the reliability contract).
 
 Every case runs the real command in-process (``gnerf.tasks.cli.*_main``) on a tiny generated
 input and checks the exit status, the one ``error:`` line, and that nothing was written or lost.
@@ -22,6 +22,7 @@ import torch
 from gnerf.tasks.cli import image_main, occupancy_main, video_main
 
 from helpers_tasks import read_metrics
+from shared_data import tree_env
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--field.hidden-dim", "8", "--field.num-layers", "3",
         "--threads", "1", "--no-progress", "--device", "cpu"]
@@ -96,7 +97,7 @@ def test_two_concurrent_runs_on_one_folder_leave_exactly_one_runs_files(tmp_path
     code = ("import sys; from gnerf.tasks.cli import image_main; image_main(sys.argv[1:])")
     runs = [subprocess.Popen([sys.executable, "-c", code, "--image", str(image), "--output-dir", str(out),
                               "--size", "8", "8", *TINY, "--epochs", "100", "--seed", str(seed)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tree_env()) for seed in (1, 2)]
     results = [(r.wait(timeout=300), r.stderr.read()) for r in runs]
     assert sorted(rc for rc, _ in results) == [0, 1], results
     winner = [seed for seed, (rc, _) in zip((1, 2), results) if rc == 0][0]

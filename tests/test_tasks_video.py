@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnerf.tasks import VideoFitConfig, fit_video
 from gnerf.metrics import psnr
 from gnerf.optim.configs import ESGDMaxConfig
+from gnerf.tasks import VideoFitConfig, fit_video
 from gnerf.tasks.io import atomic_write_video, read_video
 
 from helpers_tasks import check_run_folder, small
@@ -53,8 +53,9 @@ def test_bad_videos_are_named(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="cannot read video .*junk.mp4"):
         fit_video(_cfg(tmp_path / "r", video=junk))
-    import imageio_ffmpeg
     import subprocess
+
+    import imageio_ffmpeg
 
     silent = tmp_path / "silent.mp4"  # a valid mp4 whose only stream is audio
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
-from gnerf.tasks.image import ImageFitConfig, fit_image
 from gnerf.optim.configs import ESGDMaxConfig
 from gnerf.tasks.config import FieldConfig
+from gnerf.tasks.image import ImageFitConfig, fit_image
+
 from helpers_tasks import read_metrics
-from shared_data import KODIM01, ROOT, require
+from shared_data import KODIM01, ROOT, require, tree_env
+
 ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
         "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--dist-timeout", "60", "optim:esgd-max",
         "--optim.precondition-warmup-steps", "2", "--optim.precondition-frequency", "3"]
@@ -24,7 +26,7 @@ ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device",
 
 def _torchrun(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script, *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=tree_env())
 
 
 def test_two_processes_train_what_one_process_trains(tmp_path):

@@ -3,7 +3,7 @@
 Both registered methods are built in this one process at the paper's size (2048 rays x 128 samples
 per step, the registered 9 x 256 Gaussian trunk with its skip, direction and colour sizes, ESGD-Max's
 curvature cadence, both learning-rate schedules as registered for 200,000 steps) with
-``gnerf.nerf.recipes.method_config`` and trained by the real ``CurvatureTrainer.train_iteration``, each
+``benchmarks.recipes.method_config`` and trained by the real ``CurvatureTrainer.train_iteration``, each
 for the same budget of training wall time. The two trainers take turns of up to ``--chunk`` steps
 (order swapped every round), each method's clock counting only its own steps (the device is
 synchronised at the start and end of every turn), so drifts of the machine hit both alike.
@@ -21,10 +21,10 @@ Writes ``OUT/NAME.md`` (PSNR against steps and against training time, the machin
 ``OUT/NAME.png`` (both curves) and ``OUT/NAME.json`` (every evaluation), NAME being ``--name`` (lego_gpu),
 rewriting the markdown and JSON after every evaluation so that a run stopped early still leaves its tables.
 
-    python benchmarks/gpu/lego_convergence.py --budget 140 --deadline 380 --out $OUT  # a GPU (see README.md here)
-    python benchmarks/gpu/lego_convergence.py --device cpu --budget 20 --rays 64 --samples 16 \\
+    python -m benchmarks.gpu.lego_convergence --budget 140 --deadline 380 --out $OUT  # a GPU (see README.md here)
+    python -m benchmarks.gpu.lego_convergence --device cpu --budget 20 --rays 64 --samples 16 \\
         --hidden 32 --layers 3 --image-scale 0.1 --out /tmp/lego                # a quick CPU rehearsal
-    python benchmarks/gpu/lego_convergence.py --device cpu --image-scale 0.25 --rays 128 --samples 64 \\
+    python -m benchmarks.gpu.lego_convergence --device cpu --image-scale 0.25 --rays 128 --samples 64 \\
         --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse --budget 100000 --max-steps 2000 \\
         --every 100 --views 2 --eval-scale 0.5 --deadline 5700 --out docs/lego_cpu --name lego_cpu  # 2-core CPU
 """
@@ -46,13 +46,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls
+from benchmarks.nerf import TestViews
+from gnerf.tasks.io import atomic_write_bytes
 
-from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls  # noqa: E402
-from benchmarks.nerf import TestViews  # noqa: E402
-from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
 VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
@@ -92,8 +90,8 @@ def build(method: str, args, out: Path):
     """
     from benchmarks.nerf import NerfSize, offline_lpips
     from benchmarks.nerf import build as build_nerf
+    from benchmarks.recipes import method_config, setup_trainer
     from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
-    from gnerf.nerf.recipes import method_config, setup_trainer
 
     method = method.removesuffix("+tf32")  # TF32 is switched on around each of its turns (turn())
     if method == VANILLA:

@@ -4,7 +4,7 @@
 #   .whl/       nerfstudio 1.1.5 and the packages its import chain for gnerf's methods needs that the GPU image
 #               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps)
 #   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150;
-#               shapes/bunny.obj and shapes/dragon.obj for benchmarks/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes)
+#               shapes/bunny.obj and shapes/dragon.obj for experiments/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes)
 # Both folders are ignored through the repository's info/exclude (not .gitignore): the device tool carries an
 # ignored folder only when `carry` names it. Prints the sizes against the 64 MiB a device call carries.
 #
@@ -18,7 +18,7 @@ LEGO=${LEGO:-../shared/data/nerf_synthetic/lego}
 PYTHON=${PYTHON:-python3}
 
 # The GPU image (KINDS.md) has torch, numpy, matplotlib, imageio, rich, tensorboard, torchmetrics, jaxtyping,
-# scipy, opencv, requests, pyyaml, tqdm, ... but none of these. Each is imported when gnerf.nerf.recipes,
+# scipy, opencv, requests, pyyaml, tqdm, ... but none of these. Each is imported when benchmarks.recipes,
 # method_configs.gnerf_methods and nerfstudio.engine.trainer are (the trainer imports the viewer, which imports
 # splatfacto and so gsplat; the datamanager imports every dataparser, and so rawpy and pyquaternion). Not
 # nerfstudio.scripts.train, which would add fpsample and pathos (+ multiprocess, ppft, dill, pox).
@@ -32,6 +32,7 @@ WHEELS=(
   fpsample==0.3.3 pathos==0.3.5 ppft==1.7.8 multiprocess==0.70.19 dill==0.4.1 pox==0.3.7  # vanilla-nerf-coarse:
                                                                   # nerfstudio's method_configs imports every datamanager
   trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
+  submitit==1.5.4 cloudpickle==3.1.3                              # experiments.reproduce runs each fitting run as a job
 )
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
@@ -72,7 +73,7 @@ for split, keep in (("train", None), ("test", ["./test/r_0", "./test/r_50", "./t
     print(f"lego {split}: {len(frames)} views")
 EOF
 
-# the paper's two shapes, where benchmarks/reproduce.py --data-dir .gpu-data looks for them
+# the paper's two shapes, where experiments/reproduce.py --data-dir .gpu-data looks for them
 SHAPES=${SHAPES:-../shared/data/shapes}
 mkdir -p .gpu-data/shapes
 for shape in bunny dragon; do

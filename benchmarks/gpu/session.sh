@@ -25,9 +25,9 @@ shapes=(--tasks occupancy --data-dir .gpu-data --activations $ACTIVATIONS --opti
         --figure-prefix reproduction_shapes_gpu)
 if [ "$SHAPES_S" -gt 0 ]; then  # SHAPES_S=0: lego only
   echo "== shapes (at most ${SHAPES_S} s) at $((SECONDS - start)) s"
-  if ! timeout "$SHAPES_S" python3 benchmarks/reproduce.py "${shapes[@]}"; then
+  if ! timeout "$SHAPES_S" python3 -m experiments.reproduce "${shapes[@]}"; then
     echo "== shapes stopped at ${SHAPES_S} s: report from the runs as far as they got"
-    timeout 60 python3 benchmarks/reproduce.py "${shapes[@]}" --plot-only
+    timeout 60 python3 -m experiments.reproduce "${shapes[@]}" --plot-only
   fi
   (cd /tmp/reproduce && tar czf "$OUT/shape_runs.tgz" --exclude='*.pt' --exclude='*.ply' --exclude='*.png' \
      --exclude=tensorboard --exclude=.lock .)
@@ -35,7 +35,7 @@ fi
 
 left=$((LIMIT - (SECONDS - start)))
 echo "== lego (deadline ${left} s) at $((SECONDS - start)) s"
-python3 benchmarks/gpu/lego_convergence.py --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse \
+python3 -m benchmarks.gpu.lego_convergence --methods gaussian-nerf-esgd gaussian-nerf-adam vanilla-nerf-coarse \
   --budget "$LEGO_BUDGET" --deadline "$left" --out "$OUT"
 echo "== done at $((SECONDS - start)) s"
 cat "$OUT/reproduction_shapes_gpu.md" "$OUT/lego_gpu.md" 2>/dev/null | tail -c 9000

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15 in one device call of about 7 minutes (carry [".whl", ".gpu-data"], timeout_s 600):
+# The speed study of the Gaussian field in one device call of about 7 minutes (carry [".whl", ".gpu-data"], timeout_s 600):
 #   1. benchmarks/run.py --only 1 4 7 at the paper's batch: the trunk's step and achieved TFLOP/s (1); rays/s of
 #      gaussian-nerf-esgd, gaussian-nerf-adam, coarse vanilla-nerf, the plain-Gaussian field and gaussian-nerf-esgd
 #      with TF32 matmuls, side by side, with the projected 200k-step time (4); where a train_iteration's time goes (7);
@@ -20,8 +20,8 @@ exec > >(tee "$OUT/speed.log") 2>&1
 start=$SECONDS
 source "$(dirname "$0")/env.sh"
 echo "== benchmarks (1), (4), (7) at $((SECONDS - start)) s"
-python3 benchmarks/run.py $RUN_ARGS --only 1 4 7 --plain-gaussian --tf32 --output "$OUT/speed.md"
+python3 -m benchmarks.run $RUN_ARGS --only 1 4 7 --plain-gaussian --tf32 --output "$OUT/speed.md"
 echo "== lego, TF32 against FP32, at $((SECONDS - start)) s"
-python3 benchmarks/gpu/lego_convergence.py --methods gaussian-nerf-esgd gaussian-nerf-esgd+tf32 --budget "$LEGO_BUDGET" \
+python3 -m benchmarks.gpu.lego_convergence --methods gaussian-nerf-esgd gaussian-nerf-esgd+tf32 --budget "$LEGO_BUDGET" \
   --deadline $((LIMIT - (SECONDS - start))) --name lego_tf32 --out "$OUT" $LEGO_ARGS
 echo "== done at $((SECONDS - start)) s"

@@ -1,8 +1,8 @@
 """The configuration of a fitting run: the options every command shares, checked once.
 
-:class:`FitConfig` (with its :class:`FieldConfig` and :class:`OptimConfig`) is what the command
-lines parse; :func:`validate_config` rejects bad options and unknown names before any work is done
-and returns the optimizer's registry entry, so that the run looks its name up only there.
+:class:`FitConfig` (with its :class:`FieldConfig`, one of the registered optimizer configs of
+:mod:`gnerf.optim.configs` and a schedule) is what the command lines parse; :func:`validate_config`
+rejects bad options and names before any work is done.
 :class:`Problem` is what a task hands to the loop, :class:`FitResult` what the loop hands back.
 """
 

@@ -20,7 +20,7 @@ fixed first (the signed volume must be positive), so inward-facing meshes work t
 hierarchy, exact solid angles for near triangles and a second-order expansion for far clusters.
 Its error stays well below 1/2 (under 0.05 against the exact sum in the tests): on the closed bunny and
 dragon its labels equal the axis-ray parity at all of one million occupancy points.
-``benchmarks/winding.py`` compares it with the hand-written Barnes-Hut and axis-ray code this
+``experiments/winding.py`` compares it with the hand-written Barnes-Hut and axis-ray code this
 module held before (docs/benchmarks.md).
 """
 

@@ -4,8 +4,8 @@ Both methods train in this one process, one after the other, with identical data
 count; the defaults fit a 2-core CPU (lego at 100x100, 1,000 steps of 256 rays x 64 samples, a
 128-wide 5-layer trunk). Prints a markdown table; ``--output`` also writes it as JSON.
 
-    python scripts/bench_nerf.py                      # defaults above
-    python scripts/bench_nerf.py --iterations 200     # a quick look
+    python -m benchmarks.bench_nerf                      # defaults above
+    python -m benchmarks.bench_nerf --iterations 200     # a quick look
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Optional
 import torch
 import tyro
 
-from gnerf.nerf.recipes import METHODS, evaluate_views, method_config, setup_trainer
+from benchmarks.common import SHARED_DATA
+from benchmarks.recipes import METHODS, evaluate_views, method_config, setup_trainer
 
-LEGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego"
+LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
 
 
 @dataclass

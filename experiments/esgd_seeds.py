@@ -1,6 +1,6 @@
 """The published ESGD over many seeds: gnerf's ``esgd`` against the training loop published with the paper.
 
-Issue 11 asks for ``gnerf-fit-image --optim.name esgd`` to end, over seeds 0-4, within 1.5 dB of the
+The question: does ``gnerf-fit-image optim:esgd`` end, over seeds 0-4, within 1.5 dB of the
 published ESGD's mean of 36.7 dB (seeds 0-2, range 31.7-41.1) on this protocol: one Kodak photo
 resized to 128 x 128 (PIL Lanczos), coordinates on a [-1, 1] grid, the paper's 5-layer Gaussian
 network (four 256-wide Gaussian layers, sigma 0.05, PyTorch's default initialisation, linear output),
@@ -14,7 +14,7 @@ runs many seeds of two contenders and compares their distributions:
   ``shuffle=True`` over the pixels; the Rademacher probes drawn from the global generator on
   curvature steps; pixel coordinates in (row, column) order; the ESGD update written out from its
   equations (:func:`published_esgd_step`), not gnerf's class.
-- ``gnerf``: ``gnerf-fit-image --optim.name esgd --seed s`` (:func:`gnerf.tasks.fit_image`), whose
+- ``gnerf``: ``gnerf-fit-image optim:esgd --seed s`` (:func:`gnerf.tasks.fit_image`), whose
   seed feeds the initialisation, the shuffling and the probes through generators of its own.
 - ``published+gnerf-esgd`` (add it to ``--contenders``): the published loop with :class:`gnerf.optim.ESGD` in
   place of the written-out update, on the same random streams: it shows whether gnerf's class follows
@@ -23,7 +23,7 @@ runs many seeds of two contenders and compares their distributions:
 Writes ``outputs/esgd_seeds/<contender>/seed<s>.json`` (per-epoch PSNR; finished seeds are reused),
 prints a table and writes ``docs/esgd_seeds.md`` with a figure. Usage::
 
-    python benchmarks/esgd_seeds.py --seeds $(seq 0 19)              # about 40 min on 2 cores
+    python -m experiments.esgd_seeds --seeds $(seq 0 19)              # about 40 min on 2 cores
 """
 
 from __future__ import annotations
@@ -42,14 +42,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from benchmarks.common import SHARED_DATA, machine, table, today
+from gnerf.tasks.io import atomic_write_bytes, atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import SHARED_DATA, machine, table, today  # noqa: E402
-from gnerf.tasks.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-
-#: The published ESGD's mean and range at epoch 100 over seeds 0-2 (issue 11's table).
+#: The published ESGD's mean and range at epoch 100 over seeds 0-2 (the table published with the paper's code).
 PUBLISHED_MEAN, PUBLISHED_RANGE = 36.7, (31.7, 41.1)
 CONTENDERS = ("published", "gnerf", "published+gnerf-esgd")
 
@@ -163,13 +161,13 @@ def _published_loop(cfg: SeedStudyConfig, seed: int, gnerf_class: bool) -> List[
 
 
 def _gnerf(cfg: SeedStudyConfig, seed: int, folder: Path) -> List[float]:
+    from gnerf.optim.configs import ESGDConfig
     from gnerf.tasks import ImageFitConfig, fit_image
-    from gnerf.tasks.config import OptimConfig
 
     done = folder / "metrics.jsonl"
     if not (done.is_file() and len(done.read_text().splitlines()) >= cfg.epochs):
         fit_image(ImageFitConfig(image=cfg.image, size=(cfg.size, cfg.size), epochs=cfg.epochs, seed=seed, threads=1,
-                                 optim=OptimConfig(name="esgd"), output_dir=folder, progress=False,
+                                 optim=ESGDConfig(lr=None), output_dir=folder, progress=False,
                                  resume=(folder / "checkpoint.pt").is_file()))
     return [json.loads(line)["psnr"] for line in done.read_text().splitlines()[:cfg.epochs]]
 
@@ -236,10 +234,10 @@ def report(cfg: SeedStudyConfig, finals: Dict[str, Dict[int, float]]) -> str:
     cfg.figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(cfg.figure, dpi=90)
     plt.close(fig)
-    command = "python benchmarks/esgd_seeds.py " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
+    command = "python -m experiments.esgd_seeds " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     text = [f"# The published ESGD over {len(seeds)} seeds: gnerf's `esgd` against the published training loop", "",
             f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); the protocol and the contenders are "
-            "described in `benchmarks/esgd_seeds.py`. Final PSNR (dB, predictions clipped to [0, 1]) at epoch "
+            "described in `experiments/esgd_seeds.py`. Final PSNR (dB, predictions clipped to [0, 1]) at epoch "
             f"{cfg.epochs} of {cfg.image.name} at {cfg.size} x {cfg.size}.", "",
             table(["seed"] + names, rows), "", "Mean [min-max] and standard deviation over seeds:", "",
             table(["seeds"] + names, summary), ""]

@@ -1,4 +1,4 @@
-"""What the radiance fields look like at initialisation, on one batch of lego rays (issue 12's plateau).
+"""What the radiance fields look like at initialisation, on one batch of lego rays (lego's early plateau).
 
 For gaussian-nerf-esgd's registered field (``gnerf``, 9 x 256), GARF's published network (``garf``) and
 nerfstudio's coarse vanilla-nerf, all at the same rays x samples and seed, one forward and backward pass
@@ -15,8 +15,8 @@ initialisation for N steps each (registered schedules for 200,000 steps) and pri
 root mean square of the last step's update and of the gradient: how far each optimizer moves the field
 while it sits on the initial plateau.
 
-    python benchmarks/nerf_init.py                      # lego at 100x100 px, 256 rays x 64 samples (~1 min)
-    python benchmarks/nerf_init.py --rays 128 --steps 300   # + the update sizes after 300 steps (~10 min)
+    python -m experiments.nerf_init                      # lego at 100x100 px, 256 rays x 64 samples (~1 min)
+    python -m experiments.nerf_init --rays 128 --steps 300   # + the update sizes after 300 steps (~10 min)
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import SHARED_DATA, machine, table
+from benchmarks.nerf import NerfSize, build
 
-from benchmarks.common import SHARED_DATA, machine, table  # noqa: E402
-from benchmarks.nerf import NerfSize, build  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCHITECTURES = ("gnerf", "garf")
 
@@ -115,7 +113,7 @@ def main(argv: Sequence[str] = None) -> str:
                 sizes[method] = update_sizes(trainer, args.steps)
     lines = [f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
              f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"
-             + " ".join(["python benchmarks/nerf_init.py", *(argv if argv is not None else sys.argv[1:])]) + "`", ""]
+             + " ".join(["python -m experiments.nerf_init", *(argv if argv is not None else sys.argv[1:])]) + "`", ""]
     lines.append(table(["field", "loss", "opacity along a ray: mean [min-max]", "rendered colour: std over rays"],
                        [(m, f"{r['loss']:.4f}", f"{r['acc_mean']:.3f} [{r['acc_min']:.3f}-{r['acc_max']:.3f}]",
                          f"{r['rgb_spread']:.4f}") for m, (r, _, _) in results.items()]))

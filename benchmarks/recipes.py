@@ -14,8 +14,8 @@ import torch
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 
-from gnerf.nerf.model import skip_connections_for
 from gnerf.nerf.methods import CONFIGS
+from gnerf.nerf.model import skip_connections_for
 from gnerf.nerf.trainer import CurvatureTrainer, CurvatureTrainerConfig
 
 METHODS = tuple(CONFIGS)

@@ -1,18 +1,23 @@
 """Optimizer comparison: a task x activations x optimizers x instances grid, its results and figures.
 
-Every cell of the grid is one ordinary fitting run (:func:`gnerf.tasks.image.fit_image`,
-``fit_occupancy`` or ``fit_video``) with the paper's default hyperparameters for its optimizer
-and activation (:func:`gnerf.optim.registry.default_lr`), written to its own folder::
+Every cell of the grid is one ordinary fitting command (``gnerf-fit-image``, ``gnerf-fit-occupancy`` or
+``gnerf-fit-video``) with the paper's default hyperparameters for its optimizer and activation
+(:func:`gnerf.tasks.config.task_lr`), run as an independent job (:mod:`experiments.jobs`:
+submitit, local processes by default, SLURM with ``cluster="slurm"``) and written to its own folder::
 
-    <output_dir>/runs/<instance>/<activation>/<optimizer>/seed<k>/   (the fitting loop's files)
-    <output_dir>/runs/.../failed.json     written instead when the run diverged (NaN loss)
+    <output_dir>/runs/<instance>/<activation>/<optimizer>/seed<k>/   (the fitting command's files, log.txt)
+    <output_dir>/runs/.../failed.json     written instead when the run diverged (NaN loss): not run again
+    <output_dir>/runs/.../error.json      the error line of a run that failed: it is run again next time
     <output_dir>/results.csv              one row per run and epoch (all runs)
+    <output_dir>/summary.md               the mean final metric per cell, and the failed runs with their errors
     <output_dir>/loss_vs_iteration.png    mean training loss against iterations, one panel per activation
     <output_dir>/loss_vs_time.png         the same against wall time (seconds)
+    <output_dir>/jobs/                    submitit's logs of each job
 
-Runs are spread over ``workers`` processes, each limited to ``threads`` torch threads. The grid
-is resumable: a finished run is skipped, a run stopped part-way continues from its checkpoint
-(the fitting loop's ``--resume``), and raising ``epochs`` extends finished runs.
+``workers`` jobs run at once, each limited to ``threads`` torch threads. The grid is resumable: a
+finished run (its metrics.jsonl holds every epoch) is skipped, a run stopped part-way continues from
+its checkpoint (the fitting command's ``--resume``), and raising ``epochs`` extends finished runs. A
+failed run is reported with its error line and does not stop the others.
 """
 
 from __future__ import annotations
@@ -22,17 +27,16 @@ import json
 import math
 import os
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.common import SHARED_DATA
+from experiments.jobs import EngineConfig, JobSpec, run_jobs
+from gnerf.optim import OPTIMIZERS
 
-__all__ = ["CompareConfig", "QUICK", "Run", "execute", "grid", "plot_results", "read_results", "resolve",
-           "run_comparison", "summarize", "summary_markdown", "write_results"]
+__all__ = ["CompareConfig", "QUICK", "Run", "engine", "failures", "failures_markdown", "grid", "optimizer_args", "plot_results", "read_results",
+           "resolve", "run_args", "run_comparison", "summarize", "summary_markdown", "write_results"]
 
 TASKS = ("image", "occupancy", "video")
 #: Each task's headline metric (higher is better) and the config field naming its input file.
@@ -54,8 +58,8 @@ class CompareConfig:
     """image, occupancy or video."""
     activations: Tuple[str, ...] = ("gaussian", "sine", "wavelet", "relu")
     """Network activations (relu means the paper's ReLU + positional encoding)."""
-    optimizers: Tuple[str, ...] = ("adam", "esgd", "esgd-max", "adahessian-e", "adahessian-j", "kfac", "shampoo")
-    """Registered optimizer names."""
+    optimizers: Tuple[str, ...] = field(default_factory=lambda: tuple(OPTIMIZERS))
+    """Registered optimizer names (default: every one)."""
     seeds: Tuple[int, ...] = (0,)
     """Repeats (network initialisation seeds) of every cell."""
     epochs: int = 20
@@ -77,9 +81,17 @@ class CompareConfig:
     output_dir: Path = Path("outputs/compare")
     """Where runs, results.csv and the figures go."""
     workers: int = 2
-    """Parallel runs (processes)."""
+    """Jobs running at once."""
     threads: int = 1
     """torch threads per run."""
+    cluster: str = "local"
+    """Where the jobs run: local (processes on this machine) or slurm."""
+    slurm_partition: Optional[str] = None
+    """SLURM partition (None: the cluster's default)."""
+    timeout_min: int = 24 * 60
+    """Minutes a job may run before it is stopped (its run resumes on the next invocation)."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
     quick: bool = False
     """Preset that fits a 2-core CPU in under 15 minutes: 128x128 images, a 3-layer width-64 network,
     10 epochs of 512-pixel minibatches (320 iterations); it overrides those options."""
@@ -112,14 +124,17 @@ class Run:
 def resolve(cfg: CompareConfig) -> CompareConfig:
     """``cfg`` with the quick preset applied and the default inputs filled in; checks names early."""
     from gnerf.fields import ACTIVATIONS
-    from gnerf.optim.registry import get_optimizer_spec
 
     if cfg.quick:
         cfg = replace(cfg, **QUICK)
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of: {', '.join(TASKS)}")
+    known = {n.lower() for n in OPTIMIZERS}
     for name in cfg.optimizers:
-        get_optimizer_spec(name)
+        if name.lower() not in known:
+            raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+    if cfg.cluster not in ("local", "slurm"):
+        raise ValueError(f"--cluster {cfg.cluster!r}: choose local or slurm")
     for act in cfg.activations:
         if act.lower() not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; choose one of: {', '.join(ACTIVATIONS)}")
@@ -140,21 +155,28 @@ def grid(cfg: CompareConfig) -> List[Run]:
             for o in cfg.optimizers]
 
 
-def _task_config(cfg: CompareConfig, run: Run, out: Path, resume: bool) -> Tuple[Any, Any]:
-    from gnerf.tasks.config import FieldConfig, OptimConfig
+def optimizer_args(name: str, overrides: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """The fitting command's options that choose optimizer ``name`` and set the hyperparameters in ``overrides``
+    (``{"lr": 3e-4}`` -> ``optim:adam --optim.lr 0.0003``); without them the command uses the registered defaults.
+    They come last on the command line (a tyro subcommand and its options)."""
+    args = [f"optim:{name}"]
+    for key, value in (overrides or {}).items():
+        args += [f"--optim.{key.replace('_', '-')}", str(value)]
+    return args
 
-    common = dict(output_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=run.seed, resume=resume, progress=False, threads=cfg.threads,
-                  field=FieldConfig(activation=run.activation, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers),
-                  optim=OptimConfig(name=run.optimizer))
-    if run.task == "image":
-        from gnerf.tasks.image import ImageFitConfig, fit_image
-        return ImageFitConfig(image=run.input, size=tuple(cfg.size), **common), fit_image
-    if run.task == "video":
-        from gnerf.tasks.video import VideoFitConfig, fit_video
-        return VideoFitConfig(video=run.input, size=tuple(cfg.size), **common), fit_video
-    from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
-    return OccupancyFitConfig(mesh=run.input, num_points=cfg.num_points, num_eval_points=cfg.num_eval_points,
-                              resolution=cfg.resolution, **common), fit_occupancy
+
+def run_args(cfg: CompareConfig, run: Run, resume: bool) -> List[str]:
+    """The arguments of ``run``'s fitting command (``gnerf-fit-<task>``); ``resume`` continues its checkpoint."""
+    args = ["--output-dir", str(run.folder(cfg.output_dir)), "--epochs", str(cfg.epochs),
+            "--batch-size", str(cfg.batch_size), "--seed", str(run.seed), "--threads", str(cfg.threads),
+            "--no-progress", "--field.activation", run.activation, "--field.hidden-dim", str(cfg.hidden_dim),
+            "--field.num-layers", str(cfg.num_layers)]
+    if run.task == "occupancy":
+        args += ["--mesh", str(run.input), "--num-points", str(cfg.num_points),
+                 "--num-eval-points", str(cfg.num_eval_points), "--resolution", str(cfg.resolution)]
+    else:
+        args += [f"--{_TASK_INPUT[run.task]}", str(run.input), "--size", *map(str, cfg.size)]
+    return args + (["--resume"] if resume else []) + optimizer_args(run.optimizer)
 
 
 def _epochs_done(out: Path) -> int:
@@ -164,39 +186,35 @@ def _epochs_done(out: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip())
 
 
-def execute(cfg: CompareConfig, run: Run) -> Dict[str, Any]:
-    """Run (or resume, or skip) one cell; returns ``{"run": ..., "status": done|skipped|diverged|failed}``."""
+def _finished(cfg: CompareConfig, run: Run) -> bool:
+    """Whether ``run`` has nothing left to do: it diverged, or its metrics hold every epoch."""
     out = run.folder(cfg.output_dir)
-    if (out / "failed.json").is_file():
-        return {"run": run, "status": "skipped"}
-    done = _epochs_done(out)
-    if done >= cfg.epochs:
-        return {"run": run, "status": "skipped"}
-    resume = (out / "checkpoint.pt").is_file()
-    task_cfg, fn = _task_config(cfg, run, out, resume)
-    t0 = time.perf_counter()
-    try:
-        fn(task_cfg)
-    except FloatingPointError as err:
+    return (out / "failed.json").is_file() or _epochs_done(out) >= cfg.epochs
+
+
+def _job(cfg: CompareConfig, run: Run) -> JobSpec:
+    out = run.folder(cfg.output_dir)
+    resume = (out / "checkpoint.pt").is_file() or (out / "checkpoint.prev.pt").is_file()
+    return JobSpec(task=run.task, args=tuple(run_args(cfg, run, resume)), folder=out,
+                   label=f"{run.instance} {run.activation} {run.optimizer} seed{run.seed}")
+
+
+def _record(out: Path, result: Dict[str, Any], command: str) -> None:
+    """Leave a diverged run's failed.json (never rerun) or a failed run's error.json (rerun next time)."""
+    if result["status"] in ("diverged", "failed"):
         out.mkdir(parents=True, exist_ok=True)
-        (out / "failed.json").write_text(json.dumps({"status": "diverged", "error": str(err)}))
-        return {"run": run, "status": "diverged", "error": str(err)}
-    except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
-        return {"run": run, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc()}
-    return {"run": run, "status": "done", "seconds": time.perf_counter() - t0}
+        name = "failed.json" if result["status"] == "diverged" else "error.json"
+        (out / name).write_text(json.dumps({"status": result["status"], "error": result["error"], "command": command}))
 
 
-def _worker(cfg: CompareConfig, run: Run) -> Dict[str, Any]:
-    """One run in a worker process; the fitting loop's per-epoch lines go to the run's ``log.txt``."""
-    import contextlib
-
-    import torch
-    torch.set_num_threads(cfg.threads)
-    out = run.folder(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "log.txt", "a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        return execute(cfg, run)
+def failures(cfg: CompareConfig) -> List[Tuple[Run, str]]:
+    """The runs of ``cfg``'s grid whose last attempt failed (not diverged), with their error lines."""
+    out = []
+    for run in grid(cfg):
+        path = run.folder(cfg.output_dir) / "error.json"
+        if path.is_file():
+            out.append((run, json.loads(path.read_text())["error"]))
+    return out
 
 
 def read_results(cfg: CompareConfig) -> List[Dict[str, Any]]:
@@ -358,8 +376,25 @@ def plot_results(rows: Sequence[Dict[str, Any]], activations: Sequence[str], opt
     return paths
 
 
+def engine(cfg: CompareConfig) -> EngineConfig:
+    """Where and how ``cfg``'s jobs run."""
+    return EngineConfig(cluster=cfg.cluster, workers=cfg.workers, threads=cfg.threads, timeout_min=cfg.timeout_min,
+                        slurm_partition=cfg.slurm_partition, gpus_per_node=cfg.gpus_per_node)
+
+
+def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
+    """The failed runs as a markdown list, each with its error line (empty when none failed)."""
+    if not failed:
+        return ""
+    lines = [f"- {r.instance} {r.activation} {r.optimizer} seed{r.seed}: `{error}`" for r, error in failed]
+    return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
+
+
 def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run the grid of ``cfg`` (resuming what is on disk), then write results.csv, the figures and summary.md."""
+    """Run the grid of ``cfg`` as jobs (resuming what is on disk), then write results.csv, the figures and summary.md.
+
+    Long: the grid's one sequence, from the plan through the jobs to every output file.
+    """
     cfg = resolve(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,22 +405,23 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
     statuses: Dict[str, int] = {}
     t0 = time.perf_counter()
     if not cfg.plot_only:
-        todo = [r for r in runs if not (r.folder(out) / "failed.json").is_file()
-                and _epochs_done(r.folder(out)) < cfg.epochs]
+        todo = [r for r in runs if not _finished(cfg, r)]
         log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to run "
-            f"on {cfg.workers} worker(s) x {cfg.threads} thread(s)")
-        if cfg.workers == 1:
-            results = (_worker(cfg, r) for r in todo)
-            for i, res in enumerate(results, 1):
-                statuses[res["status"]] = statuses.get(res["status"], 0) + 1
-                _log_result(log, i, len(todo), res, t0)
-        else:
-            with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_worker, cfg, r) for r in todo]
-                for i, fut in enumerate(as_completed(futures), 1):
-                    res = fut.result()
-                    statuses[res["status"]] = statuses.get(res["status"], 0) + 1
-                    _log_result(log, i, len(todo), res, t0)
+            f"as {cfg.cluster} jobs, {cfg.workers} at a time x {cfg.threads} thread(s)")
+        specs = []
+        for r in todo:
+            (r.folder(out) / "error.json").unlink(missing_ok=True)
+            specs.append(_job(cfg, r))
+
+        def done(spec: JobSpec, result: Dict[str, Any]) -> None:
+            _record(spec.folder, result, spec.command)
+            statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+            extra = f" ({result['error']})" if "error" in result else ""
+            log(f"[{sum(statuses.values())}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.label}: "
+                f"{result['status']}{extra}")
+
+        if specs:
+            run_jobs(specs, engine(cfg), out / "jobs", done)
     rows = read_results(cfg)
     write_results(rows, out / "results.csv")
     figures = plot_results(rows, cfg.activations, cfg.optimizers, out,
@@ -393,18 +429,10 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
                                  f"{cfg.epochs} epochs, {cfg.size[0]}x{cfg.size[1]}, width {cfg.hidden_dim}",
                            epochs=cfg.epochs)
     summary = summarize(rows, cfg.activations, cfg.optimizers, cfg.epochs)
-    table = summary_markdown(summary, _TASK_METRIC[cfg.task])
+    failed = failures(cfg)
+    table = summary_markdown(summary, _TASK_METRIC[cfg.task]) + failures_markdown(failed)
     (out / "summary.md").write_text(table)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(table)
     return {"statuses": statuses, "summary": summary, "figures": figures, "results": out / "results.csv",
-            "seconds": time.perf_counter() - t0}
-
-
-def _log_result(log: Callable[[str], None], i: int, n: int, res: Dict[str, Any], t0: float) -> None:
-    r: Run = res["run"]
-    extra = f" ({res['error']})" if "error" in res else ""
-    log(f"[{i}/{n} {time.perf_counter() - t0:.0f}s] {r.instance} {r.activation} {r.optimizer} seed{r.seed}: "
-        f"{res['status']}{extra}")
-    if res["status"] == "failed":
-        log(res.get("traceback", ""))
+            "failures": failed, "seconds": time.perf_counter() - t0}

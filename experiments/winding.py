@@ -1,8 +1,8 @@
 """Inside/outside labels for occupancy: gnerf's hand-written code against libigl's fast winding number.
 
-    python benchmarks/winding.py                                  # bunny, dragon: 1M points; bunny with holes: 100k
-    python benchmarks/winding.py --points 100000 --rounds 3       # smaller, more repetitions
-    python benchmarks/winding.py --baseline <commit> --output winding.md
+    python -m experiments.winding                                  # bunny, dragon: 1M points; bunny with holes: 100k
+    python -m experiments.winding --points 100000 --rounds 3       # smaller, more repetitions
+    python -m experiments.winding --baseline <commit> --output winding.md
 
 "gnerf" is ``inside_mesh`` of ``gnerf/tasks/mesh.py`` as it was at ``--baseline`` (read with ``git show``,
 so the hand-written code stays measurable after it left the library): six axis-ray crossing counts, and
@@ -24,15 +24,13 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from benchmarks.common import machine, table, today
+from gnerf.tasks.mesh import load_mesh, normalize_to_cube, oriented_faces, sample_occupancy_points
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.common import machine, table, today  # noqa: E402
-from gnerf.tasks.mesh import load_mesh, normalize_to_cube, oriented_faces, sample_occupancy_points  # noqa: E402
 
 SHAPES = ROOT.parent / "shared" / "data" / "shapes"
 #: The last commit whose gnerf/tasks/mesh.py holds the hand-written ray crossings and winding number.
@@ -136,8 +134,9 @@ def main(argv=None) -> str:
     ap.add_argument("--baseline", default=BASELINE, help="git revision whose gnerf/tasks/mesh.py is 'gnerf'")
     ap.add_argument("--output", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
-    import igl  # noqa: F401 - fail early without libigl
     from importlib.metadata import version
+
+    import igl  # noqa: F401 - fail early without libigl
 
     gnerf = baseline_module(args.baseline)
     labels_rows, wn_rows = [], []
@@ -157,7 +156,7 @@ def main(argv=None) -> str:
         wn_rows.append(wn_row)
         print(f"{name}: done", file=sys.stderr, flush=True)
 
-    command = "python benchmarks/winding.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m experiments.winding " + " ".join(sys.argv[1:] if argv is None else argv)
     threads = os.environ.get("IGL_NUM_THREADS", f"default ({os.cpu_count()} visible cores)")
     text = "\n".join([
         f"Command: `{command}`; date {today()}; {machine('cpu')}; libigl {version('libigl')} "

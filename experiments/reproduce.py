@@ -1,13 +1,15 @@
 """Reproduce the paper's image and shape comparisons and write ``docs/reproduction.md``.
 
-    python benchmarks/reproduce.py --quick     # this CPU: reduced sizes, labelled as such in the report
-    python benchmarks/reproduce.py             # the paper's protocols (hours: meant for a GPU)
-    python benchmarks/reproduce.py --tasks image --images kodim01 kodim02 --activations gaussian
+    python -m experiments.reproduce --quick     # this CPU: reduced sizes, labelled as such in the report
+    python -m experiments.reproduce             # the paper's protocols (hours: meant for a GPU)
+    python -m experiments.reproduce --tasks image --images kodim01 kodim02 --activations gaussian
 
 Every run is an ordinary fitting run (``gnerf-fit-image`` / ``gnerf-fit-occupancy``) with the paper's
-hyperparameters for its optimizer and activation, launched through the resumable grid of
-:mod:`benchmarks.compare`: an interrupted reproduction continues where it stopped, and rerunning
-with ``--plot-only`` rebuilds the report from the runs on disk. The report holds, per task, the
+hyperparameters for its optimizer and activation, run as its own job (submitit: local processes by
+default, ``--cluster slurm`` with ``--slurm-partition`` and ``--timeout-min``) by the resumable grid of
+:mod:`experiments.compare`. A failed run is listed in the report with its error line; an
+interrupted reproduction continues where it stopped; rerunning with ``--plot-only`` rebuilds the
+report from the runs on disk. The report holds, per task, the
 metric (PSNR or IoU) at a few epochs as mean [min-max] over instances and seeds, figures of the
 metric against epochs and against training wall time (mean line, min-max band), and a statement
 computed from those numbers of which of the paper's claims hold here.
@@ -33,17 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
+from benchmarks.common import SHARED_DATA, machine, today
+from experiments.compare import CompareConfig, failures, failures_markdown, read_results, run_comparison
+from gnerf.optim import OPTIMIZERS
+from gnerf.tasks.build import ADAM_EPOCHS
+from gnerf.tasks.io import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from benchmarks.common import SHARED_DATA, machine, today  # noqa: E402
-from benchmarks.compare import CompareConfig, read_results, run_comparison  # noqa: E402
-from gnerf.optim.registry import default_lr  # noqa: E402
-from gnerf.tasks.build import ADAM_EPOCHS  # noqa: E402
-from gnerf.tasks.io import atomic_write_bytes  # noqa: E402
 
 DATA = SHARED_DATA
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
@@ -91,9 +91,17 @@ class ReproduceConfig:
     epochs: Optional[int] = None
     """Epoch override for every task; None: the protocol's."""
     workers: int = 2
-    """Parallel runs (processes)."""
+    """Runs at once (local jobs; on SLURM the job array's parallelism)."""
     threads: int = 1
     """torch threads per run."""
+    cluster: str = "local"
+    """Where the runs go as jobs (submitit): local processes, or slurm."""
+    slurm_partition: Optional[str] = None
+    """SLURM partition (None: the cluster's default)."""
+    timeout_min: int = 24 * 60
+    """Minutes a run's job may take before it is stopped (the run resumes on the next invocation)."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
     output_dir: Optional[Path] = None
     """Where the runs go; None: outputs/reproduce-paper or outputs/reproduce-quick."""
     report: Optional[Path] = None
@@ -126,7 +134,9 @@ def task_grids(cfg: ReproduceConfig) -> List[CompareConfig]:
         if cfg.epochs is not None:
             opts["epochs"] = cfg.epochs
         grids.append(CompareConfig(inputs=inputs, task=task, activations=cfg.activations, optimizers=cfg.optimizers,
-                                   seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads,
+                                   seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
+                                   slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
+                                   gpus_per_node=cfg.gpus_per_node,
                                    output_dir=Path(out_root) / task, plot_only=cfg.plot_only, **opts))
     return grids
 
@@ -339,7 +349,7 @@ def variant_note(optimizers: Sequence[str]) -> str:
     if "esgd-adam-start" not in optimizers:
         return ""
     return (f"; gnerf's `esgd-adam-start` is not the paper's: Adam (1e-4) for {ADAM_EPOCHS:g} epochs, then ESGD at lr "
-            f"{default_lr('esgd-adam-start', 'gaussian'):g} with the same cadence, started 50 steps before the switch")
+            f"{OPTIMIZERS['esgd-adam-start']().lr:g} with the same cadence, started 50 steps before the switch")
 
 
 def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
@@ -350,18 +360,18 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
     prefix = cfg.figure_prefix or f"reproduction_{protocol}"
     if custom:
         protocol += " protocol with --size / --epochs changed; see each section for the sizes"
-    command = "python benchmarks/reproduce.py " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
+    command = "python -m experiments.reproduce " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     text = [f"# Reproducing the paper's image and shape comparisons ({protocol}{'' if custom else ' protocol'})", "",
             f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
             "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
-            "(`gnerf.optim.registry`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
+            "(`gnerf.optim.configs`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
             f"first 50 steps, then every 100th){variant_note(cfg.optimizers)}. Wall times are each run's own "
             "training clock, with "
             f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
             "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
             "times only between runs made together.", ""]
     if cfg.quick:
-        text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `benchmarks/reproduce.py`); "
+        text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `experiments/reproduce.py`); "
                  "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
                  "the comparison, not as a test of the claims.", ""]
     for grid in grids:
@@ -370,7 +380,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         if rows:
             plot(grid, rows, fig)
         rel = os.path.relpath(Path(fig).resolve(), Path(report).resolve().parent)
-        text.append(task_section(grid, rows, fig if rows else None, rel))
+        text.append(task_section(grid, rows, fig if rows else None, rel) + failures_markdown(failures(grid)))
     body = "\n".join(text)
     atomic_write_bytes(report, body.encode())
     return body

@@ -1,0 +1,193 @@
+"""The grid's runs as independent jobs on submitit: local processes by default, SLURM when asked.
+
+Each job runs one fitting command (``gnerf-fit-image``, ``-occupancy`` or ``-video``) with the
+arguments the grid built for it, as a child of the job's Python (``sys.executable``, the Python that
+submitted the grid) with the gnerf tree that the grid imported first on ``PYTHONPATH``, so that a
+checkout runs its own code even where another gnerf is installed. The command's output is appended
+to ``log.txt`` in the run folder; submitit's own logs go to ``<output_dir>/jobs/``.
+
+A job returns ``{"status": "done"}``, or ``{"status": "diverged" | "failed", "error": <the command's
+error line>}``: the fitting commands report bad input and a NaN loss as one ``error: ...`` line and
+exit status 1, other failures with a traceback whose last line is kept. A job that dies (killed, out
+of time) is reported as failed with submitit's last error line. One failed job never stops the others.
+
+Local jobs: at most ``workers`` run at once; each sees the GPU when the machine has one. SLURM:
+every job is submitted at once as a job array, ``workers`` of them running at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["COMMANDS", "EngineConfig", "JobSpec", "error_line", "fit_job", "run_jobs"]
+
+#: The console command of each task and the function behind it (pyproject.toml's [project.scripts]).
+COMMANDS = {"image": ("gnerf-fit-image", "image_main"), "occupancy": ("gnerf-fit-occupancy", "occupancy_main"),
+            "video": ("gnerf-fit-video", "video_main")}
+#: The fitting loop's words for a NaN or infinite loss (gnerf.tasks.loop): such a run diverged, it did not fail.
+DIVERGED = "the training loss became"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where and how the jobs run."""
+
+    cluster: str = "local"
+    """local (processes on this machine) or slurm."""
+    workers: int = 2
+    """Jobs running at once (SLURM: the job array's parallelism)."""
+    threads: int = 1
+    """CPU threads per job (SLURM: cpus_per_task)."""
+    timeout_min: int = 24 * 60
+    """Minutes a job may run before it is stopped (its run resumes on the next invocation)."""
+    slurm_partition: Optional[str] = None
+    """SLURM partition (None: the cluster's default)."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
+    poll_s: float = 0.5
+    """Seconds between looks at the running jobs."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: a fitting command's arguments and the run folder they write."""
+
+    task: str
+    args: Tuple[str, ...]
+    folder: Path
+    label: str = ""
+
+    @property
+    def command(self) -> str:
+        """The equivalent command line, as a user would type it."""
+        return shlex.join([COMMANDS[self.task][0], *self.args])
+
+
+def error_line(stderr: str, returncode: int) -> str:
+    """The line that says why a command failed: its ``error: ...`` line, else the last line it wrote."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1]
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
+    """Run ``spec``'s fitting command with this Python; its output is appended to the run folder's log.txt."""
+    entry = COMMANDS[spec.task][1]
+    code = f"import sys; from gnerf.tasks.cli import {entry}; {entry}(sys.argv[1:])"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH", "")) if p)
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    with open(spec.folder / "log.txt", "a") as log:
+        log.write(f"$ {spec.command}\n")
+        log.flush()
+        proc = subprocess.run([sys.executable, "-c", code, *spec.args], stdout=log, stderr=subprocess.PIPE,
+                              text=True, env=env)
+        log.write(proc.stderr)
+    if proc.returncode == 0:
+        return {"status": "done"}
+    error = error_line(proc.stderr, proc.returncode)
+    return {"status": "diverged" if DIVERGED in error else "failed", "error": error}
+
+
+def _tree() -> str:
+    """The folders holding the gnerf package this process imported and this experiments package (a checkout's
+    root, usually both), as a ``PYTHONPATH`` value."""
+    import gnerf
+
+    roots = dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (gnerf, sys.modules[__name__]))
+    return os.pathsep.join(roots)
+
+
+def _executor(cfg: EngineConfig, folder: Path):
+    import submitit
+
+    if cfg.cluster not in ("local", "slurm"):
+        raise ValueError(f"--cluster {cfg.cluster!r}: choose local or slurm")
+    gpus = cfg.gpus_per_node
+    if gpus is None:
+        import torch
+
+        gpus = 1 if cfg.cluster == "local" and torch.cuda.is_available() else 0
+    executor = submitit.AutoExecutor(folder=folder, cluster=cfg.cluster)
+    executor.update_parameters(timeout_min=cfg.timeout_min, cpus_per_task=cfg.threads, gpus_per_node=gpus,
+                               name="gnerf-grid")
+    if cfg.cluster == "slurm":
+        options: Dict[str, Any] = {"slurm_array_parallelism": cfg.workers}
+        if cfg.slurm_partition:
+            options["slurm_partition"] = cfg.slurm_partition
+        executor.update_parameters(**options)
+    return executor
+
+
+def _outcome(job) -> Dict[str, Any]:
+    try:
+        return job.result()
+    except Exception as err:  # noqa: BLE001 - a job that died is reported, the others go on
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        return {"status": "failed", "error": f"job {job.job_id}: {lines[-1].strip() if lines else type(err).__name__}"}
+
+
+def run_jobs(specs: Sequence[JobSpec], cfg: EngineConfig, folder: Path,
+             done: Callable[[JobSpec, Dict[str, Any]], None] = lambda spec, result: None) -> List[Dict[str, Any]]:
+    """Run every spec as a job, calling ``done(spec, result)`` as each finishes; returns the results in order.
+
+    Local jobs still running when this is interrupted are cancelled (their runs resume next time);
+    SLURM jobs are left to the cluster.
+    """
+    executor = _executor(cfg, folder)
+    pythonpath = _tree()
+    results: Dict[int, Dict[str, Any]] = {}
+    pending = list(enumerate(specs))
+    running: Dict[Any, int] = {}
+    try:
+        if cfg.cluster == "slurm":
+            with _on_pythonpath(pythonpath), executor.batch():
+                jobs = [(i, executor.submit(fit_job, spec, pythonpath)) for i, spec in pending]
+            running = {job: i for i, job in jobs}
+            pending = []
+        while pending or running:
+            while pending and len(running) < cfg.workers:
+                i, spec = pending.pop(0)
+                with _on_pythonpath(pythonpath):
+                    running[executor.submit(fit_job, spec, pythonpath)] = i
+            finished = [job for job in running if job.done()]
+            if not finished:
+                time.sleep(cfg.poll_s)
+                continue
+            for job in finished:
+                i = running.pop(job)
+                results[i] = _outcome(job)
+                done(specs[i], results[i])
+    finally:
+        if cfg.cluster == "local":
+            for job in running:
+                job.cancel(check=False)
+    return [results[i] for i in range(len(specs))]
+
+
+class _on_pythonpath:
+    """Within the block, ``PYTHONPATH`` starts with ``path``: submitit's job processes inherit the environment
+    at submission, and must import this module (and gnerf) from the same tree as the grid."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        self.before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (self.path, self.before) if p)
+
+    def __exit__(self, *exc) -> None:
+        if self.before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = self.before
+
