@@ -18,7 +18,8 @@ def _params():
 
 
 def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
-    assert list(OPTIMIZERS) == ["adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac",
+    assert [n for n in OPTIMIZERS if not n.startswith("toy-")] == [  # a test may register a toy
+        "adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac",
                                 "shampoo", "muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"]
     lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
     assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
