@@ -55,7 +55,7 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
 def test_a_nan_loss_stops_every_rank_with_the_message(tmp_path):
     image = require(KODIM01)
     run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "nan"),
-                    *ARGS, "--optim.lr", "1e12", "--log-every", "2")
+                    "--log-every", "2", *ARGS, "--optim.lr", "1e12")
     assert run.returncode != 0
     # every rank raises at the same step (the loss is averaged first); torchrun stops the others as
     # soon as the first has exited, so one or both messages get printed
