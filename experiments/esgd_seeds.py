@@ -43,7 +43,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from benchmarks.common import SHARED_DATA, machine, table, today
-from gnerf.tasks.io import atomic_write_bytes, atomic_write_json
+from gnerf.files import atomic_write_bytes, atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -134,7 +134,7 @@ def main(argv: Sequence[str] = None) -> str:
     text = "\n".join(lines)
     print(text)
     if args.output:
-        from gnerf.tasks.io import atomic_write_bytes
+        from gnerf.files import atomic_write_bytes
 
         args.output.parent.mkdir(parents=True, exist_ok=True)
         heading = "# The Gaussian fields and vanilla-nerf at initialisation, and ESGD-Max's and Adam's first steps\n\n"

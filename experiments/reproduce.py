@@ -39,9 +39,9 @@ import torch
 
 from benchmarks.common import SHARED_DATA, machine, today
 from experiments.compare import CompareConfig, failures, failures_markdown, read_results, run_comparison
+from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 from gnerf.tasks.build import ADAM_EPOCHS
-from gnerf.tasks.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -121,7 +121,7 @@ def main(cfg: SweepConfig) -> None:
     text = table(cfg, errors)
     print(text)
     if cfg.report is not None:
-        from gnerf.tasks.io import atomic_write_bytes
+        from gnerf.files import atomic_write_bytes
 
         atomic_write_bytes(cfg.report, text.encode())
 

@@ -13,7 +13,7 @@ from gnerf.optim import OPTIMIZERS
 
 @pytest.fixture
 def image(tmp_path):
-    from gnerf.tasks.io import atomic_write_image
+    from gnerf.files import atomic_write_image
 
     g = torch.linspace(0, 1, 8)
     img = torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)

@@ -35,7 +35,7 @@ def test_the_written_out_published_esgd_takes_gnerf_esgds_steps():
 
 
 def test_seed_study_runs_the_contenders_and_reports_them(tmp_path):
-    from gnerf.tasks.io import atomic_write_image
+    from gnerf.files import atomic_write_image
 
     g = torch.linspace(0, 1, 8)
     image = tmp_path / "tiny.png"

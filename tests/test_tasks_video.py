@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.files import atomic_write_video
 from gnerf.metrics import psnr
 from gnerf.optim.configs import ESGDMaxConfig
 from gnerf.tasks import VideoFitConfig, fit_video
-from gnerf.tasks.io import atomic_write_video, read_video
+from gnerf.tasks.io import read_video
 
 from helpers_tasks import check_run_folder, small
 from shared_data import BIKES, require

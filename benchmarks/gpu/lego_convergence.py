@@ -48,7 +48,7 @@ import torch
 
 from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls
 from benchmarks.nerf import TestViews
-from gnerf.tasks.io import atomic_write_bytes
+from gnerf.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 

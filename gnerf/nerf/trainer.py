@@ -40,7 +40,7 @@ from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
-from gnerf.tasks.io import remove_if_unused
+from gnerf.files import remove_if_unused
 
 
 class NonFiniteLossError(RuntimeError):

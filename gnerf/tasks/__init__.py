@@ -4,7 +4,7 @@ All three share one configuration (:mod:`gnerf.tasks.config`), one run set-up an
 (:mod:`gnerf.tasks.run`), one fitting loop (:mod:`gnerf.tasks.loop`) with its checkpoints
 (:mod:`gnerf.tasks.checkpoint`) and metrics files (:mod:`gnerf.tasks.metrics_log`), the optimizer
 configs (:mod:`gnerf.optim.configs`), the field builder (:func:`gnerf.tasks.build.build_field`
-over :class:`gnerf.fields.CoordinateMLP`) and one input/output layer (:mod:`gnerf.tasks.io`).
+over :class:`gnerf.fields.CoordinateMLP`), its readers (:mod:`gnerf.tasks.io`) and writers (:mod:`gnerf.files`).
 Their command lines are in :mod:`gnerf.tasks.cli`.
 """
 

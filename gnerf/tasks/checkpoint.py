@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gnerf.tasks import dist as gdist
-from gnerf.tasks.io import atomic_save_torch
+from gnerf.files import atomic_save_torch
 
 __all__ = [
     "CHECKPOINT",

@@ -22,7 +22,8 @@ from gnerf.metrics import mse, psnr
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.tasks.io import atomic_write_image, check_size, grid_coordinates, read_image, resize_image
+from gnerf.files import atomic_write_image
+from gnerf.tasks.io import check_size, grid_coordinates, read_image, resize_image
 from gnerf.tasks.loop import fit
 from gnerf.tasks.run import hold_run_folder, prepare_run
 

@@ -43,7 +43,7 @@ from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.tasks.build import build_field, build_run_optimizer, schedule_for, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
 from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict
-from gnerf.tasks.io import atomic_write_json
+from gnerf.files import atomic_write_json
 from gnerf.tasks.metrics_log import MetricsLog
 from gnerf.tasks.run import Run, RunFolderError
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnerf.tasks.io import require_file
+from gnerf.files import require_file
 
 __all__ = [
     "MESH_SUFFIXES",

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from gnerf.tasks.io import atomic_write_bytes
+from gnerf.files import atomic_write_bytes
 
 __all__ = ["MetricsLog"]
 

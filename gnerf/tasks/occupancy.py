@@ -28,7 +28,8 @@ from torch.nn import functional as F
 
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.tasks.io import atomic_write_bytes, atomic_write_image, grid_coordinates
+from gnerf.files import atomic_write_bytes, atomic_write_image
+from gnerf.tasks.io import grid_coordinates
 from gnerf.tasks.loop import fit
 from gnerf.tasks.mesh import (
     depth_preview,

@@ -18,7 +18,7 @@ import torch
 
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.config import FitConfig, default_output_dir, validate_config
-from gnerf.tasks.io import remove_if_unused
+from gnerf.files import remove_if_unused
 
 __all__ = ["LOCK", "Run", "RunFolderError", "choose_device", "hold_run_folder", "prepare_run"]
 

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from gnerf.metrics import mse, psnr
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.tasks.io import atomic_write_bytes, atomic_write_video, check_size, grid_coordinates, read_video, to_uint8
+from gnerf.files import atomic_write_bytes, atomic_write_video, to_uint8
+from gnerf.tasks.io import check_size, grid_coordinates, read_video
 from gnerf.tasks.loop import fit
 from gnerf.tasks.run import hold_run_folder, prepare_run
 
