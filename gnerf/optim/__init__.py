@@ -11,7 +11,8 @@ from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
 from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
 from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
-from gnerf.optim.contenders import MuonAdam, has_train_eval_modes
+from gnerf.optim.contenders import has_train_eval_modes
+from gnerf.optim.muon import MuonAdam
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
 from gnerf.optim.step import StepPlan, needs_loss_fn, no_sync_if_curvature, should_create_graph, take_step
 
