@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gnerf.fields import CoordinateMLP
 from gnerf.optim import MuonAdam, build_optimizer
 from gnerf.optim.muon import hidden_matrices, newton_schulz
-
-from gnerf.fields import CoordinateMLP
 
 
 def _net(hidden_dim=24):
