@@ -36,19 +36,12 @@ from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerC
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from gnerf.errors import InputError, NonFiniteLossError
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
 from gnerf.files import remove_if_unused
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
-
-
-class InputError(ValueError):
-    """Bad input, options or output folder, reported by ``ns-train`` as one ``error:`` line."""
 
 
 def _one_line_errors(exc_type, exc, tb) -> None:
