@@ -14,20 +14,20 @@ the curvature optimizer averages gradients and Hessian-vector products itself in
 flag over the ranks, so every rank stops at the same step with the same message.
 
 Bad input (a missing or malformed scene, an option out of range, an output folder that cannot be
-written, no CUDA device for ``--machine.device-type cuda``) and a non-finite loss reach the
-``ns-train`` user as one ``error:`` line (:class:`InputError`, :class:`NonFiniteLossError`); a
-start that fails that way removes the run folder it made. Other exceptions keep their traceback.
+written, no CUDA device for ``--machine.device-type cuda``) raises :class:`~gnerf.errors.InputError`
+where it is detected, and a non-finite loss :class:`~gnerf.errors.NonFiniteLossError`; ``ns-train``
+reports these as one ``error:`` line (:func:`ns_train_entry`). A start that fails removes the run
+folder it made. Every other exception keeps its traceback.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Callable, Optional, Type, TypeVar
 
 import torch
 
@@ -36,19 +36,41 @@ from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerC
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from gnerf.errors import InputError, NonFiniteLossError
+from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
 from gnerf.files import remove_if_unused
 
+T = TypeVar("T")
 
-def _one_line_errors(exc_type, exc, tb) -> None:
-    if issubclass(exc_type, (InputError, NonFiniteLossError)):
-        sys.stderr.write(f"error: {exc}\n")
-    else:
-        sys.__excepthook__(exc_type, exc, tb)
+
+#: nerfstudio's ns-train script: its ``main`` calls ``config.save_config()``, its ``train_loop`` ``trainer.setup()``
+#: and ``trainer.train()``.
+NS_TRAIN_SCRIPT = "nerfstudio.scripts.train"
+
+
+def ns_train_entry(method: Callable[..., T]) -> Callable[..., T]:
+    """Mark ``method`` as one of the calls through which ``ns-train`` enters gnerf.
+
+    nerfstudio's train script has no error handling, and these calls are the outermost gnerf frames of an
+    ``ns-train`` process. Called from that script, ``method`` reports an :class:`InputError` as one ``error:``
+    line and exit status 1 (:func:`~gnerf.errors.exit_with_error`); called from anywhere else (tests,
+    benchmarks, a notebook) it raises it. Every other exception passes unchanged, with its traceback. This is
+    the narrowest scope that sees both nerfstudio's script and gnerf's errors: no ``sys.excepthook`` is set.
+    """
+
+    @functools.wraps(method)
+    def entry(*args, **kwargs) -> T:
+        if sys._getframe(1).f_globals.get("__name__") != NS_TRAIN_SCRIPT:
+            return method(*args, **kwargs)
+        try:
+            return method(*args, **kwargs)
+        except InputError as err:
+            exit_with_error(err)
+
+    return entry
 
 
 def default_device_type() -> str:
@@ -71,9 +93,9 @@ class CurvatureTrainerConfig(TrainerConfig):
                 self.experiment_name = (data.parent if data.is_file() else data).name or None
         super().set_experiment_name()
 
+    @ns_train_entry
     def save_config(self) -> None:
-        """Check the device and write ``config.yml``; ``ns-train`` calls this first, so its errors become one line."""
-        sys.excepthook = _one_line_errors  # this process is ns-train (or a caller acting as it)
+        """Check the device and write ``config.yml`` (the first call of ``ns-train`` into gnerf)."""
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
             raise InputError("--machine.device-type cuda, but torch sees no CUDA device: "
                              "pass --machine.device-type cpu")
@@ -93,16 +115,30 @@ class CurvatureTrainer(Trainer):
     _loss_finite: Optional[torch.Tensor] = None  # on the device: every loss since the last check was finite
     _last_finite_check: Optional[int] = None
 
+    @ns_train_entry
     def setup(self, test_mode="val") -> None:
-        """nerfstudio's setup; bad input raises :class:`InputError` and removes the unused run folder."""
+        """nerfstudio's setup, after checking that the scene exists; a failed setup removes the run folder it left
+        unused (``config.yml`` alone) and raises its error unchanged."""
         try:
+            self._check_scene()
             super().setup(test_mode=test_mode)
-        except (OSError, ValueError) as err:
+        except BaseException:
             if self.local_rank == 0:
                 remove_if_unused(self.base_dir, {"config.yml"}, self.config.output_dir)  # leave nothing behind
-            if isinstance(err, InputError):
-                raise
-            raise InputError(str(err)) from err
+            raise
+
+    def _check_scene(self) -> None:
+        """Raise :class:`InputError` if the scene path the dataparser is about to read does not exist."""
+        datamanager = self.config.pipeline.datamanager
+        data = datamanager.data if datamanager.data is not None else getattr(datamanager.dataparser, "data", None)
+        if data is not None and not Path(data).exists():
+            raise InputError(f"the scene {data} does not exist: point --data at a scene folder (a Blender scene "
+                             "with transforms_train.json, or llff-data --data with poses_bounds.npy)")
+
+    @ns_train_entry
+    def train(self) -> None:
+        """nerfstudio's training loop (the last call of ``ns-train`` into gnerf)."""
+        super().train()
 
     def setup_optimizers(self) -> Optimizers:
         config = dict(self.config.optimizers)
@@ -115,14 +151,14 @@ class CurvatureTrainer(Trainer):
         curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
             if self.mixed_precision or self.use_grad_scaler:
-                raise ValueError(
+                raise InputError(
                     f"param group(s) {curvature} use a curvature optimizer, whose Hessian-vector products need "
                     "float32 gradients with an intact graph: run without --mixed-precision and --use-grad-scaler "
                     "(or give those groups a first-order optimizer)."
                 )
             accumulating = [n for n in curvature if self.gradient_accumulation_steps[n] != 1]
             if accumulating:
-                raise ValueError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
+                raise InputError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
                                  "gradient accumulation: remove them from --gradient-accumulation-steps.")
         return optimizers
 

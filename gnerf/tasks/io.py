@@ -5,7 +5,6 @@ Readers raise :class:`~gnerf.errors.InputError` naming the offending file.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
