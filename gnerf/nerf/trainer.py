@@ -33,6 +33,7 @@ import torch
 
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
+from nerfstudio.utils import profiler
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -166,7 +167,14 @@ class CurvatureTrainer(Trainer):
         outputs = getattr(self.pipeline.datamanager, "train_dataparser_outputs", None)
         return bool(outputs is not None and (outputs.metadata or {}).get("forward_facing", False))
 
+    # nerfstudio's Trainer.train_iteration (1.1.5), with its profiler decorator, but for two things: the backward
+    # pass and the optimizers' steps go through take_step (the graph is built only on curvature steps, whose
+    # optimizers step there and release it; first-order optimizers step through optimizer_scaler_step_some, as
+    # upstream), and the loss is checked for NaN (_note_loss). Upstream's cannot be called instead: its backward
+    # pass is inline. The rest (accumulation, autocast, --log-gradients, grad scaler, schedulers) is upstream's.
+    @profiler.time_function
     def train_iteration(self, step: int) -> TRAIN_INTERATION_OUTPUT:
+        """One step: nerfstudio's, with gnerf's curvature protocol and NaN check (see the comment above)."""
         groups = list(self.optimizers.parameters.keys())
         accumulation = self.gradient_accumulation_steps
         self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])
