@@ -142,12 +142,20 @@ class CurvatureTrainer(Trainer):
         super().train()
 
     def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers, with the schedules of forward-facing scenes; refuses curvature optimizers with
+        mixed precision, the grad scaler or gradient accumulation."""
         config = dict(self.config.optimizers)
+        # The one scene-dependent setting: on a scene the dataparser marks forward-facing, a GnerfSchedulerConfig's
+        # lr_final_forward_facing replaces its lr_final (the paper decays ESGD-Max 1 -> 0.01 on LLFF / BLEFF, 1 -> 0.1
+        # on Blender). Only the dataparser's outputs say whether a scene is forward-facing (the flag that the model's
+        # sampling="auto" reads too), and they exist from here on, so the choice is made here, and said.
         if self._forward_facing():
             for name, group in config.items():
                 sched = group.get("scheduler")
-                if isinstance(sched, GnerfSchedulerConfig):
+                if isinstance(sched, GnerfSchedulerConfig) and sched.for_forward_facing() is not sched:
                     config[name] = {**group, "scheduler": sched.for_forward_facing()}
+                    CONSOLE.print(f"gnerf: forward-facing scene: the {name} schedule decays to lr_final "
+                                  f"{sched.lr_final_forward_facing} (its lr_final_forward_facing)")
         optimizers = Optimizers(config, self.pipeline.get_param_groups())
         curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
