@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnerf.errors import InputError
+
 PathLike = Union[str, Path]
 
 __all__ = [
@@ -33,10 +35,10 @@ __all__ = [
 
 
 def require_file(path: PathLike, what: str) -> Path:
-    """``Path(path)`` if it is an existing file, else ``FileNotFoundError`` naming it and ``what`` it should be."""
+    """``Path(path)`` if it is an existing file, else :class:`~gnerf.errors.InputError` naming it and ``what`` it is."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"{what} {str(p)!r} does not exist or is not a file; check the path")
+        raise InputError(f"{what} {str(p)!r} does not exist or is not a file; check the path")
     return p
 
 

@@ -3,10 +3,15 @@
 import tyro
 
 from gnerf.demo import DemoConfig, run_demo
+from gnerf.errors import InputError, exit_with_error
 
 
 def main() -> None:
-    run_demo(tyro.cli(DemoConfig))
+    cfg = tyro.cli(DemoConfig)
+    try:
+        run_demo(cfg)
+    except InputError as error:  # e.g. --scene names a folder that is not a generated scene
+        exit_with_error(error)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import tyro
 
+from gnerf.errors import InputError, exit_with_error
 from gnerf.scenes import make_blender_scene
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "generated" / "procedural"
@@ -39,5 +40,5 @@ def main(args: Optional[Sequence[str]] = None) -> Path:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileExistsError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except InputError as error:
+        exit_with_error(error)

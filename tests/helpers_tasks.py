@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import pytest
 import torch
 
+from gnerf.errors import InputError
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.step import should_create_graph
 from gnerf.tasks.config import FieldConfig
@@ -54,16 +55,15 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
 
 def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable, key: str, missing: str,
                                bad_files: Sequence[Tuple[str, str, str]]) -> None:
-    """``fit(make_cfg(run, **{key: file}))`` names a ``missing`` file (``FileNotFoundError``) and each
-    ``(name, text, match)`` of ``bad_files``, written with ``text``, in a ``ValueError`` matching ``match``;
-    no run folder is left behind."""
+    """``fit(make_cfg(run, **{key: file}))`` names a ``missing`` file and each ``(name, text, match)`` of
+    ``bad_files``, written with ``text``, in an ``InputError`` matching ``match``; no run folder is left behind."""
     run = tmp_path / "r"
-    with pytest.raises(FileNotFoundError, match=missing):
+    with pytest.raises(InputError, match=missing):
         fit(make_cfg(run, **{key: tmp_path / missing}))
     for name, text, match in bad_files:
         bad = tmp_path / name
         bad.write_text(text)
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(InputError, match=match):
             fit(make_cfg(run, **{key: bad}))
     assert not run.exists()
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.errors import InputError, NonFiniteLossError
 from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
-from gnerf.nerf.trainer import InputError, NonFiniteLossError
 
 from nerf_helpers import nan_loss_after, tiny_config, train
 from shared_data import ROOT, tree_env
@@ -76,6 +76,30 @@ def test_nan_loss_is_one_line_that_says_no_checkpoint_exists(tmp_path):
     """)
     line = _one_error_line(proc)
     assert "became NaN or infinite at step 0" in line and "start again (no checkpoint had been saved)" in line
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """Only InputError becomes one line: a ValueError raised inside the model's forward (a bug) reaches the ns-train
+    user with its traceback."""
+    from gnerf.scenes import make_blender_scene
+
+    make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
+    proc = _ns_train(tmp_path, """
+        from gnerf.nerf.model import GaussianNeRFModel
+        def broken(self, ray_bundle):
+            raise ValueError("a bug inside get_outputs")
+        GaussianNeRFModel.get_outputs = broken
+        cfg = tiny_config("gaussian-nerf-esgd", tmp / "scene", tmp / "out", iterations=2)
+    """)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: a bug inside get_outputs" in proc.stderr, proc.stderr
+    assert not any(line.startswith("error:") for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_a_missing_scene_is_named_and_leaves_no_run_folder(tmp_path):
+    with pytest.raises(InputError, match=r"the scene .*missing does not exist: point --data at a scene folder"):
+        train(tiny_config("gaussian-nerf-esgd", tmp_path / "missing", tmp_path / "out", iterations=1))
+    assert not any((tmp_path / "out").rglob("config.yml"))
 
 
 def test_unwritable_output_folder_is_reported(tmp_path):

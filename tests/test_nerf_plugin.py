@@ -14,10 +14,10 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.utils.eval_utils import eval_setup
 
+from gnerf.errors import InputError, NonFiniteLossError
 from gnerf.nerf import metrics as metrics_module
 from gnerf.nerf.model import GaussianNeRFModelConfig
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
-from gnerf.nerf.trainer import NonFiniteLossError
 from gnerf.optim import ESGDMax
 from gnerf.scenes import make_blender_scene
 
@@ -81,9 +81,35 @@ def test_forward_facing_metadata_switches_sampling_and_planes():
     mids = ((samples.frustums.starts + samples.frustums.ends) / 2)[0, :, 0]
     gaps = torch.diff(1.0 / mids)  # linear in disparity: gaps in 1/depth roughly constant
     assert mids[0] >= 1.2 and torch.all(gaps < 0)
-    with pytest.raises(ValueError, match="near-plane"):
-        GaussianNeRFModelConfig(near_plane=5.0, far_plane=1.0).setup(
+    with pytest.raises(InputError, match="collider-params: need 0 <= near_plane < far_plane"):
+        GaussianNeRFModelConfig(collider_params={"near_plane": 5.0, "far_plane": 1.0}).setup(
             scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata={})
+
+
+def test_the_collider_is_nerfstudios_from_collider_params():
+    """Model.populate_modules builds the collider: collider_params' planes, else the dataparser's, else Blender's."""
+    from nerfstudio.model_components.scene_colliders import NearFarCollider
+
+    forward_facing = {"near_plane": 1.2, "far_plane": 9.0}
+    for params, metadata, planes in [(None, {}, (2.0, 6.0)), (None, forward_facing, (1.2, 9.0)),
+                                     ({"far_plane": 4.0}, forward_facing, (1.2, 4.0)),
+                                     ({"near_plane": 0.5, "far_plane": 3.0}, forward_facing, (0.5, 3.0))]:
+        model = GaussianNeRFModelConfig(collider_params=params, num_samples=4).setup(
+            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata=metadata)
+        assert isinstance(model.collider, NearFarCollider) and not model.collider.reset_near_plane
+        assert (model.collider.near_plane, model.collider.far_plane) == planes == (model.near_plane, model.far_plane)
+    assert _model(reset_near_plane=True).collider.reset_near_plane  # nerfstudio's behaviour, when asked for
+    with pytest.raises(InputError, match="enable-collider False: .* keep it True"):
+        _model(enable_collider=False)
+    with pytest.raises(InputError, match="collider-params: unknown key.* near"):
+        _model(collider_params={"near": 1.0})
+
+
+def test_garf_architecture_refuses_the_size_fields():
+    with pytest.raises(InputError, match=r"garf has fixed sizes and does not take --pipeline.model.hidden-dim, "
+                                         r"--pipeline.model.direction-dim: leave"):
+        _model(architecture="garf", hidden_dim=32, direction_dim=8)
+    _model(architecture="garf", skip_connections=[5])  # the defaults, as a config.yml gives them back
 
 
 def _linear_shapes(module):
@@ -158,7 +184,7 @@ def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
     from gnerf.nerf.field import GARFTrunk
 
     cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1)
-    cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture="garf")
+    cfg.pipeline.model = GaussianNeRFModelConfig(architecture="garf", num_samples=cfg.pipeline.model.num_samples)
     trainer = setup_trainer(cfg)
     model = trainer.pipeline.model
     assert isinstance(model.field.trunk, GARFTrunk)

@@ -8,6 +8,7 @@ import torch
 
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
+from gnerf.errors import InputError
 from gnerf.scenes import CAMERA_ANGLE_X, SCENE_OBJECTS, make_blender_scene, procedural, render_view
 
 SIZE = 48
@@ -181,7 +182,7 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
-        with pytest.raises(FileExistsError, match="not a generated procedural scene"):
+        with pytest.raises(InputError, match="not a generated procedural scene"):
             make_blender_scene(out, image_size=16, num_train=1, num_val=1, num_test=1, overwrite=overwrite)
     assert (out / "notes.txt").read_text() == "keep me"
     empty = tmp_path / "empty"

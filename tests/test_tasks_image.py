@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.errors import InputError, NonFiniteLossError
 from gnerf.metrics import psnr
 from gnerf.optim.configs import AdamConfig, ESGDAdamStartConfig, ESGDConfig
 from gnerf.optim.schedules import CosineSchedule
@@ -14,6 +15,7 @@ from gnerf.tasks import ImageFitConfig, fit_image
 from gnerf.tasks.build import build_field
 from gnerf.tasks.cli import image_main
 from gnerf.tasks.config import FieldConfig
+from gnerf.tasks.run import RunFolderError
 
 from helpers_tasks import check_bad_inputs_are_named, check_run_folder, small
 from shared_data import KODIM01, require
@@ -145,11 +147,11 @@ def test_resume_continues_the_same_trajectory(tmp_path):
 
 def test_resume_refuses_a_changed_configuration_and_a_run_folder_is_not_overwritten(tmp_path):
     fit_image(_cfg(tmp_path / "r", epochs=1))
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         fit_image(_cfg(tmp_path / "r", epochs=1))
     with pytest.raises(ValueError, match=r"batch_size: 128 -> 64"):
         fit_image(_cfg(tmp_path / "r", epochs=2, resume=True, batch_size=64))
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(InputError, match="no checkpoint"):
         fit_image(_cfg(tmp_path / "empty", epochs=2, resume=True))
 
 
@@ -168,7 +170,7 @@ def test_unknown_optimizer_and_activation_are_named(tmp_path, capsys):
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"training loss became (nan|inf).*--optim.lr"):
+    with pytest.raises(NonFiniteLossError, match=r"training loss became (nan|inf).*--optim.lr"):
         fit_image(_cfg(tmp_path / "r", optim=ESGDConfig(lr=1e20), log_every=2))
     with pytest.raises(ValueError, match=r"--optim.lr inf: must be a finite number"):
         fit_image(_cfg(tmp_path / "r2", optim=AdamConfig(lr=math.inf)))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.errors import InputError
 from gnerf.tasks.cli import image_main, occupancy_main, video_main
 
 from helpers_tasks import read_metrics
@@ -251,6 +252,23 @@ def test_epochs_below_one_and_resume_without_new_epochs_are_said(tmp_path, capsy
     assert (f"the run in {str(out)!r} has already trained all 2 epochs: nothing to train (pass a larger --epochs "
             "to train further); writing its outputs again\n") in captured.out
     assert captured.err == "" and _ckpt_epoch(out) == 2 and len(read_metrics(out)) == 2
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """Only InputError becomes one line: a ValueError raised inside the loop (a bug) reaches the caller as itself,
+    so the interpreter prints its traceback."""
+    from gnerf.tasks import loop
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside the training step")
+
+    image, out = _image(tmp_path), tmp_path / "run"
+    monkeypatch.setattr(loop, "_step", broken)
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="a bug inside the training step") as raised:
+        _fit(image, out)
+    assert not isinstance(raised.value, InputError)
+    assert "error:" not in capsys.readouterr().err
 
 
 def test_size_errors_blame_size_not_the_input(tmp_path, capsys):

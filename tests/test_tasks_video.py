@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf.errors import InputError
 from gnerf.files import atomic_write_video
 from gnerf.metrics import psnr
 from gnerf.optim.configs import ESGDMaxConfig
@@ -48,7 +49,7 @@ def test_coordinates_are_t_x_y_in_the_unit_cube(tmp_path):
 
 
 def test_bad_videos_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+    with pytest.raises(InputError, match="nope.mp4"):
         fit_video(_cfg(tmp_path / "r", video=tmp_path / "nope.mp4"))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 64)

@@ -40,6 +40,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from gnerf.errors import InputError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 """Image file extensions that are picked up (compared case-insensitively)."""
 
@@ -152,34 +154,34 @@ class LLFF(DataParser):
     def _load_poses_bounds(self) -> np.ndarray:
         data = Path(self.config.data)
         if not data.is_dir():
-            raise FileNotFoundError(
+            raise InputError(
                 f"LLFF data folder {data} does not exist (or is not a folder). Point --data at a scene folder "
                 f"containing {POSES_BOUNDS_FILENAME} and images/ (e.g. data/nerf_llff_data/fern)."
             )
         path = data / POSES_BOUNDS_FILENAME
         if not path.is_file() and (data / "transforms_train.json").is_file():
-            raise FileNotFoundError(
+            raise InputError(
                 f"{data} holds transforms_train.json, not {POSES_BOUNDS_FILENAME}: it is a Blender-format scene. "
                 f"Drop llff-data from the command (ns-train gaussian-nerf-esgd --data {data})."
             )
         if not path.is_file():
-            raise FileNotFoundError(
+            raise InputError(
                 f"Missing {path}. An LLFF/BLEFF scene needs {POSES_BOUNDS_FILENAME} (N x 17 poses and bounds) next "
                 f"to its images/ folder; generate it with LLFF's imgs2poses.py or check the --data path."
             )
         try:
             arr = np.load(path)
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{path} is not a readable .npy array ({err}); regenerate it with LLFF's imgs2poses.py."
+            raise InputError(f"{path} is not a readable .npy array ({err}); regenerate it with LLFF's imgs2poses.py."
                              ) from None
         if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
-            raise ValueError(
+            raise InputError(
                 f"{path} has shape {tuple(arr.shape)}, expected (N, 17) with N >= 1: one row per image holding a "
                 f"flattened 3x5 [R|t|hwf] matrix and the near/far bounds. Regenerate it with LLFF's imgs2poses.py."
             )
         arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{path} contains non-finite values; regenerate it with LLFF's imgs2poses.py.")
+            raise InputError(f"{path} contains non-finite values; regenerate it with LLFF's imgs2poses.py.")
         return arr
 
     def _find_image_folder(self) -> Path:
@@ -200,7 +202,7 @@ class LLFF(DataParser):
                     f"on-disk size and intrinsics are scaled to it (no on-the-fly resize by {factor}).[/bold yellow]"
                 )
             return full
-        raise FileNotFoundError(
+        raise InputError(
             f"No image folder found for LLFF scene {data}: looked for "
             + " and ".join(str(p) for p in looked_for)
             + ". Put the images in images/ (or pre-downscaled copies in images_<factor>/) or change "
@@ -219,7 +221,7 @@ class LLFF(DataParser):
         image_dir = self._find_image_folder()
         image_files = list_image_files(image_dir)
         if len(image_files) != num_poses:
-            raise ValueError(
+            raise InputError(
                 f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has {num_poses} pose rows but {image_dir} contains "
                 f"{len(image_files)} images ({'/'.join(IMAGE_EXTENSIONS)}, hidden files ignored). Each image needs "
                 f"exactly one row: remove extra images or regenerate {POSES_BOUNDS_FILENAME}."
@@ -263,7 +265,7 @@ class LLFF(DataParser):
         if cfg.bd_factor is not None and cfg.bd_factor > 0:  # the nearest bound becomes 1 / bd_factor
             min_bound = float(bounds.min())
             if min_bound <= 0:
-                raise ValueError(
+                raise InputError(
                     f"{Path(cfg.data) / POSES_BOUNDS_FILENAME} has a non-positive near bound ({min_bound}); cannot "
                     f"rescale by 1/(min(bounds)*bd_factor). Fix the bounds or set --bd-factor None."
                 )
@@ -290,13 +292,13 @@ class LLFF(DataParser):
                 widths[i], heights[i] = im.size
         h0, w0, focal = hwf[:, 0], hwf[:, 1], hwf[:, 2]
         if np.any(h0 <= 0) or np.any(w0 <= 0) or np.any(focal <= 0):
-            raise ValueError(
+            raise InputError(
                 f"{Path(self.config.data) / POSES_BOUNDS_FILENAME} has a non-positive H, W or focal in its hwf column."
             )
         odd = [i for i in range(num_poses) if (widths[i], heights[i]) != (widths[0], heights[0])]
         if odd:
             i = odd[0]
-            raise ValueError(
+            raise InputError(
                 f"the images in {image_dir} differ in size: {image_files[0].name} is {int(widths[0])}x{int(heights[0])} "
                 f"but {image_files[i].name} is {int(widths[i])}x{int(heights[i])}; an LLFF scene needs one image "
                 "size: resize them to a common size."
@@ -314,7 +316,7 @@ class LLFF(DataParser):
         cfg = self.config
         train_idx, eval_idx = holdout_indices(num_poses, cfg.holdout_every)
         if len(train_idx) == 0:
-            raise ValueError(
+            raise InputError(
                 f"--holdout-every {cfg.holdout_every} holds out every one of the {num_poses} view(s) of {cfg.data}, "
                 "leaving none to train on: use a value >= 2 with at least 2 views, or <= 0 to train and evaluate "
                 "on all views."

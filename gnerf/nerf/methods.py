@@ -5,7 +5,7 @@ one model, 200k iterations; ESGD-Max with lr 1 decayed exponentially to 0.1 (Ble
 (forward-facing LLFF / BLEFF), curvature on each of the first 50 steps and then every 100th
 (:data:`gnerf.optim.defaults.PAPER`); Adam from 1e-4 to 1e-6 for comparison. Blender data by
 default; pass ``llff-data --data <scene>`` for LLFF. ``method_configs.gnerf_methods`` registers
-these configs with nerfstudio (``ns-train``); :mod:`benchmarks.recipes` builds reduced copies.
+these configs with nerfstudio (``ns-train``).
 """
 
 from __future__ import annotations

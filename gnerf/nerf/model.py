@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -12,10 +14,10 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.ray_samplers import LinearDisparitySampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
-from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
+from gnerf.errors import InputError
 from gnerf.metrics import mse, psnr
 from gnerf.nerf.field import GaussianRadianceField
 from gnerf.nerf.metrics import ImageMetrics
@@ -33,19 +35,24 @@ class GaussianNeRFModelConfig(ModelConfig):
     sampling: Literal["auto", "uniform", "disparity"] = "auto"
     """Sample spacing: uniform in depth, linear in disparity (forward-facing scenes, as GARF), or
     auto: disparity when the dataparser marks the scene forward-facing, uniform otherwise."""
-    near_plane: Optional[float] = None
-    """Near plane; None takes the dataparser's ``near_plane`` metadata, else 2.0 (Blender)."""
-    far_plane: Optional[float] = None
-    """Far plane; None takes the dataparser's ``far_plane`` metadata, else 6.0 (Blender)."""
+    enable_collider: bool = True
+    """Clip every ray to the near and far planes of ``collider_params`` (nerfstudio's ``NearFarCollider``, built by
+    ``Model.populate_modules``). Required: the samples lie between these planes, the model has no other bounds."""
     collider_params: Optional[Dict[str, float]] = None
-    """Unused: the near and far planes above configure the collider."""
+    """The collider's ``near_plane`` and ``far_plane`` (``--pipeline.model.collider-params near_plane 2 far_plane 6``);
+    None, or a plane left out: the dataparser's ``near_plane`` / ``far_plane`` metadata (LLFF: from the scene's
+    bounds), else 2 and 6 (Blender)."""
+    reset_near_plane: bool = False
+    """The collider's ``reset_near_plane``: move the near plane to 0 outside training (nerfstudio's default). False:
+    evaluation, ns-render and the viewer sample between the same planes as training (without the jitter)."""
     background_color: Literal["random", "last_sample", "black", "white"] = "white"
     """Background composited behind the field (Blender scenes have white backgrounds)."""
     architecture: Literal["gnerf", "garf"] = "gnerf"
     """Field network. gnerf: the trunk and heads sized by the fields below. garf: the network of GARF's
     published code (centred Gaussian on the first xyz and direction layers, six 256-wide Gaussian layers with
     the first layer's embedding concatenated before the last, 256-wide direction embedding, 512 -> 128 -> 3
-    colour head); it uses sigma and position_scale and ignores hidden_dim through color_num_layers."""
+    colour head), whose sizes are fixed: it takes sigma and position_scale, and refuses the size fields
+    (hidden_dim through color_num_layers) at values other than their defaults."""
     sigma: float = 0.1
     """Width of every Gaussian activation."""
     hidden_dim: int = 256
@@ -79,36 +86,71 @@ def skip_connections_for(num_layers: int) -> Tuple[int, ...]:
     return (num_layers // 2,) if num_layers > 2 else ()
 
 
+#: The fields that size the gnerf network; GARF's published network has fixed sizes.
+SIZE_FIELDS = ("hidden_dim", "num_layers", "skip_connections", "feature_dim", "direction_dim", "color_hidden_dim",
+               "color_num_layers")
+
+
+def field_sizes(config: GaussianNeRFModelConfig) -> Dict[str, object]:
+    """The size arguments of the field: the size fields for ``gnerf``; none for ``garf``, which refuses
+    (:class:`InputError`) any size field set to other than its default."""
+    if config.architecture != "garf":
+        return {name: getattr(config, name) for name in SIZE_FIELDS}
+    defaults = GaussianNeRFModelConfig()
+    changed = [name for name in SIZE_FIELDS if _as_tuple(getattr(config, name)) != getattr(defaults, name)]
+    if changed:
+        options = ", ".join("--pipeline.model." + name.replace("_", "-") for name in changed)
+        raise InputError(f"--pipeline.model.architecture garf has fixed sizes and does not take {options}: leave "
+                         "the size options at their defaults, or use --pipeline.model.architecture gnerf")
+    return {}
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value  # skip_connections read back from a config.yml
+
+
+def collider_planes(config: GaussianNeRFModelConfig, metadata: Dict) -> Dict[str, float]:
+    """``collider_params`` completed with the dataparser's planes (``metadata``), else Blender's; checked."""
+    option = "--pipeline.model.collider-params"
+    if not config.enable_collider:
+        raise InputError("--pipeline.model.enable-collider False: Gaussian-NeRF samples between the collider's near "
+                         f"and far planes and has no other bounds; keep it True and set the planes with {option}")
+    given = dict(config.collider_params or {})
+    unknown = sorted(set(given) - {"near_plane", "far_plane"})
+    if unknown:
+        raise InputError(f"{option}: unknown key(s) {', '.join(unknown)}; it takes near_plane and far_plane")
+    near = float(given.get("near_plane", metadata.get("near_plane", BLENDER_NEAR)))
+    far = float(given.get("far_plane", metadata.get("far_plane", BLENDER_FAR)))
+    if not 0 <= near < far < math.inf:
+        raise InputError(f"{option}: need 0 <= near_plane < far_plane, got near_plane {near}, far_plane {far}; "
+                         f"set both, e.g. {option} near_plane 2 far_plane 6")
+    return {"near_plane": near, "far_plane": far}
+
+
 class GaussianNeRFModel(Model):
     """Renders a :class:`GaussianRadianceField` with stratified samples and classic volume rendering."""
 
     config: GaussianNeRFModelConfig
 
     def populate_modules(self) -> None:
-        # the collider is configured here from the dataparser's metadata, not from collider_params
+        c = self.config
         metadata = self.kwargs.get("metadata") or {}
-        near = self.config.near_plane if self.config.near_plane is not None else metadata.get("near_plane", BLENDER_NEAR)
-        far = self.config.far_plane if self.config.far_plane is not None else metadata.get("far_plane", BLENDER_FAR)
-        if not 0 <= near < far:
-            raise ValueError(f"need 0 <= near_plane < far_plane, got near={near}, far={far}; "
-                             "set --pipeline.model.near-plane / --pipeline.model.far-plane")
-        self.near_plane, self.far_plane = float(near), float(far)
-        # keep the near plane in eval mode too (nerfstudio's default moves it to 0 there), so that evaluation and
-        # rendering sample where training does
-        self.collider = NearFarCollider(near_plane=self.near_plane, far_plane=self.far_plane, reset_near_plane=False)
+        # nerfstudio's Model.populate_modules builds the NearFarCollider from collider_params: give it the planes,
+        # from the dataparser where collider_params leaves them out
+        self.config = dataclasses.replace(c, collider_params=collider_planes(c, metadata))
+        super().populate_modules()
+        self.collider.reset_near_plane = c.reset_near_plane  # a NearFarCollider argument collider_params cannot hold
+        self.near_plane, self.far_plane = self.collider.near_plane, self.collider.far_plane
 
-        sampling = self.config.sampling
+        sampling = c.sampling
         if sampling == "auto":
             sampling = "disparity" if metadata.get("forward_facing", False) else "uniform"
         self.sampling = sampling
         sampler_cls = LinearDisparitySampler if sampling == "disparity" else UniformSampler
-        self.sampler = sampler_cls(num_samples=self.config.num_samples, train_stratified=True)
+        self.sampler = sampler_cls(num_samples=c.num_samples, train_stratified=True)
 
-        c = self.config
         self.field = GaussianRadianceField(
-            sigma=c.sigma, hidden_dim=c.hidden_dim, num_layers=c.num_layers, skip_connections=c.skip_connections,
-            feature_dim=c.feature_dim, direction_dim=c.direction_dim, color_hidden_dim=c.color_hidden_dim,
-            color_num_layers=c.color_num_layers, position_scale=c.position_scale, architecture=c.architecture,
+            sigma=c.sigma, position_scale=c.position_scale, architecture=c.architecture, **field_sizes(c),
         )
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)
         self.renderer_accumulation = AccumulationRenderer()

@@ -19,6 +19,7 @@ from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim import Optimizer, lr_scheduler
 
+from gnerf.errors import InputError
 from gnerf.optim import OPTIMIZERS
 from gnerf.optim.configs import OptimizerConfig as GnerfOptimizerConfig
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
@@ -31,8 +32,11 @@ def nerfstudio_optimizer(config: Type[GnerfOptimizerConfig]) -> Type[OptimizerCo
 
     def setup(self, params) -> Optimizer:
         if self.lr is None:
-            raise ValueError(f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)")
-        return config.build(self, params)
+            raise InputError(f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)")
+        try:
+            return config.build(self, params)
+        except ValueError as err:  # the config's and the optimizer's checks of the --optimizers.<group>.optimizer options
+            raise InputError(f"--optimizers.<group>.optimizer ({config.name}): {err}") from None
 
     cls = dataclasses.make_dataclass(
         config.__name__.replace("Config", "") + "OptimizerConfig",
@@ -95,4 +99,9 @@ class GnerfScheduler(Scheduler):
     config: GnerfSchedulerConfig
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
-        return self.config.schedule().build(optimizer, float(lr_init), self.config.max_steps)
+        schedule = self.config.schedule()
+        try:
+            schedule.check(float(lr_init))
+        except ValueError as err:
+            raise InputError(f"--optimizers.<group>.scheduler: {err}") from None
+        return schedule.build(optimizer, float(lr_init), self.config.max_steps)

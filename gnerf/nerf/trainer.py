@@ -14,48 +14,64 @@ the curvature optimizer averages gradients and Hessian-vector products itself in
 flag over the ranks, so every rank stops at the same step with the same message.
 
 Bad input (a missing or malformed scene, an option out of range, an output folder that cannot be
-written, no CUDA device for ``--machine.device-type cuda``) and a non-finite loss reach the
-``ns-train`` user as one ``error:`` line (:class:`InputError`, :class:`NonFiniteLossError`); a
-start that fails that way removes the run folder it made. Other exceptions keep their traceback.
+written, no CUDA device for ``--machine.device-type cuda``) raises :class:`~gnerf.errors.InputError`
+where it is detected, and a non-finite loss :class:`~gnerf.errors.NonFiniteLossError`; ``ns-train``
+reports these as one ``error:`` line (:func:`ns_train_entry`). A start that fails removes the run
+folder it made. Every other exception keeps its traceback.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Callable, Optional, Type, TypeVar
 
 import torch
 
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
+from nerfstudio.utils import profiler
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import StepPlan, take_step
 from gnerf.files import remove_if_unused
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+T = TypeVar("T")
 
 
-class InputError(ValueError):
-    """Bad input, options or output folder, reported by ``ns-train`` as one ``error:`` line."""
+#: nerfstudio's ns-train script: its ``main`` calls ``config.save_config()``, its ``train_loop`` ``trainer.setup()``
+#: and ``trainer.train()``.
+NS_TRAIN_SCRIPT = "nerfstudio.scripts.train"
 
 
-def _one_line_errors(exc_type, exc, tb) -> None:
-    if issubclass(exc_type, (InputError, NonFiniteLossError)):
-        sys.stderr.write(f"error: {exc}\n")
-    else:
-        sys.__excepthook__(exc_type, exc, tb)
+def ns_train_entry(method: Callable[..., T]) -> Callable[..., T]:
+    """Mark ``method`` as one of the calls through which ``ns-train`` enters gnerf.
+
+    nerfstudio's train script has no error handling, and these calls are the outermost gnerf frames of an
+    ``ns-train`` process. Called from that script, ``method`` reports an :class:`InputError` as one ``error:``
+    line and exit status 1 (:func:`~gnerf.errors.exit_with_error`); called from anywhere else (tests,
+    benchmarks, a notebook) it raises it. Every other exception passes unchanged, with its traceback. This is
+    the narrowest scope that sees both nerfstudio's script and gnerf's errors: no ``sys.excepthook`` is set.
+    """
+
+    @functools.wraps(method)
+    def entry(*args, **kwargs) -> T:
+        if sys._getframe(1).f_globals.get("__name__") != NS_TRAIN_SCRIPT:
+            return method(*args, **kwargs)
+        try:
+            return method(*args, **kwargs)
+        except InputError as err:
+            exit_with_error(err)
+
+    return entry
 
 
 def default_device_type() -> str:
@@ -78,9 +94,9 @@ class CurvatureTrainerConfig(TrainerConfig):
                 self.experiment_name = (data.parent if data.is_file() else data).name or None
         super().set_experiment_name()
 
+    @ns_train_entry
     def save_config(self) -> None:
-        """Check the device and write ``config.yml``; ``ns-train`` calls this first, so its errors become one line."""
-        sys.excepthook = _one_line_errors  # this process is ns-train (or a caller acting as it)
+        """Check the device and write ``config.yml`` (the first call of ``ns-train`` into gnerf)."""
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
             raise InputError("--machine.device-type cuda, but torch sees no CUDA device: "
                              "pass --machine.device-type cpu")
@@ -100,36 +116,58 @@ class CurvatureTrainer(Trainer):
     _loss_finite: Optional[torch.Tensor] = None  # on the device: every loss since the last check was finite
     _last_finite_check: Optional[int] = None
 
+    @ns_train_entry
     def setup(self, test_mode="val") -> None:
-        """nerfstudio's setup; bad input raises :class:`InputError` and removes the unused run folder."""
+        """nerfstudio's setup, after checking that the scene exists; a failed setup removes the run folder it left
+        unused (``config.yml`` alone) and raises its error unchanged."""
         try:
+            self._check_scene()
             super().setup(test_mode=test_mode)
-        except (OSError, ValueError) as err:
+        except BaseException:
             if self.local_rank == 0:
                 remove_if_unused(self.base_dir, {"config.yml"}, self.config.output_dir)  # leave nothing behind
-            if isinstance(err, InputError):
-                raise
-            raise InputError(str(err)) from err
+            raise
+
+    def _check_scene(self) -> None:
+        """Raise :class:`InputError` if the scene path the dataparser is about to read does not exist."""
+        datamanager = self.config.pipeline.datamanager
+        data = datamanager.data if datamanager.data is not None else getattr(datamanager.dataparser, "data", None)
+        if data is not None and not Path(data).exists():
+            raise InputError(f"the scene {data} does not exist: point --data at a scene folder (a Blender scene "
+                             "with transforms_train.json, or llff-data --data with poses_bounds.npy)")
+
+    @ns_train_entry
+    def train(self) -> None:
+        """nerfstudio's training loop (the last call of ``ns-train`` into gnerf)."""
+        super().train()
 
     def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers, with the schedules of forward-facing scenes; refuses curvature optimizers with
+        mixed precision, the grad scaler or gradient accumulation."""
         config = dict(self.config.optimizers)
+        # The one scene-dependent setting: on a scene the dataparser marks forward-facing, a GnerfSchedulerConfig's
+        # lr_final_forward_facing replaces its lr_final (the paper decays ESGD-Max 1 -> 0.01 on LLFF / BLEFF, 1 -> 0.1
+        # on Blender). Only the dataparser's outputs say whether a scene is forward-facing (the flag that the model's
+        # sampling="auto" reads too), and they exist from here on, so the choice is made here, and said.
         if self._forward_facing():
             for name, group in config.items():
                 sched = group.get("scheduler")
-                if isinstance(sched, GnerfSchedulerConfig):
+                if isinstance(sched, GnerfSchedulerConfig) and sched.for_forward_facing() is not sched:
                     config[name] = {**group, "scheduler": sched.for_forward_facing()}
+                    CONSOLE.print(f"gnerf: forward-facing scene: the {name} schedule decays to lr_final "
+                                  f"{sched.lr_final_forward_facing} (its lr_final_forward_facing)")
         optimizers = Optimizers(config, self.pipeline.get_param_groups())
         curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
             if self.mixed_precision or self.use_grad_scaler:
-                raise ValueError(
+                raise InputError(
                     f"param group(s) {curvature} use a curvature optimizer, whose Hessian-vector products need "
                     "float32 gradients with an intact graph: run without --mixed-precision and --use-grad-scaler "
                     "(or give those groups a first-order optimizer)."
                 )
             accumulating = [n for n in curvature if self.gradient_accumulation_steps[n] != 1]
             if accumulating:
-                raise ValueError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
+                raise InputError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
                                  "gradient accumulation: remove them from --gradient-accumulation-steps.")
         return optimizers
 
@@ -137,7 +175,14 @@ class CurvatureTrainer(Trainer):
         outputs = getattr(self.pipeline.datamanager, "train_dataparser_outputs", None)
         return bool(outputs is not None and (outputs.metadata or {}).get("forward_facing", False))
 
+    # nerfstudio's Trainer.train_iteration (1.1.5), with its profiler decorator, but for two things: the backward
+    # pass and the optimizers' steps go through take_step (the graph is built only on curvature steps, whose
+    # optimizers step there and release it; first-order optimizers step through optimizer_scaler_step_some, as
+    # upstream), and the loss is checked for NaN (_note_loss). Upstream's cannot be called instead: its backward
+    # pass is inline. The rest (accumulation, autocast, --log-gradients, grad scaler, schedulers) is upstream's.
+    @profiler.time_function
     def train_iteration(self, step: int) -> TRAIN_INTERATION_OUTPUT:
+        """One step: nerfstudio's, with gnerf's curvature protocol and NaN check (see the comment above)."""
         groups = list(self.optimizers.parameters.keys())
         accumulation = self.gradient_accumulation_steps
         self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])

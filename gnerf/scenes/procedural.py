@@ -34,6 +34,7 @@ from typing import Sequence, Union
 import imageio.v2 as imageio
 import numpy as np
 
+from gnerf.errors import InputError
 from gnerf.scenes.geometry import AMBIENT, LIGHT_DIRECTION, SCENE_OBJECTS, Array, Box, SceneObject, Sphere, Torus, shade
 
 __all__ = [
@@ -177,7 +178,7 @@ def _write_png(path: Path, rgba: Array) -> None:
 
 def _check_int(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _read_params(out_dir: Path) -> dict | None:
@@ -211,7 +212,7 @@ def make_blender_scene(
     If ``out_dir`` already holds a complete scene made with the same parameters, nothing is
     rendered unless ``overwrite`` is true. A generated scene with other parameters is replaced.
     A folder that is not a generated scene (no ``scene.json``) is never deleted: if it is not
-    empty, ``FileExistsError`` is raised.
+    empty, :class:`~gnerf.errors.InputError` is raised, as for an option out of range.
 
     Args:
         out_dir: target folder (its parent is created if needed).
@@ -269,7 +270,7 @@ def _scene_params(image_size: int, num_train: int, num_val: int, num_test: int, 
 def _check_empty(out_dir: Path) -> None:
     """Refuse to replace ``out_dir``, which is not a generated scene, unless it is an empty folder."""
     if not out_dir.is_dir() or any(out_dir.iterdir()):
-        raise FileExistsError(
+        raise InputError(
             f"{out_dir} exists and is not a generated procedural scene (no complete scene.json); "
             "remove it or choose another out_dir"
         )

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from gnerf.errors import InputError
 from gnerf.fields import CoordinateMLP
 from gnerf.optim.configs import ESGDAdamStartConfig
 from gnerf.tasks.config import FieldConfig, FitConfig, task_lr
@@ -32,7 +33,11 @@ def stream_seeds(seed: int) -> Tuple[int, int]:
 
 
 def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: float) -> CoordinateMLP:
-    """The task's :class:`CoordinateMLP` from ``cfg`` with the paper's activation defaults."""
+    """The task's :class:`CoordinateMLP` from ``cfg`` with the paper's activation defaults.
+
+    Raises:
+        InputError: the field options (``--field.*``) are out of range; the field's constructor checks them.
+    """
     act = cfg.activation.lower()
     kwargs: Dict[str, float] = {
         "gaussian": {"sigma": default_sigma if cfg.sigma is None else cfg.sigma},
@@ -40,8 +45,11 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
         "wavelet": {"omega0": cfg.omega0, "s0": cfg.s0},
     }.get(act, {})
     pe = cfg.positional_encoding if cfg.positional_encoding is not None else (8 if act == "relu" else 0)
-    return CoordinateMLP(in_dim, out_dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
-                         activation=act, activation_kwargs=kwargs, positional_encoding=pe)
+    try:
+        return CoordinateMLP(in_dim, out_dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
+                             activation=act, activation_kwargs=kwargs, positional_encoding=pe)
+    except ValueError as err:  # the constructor's checks of the --field options
+        raise InputError(f"--field: {err}") from None
 
 
 #: esgd-adam-start's Adam phase in a fitting run when --optim.adam-steps is not given: 25 epochs, the 800 steps
@@ -61,8 +69,8 @@ def build_run_optimizer(cfg: FitConfig, model: nn.Module, steps_per_epoch: int) 
     seed = stream_seeds(cfg.seed)[1] if opt.curvature else None  # the probes' own stream, identical on every rank
     try:
         optimizer = opt.build(list(model.parameters()), seed=seed)
-    except ValueError as err:
-        raise ValueError(f"optim:{opt.name}: {err}") from None
+    except ValueError as err:  # the config's and the optimizer's checks of the optim:NAME options
+        raise InputError(f"optim:{opt.name}: {err}") from None
     return optimizer
 
 

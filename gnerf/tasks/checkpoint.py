@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
+from gnerf.errors import InputError
 from gnerf.tasks import dist as gdist
 from gnerf.files import atomic_save_torch
 
@@ -81,7 +82,7 @@ def _read_checkpoint(path: Path) -> Dict[str, Any]:
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found:  # a pickled Python object: loading it could run code
-            raise ValueError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
+            raise InputError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
                              f"({found.group(1)}) that could run code when loaded; gnerf checkpoints hold only "
                              "tensors and plain values, so --resume refuses it: delete it or restore the original"
                              ) from None
@@ -98,12 +99,11 @@ def load_checkpoint(out: Path) -> Dict[str, Any]:
     """The checkpoint in ``out``; the one before it (with a one-line warning) when the latest is unreadable.
 
     Raises:
-        FileNotFoundError: ``out`` holds neither.
-        ValueError: the checkpoints are unreadable, or hold pickled Python objects.
+        InputError: ``out`` holds neither, the checkpoints are unreadable, or they hold pickled Python objects.
     """
     latest, prev = out / CHECKPOINT, out / PREV_CHECKPOINT
     if not latest.is_file() and not prev.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {str(latest)!r}; "
+        raise InputError(f"--resume: no checkpoint {str(latest)!r}; "
                                 "point --output-dir at the folder of an earlier run")
     reason = None
     if latest.is_file():
@@ -122,7 +122,7 @@ def load_checkpoint(out: Path) -> Dict[str, Any]:
                 sys.stderr.write(f"warning: {CHECKPOINT} in {str(out)!r} {problem}; resuming from the one before, "
                                  f"{PREV_CHECKPOINT} (epoch {ckpt['epoch']})\n")
             return ckpt
-    raise ValueError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
+    raise InputError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
 
 
 
@@ -136,16 +136,16 @@ def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, op
     """Load the checkpoint in ``out`` into ``model``, ``optimizer``, the RNGs, and return its progress.
 
     Raises:
-        ValueError: ``config`` differs from the saved one beyond :data:`RESUMABLE_CHANGES`, or ``epochs``
+        InputError: ``config`` differs from the saved one beyond :data:`RESUMABLE_CHANGES`, or ``epochs``
             is below the epochs already trained (see :func:`load_checkpoint` for the rest).
     """
     ckpt = load_checkpoint(out)
     changed = _diff(ckpt["config"], config)
     if changed:
-        raise ValueError(f"--resume: the configuration differs from the run in {str(out)!r} "
+        raise InputError(f"--resume: the configuration differs from the run in {str(out)!r} "
                          f"({'; '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
     if epochs < ckpt["epoch"]:
-        raise ValueError(f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
+        raise InputError(f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
                          f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further")
     if epochs == ckpt["epoch"] and gdist.rank() == 0:
         print(f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "

@@ -1,42 +1,47 @@
 """Console entry points of the fitting commands (``gnerf-fit-image``, ``-occupancy``, ``-video``).
 
-Each parses its task's config dataclass with tyro, runs the task, and turns the errors that
-bad input raises (a missing or unreadable file, an empty mesh, a video with no frames, an
-unknown optimizer or activation, a run folder that is in use or cannot be written, a NaN loss)
-into one ``error: ...`` line and exit status 1.
+Each parses its task's config dataclass with tyro and runs the task. Bad input is named where it is
+detected, with :class:`~gnerf.errors.InputError` (a missing or unreadable file, an empty mesh, a video
+with no frames, an option out of range, a run folder that is in use or cannot be written, a NaN loss):
+that error alone becomes one ``error: ...`` line and exit status 1. Any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Optional, Sequence, Type, TypeVar
 
 import tyro
 
+from gnerf.errors import InputError, exit_with_error
 from gnerf.tasks.dist import launched_rank, session
 from gnerf.tasks.image import ImageFitConfig, fit_image
 from gnerf.tasks.occupancy import OccupancyFitConfig, fit_occupancy
-from gnerf.tasks.run import RunFolderError
 from gnerf.tasks.video import VideoFitConfig, fit_video
 
 __all__ = ["image_main", "occupancy_main", "run_cli", "video_main"]
 
 C = TypeVar("C")
 
-#: Errors that mean "bad input or options", reported without a traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, RunFolderError)
-
 
 def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequence[str]] = None) -> None:
-    """Parse ``args`` (default: ``sys.argv``) into ``config_cls`` and call ``run`` on it."""
+    """Parse ``args`` (default: ``sys.argv``) into ``config_cls`` and call ``run`` on it; an
+    :class:`~gnerf.errors.InputError` ends the process with one ``error:`` line (naming the rank under torchrun)."""
     cfg = tyro.cli(config_cls, args=args, description=config_cls.__doc__)
     try:
         with session(getattr(cfg, "dist_timeout", 600.0)):
             run(cfg)
-    except USER_ERRORS as err:
-        where = f"rank {launched_rank()}: " if launched_rank() is not None else ""
-        sys.stderr.write(f"error: {where}{err}\n")  # one write: ranks share the terminal
-        raise SystemExit(1) from None
+    except InputError as err:
+        exit_with_error(err, where=_rank_prefix())
+
+
+def _rank_prefix() -> str:
+    """``rank N: `` under torchrun, else nothing (also when torchrun's environment is what was wrong)."""
+    try:
+        rank = launched_rank()
+    except InputError:
+        return ""
+    return f"rank {rank}: " if rank is not None else ""
 
 
 def image_main(args: Optional[Sequence[str]] = None) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from gnerf.errors import InputError
 from gnerf.fields import ACTIVATIONS
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
 from gnerf.optim.configs import ESGDConfig
@@ -187,16 +188,16 @@ def validate_config(cfg: FitConfig) -> None:
     """Reject bad loop options, activation names and optimizer hyperparameters before any work is done."""
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
         if getattr(cfg, name) < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
     if not isinstance(cfg.optim, OptimizerConfig) or type(cfg.optim) not in OPTIMIZERS.values():
-        raise ValueError(f"--optim must be one of the registered optimizers: {', '.join(OPTIMIZERS)}")
+        raise InputError(f"--optim must be one of the registered optimizers: {', '.join(OPTIMIZERS)}")
     if cfg.field.activation.lower() not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
+        raise InputError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
                          f"choose one of: {', '.join(ACTIVATIONS)}")
     lr = task_lr(cfg.optim, cfg.field.activation)
     if not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"--optim.lr {lr}: must be a finite number >= 0")
+        raise InputError(f"--optim.lr {lr}: must be a finite number >= 0")
     try:
         (cfg.schedule or cfg.optim.schedule).check(lr)
     except ValueError as err:
-        raise ValueError(f"--schedule: {err}") from None
+        raise InputError(f"--schedule: {err}") from None

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 import torch
 import torch.distributed as dist
 
+from gnerf.errors import InputError
 from gnerf.optim.distributed import is_distributed
 
 __all__ = ["broadcast_object", "launched_rank", "local_rank", "rank", "session", "world_size"]
@@ -28,7 +29,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+        raise InputError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
 
 def world_size() -> int:
@@ -75,7 +76,7 @@ def session(timeout_s: float = 600.0) -> Iterator[None]:
         yield
         return
     if timeout_s <= 0:
-        raise ValueError(f"--dist-timeout must be > 0 seconds, got {timeout_s}")
+        raise InputError(f"--dist-timeout must be > 0 seconds, got {timeout_s}")
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     _CPU_GROUP = dist.new_group(backend="gloo") if torch.cuda.is_available() else None

@@ -1,26 +1,26 @@
 """Input readers and coordinate grids of the fitting tasks.
 
-Readers raise ``FileNotFoundError`` / ``ValueError`` that name the offending file.
+Readers raise :class:`~gnerf.errors.InputError` naming the offending file.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gnerf.errors import InputError
 from gnerf.files import PathLike, require_file, to_uint8
 
 __all__ = ["check_size", "grid_coordinates", "read_image", "read_video", "resize_image"]
 
 
 def check_size(size: Optional[Tuple[int, ...]]) -> None:
-    """Raise ``ValueError`` naming ``--size`` unless ``size`` is None or two positive integers."""
+    """Raise :class:`~gnerf.errors.InputError` naming ``--size`` unless ``size`` is None or two positive integers."""
     if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"--size must be two positive integers, height and width (or None), "
+        raise InputError(f"--size must be two positive integers, height and width (or None), "
                          f"got {' '.join(str(s) for s in size)}")
 
 
@@ -43,10 +43,10 @@ def _rgb(image: np.ndarray, source: str) -> np.ndarray:
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"{source}: expected an RGB(A) or greyscale image, got an array of shape {image.shape}")
+        raise InputError(f"{source}: expected an RGB(A) or greyscale image, got an array of shape {image.shape}")
     if image.dtype != np.uint8:
         if image.dtype != np.uint16:
-            raise ValueError(f"{source}: unsupported pixel type {image.dtype}; use 8- or 16-bit images")
+            raise InputError(f"{source}: unsupported pixel type {image.dtype}; use 8- or 16-bit images")
         image = (image.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(image[..., :3])
 
@@ -64,7 +64,7 @@ def read_image(path: PathLike, size: Optional[Tuple[int, int]] = (256, 256)) -> 
     try:
         image = iio.imread(p)
     except Exception as err:  # imageio raises many types for undecodable files
-        raise ValueError(f"cannot read image {str(p)!r}: {err}") from None
+        raise InputError(f"cannot read image {str(p)!r}: {err}") from None
     image = _rgb(np.asarray(image), str(p))
     if size is not None:
         image = _resize(image, tuple(int(s) for s in size))
@@ -82,8 +82,7 @@ def read_video(
         size: ``(height, width)`` to resize every frame to, or ``None`` for the native size.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: ffmpeg cannot decode it, or it has no frames.
+        InputError: no such file, ffmpeg cannot decode it, or it has no frames.
     """
     import imageio.v3 as iio
 
@@ -100,11 +99,11 @@ def read_video(
     except (OSError, RuntimeError, ValueError, StopIteration) as err:
         text = str(err)
         if "Input #0" in text and "Video:" not in text:  # ffmpeg opened the file but found no video stream
-            raise ValueError(f"video {str(p)!r} has no frames (ffmpeg finds no video stream in it)") from None
-        raise ValueError(f"cannot read video {str(p)!r}: {text.splitlines()[0] if text else type(err).__name__} "
+            raise InputError(f"video {str(p)!r} has no frames (ffmpeg finds no video stream in it)") from None
+        raise InputError(f"cannot read video {str(p)!r}: {text.splitlines()[0] if text else type(err).__name__} "
                          "(ffmpeg cannot decode it; check that it is a video file)") from None
     if not frames:
-        raise ValueError(f"video {str(p)!r} has no frames")
+        raise InputError(f"video {str(p)!r} has no frames")
     return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0), fps
 
 

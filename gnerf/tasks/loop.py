@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor, nn
 
+from gnerf.errors import InputError, NonFiniteLossError
 from gnerf.optim.curvature import functional_loss
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
@@ -57,17 +58,17 @@ def fit(problem: Problem, run: Run) -> FitResult:
     for :data:`~gnerf.tasks.checkpoint.RESUMABLE_CHANGES`.
 
     Raises:
-        FileExistsError: the run folder already holds a run and ``cfg.resume`` is False.
-        FileNotFoundError: ``cfg.resume`` without a checkpoint in the run folder.
-        ValueError: resuming with a different configuration or fewer epochs than were trained, an
-            unreadable checkpoint (when ``checkpoint.prev.pt`` is unreadable too), or an empty training set.
-        FloatingPointError: the training loss became NaN or infinite.
-        RunFolderError: the run folder cannot be written after an epoch.
+        RunFolderError: the run folder already holds a run and ``cfg.resume`` is False, or it cannot be
+            written after an epoch.
+        InputError: ``cfg.resume`` without a checkpoint in the run folder, resuming with a different
+            configuration or fewer epochs than were trained, an unreadable checkpoint (when
+            ``checkpoint.prev.pt`` is unreadable too), or an empty training set.
+        NonFiniteLossError: the training loss became NaN or infinite.
     """
     cfg, out, device = run.cfg, run.output_dir, run.device
     config = config_to_dict(cfg)
     if problem.inputs.shape[0] == 0:
-        raise ValueError("the training set is empty")
+        raise InputError("the training set is empty")
 
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
@@ -76,8 +77,8 @@ def fit(problem: Problem, run: Run) -> FitResult:
     if cfg.resume:
         progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device)
     elif holds_checkpoint(out):
-        raise FileExistsError(f"{str(out)!r} already holds a run; pass --resume to continue it "
-                              "or choose another --output-dir")
+        raise RunFolderError(f"{str(out)!r} already holds a run; pass --resume to continue it "
+                             "or choose another --output-dir")
     else:
         progress = Progress()
     scheduler = schedule_for(cfg, optimizer, _steps_per_epoch(problem, cfg), progress.iteration)
@@ -122,7 +123,7 @@ def _data_parallel(model: nn.Module, batch_size: int, device: torch.device) -> n
     if world == 1:
         return model
     if batch_size < world:
-        raise ValueError(f"--batch-size {batch_size} is smaller than the {world} processes torchrun started; "
+        raise InputError(f"--batch-size {batch_size} is smaller than the {world} processes torchrun started; "
                          "every process needs at least one coordinate per step")
     from torch.nn.parallel import DistributedDataParallel
 
@@ -209,7 +210,7 @@ class _Training:
             window_sum /= world
         mean = window_sum.item() / window
         if not math.isfinite(mean):
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"the training loss became {mean} in epoch {epoch} between iterations "
                 f"{iteration - window + 1} and {iteration} (optim:{self.run.cfg.optim.name}, "
                 f"lr {self.optimizer.param_groups[0]['lr']}); lower --optim.lr or check the input data")

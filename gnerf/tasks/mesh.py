@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnerf.errors import InputError
 from gnerf.files import require_file
 
 __all__ = [
@@ -56,33 +57,32 @@ def load_mesh(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
     Polygons are triangulated; several objects in one file are merged.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: an unsupported suffix, an unreadable file, or a mesh without triangles.
+        InputError: no such file, an unsupported suffix, an unreadable file, or a mesh without triangles.
     """
     import trimesh
 
     p = require_file(path, "mesh")
     if p.suffix.lower() not in MESH_SUFFIXES:
-        raise ValueError(f"mesh {str(p)!r}: unsupported file type {p.suffix!r}; use one of {', '.join(MESH_SUFFIXES)}")
+        raise InputError(f"mesh {str(p)!r}: unsupported file type {p.suffix!r}; use one of {', '.join(MESH_SUFFIXES)}")
     try:
         mesh = trimesh.load(p, force="mesh", process=False)
     except Exception as err:  # trimesh raises many types for malformed files
-        raise ValueError(f"cannot read mesh {str(p)!r}: {err}") from None
+        raise InputError(f"cannot read mesh {str(p)!r}: {err}") from None
     vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
     if len(faces) == 0:
         points = _point_count(p)  # force="mesh" drops the vertices of a file without faces
         if points:
-            raise ValueError(f"mesh {str(p)!r} has {points} vertices but no faces (a point cloud?); "
+            raise InputError(f"mesh {str(p)!r} has {points} vertices but no faces (a point cloud?); "
                              "occupancy fitting needs a triangle mesh")
     if len(faces) == 0 or len(vertices) == 0:
-        raise ValueError(f"mesh {str(p)!r} is empty: it has {len(vertices)} vertices and {len(faces)} triangles")
+        raise InputError(f"mesh {str(p)!r} is empty: it has {len(vertices)} vertices and {len(faces)} triangles")
     if not np.isfinite(vertices).all():
-        raise ValueError(f"mesh {str(p)!r} has non-finite vertex coordinates")
+        raise InputError(f"mesh {str(p)!r} has non-finite vertex coordinates")
     areas = np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
                                     vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
     if not (areas > 0).any():
-        raise ValueError(f"mesh {str(p)!r} is empty: all of its {len(faces)} triangles have zero area")
+        raise InputError(f"mesh {str(p)!r} is empty: all of its {len(faces)} triangles have zero area")
     return vertices, faces
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from gnerf.errors import InputError
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
 from gnerf.files import atomic_write_bytes, atomic_write_image
@@ -103,12 +104,12 @@ def marching_cubes_ply(logits: np.ndarray, bound: float = 0.5) -> bytes:
 def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
     """Run the occupancy-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     if cfg.num_points < 1 or cfg.num_eval_points < 1:
-        raise ValueError(f"--num-points and --num-eval-points must be >= 1, got {cfg.num_points}, "
+        raise InputError(f"--num-points and --num-eval-points must be >= 1, got {cfg.num_points}, "
                          f"{cfg.num_eval_points}")
     if not 0 < cfg.extent <= 1:
-        raise ValueError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
+        raise InputError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
     if cfg.resolution < 2:
-        raise ValueError(f"--resolution must be >= 2, got {cfg.resolution}")
+        raise InputError(f"--resolution must be >= 2, got {cfg.resolution}")
     run = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
     out, device = run.output_dir, run.device
     with hold_run_folder(out):
@@ -125,7 +126,7 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         eval_lab = inside_mesh(v, f, eval_pts).float()[:, None]
         eval_occ = eval_lab.bool()
         if not (train_lab.any() and eval_occ.any()):
-            raise ValueError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the "
+            raise InputError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the "
                              f"{'training' if not train_lab.any() else 'evaluation'} points lies inside it; "
                              "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
 

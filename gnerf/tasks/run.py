@@ -16,6 +16,7 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 
+from gnerf.errors import InputError
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.config import FitConfig, default_output_dir, validate_config
 from gnerf.files import remove_if_unused
@@ -25,8 +26,9 @@ __all__ = ["LOCK", "Run", "RunFolderError", "choose_device", "hold_run_folder", 
 LOCK = ".lock"
 
 
-class RunFolderError(Exception):
-    """The run folder cannot be used: another run holds it, or it cannot be created or written."""
+class RunFolderError(InputError):
+    """The run folder cannot be used: another run holds it, it holds a run already, or it cannot be created or
+    written."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,9 @@ def choose_device(device: Optional[str] = None) -> torch.device:
         try:
             dev = torch.device(device)
         except RuntimeError as err:
-            raise ValueError(f"--device {device!r} is not a torch device: {err}") from None
+            raise InputError(f"--device {device!r} is not a torch device: {err}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device; use --device cpu")
+            raise InputError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device; use --device cpu")
     if dev.type == "cuda" and dev.index is None and gdist.world_size() > 1:
         dev = torch.device("cuda", gdist.local_rank())
         torch.cuda.set_device(dev)
@@ -61,11 +63,11 @@ def prepare_run(task: str, stem: str, cfg: FitConfig) -> Run:
     """Check ``cfg`` and pick its run folder and device (the folder named after ``task`` and ``stem`` by default)."""
     validate_config(cfg)
     if cfg.resume and cfg.output_dir is None:
-        raise ValueError("--resume needs --output-dir, the folder of the run to continue")
+        raise InputError("--resume needs --output-dir, the folder of the run to continue")
     out = cfg.output_dir if cfg.output_dir is not None else gdist.broadcast_object(default_output_dir(task, stem, cfg))
     if cfg.threads is not None:
         if cfg.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
+            raise InputError(f"--threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
     return Run(cfg, Path(out), choose_device(cfg.device))
 

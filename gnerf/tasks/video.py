@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import Tensor, nn
 
+from gnerf.errors import InputError
 from gnerf.metrics import mse, psnr
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
@@ -54,7 +55,7 @@ def frame_psnrs(recon: Tensor, target: Tensor) -> List[float]:
 def fit_video(cfg: VideoFitConfig) -> FitResult:
     """Run the video-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     if cfg.max_frames is not None and cfg.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {cfg.max_frames}")
+        raise InputError(f"--max-frames must be >= 1, got {cfg.max_frames}")
     check_size(cfg.size)
     run = prepare_run("video", Path(cfg.video).stem, cfg)
     out, device = run.output_dir, run.device
