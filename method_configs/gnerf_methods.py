@@ -1,11 +1,12 @@
-"""``ns-train gaussian-nerf-esgd`` and ``ns-train gaussian-nerf-adam``: nerfstudio's registration of
-the trainer configs built in :mod:`gnerf.nerf.methods`."""
+"""``ns-train gaussian-nerf-esgd`` and the same model with other optimizers (``gaussian-nerf-adam``,
+``gaussian-nerf-muon``, ``gaussian-nerf-adam-cosine``): nerfstudio's registration of the trainer configs
+built in :mod:`gnerf.nerf.methods`."""
 
 from __future__ import annotations
 
 from nerfstudio.plugins.types import MethodSpecification
 
-from gnerf.nerf.methods import GAUSSIAN_NERF_ADAM, GAUSSIAN_NERF_ESGD
+from gnerf.nerf.methods import GAUSSIAN_NERF_ADAM, GAUSSIAN_NERF_ADAM_COSINE, GAUSSIAN_NERF_ESGD, GAUSSIAN_NERF_MUON
 
 gaussian_nerf_esgd = MethodSpecification(
     config=GAUSSIAN_NERF_ESGD,
@@ -15,4 +16,14 @@ gaussian_nerf_esgd = MethodSpecification(
 gaussian_nerf_adam = MethodSpecification(
     config=GAUSSIAN_NERF_ADAM,
     description="Gaussian-NeRF trained with Adam, for side-by-side comparison with gaussian-nerf-esgd (gnerf).",
+)
+
+gaussian_nerf_muon = MethodSpecification(
+    config=GAUSSIAN_NERF_MUON,
+    description="Gaussian-NeRF trained with Muon on the square hidden matrices and Adam on the rest, cosine (gnerf).",
+)
+
+gaussian_nerf_adam_cosine = MethodSpecification(
+    config=GAUSSIAN_NERF_ADAM_COSINE,
+    description="Gaussian-NeRF trained with Adam from 5e-4 with a cosine schedule to 0 (gnerf).",
 )

@@ -23,7 +23,8 @@ from gnerf.optim.defaults import PAPER
 from gnerf.nerf.pipeline import GNerfPipelineConfig
 from gnerf.nerf.trainer import CurvatureTrainerConfig, default_device_type
 
-__all__ = ["CONFIGS", "GAUSSIAN_NERF_ADAM", "GAUSSIAN_NERF_ESGD", "MAX_ITERATIONS", "gaussian_nerf_config"]
+__all__ = ["CONFIGS", "GAUSSIAN_NERF_ADAM", "GAUSSIAN_NERF_ADAM_COSINE", "GAUSSIAN_NERF_ESGD", "GAUSSIAN_NERF_MUON",
+           "MAX_ITERATIONS", "gaussian_nerf_config"]
 
 MAX_ITERATIONS = 200_000
 
@@ -68,6 +69,22 @@ GAUSSIAN_NERF_ADAM = gaussian_nerf_config(
     GnerfSchedulerConfig(kind="exponential", lr_final=1e-6, max_steps=MAX_ITERATIONS),
 )
 
+#: Muon (torch.optim.Muon's update) on the trunk's square hidden matrices, Adam on the rest; cosine to 0 on both.
+GAUSSIAN_NERF_MUON = gaussian_nerf_config(
+    "gaussian-nerf-muon",
+    NERF_OPTIMIZERS["muon"](lr=2e-4, adam_lr=1e-4),
+    GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS),
+)
+
+#: Adam with a cosine schedule to 0 from a larger lr than the paper's.
+GAUSSIAN_NERF_ADAM_COSINE = gaussian_nerf_config(
+    "gaussian-nerf-adam-cosine",
+    NERF_OPTIMIZERS["adam-cosine"](lr=5e-4),
+    GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS),
+)
+
 #: The methods by their ``ns-train`` name.
 CONFIGS: Dict[str, CurvatureTrainerConfig] = {"gaussian-nerf-esgd": GAUSSIAN_NERF_ESGD,
-                                              "gaussian-nerf-adam": GAUSSIAN_NERF_ADAM}
+                                              "gaussian-nerf-adam": GAUSSIAN_NERF_ADAM,
+                                              "gaussian-nerf-muon": GAUSSIAN_NERF_MUON,
+                                              "gaussian-nerf-adam-cosine": GAUSSIAN_NERF_ADAM_COSINE}

@@ -28,15 +28,15 @@ ADJUST_LR_FNS = ("original", "match_rms_adamw", "spectral_unclamped")
 
 
 def hidden_matrices(params: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-    """``(hidden, rest)``: the 2-D parameters other than the first and the last 2-D one, and all the others.
+    """``(hidden, rest)``: the square 2-D parameters, and all the others, each in the order given.
 
-    For a coordinate MLP whose parameters are listed input layer first (``model.parameters()``), the
-    hidden matrices are the weights of its hidden layers; the input and output layers' weights and
-    every bias are the rest.
+    In a coordinate MLP the square matrices are the weights between its hidden layers; the input and
+    output layers' weights, the biases and (in the radiance field) the skip layer's and the heads'
+    rectangular weights are the rest.
     """
-    matrices = [i for i, p in enumerate(params) if p.ndim == 2]
-    inner = set(matrices[1:-1])
-    return [p for i, p in enumerate(params) if i in inner], [p for i, p in enumerate(params) if i not in inner]
+    hidden = [p for p in params if p.ndim == 2 and p.shape[0] == p.shape[1]]
+    ids = {id(p) for p in hidden}
+    return hidden, [p for p in params if id(p) not in ids]
 
 
 def ns_dtype_for(setting: str, device: torch.device) -> torch.dtype:
@@ -95,7 +95,7 @@ class MuonAdam(Optimizer):
     scales every group (keeping the ratio of Muon's lr to Adam's).
 
     Args:
-        params: parameters in model order (split by :func:`hidden_matrices`), or param groups that each
+        params: parameters (split by :func:`hidden_matrices`), or param groups that each
             give ``"algorithm"``.
         lr: Muon's learning rate (before ``adjust_lr_fn``).
         adam_lr: Adam's learning rate.
