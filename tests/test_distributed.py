@@ -12,7 +12,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import build_optimizer, should_create_graph
-from gnerf.optim.curvature import functional_loss
 from gnerf.optim.distributed import all_reduce_mean_, curvature_process_group
 from gnerf.optim.step import no_sync_if_curvature
 
@@ -47,15 +46,11 @@ def _train(name: str, options: dict, model: torch.nn.Module, x, y, process_group
     if name in ("esgd-max", "adahessian-e"):  # the Hutchinson optimizers take a process group
         options = dict(options, process_group=process_group)
     opt = build_optimizer(name, net.parameters(), **options)
-    loss_fn, _ = functional_loss(net, lambda f: (f(x) - y).square().mean())
     for _ in range(STEPS):
         with no_sync_if_curvature(model, opt):
             loss = (model(x) - y).square().mean()
             loss.backward(create_graph=should_create_graph(opt))
-        if getattr(opt, "hvp_method", None) == "forward-over-reverse" and opt.is_curvature_step():
-            opt.step(loss_fn=loss_fn)
-        else:
-            opt.step()
+        opt.step()
         opt.zero_grad()
     return net, opt
 

@@ -12,8 +12,7 @@ differ only in the per-step statistic :math:`D_t` drawn from a Rademacher vector
 * **(J) Jacobi**: :math:`D_t = v \odot Hv`, with :math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`;
   the preconditioner is :math:`|\mathrm{EMA}(D_t)|`, the magnitude of the averaged diagonal.
 
-Curvature is estimated on every step, so ``should_create_graph()`` is always True (with the default
-double-backward Hessian-vector product). Spatial
+Curvature is estimated on every step, so ``should_create_graph()`` is always True. Spatial
 averaging of :math:`D_t` (AdaHessian's trick for convolution kernels) does not apply to the
 fully connected fields of gnerf and is not implemented.
 
@@ -28,7 +27,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 
@@ -65,7 +63,7 @@ class AdaHessian(HutchinsonOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda`.
         hessian_power: :math:`k \in (0, 1]` (the paper: 1).
         statistic: ``"equilibration"`` (AdaHessian (E)) or ``"jacobi"`` (AdaHessian (J)).
-        foreach, generator, seed, process_group, hvp_method: as
+        foreach, generator, seed, process_group: as
             :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
@@ -82,7 +80,6 @@ class AdaHessian(HutchinsonOptimizer):
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
-        hvp_method: str = DEFAULT_HVP_METHOD,
     ) -> None:
         check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if not 0.0 < hessian_power <= 1.0:
@@ -92,7 +89,7 @@ class AdaHessian(HutchinsonOptimizer):
             raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
         super().__init__(params, dict(hessian_power=hessian_power), lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, foreach=foreach, generator=generator, seed=seed,
-                         process_group=process_group, hvp_method=hvp_method)
+                         process_group=process_group)
         self.statistic = statistic  # num_steps (completed steps) also counts the curvature updates
 
     state_key = "adahessian"

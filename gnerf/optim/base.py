@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from gnerf.optim.curvature import HutchinsonProbe, LossFn, release_graph
+from gnerf.optim.curvature import HutchinsonProbe, release_graph
 from gnerf.optim.distributed import ProcessGroupSetting
 
 HYPERPARAMETER_RULES = {
@@ -104,8 +104,6 @@ class HutchinsonOptimizer(CountedOptimizer):
 
     Its :meth:`step` is shared: run the closure, take ``(v, H v)`` on curvature steps, count the step,
     hand each param group to :meth:`_update_group` (the subclass's maths), release the graph.
-    With ``hvp_method="forward-over-reverse"``, pass ``step(loss_fn=...)`` whenever
-    ``is_curvature_step()`` (see :data:`gnerf.optim.curvature.LossFn`).
 
     The probe's own generator (used with ``seed`` or in distributed runs) travels in
     ``state_dict()[state_key]["probe"]``, so a resumed run draws the probes it would have drawn.
@@ -122,8 +120,6 @@ class HutchinsonOptimizer(CountedOptimizer):
         process_group: data parallelism (see :mod:`gnerf.optim.distributed`): ``"auto"`` averages
             gradients and Hessian-vector products of curvature steps over the default process group
             when one with several ranks is initialised; ``None`` never communicates.
-        hvp_method: ``"double-backward"`` (default; curvature steps need ``create_graph=True``) or
-            ``"forward-over-reverse"`` (curvature steps need ``step(loss_fn=...)`` instead).
     """
 
     probe: HutchinsonProbe
@@ -133,13 +129,13 @@ class HutchinsonOptimizer(CountedOptimizer):
 
     def __init__(self, params: Any, extra_defaults: Dict[str, Any], *, lr: float, betas: Tuple[float, float],
                  eps: float, weight_decay: float, foreach: Optional[bool], generator: Optional[torch.Generator],
-                 seed: Optional[int], process_group: ProcessGroupSetting, hvp_method: str) -> None:
+                 seed: Optional[int], process_group: ProcessGroupSetting) -> None:
         """Param group defaults ``lr, betas, eps, weight_decay``, then ``extra_defaults``, then ``foreach``;
         the probe; ``num_steps = 0``. The subclass checks the hyperparameters before calling this."""
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **extra_defaults,
                         foreach=foreach)
         super().__init__(params, defaults)
-        self.probe = HutchinsonProbe(generator, seed, process_group, hvp_method)
+        self.probe = HutchinsonProbe(generator, seed, process_group)
         self.num_steps = 0  # completed optimisation steps
 
     @staticmethod
@@ -160,12 +156,7 @@ class HutchinsonOptimizer(CountedOptimizer):
 
     def should_create_graph(self) -> bool:
         """Whether the next ``backward`` must use ``create_graph=True`` (curvature steps, double backward)."""
-        return self.probe.needs_graph and self.is_curvature_step()
-
-    @property
-    def hvp_method(self) -> str:
-        """How ``H v`` is formed: ``"double-backward"`` or ``"forward-over-reverse"``."""
-        return self.probe.hvp_method
+        return self.is_curvature_step()
 
     @property
     def generator(self) -> Optional[torch.Generator]:
@@ -200,10 +191,8 @@ class HutchinsonOptimizer(CountedOptimizer):
         raise NotImplementedError
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None, *, loss_fn: Optional[LossFn] = None
-             ) -> Optional[Tensor]:
-        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``;
-        ``loss_fn`` is needed on curvature steps with ``hvp_method="forward-over-reverse"``."""
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        """Perform one step. A ``closure`` must call ``backward(create_graph=self.should_create_graph())``."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -215,7 +204,7 @@ class HutchinsonOptimizer(CountedOptimizer):
         vs: Optional[Sequence[Tensor]] = None
         hvps: Optional[Sequence[Tensor]] = None
         if self.is_curvature_step():
-            vs, hvps = self.probe(all_params, who=type(self).__name__, loss_fn=loss_fn)
+            vs, hvps = self.probe(all_params, who=type(self).__name__)
             self._on_curvature_update()
         self.num_steps += 1
         offset = 0

@@ -17,7 +17,6 @@ from typing import Any, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD
 from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
 
@@ -46,9 +45,7 @@ class ESGD(HutchinsonOptimizer):
     with the paper's settings, as published; :func:`gnerf.optim.defaults.is_preconditioning_step`).
     On those steps the gradients must carry a graph: call
     ``loss.backward(create_graph=optimizer.should_create_graph())``. The optimizer detaches
-    the gradients at the end of every step, which releases that graph. (With
-    ``hvp_method="forward-over-reverse"`` no graph is needed; pass ``step(loss_fn=...)`` instead
-    whenever ``is_curvature_step()``.)
+    the gradients at the end of every step, which releases that graph.
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
@@ -58,7 +55,7 @@ class ESGD(HutchinsonOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda`.
         precondition_warmup_steps: number of initial steps that all update the curvature.
         precondition_frequency: curvature cadence after the warm-up.
-        foreach, generator, seed, process_group, hvp_method: as
+        foreach, generator, seed, process_group: as
             :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
@@ -80,7 +77,6 @@ class ESGD(HutchinsonOptimizer):
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
-        hvp_method: str = DEFAULT_HVP_METHOD,
         *,
         lr_warmup: float = 0.0,
     ) -> None:
@@ -93,8 +89,7 @@ class ESGD(HutchinsonOptimizer):
         check_cadence(precondition_warmup_steps=precondition_warmup_steps,
                       precondition_frequency=precondition_frequency)
         super().__init__(params, dict(lr_warmup=lr_warmup), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         foreach=foreach, generator=generator, seed=seed, process_group=process_group,
-                         hvp_method=hvp_method)
+                         foreach=foreach, generator=generator, seed=seed, process_group=process_group)
         self.precondition_warmup_steps = int(precondition_warmup_steps)
         self.precondition_frequency = int(precondition_frequency)
         self.num_curvature_updates = 0  # completed curvature updates (k)
