@@ -70,7 +70,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
             "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
                                 precondition_frequency=block, foreach=foreach)}
     for name in opts:  # warm-up: ESGD-Max's 50 curvature warm-up steps, caches, allocator
-        for _ in range(opts["ESGD-Max"].precondition_warmup_steps):
+        for _ in range(warmup_steps):
             train_step(nets[name], opts[name], x, y)
     times: Dict[str, List[Tuple[float, bool]]] = {k: [] for k in opts}
     peaks = {k: 0.0 for k in opts}
@@ -97,7 +97,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
     notes = [f"**ratio ESGD-Max / Adam = {ratio:.3f}** (goal <= 1.05); floor 1 + (curvature - plain) / "
              f"({block} x Adam step) = {floor:.3f}; plain-step ratio {e['plain'] / a['plain']:.3f}",
              f"{rounds * block} timed steps each, the two optimizers stepping in turn, after "
-             f"{opts['ESGD-Max'].precondition_warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
+             f"{warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
              f"(both models resident); "
              f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
              f"for the renderer); parameters finite at the end: {finite}"]
@@ -160,10 +160,9 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
     def esgd_step(foreach):
         ps = params_with_grads()
         opt = ESGDMax(ps, lr=PAPER.nerf_lr, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
-        opt.num_steps = 1  # past the curvature step: plain updates only
-        for p in ps:
-            opt.state[p]["exp_avg"] = torch.zeros_like(p)
-            opt.state[p]["curvature"] = torch.ones_like(p)
+        for p in ps:  # past the curvature step: plain updates only
+            opt.state[p].update(step=torch.tensor(1.0), curvature_updates=torch.tensor(1.0),
+                                exp_avg=torch.zeros_like(p), curvature=torch.ones_like(p))
         return opt.step
 
     def esgd_curvature_update(foreach):
@@ -172,7 +171,8 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ms = [torch.zeros_like(p) for p in ps]
         ds = [torch.ones_like(p) for p in ps]
         hv = [torch.randn_like(p) for p in ps]
-        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=PAPER.nerf_lr,
+        steps, updates = ([torch.tensor(1.0) for _ in ps] for _ in range(2))
+        return lambda: esgd(ps, grads, ms, ds, hv, steps, updates, lr=PAPER.nerf_lr,
                             beta1=PAPER.betas[0], beta2=PAPER.betas[1], eps=PAPER.eps, weight_decay=0.0,
                             lr_warmup=PAPER.lr_warmup, use_max=True, foreach=foreach)
 

@@ -8,7 +8,8 @@ from gnerf.optim.curvature import (
     release_graph,
 )
 from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
+from gnerf.optim.adam_start import ESGDAdamStart
+from gnerf.optim.esgd import ESGD, ESGDMax, esgd
 from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
 from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
 from gnerf.optim.contenders import MuonAdam, has_train_eval_modes

@@ -38,7 +38,8 @@ from torch.optim import Optimizer
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.esgd import ADAM_START_LR, ESGD, ESGDAdamStart, ESGDMax
+from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
+from gnerf.optim.esgd import ESGD, ESGDMax
 from gnerf.optim.kfac import KFAC
 from gnerf.optim.schedules import ConstantSchedule, ScheduleConfig
 from gnerf.optim.shampoo import Shampoo

@@ -10,7 +10,7 @@ outlives the step.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -126,16 +126,13 @@ class HutchinsonProbe:
                 p.grad = g
         return vs, hvps
 
-    def state_dict(self) -> Dict[str, Any]:
+    def rng_state(self) -> Optional[Tensor]:
         """The own generator's state (``None`` while the global generator or the caller's is used)."""
-        own = self._own.get_state() if self._own is not None else self._pending_state
-        return {"seed": self.seed, "rng_state": own}
+        return self._own.get_state() if self._own is not None else self._pending_state
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        rng = state.get("rng_state")
-        if rng is None:
-            return
+    def set_rng_state(self, state: Tensor) -> None:
+        """Continue the own generator from ``state`` (a :meth:`rng_state`), now or at the first probe."""
         if self._own is not None:
-            self._own.set_state(rng)
+            self._own.set_state(state)
         else:
-            self._pending_state = rng
+            self._pending_state = state
