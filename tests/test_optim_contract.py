@@ -90,6 +90,7 @@ BAD_VALUES = {
     "hessian_power": (0.0, r"hessian_power"),
     "adam_steps": (-1, r"adam_steps"),
     "adam_lr": (-1.0, r"adam_lr"),
+    "adam_eps": (0.0, r"adam_eps"),
 }
 
 OPTIMIZERS = tuple(REGISTERED)

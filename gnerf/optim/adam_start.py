@@ -2,10 +2,10 @@ r"""ESGDAdamStart: Adam's first steps, then ESGD with its curvature corrected by
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
+from torch.optim.adam import adam
 
 from gnerf.optim.defaults import PAPER, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
@@ -25,7 +25,7 @@ class ESGDAdamStart(EquilibratedSGD):
     A variant of gnerf's, not the paper's. The published :class:`~gnerf.optim.esgd.ESGD` lags Adam
     for the first tens of epochs of an image fit and its final PSNR swings by several dB between
     seeds; from a point Adam has reached, ESGD converges fast and steadily. So this optimizer takes
-    Adam's steps (:math:`\eta_A` = ``adam_lr``), then switches
+    Adam's steps (:math:`\eta_A` = ``adam_lr``, :math:`\epsilon_A` = ``adam_eps``), then switches
     to ESGD. Its curvature cadence starts ``precondition_warmup_steps`` steps before the switch
     (curvature on each of those steps, then every ``precondition_frequency``-th), so the Adam phase
     costs what Adam costs and :math:`D` is estimated where ESGD takes over:
@@ -34,20 +34,22 @@ class ESGDAdamStart(EquilibratedSGD):
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
         s_t = \beta_2 s_{t-1} + (1 - \beta_2) g_t^2 \quad (t \le T) \\
         D &\leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h \qquad \text{(curvature steps, } h = Hv) \\
-        \theta_t &= \theta_{t-1} - \eta_A\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)} + 10^{-8}}
+        \theta_t &= \theta_{t-1} - \eta_A\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)} + \epsilon_A}
             \qquad (t \le T = \text{adam\_steps}) \\
         \theta_t &= \theta_{t-1} (1 - \eta \lambda) - \eta\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{D / (1 - \beta_2^k)} + \epsilon}
             \qquad (t > T)
 
     where :math:`k` counts the curvature updates, so :math:`D / (1 - \beta_2^k)` is the mean of
-    :math:`(Hv)^2` over them. The first ``adam_steps`` steps are ``torch.optim.Adam``'s (lr
-    ``adam_lr``, the optimizer's betas, no weight decay); Adam's first moment :math:`m` is the one
-    ESGD carries on with. A learning-rate scheduler scales both phases: Adam's lr
+    :math:`(Hv)^2` over them. The first ``adam_steps`` steps are ``torch.optim.Adam``'s, taken by
+    its own update (``torch.optim.adam.adam``, per-tensor or multi-tensor as ``foreach`` says) with
+    lr ``adam_lr``, eps ``adam_eps``, the optimizer's betas and no weight decay; Adam's first moment
+    :math:`m` is the one ESGD carries on with. A learning-rate scheduler scales both phases: Adam's lr
     keeps its ratio ``adam_lr / lr`` to the group's lr when the group was added (the group's
     ``adam_lr_ratio``). Each param group switches after its own first ``adam_steps`` steps.
 
     Same arguments as :class:`~gnerf.optim.esgd.ESGD`, except that ``lr`` defaults to
-    :data:`ADAM_START_LR` (0.1), plus ``adam_steps`` (default 800) and ``adam_lr`` (1e-4).
+    :data:`ADAM_START_LR` (0.1), plus ``adam_steps`` (default 800), ``adam_lr`` (1e-4) and
+    ``adam_eps`` (1e-8, torch's).
     """
 
     correct_by_updates = True
@@ -64,6 +66,7 @@ class ESGDAdamStart(EquilibratedSGD):
         precondition_frequency: int = PAPER.precondition_frequency,
         adam_steps: int = 800,
         adam_lr: float = 1e-4,
+        adam_eps: float = 1e-8,
         *,
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
@@ -72,7 +75,7 @@ class ESGDAdamStart(EquilibratedSGD):
     ) -> None:
         defaults = dict(self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
                                            precondition_frequency, foreach),
-                        adam_steps=adam_steps, adam_lr=adam_lr)
+                        adam_steps=adam_steps, adam_lr=adam_lr, adam_eps=adam_eps)
         super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
@@ -80,6 +83,8 @@ class ESGDAdamStart(EquilibratedSGD):
         for name, low in (("adam_steps", 0), ("adam_lr", 0.0)):
             if not group[name] >= low:
                 raise ValueError(f"invalid {name}={group[name]}: must be >= {low}")
+        if not group["adam_eps"] > 0.0:
+            raise ValueError(f"invalid adam_eps={group['adam_eps']}: must be > 0")
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -96,16 +101,17 @@ class ESGDAdamStart(EquilibratedSGD):
         if self._group_step(group) >= group["adam_steps"]:  # the group's Adam steps are done
             return super()._update_group(group, params, states, foreach, vectors, hvps)
         beta1, beta2 = group["betas"]
-        lr = group["lr"] * group["adam_lr_ratio"]
-        for i, (p, state) in enumerate(zip(params, states)):
-            g, m, s, d = p.grad.detach(), state["exp_avg"], state["exp_avg_sq"], state["curvature"]
-            t = int(state["step"].add_(1))
-            m.lerp_(g, 1.0 - beta1)
-            s.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            if hvps is not None:  # the curvature cadence starts before the switch
-                h = hvps[i]
-                d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-                state["curvature_updates"].add_(1)
-            # torch.optim.Adam's order of operations, so that this phase is Adam's trajectory to the bit
-            denom = s.sqrt().div_(math.sqrt(1.0 - beta2 ** t)).add_(1e-8)
-            p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
+        if hvps is not None:  # the curvature cadence starts before the switch
+            curvatures = [s["curvature"] for s in states]
+            if foreach:
+                torch._foreach_mul_(curvatures, beta2)
+                torch._foreach_addcmul_(curvatures, hvps, hvps, value=1.0 - beta2)
+            else:
+                for d, h in zip(curvatures, hvps):
+                    d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
+            for s in states:
+                s["curvature_updates"].add_(1)
+        adam(params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
+             [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], foreach=foreach,
+             amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"] * group["adam_lr_ratio"], weight_decay=0.0,
+             eps=group["adam_eps"], maximize=False)
