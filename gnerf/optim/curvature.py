@@ -3,9 +3,9 @@
 Every curvature optimizer in gnerf (ESGD, ESGD-Max, AdaHessian) estimates curvature through a
 :class:`HutchinsonProbe`: it draws a Rademacher ``v`` and forms ``H v`` by double backward from
 gradients that carry a graph (``backward(create_graph=True)``). The training-step protocol that
-provides them lives in :mod:`gnerf.optim.step`. A curvature optimizer detaches the gradients it was given at the end of a
-step (:func:`release_graph`), so the parameter -> grad -> graph -> parameter reference cycle never
-outlives the step.
+provides them lives in :mod:`gnerf.optim.step`. A curvature optimizer detaches the gradients it was
+given at the end of a step (:func:`release_graph`), so the parameter -> grad -> graph -> parameter
+reference cycle never outlives the step.
 """
 
 from __future__ import annotations
