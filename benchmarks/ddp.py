@@ -80,8 +80,8 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         def step(name: str) -> Tuple[bool, int]:
             ddp, opt = ddps[name], opts[name]  # noqa: F821 - runs before the del below
             opt.zero_grad(set_to_none=True)
-            _, plan = take_step(opt, lambda plan: mse(ddp(x), y), model=ddp, step=counted_step)
-            return plan.create_graph, len(calls)
+            _, create_graph = take_step(opt, lambda create_graph: mse(ddp(x), y), model=ddp, step=counted_step)
+            return create_graph, len(calls)
 
         for name in opts:
             for _ in range(warmup_steps):

@@ -1,8 +1,8 @@
 """Benchmarks (1)-(3) on the GARF trunk, pure torch (runs without nerfstudio).
 
 (1) step overhead: ESGD-Max vs Adam, mean training-step time over windows holding curvature steps.
-(2) curvature step cost: one Hessian-vector product (with its gradient) by double backward and by
-    forward-over-reverse, against one plain forward + backward: time and peak memory.
+(2) curvature step cost: one Hessian-vector product (with its gradient) by double backward, against
+    one plain forward + backward: time and peak memory.
 (3) optimizer update cost: ESGD-Max foreach vs per-tensor loop vs torch.optim.Adam(foreach=True/False).
 """
 
@@ -26,12 +26,7 @@ from benchmarks.common import (
     step_stats,
     table,
 )
-from gnerf.optim.curvature import (
-    functional_loss,
-    hessian_vector_product,
-    hessian_vector_product_fwd_rev,
-    rademacher_like,
-)
+from gnerf.optim.curvature import hessian_vector_product, rademacher_like
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGDMax, esgd
 from gnerf.optim.step import take_step
@@ -57,7 +52,7 @@ def fp32_peak(device: str) -> float:
 def train_step(net, opt, x, y) -> bool:
     """One step of the curvature protocol; returns whether it was a curvature step."""
     opt.zero_grad(set_to_none=True)
-    return take_step(opt, lambda plan: mse(net(x), y))[1].create_graph
+    return take_step(opt, lambda create_graph: mse(net(x), y))[1]
 
 
 def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondition_frequency, foreach: bool = True,
@@ -75,7 +70,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
             "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
                                 precondition_frequency=block, foreach=foreach)}
     for name in opts:  # warm-up: ESGD-Max's 50 curvature warm-up steps, caches, allocator
-        for _ in range(opts["ESGD-Max"].precondition_warmup_steps):
+        for _ in range(warmup_steps):
             train_step(nets[name], opts[name], x, y)
     times: Dict[str, List[Tuple[float, bool]]] = {k: [] for k in opts}
     peaks = {k: 0.0 for k in opts}
@@ -102,7 +97,7 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
     notes = [f"**ratio ESGD-Max / Adam = {ratio:.3f}** (goal <= 1.05); floor 1 + (curvature - plain) / "
              f"({block} x Adam step) = {floor:.3f}; plain-step ratio {e['plain'] / a['plain']:.3f}",
              f"{rounds * block} timed steps each, the two optimizers stepping in turn, after "
-             f"{opts['ESGD-Max'].precondition_warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
+             f"{warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
              f"(both models resident); "
              f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
              f"for the renderer); parameters finite at the end: {finite}"]
@@ -117,13 +112,13 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
 
 
 def curvature_cost(spec: TrunkSpec, reps: int = 10) -> Tuple[str, Dict]:
-    """(2): a curvature step's gradient + ``H v`` by double backward and by forward-over-reverse, vs a plain
-    forward + backward; interleaved medians, and peak memory above the parameters and batch (GPU)."""
+    """(2): a curvature step's gradient + ``H v`` by double backward, vs a plain forward + backward; interleaved
+    medians, and peak memory above the parameters and batch (GPU)."""
     dev = spec.device
     torch.manual_seed(spec.seed)
     net = make_trunk(spec).to(dev)
     x, y = make_batch(spec)
-    loss_fn, params = functional_loss(net, lambda f: mse(f(x), y))
+    params = list(net.parameters())
     vs = rademacher_like(params)
 
     def plain():
@@ -133,28 +128,20 @@ def curvature_cost(spec: TrunkSpec, reps: int = 10) -> Tuple[str, Dict]:
         grads = torch.autograd.grad(mse(net(x), y), params, create_graph=True)
         return grads, hessian_vector_product(params, grads, vs)
 
-    def fwd_rev():
-        return hessian_vector_product_fwd_rev(loss_fn, params, vs, with_grad=True)
-
-    fns = {"plain forward + backward": plain, "double backward (grad + Hv)": double_backward,
-           "forward-over-reverse (grad + Hv)": fwd_rev}
+    fns = {"plain forward + backward": plain, "double backward (grad + Hv)": double_backward}
     med = interleaved_medians(fns, dev, reps)
     mem = {k: peak_memory(fn, dev) for k, fn in fns.items()}
-    _, h1 = double_backward()
-    _, h2 = fwd_rev()
-    rel = max(((a - b).norm() / a.norm().clamp_min(1e-30)).item() for a, b in zip(h1, h2))
     base = med["plain forward + backward"]
     rows = [(k, 1e3 * t, t / base, mem[k]) for k, t in med.items()]
     body = table(["computation", "median time (ms)", "time / plain", "peak memory (GiB)"], rows)
-    db, fr = med["double backward (grad + Hv)"], med["forward-over-reverse (grad + Hv)"]
-    notes = [f"**double backward / plain = {db / base:.2f}, forward-over-reverse / plain = {fr / base:.2f}, "
-             f"forward-over-reverse / double backward = {fr / db:.2f}**",
-             f"{reps} interleaved repetitions (median) after 2 warm-up rounds; the two Hv agree to relative "
-             f"{rel:.1e}; peak memory is measured above the parameters and batch (GPU only)",
-             "both rows compute what a curvature step needs, the gradient and Hv: double backward as "
-             "backward(create_graph=True) + one more backward, forward-over-reverse as torch.func.jvp(torch.func.grad)"]
+    db = med["double backward (grad + Hv)"]
+    notes = [f"**double backward / plain = {db / base:.2f}**",
+             f"{reps} interleaved repetitions (median) after 2 warm-up rounds; peak memory is measured above the "
+             "parameters and batch (GPU only)",
+             "the double-backward row computes what a curvature step needs, the gradient and Hv: "
+             "backward(create_graph=True) + one more backward"]
     return (section("(2) Curvature step cost: one Hessian-vector product", spec.describe(), body, notes),
-            dict(plain=base, double_backward=db, fwd_rev=fr, mem=mem))
+            dict(plain=base, double_backward=db, mem=mem))
 
 
 def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
@@ -173,10 +160,9 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
     def esgd_step(foreach):
         ps = params_with_grads()
         opt = ESGDMax(ps, lr=PAPER.nerf_lr, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
-        opt.num_steps = 1  # past the curvature step: plain updates only
-        for p in ps:
-            opt.state[p]["exp_avg"] = torch.zeros_like(p)
-            opt.state[p]["curvature"] = torch.ones_like(p)
+        for p in ps:  # past the curvature step: plain updates only
+            opt.state[p].update(step=torch.tensor(1.0), curvature_updates=torch.tensor(1.0),
+                                exp_avg=torch.zeros_like(p), curvature=torch.ones_like(p))
         return opt.step
 
     def esgd_curvature_update(foreach):
@@ -185,7 +171,8 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ms = [torch.zeros_like(p) for p in ps]
         ds = [torch.ones_like(p) for p in ps]
         hv = [torch.randn_like(p) for p in ps]
-        return lambda: esgd(ps, grads, ms, ds, hv, step=2, num_curvature_updates=2, lr=PAPER.nerf_lr,
+        steps, updates = ([torch.tensor(1.0) for _ in ps] for _ in range(2))
+        return lambda: esgd(ps, grads, ms, ds, hv, steps, updates, lr=PAPER.nerf_lr,
                             beta1=PAPER.betas[0], beta2=PAPER.betas[1], eps=PAPER.eps, weight_decay=0.0,
                             lr_warmup=PAPER.lr_warmup, use_max=True, foreach=foreach)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 import pytest
 import torch
@@ -72,6 +72,13 @@ def gaussian_mlp(out_dim: int, hidden_dim: int, sigma: float = 0.5, **kwargs) ->
     """A 3-layer Gaussian-activation coordinate MLP from 2-D inputs (the optimizer tests' tiny network)."""
     return CoordinateMLP(2, out_dim, hidden_dim=hidden_dim, num_layers=3, activation="gaussian",
                          activation_kwargs={"sigma": sigma}, **kwargs)
+
+
+def esgd_counters(opt: Any) -> Set[Tuple[int, int]]:
+    """The ``(step, curvature_updates)`` pairs found in the per-parameter state of an ESGD-family optimizer, or of
+    its ``state_dict()``: one pair when every parameter has taken every step."""
+    states = opt["state"].values() if isinstance(opt, dict) else opt.state.values()
+    return {(int(s["step"]), int(s["curvature_updates"])) for s in states}
 
 
 def train_steps(net, opt, x, y, steps: int, sched=None) -> List[float]:

@@ -90,11 +90,13 @@ def test_two_steps_follow_the_update_rule(statistic):
 def test_clear_errors():
     """What the registered variants cannot show (the rest: tests/test_optim_contract.py)."""
     p = [nn.Parameter(torch.zeros(3))]
-    with pytest.raises(ValueError, match="statistic"):
+    with pytest.raises(ValueError, match="invalid statistic='newton'"):
         AdaHessian(p, statistic="newton")
     with pytest.raises(ValueError, match="AdaHessianE always uses statistic='equilibration'"):
-        AdaHessianE(p, statistic="jacobi")
-    assert AdaHessianJ(p, statistic="Jacobi").statistic == "jacobi"  # its own statistic may be named
+        AdaHessianE([{"params": p, "statistic": "jacobi"}])
+    assert AdaHessianJ([{"params": p, "statistic": "jacobi"}]).param_groups[0]["statistic"] == "jacobi"
+    mixed = AdaHessian([{"params": p}, {"params": [nn.Parameter(torch.zeros(2))], "statistic": "jacobi"}])
+    assert [g["statistic"] for g in mixed.param_groups] == ["equilibration", "jacobi"]  # a group's own statistic
     opt = AdaHessian(p)
     (p[0] ** 2).sum().backward()
     with pytest.raises(MissingGraphError):

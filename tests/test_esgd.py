@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.optim import ESGD, ESGDAdamStart, ESGDMax, MissingGraphError, hessian_vector_product, rademacher_like
+from gnerf.optim import (
+    ESGD,
+    ESGDAdamStart,
+    ESGDMax,
+    MissingGraphError,
+    hessian_vector_product,
+    rademacher_like,
+    should_create_graph,
+)
 
 from helpers_tasks import gaussian_mlp, train_steps
 
@@ -86,7 +94,47 @@ def test_cadence():
         train_steps(net, opt, x, y, 1)
     # the warm-up, then every 5th step counted from its last (as published: 5 steps since the last update)
     assert [i for i, f in enumerate(flags) if f] == [0, 1, 2, 7]
-    assert opt.num_curvature_updates == 4 and opt.num_steps == 12
+    assert _counters(opt, net.parameters()) == {(12, 4)}  # (steps, curvature updates) of every parameter
+
+
+def _counters(opt, params):
+    """The set of ``(step, curvature_updates)`` of ``params`` in ``opt``'s per-parameter state."""
+    return {(int(opt.state[p]["step"]), int(opt.state[p]["curvature_updates"])) for p in params}
+
+
+def test_a_param_group_added_later_keeps_its_settings_and_its_own_cadence():
+    """A group added after three steps counts its own steps with its own settings and is due at its own first
+    steps (one probe serves every group); the first group uses the products on its own curvature steps only."""
+    net, x, y = _tiny_problem()
+    first, *rest = list(net.parameters())
+    opt = ESGDMax([first], lr=0.05, precondition_warmup_steps=2, precondition_frequency=4,
+                  generator=torch.Generator().manual_seed(0))
+    flags = []
+    for _ in range(3):
+        flags.append(opt.is_curvature_step())
+        train_steps(net, opt, x, y, 1)
+    with pytest.raises(ValueError, match=r"invalid lr_warmup=1.0"):
+        opt.add_param_group({"params": rest, "lr_warmup": 1.0})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": rest, "lr": 0.02, "precondition_warmup_steps": 3})
+    assert opt.param_groups[1]["lr"] == 0.02 and opt.param_groups[1]["precondition_frequency"] == 4
+    for _ in range(6):
+        flags.append(opt.is_curvature_step())
+        train_steps(net, opt, x, y, 1)
+    # the first group at its steps 0, 1 and 5; the new one at its steps 0-2 (overall 3-5)
+    assert [i for i, f in enumerate(flags) if f] == [0, 1, 3, 4, 5]
+    assert _counters(opt, [first]) == {(9, 3)} and _counters(opt, rest) == {(6, 3)}
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    saved = opt.state_dict()
+    assert [g["precondition_warmup_steps"] for g in saved["param_groups"]] == [2, 3]
+    resumed = ESGDMax([{"params": [first]}, {"params": rest}])  # the settings come with the state
+    resumed.load_state_dict(saved)
+    assert [g["lr"] for g in resumed.param_groups] == [0.05, 0.02]
+    assert _counters(resumed, [first]) == {(9, 3)} and _counters(resumed, rest) == {(6, 3)}
+    assert all(s["step"].device.type == "cpu" and s["step"].dtype == torch.float32 for s in resumed.state.values())
+    assert resumed.is_curvature_step()  # the first group's step 9 (1 + 2 x 4)
+    resumed.load_state_dict(copy.deepcopy(resumed.state_dict()))  # torch's load adds to the defaults: again
+    assert _counters(resumed, [first]) == {(9, 3)}
 
 
 def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.9, beta2=0.999,
@@ -178,29 +226,27 @@ def test_graph_is_released_after_step():
     assert all(p.grad.grad_fn is None for p in net.parameters())
 
 
-def test_esgd_refuses_a_learning_rate_warm_up():
-    """The published ESGD has none (out-of-range values of every option: tests/test_optim_contract.py)."""
-    with pytest.raises(ValueError, match="ESGD has no learning-rate warm-up"):
-        ESGD([nn.Parameter(torch.zeros(2))], lr_warmup=0.99)
-
-
-def test_a_state_names_the_variant_that_saved_it():
-    """ESGD and ESGDAdamStart share the 'esgd' key; the saver's class tells their states apart (the contract
-    checks every pair; here the message). A state saved before gnerf recorded the saver still loads."""
+def test_a_state_of_another_variant_or_of_an_older_gnerf_is_refused():
+    """The variants' param groups tell their states apart (the contract checks every pair; here the message).
+    A state with gnerf's former top-level counters is refused as an older gnerf's."""
     net, x, y = _tiny_problem()
     adam_start = ESGDAdamStart(net.parameters(), adam_steps=2, seed=0)
     train_steps(net, adam_start, x, y, 3)
-    with pytest.raises(ValueError, match="saved by ESGDAdamStart, not ESGD .*resume it with ESGDAdamStart"):
+    with pytest.raises(ValueError, match=r"^ESGD\.load_state_dict: the state dict was saved by another optimizer "
+                                         r"\(its param group 0 holds adam_eps, adam_lr, adam_lr_ratio, adam_steps\)"):
         ESGD(net.parameters()).load_state_dict(adam_start.state_dict())
     esgd = ESGD(net.parameters(), seed=0)
     train_steps(net, esgd, x, y, 2)
-    with pytest.raises(ValueError, match="saved by ESGD, not ESGDAdamStart"):
+    with pytest.raises(ValueError, match=r"its param group 0 lacks adam_eps, adam_lr, adam_steps\)"):
         ESGDAdamStart(net.parameters()).load_state_dict(esgd.state_dict())
-    legacy = esgd.state_dict()
-    del legacy["esgd"]["saved_by"]
+    older = {**esgd.state_dict(), "esgd": {"num_steps": 2, "num_curvature_updates": 2}}
+    with pytest.raises(ValueError, match=r"holds 'esgd' beside torch's 'state' and 'param_groups': it was saved by an "
+                                         r"older gnerf and cannot be resumed") as refused:
+        ESGD(net.parameters()).load_state_dict(older)
+    assert "\n" not in str(refused.value)
     resumed = ESGD(net.parameters())
-    resumed.load_state_dict(legacy)
-    assert resumed.num_steps == 2
+    resumed.load_state_dict(esgd.state_dict())
+    assert _counters(resumed, net.parameters()) == {(2, 2)}
 
 
 def _fit_pattern(make_opt, steps=300):
@@ -225,7 +271,7 @@ def test_esgd_max_fits_a_small_image_faster_than_sgd():
 
 
 def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, every, seed, beta1=0.9,
-                          beta2=0.999, eps=1e-4):
+                          beta2=0.999, eps=1e-4, adam_eps=1e-8):
     """ESGDAdamStart written out from its docstring's equations."""
     params, gen, (m, s, D) = _reference_start(net, seed, 3)
     k = 0
@@ -244,7 +290,7 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, eve
                     D[i] = beta2 * D[i] + (1 - beta2) * hvs[i] ** 2
                 if t <= adam_steps:
                     s[i] = beta2 * s[i] + (1 - beta2) * g * g
-                    p.sub_(adam_lr * (m[i] / (1 - beta1**t)) / ((s[i] / (1 - beta2**t)).sqrt() + 1e-8))
+                    p.sub_(adam_lr * (m[i] / (1 - beta1**t)) / ((s[i] / (1 - beta2**t)).sqrt() + adam_eps))
                 else:
                     p.sub_(lr * (m[i] / (1 - beta1**t)) / ((D[i] / (1 - beta2**k)).sqrt() + eps))
     return params
@@ -254,23 +300,29 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, eve
 def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     net, x, y = _tiny_problem()
     ref, adam_net = copy.deepcopy(net), copy.deepcopy(net)
-    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, precondition_warmup_steps=3, precondition_frequency=4,
-                        foreach=foreach, generator=torch.Generator().manual_seed(7))
+    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, adam_eps=1e-7,
+                        precondition_warmup_steps=3, precondition_frequency=4, foreach=foreach,
+                        generator=torch.Generator().manual_seed(7))
     flags = []
-    adam = torch.optim.Adam(adam_net.parameters(), lr=0.01)
-    for step in range(5):
+    adam = torch.optim.Adam(adam_net.parameters(), lr=0.01, eps=1e-7, foreach=foreach)
+    for step in range(5):  # the first adam_steps steps are torch.optim.Adam's, to the bit
         flags.append(opt.is_curvature_step())
-        train_steps(net, opt, x, y, 1)
-        train_steps(adam_net, adam, x, y, 1)
-        for p, q in zip(net.parameters(), adam_net.parameters()):  # the first adam_steps steps are Adam's:
-            if step < 2:  # to the bit before the curvature cadence starts (its gradients then carry a graph)
-                assert torch.equal(p, q), step
-            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+        opt.zero_grad()
+        ((net(x) - y) ** 2).mean().backward(create_graph=should_create_graph(opt))
+        for p, q in zip(net.parameters(), adam_net.parameters()):
+            # Adam gets the same gradients: a backward that builds the graph (the curvature steps 2-4) may
+            # round them differently from a plain one
+            q.grad = p.grad.detach().clone()
+        opt.step()
+        adam.step()
+        for p, q in zip(net.parameters(), adam_net.parameters()):
+            assert torch.equal(p, q), step
+            assert torch.equal(opt.state[p]["exp_avg_sq"], adam.state[q]["exp_avg_sq"]), step
     for _ in range(6):
         flags.append(opt.is_curvature_step())
         train_steps(net, opt, x, y, 1)
     assert [i for i, f in enumerate(flags) if f] == [2, 3, 4, 8]  # the 3 steps before the switch at 5, then every 4th
-    expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7)
+    expected = _reference_adam_start(ref, x, y, 11, 0.05, 5, 0.01, 3, 4, seed=7, adam_eps=1e-7)
     for p, q in zip(net.parameters(), expected):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    assert opt.num_curvature_updates == 4
+    assert _counters(opt, net.parameters()) == {(11, 4)}

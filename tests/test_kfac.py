@@ -118,7 +118,8 @@ def test_one_step_update_and_inverse_cadence():
         opt.zero_grad()
         LOSSES["mse"](net(x), y).backward()
         opt.step()
-    assert opt.num_steps == 5 and opt.num_inverse_updates == 3  # steps 1, 3, 5
+    assert all(opt.state[p]["step"] == 5 for p in net.parameters())
+    assert [opt.state[net[i].weight]["kfac_inverse_updates"] for i in (0, 2)] == [3, 3]  # steps 1, 3, 5
 
 
 def test_a_list_of_modules_must_be_linear_layers():

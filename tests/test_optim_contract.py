@@ -6,7 +6,9 @@ protocol (``backward(create_graph=...)`` as the optimizer asks, then ``step()``)
 * with its default hyperparameters it clearly learns a small image;
 * a ``state_dict`` saved mid-run (through ``torch.save`` / ``torch.load(weights_only=True)``) and
   loaded into an optimizer built afresh with the defaults continues the run exactly: the state
-  carries the counters, the cadence and the probes' random generator;
+  carries the counters, the cadence and the probes' random generator; gnerf's optimizers keep it
+  in torch's schema (settings in the param groups, counters in the per-parameter state, nothing
+  else) and take their settings as explicit keywords;
 * where it has a ``foreach`` switch, the multi-tensor and the per-tensor updates agree;
 * a bad hyperparameter, an option it does not take, or a state saved by another registered
   optimizer is refused with a ``ValueError`` that names the problem.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import io
 import math
 import re
@@ -87,6 +90,7 @@ BAD_VALUES = {
     "hessian_power": (0.0, r"hessian_power"),
     "adam_steps": (-1, r"adam_steps"),
     "adam_lr": (-1.0, r"adam_lr"),
+    "adam_eps": (0.0, r"adam_eps"),
 }
 
 OPTIMIZERS = tuple(REGISTERED)
@@ -216,6 +220,23 @@ def test_an_option_it_does_not_take_is_refused_by_name(name):
 # whose state it is.
 GNERF_OPTIMIZERS = [n for n in OPTIMIZERS if type(_build(n, [torch.nn.Parameter(torch.zeros(2, 2))])).__module__
                     .startswith("gnerf.")]
+
+
+# The paper's optimizers and gnerf's variant (the contenders wrap other packages' optimizers).
+PAPER_OPTIMIZERS = [n for n in GNERF_OPTIMIZERS if REGISTERED[n].__module__ == "gnerf.optim.configs"]
+
+
+@pytest.mark.parametrize("name", PAPER_OPTIMIZERS)
+def test_gnerf_optimizers_keep_torchs_schema_and_take_explicit_keywords(name, one_thread):
+    net, x, y = _image_problem()
+    opt = _build(name, net.parameters(), **_accepted(name, SHORT_RUN))
+    train_steps(net, opt, x, y, 4)
+    saved = opt.state_dict()
+    assert set(saved) == {"state", "param_groups"}
+    assert {f.name for f in dataclasses.fields(REGISTERED[name])} <= set(saved["param_groups"][0])  # every setting
+    assert [int(s["step"]) for s in saved["state"].values()] == [4] * len(list(net.parameters()))
+    signature = inspect.signature(type(opt).__init__)
+    assert not [p for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 @pytest.mark.parametrize("name,saved_by", [(n, m) for n in GNERF_OPTIMIZERS for m in OPTIMIZERS if m != n])

@@ -64,13 +64,8 @@ def test_the_adam_phase_is_25_epochs_unless_given_in_steps():
     for opt, steps in ((ESGDAdamStartConfig(lr=None), round(ADAM_EPOCHS * 128)), (ESGDAdamStartConfig(adam_steps=7), 7)):
         built = build_run_optimizer(ImageFitConfig(image=Path("x.png"), optim=opt), model, 128)
         lrs.append(built.param_groups[0]["lr"])
-        assert _adam_steps(built) == steps
+        assert built.param_groups[0]["adam_steps"] == steps
     assert lrs == [0.1, 0.1]
-
-
-def _adam_steps(opt):
-    group = opt.param_groups[0]
-    return group["adam_steps"] if "adam_steps" in group else opt.adam_steps
 
 
 def _interrupted_then_resumed(monkeypatch, cfg, stop_before: int):

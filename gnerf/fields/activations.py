@@ -33,8 +33,8 @@ class _GaussianFunction(torch.autograd.Function):
     elementwise passes on the backward; this keeps ``x`` and ``y`` only and computes
     :math:`\partial y / \partial x = 2 c\, x\, y` in place. The backward is written in
     differentiable operations on ``x`` and the saved output ``y`` (whose own graph leads back here), so
-    double backward (Hessian-vector products), ``torch.func`` transforms and forward mode (``jvp``,
-    for forward-over-reverse) give the same values as the plain expression.
+    double backward (Hessian-vector products), ``torch.func`` transforms and forward mode (``jvp``)
+    give the same values as the plain expression.
     """
 
     generate_vmap_rule = True  # elementwise: torch.func.vmap applies it to the batched tensor

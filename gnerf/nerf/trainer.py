@@ -41,7 +41,7 @@ from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
-from gnerf.optim.step import StepPlan, take_step
+from gnerf.optim.step import take_step
 from gnerf.files import remove_if_unused
 
 T = TypeVar("T")
@@ -193,11 +193,11 @@ class CurvatureTrainer(Trainer):
         device_type = "cpu" if device_type == "mps" else device_type
         dicts = {}
 
-        def forward(plan: StepPlan) -> torch.Tensor:
+        def forward(create_graph: bool) -> torch.Tensor:
             with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
                 _, dicts["loss"], dicts["metrics"] = self.pipeline.get_train_loss_dict(step=step)
                 loss = functools.reduce(torch.add, dicts["loss"].values())
-            self._note_loss(step, loss, dicts["loss"], plan.create_graph)
+            self._note_loss(step, loss, dicts["loss"], create_graph)
             return loss
 
         loss, _ = take_step(

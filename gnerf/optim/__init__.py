@@ -8,13 +8,14 @@ from gnerf.optim.curvature import (
     release_graph,
 )
 from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.esgd import ESGD, ESGDAdamStart, ESGDMax, esgd
+from gnerf.optim.adam_start import ESGDAdamStart
+from gnerf.optim.esgd import ESGD, ESGDMax, esgd
 from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
 from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
 from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.muon import MuonAdam
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
-from gnerf.optim.step import StepPlan, needs_loss_fn, no_sync_if_curvature, should_create_graph, take_step
+from gnerf.optim.step import no_sync_if_curvature, should_create_graph, take_step
 
 __all__ = [
     "ESGD",
@@ -31,13 +32,11 @@ __all__ = [
     "ScheduleConfig",
     "has_train_eval_modes",
     "optimizer_config",
-    "StepPlan",
     "build_optimizer",
     "register_optimizer",
     "esgd",
     "hessian_vector_product",
     "needs_hessian_vector_products",
-    "needs_loss_fn",
     "no_sync_if_curvature",
     "rademacher_like",
     "release_graph",

@@ -12,8 +12,7 @@ differ only in the per-step statistic :math:`D_t` drawn from a Rademacher vector
 * **(J) Jacobi**: :math:`D_t = v \odot Hv`, with :math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`;
   the preconditioner is :math:`|\mathrm{EMA}(D_t)|`, the magnitude of the averaged diagonal.
 
-Curvature is estimated on every step, so ``should_create_graph()`` is always True (with the default
-double-backward Hessian-vector product). Spatial
+Curvature is estimated on every step, so ``should_create_graph()`` is always True. Spatial
 averaging of :math:`D_t` (AdaHessian's trick for convolution kernels) does not apply to the
 fully connected fields of gnerf and is not implemented.
 
@@ -28,7 +27,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
-from gnerf.optim.curvature import DEFAULT_HVP_METHOD
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 
@@ -57,6 +55,10 @@ class AdaHessian(HutchinsonOptimizer):
     ``loss.backward(create_graph=optimizer.should_create_graph())`` (always True here). The
     optimizer detaches the gradients at the end of every step, which releases that graph.
 
+    Settings live in the param groups (each group may give its own, its ``statistic`` too), the
+    step count in the per-parameter state (``step``, beside the buffers ``exp_avg`` and
+    ``curvature``).
+
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
         lr: learning rate :math:`\eta` (the paper: 0.15).
@@ -65,8 +67,7 @@ class AdaHessian(HutchinsonOptimizer):
         weight_decay: decoupled weight decay :math:`\lambda`.
         hessian_power: :math:`k \in (0, 1]` (the paper: 1).
         statistic: ``"equilibration"`` (AdaHessian (E)) or ``"jacobi"`` (AdaHessian (J)).
-        foreach, generator, seed, process_group, hvp_method: as
-            :class:`~gnerf.optim.base.HutchinsonOptimizer`.
+        foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
     def __init__(
@@ -78,67 +79,78 @@ class AdaHessian(HutchinsonOptimizer):
         weight_decay: float = 0.0,
         hessian_power: float = 1.0,
         statistic: str = "equilibration",
+        *,
         foreach: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
-        hvp_method: str = DEFAULT_HVP_METHOD,
     ) -> None:
-        check_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        if not 0.0 < hessian_power <= 1.0:
-            raise ValueError(f"invalid hessian_power={hessian_power}: must lie in (0, 1]")
-        statistic = str(statistic).lower()
-        if statistic not in STATISTICS:
-            raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
-        super().__init__(params, dict(hessian_power=hessian_power), lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, foreach=foreach, generator=generator, seed=seed,
-                         process_group=process_group, hvp_method=hvp_method)
-        self.statistic = statistic  # num_steps (completed steps) also counts the curvature updates
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
+                        statistic=statistic, foreach=foreach)
+        super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
-    state_key = "adahessian"
-    state_fields = ("num_steps",)
-    matching_fields = ("statistic",)
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                              weight_decay=group["weight_decay"])
+        if not 0.0 < group["hessian_power"] <= 1.0:
+            raise ValueError(f"invalid hessian_power={group['hessian_power']}: must lie in (0, 1]")
+        if group["statistic"] not in STATISTICS:
+            raise ValueError(f"invalid statistic={group['statistic']!r}: choose one of {', '.join(STATISTICS)}")
 
-    def is_curvature_step(self) -> bool:
+    def _is_due(self, group: Dict[str, Any]) -> bool:
         """Always True: AdaHessian estimates curvature on every step."""
         return True
 
     def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
-        adahessian(
-            *self._group_tensors(params, states),
-            hvps,
-            vectors,
-            step=self.num_steps,
-            **self._group_hyperparameters(group),
-            hessian_power=group["hessian_power"],
-            statistic=self.statistic,
-            foreach=foreach,
-        )
+        beta1, beta2 = group["betas"]
+        adahessian(params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
+                   [s["curvature"] for s in states], hvps, vectors, [s["step"] for s in states], lr=group["lr"],
+                   beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                   hessian_power=group["hessian_power"], statistic=group["statistic"], foreach=foreach)
 
 
-def _fixed_statistic(variant: str, statistic: str, kwargs: Dict[str, Any]) -> str:
-    """``statistic``, the one ``variant`` uses; a ``statistic`` in ``kwargs`` must be that one (``ValueError``)."""
-    given = kwargs.pop("statistic", statistic)
-    if str(given).lower() != statistic:
-        raise ValueError(f"invalid statistic={given!r}: {variant} always uses statistic={statistic!r}; "
-                         "use AdaHessian(statistic=...) or the other variant (AdaHessianE / AdaHessianJ)")
-    return statistic
+class _FixedStatistic(AdaHessian):
+    """AdaHessian whose every param group uses :attr:`statistic`."""
+
+    statistic = ""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = PAPER.lr,
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
+        weight_decay: float = 0.0,
+        hessian_power: float = 1.0,
+        *,
+        foreach: Optional[bool] = None,
+        generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group: ProcessGroupSetting = "auto",
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, hessian_power, self.statistic, foreach=foreach,
+                         generator=generator, seed=seed, process_group=process_group)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group["statistic"] != self.statistic:
+            raise ValueError(f"invalid statistic={group['statistic']!r}: {type(self).__name__} always uses "
+                             f"statistic={self.statistic!r}; use AdaHessian(statistic=...) or the other variant "
+                             "(AdaHessianE / AdaHessianJ)")
 
 
-class AdaHessianE(AdaHessian):
+class AdaHessianE(_FixedStatistic):
     """AdaHessian (E): the equilibration statistic ``sqrt(EMA((Hv)^2))``. Same arguments as :class:`AdaHessian`
-    (``statistic``, if given, must be ``"equilibration"``)."""
+    but ``statistic``."""
 
-    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
-        super().__init__(params, lr=lr, statistic=_fixed_statistic("AdaHessianE", "equilibration", kwargs), **kwargs)
+    statistic = "equilibration"
 
 
-class AdaHessianJ(AdaHessian):
-    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian`
-    (``statistic``, if given, must be ``"jacobi"``)."""
+class AdaHessianJ(_FixedStatistic):
+    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian` but
+    ``statistic``."""
 
-    def __init__(self, params: Iterable[Any], lr: float = PAPER.lr, **kwargs: Any) -> None:
-        super().__init__(params, lr=lr, statistic=_fixed_statistic("AdaHessianJ", "jacobi", kwargs), **kwargs)
+    statistic = "jacobi"
 
 
 def adahessian(
@@ -148,8 +160,8 @@ def adahessian(
     curvatures: List[Tensor],
     hvps: List[Tensor],
     vectors: List[Tensor],
+    state_steps: List[Tensor],
     *,
-    step: int,
     lr: float,
     beta1: float,
     beta2: float,
@@ -161,52 +173,55 @@ def adahessian(
 ) -> None:
     """Functional AdaHessian update over lists of tensors (see :class:`AdaHessian` for the maths).
 
-    ``step`` is the 1-based index of this step; ``hvps`` are the products ``H v`` for the
-    Rademacher ``vectors``.
+    ``hvps`` are the products ``H v`` for the Rademacher ``vectors``. As ``torch.optim.adam.adam``
+    does, it counts this step in ``state_steps`` (float32 scalars) before using them; each
+    parameter is corrected with its own count.
     """
     if statistic not in STATISTICS:
         raise ValueError(f"invalid statistic={statistic!r}: choose one of {', '.join(STATISTICS)}")
-    bias_correction1 = 1.0 - beta1 ** step
-    bias_correction2 = 1.0 - beta2 ** step
+    for step_t in state_steps:
+        step_t.add_(1)
+    bias_corrections1 = [1.0 - beta1 ** int(t) for t in state_steps]
+    bias_corrections2 = [1.0 - beta2 ** int(t) for t in state_steps]
     fn = _multi_tensor_adahessian if foreach else _single_tensor_adahessian
     fn(params, grads, exp_avgs, curvatures, hvps, vectors, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
        weight_decay=weight_decay, hessian_power=hessian_power, jacobi=statistic == "jacobi",
-       bias_correction1=bias_correction1, bias_correction2=bias_correction2)
+       bias_corrections1=bias_corrections1, bias_corrections2=bias_corrections2)
 
 
 def _single_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
-                              weight_decay, hessian_power, jacobi, bias_correction1, bias_correction2) -> None:
-    for p, g, m, s, h, v in zip(params, grads, exp_avgs, curvatures, hvps, vectors):
+                              weight_decay, hessian_power, jacobi, bias_corrections1, bias_corrections2) -> None:
+    for p, g, m, s, h, v, bc1, bc2 in zip(params, grads, exp_avgs, curvatures, hvps, vectors, bias_corrections1,
+                                          bias_corrections2):
         if weight_decay != 0:
             p.mul_(1.0 - lr * weight_decay)
         m.lerp_(g, 1.0 - beta1)
         if jacobi:
             s.lerp_(v * h, 1.0 - beta2)
-            d = s.abs().div_(bias_correction2)
+            d = s.abs().div_(bc2)
         else:
             s.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-            d = s.div(bias_correction2).sqrt_()
+            d = s.div(bc2).sqrt_()
         if hessian_power != 1.0:
             d.pow_(hessian_power)
-        p.addcdiv_(m, d.add_(eps), value=-lr / bias_correction1)
+        p.addcdiv_(m, d.add_(eps), value=-lr / bc1)
 
 
 def _multi_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
-                             weight_decay, hessian_power, jacobi, bias_correction1, bias_correction2) -> None:
+                             weight_decay, hessian_power, jacobi, bias_corrections1, bias_corrections2) -> None:
     if weight_decay != 0:
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
     if jacobi:
         torch._foreach_lerp_(curvatures, torch._foreach_mul(vectors, hvps), 1.0 - beta2)
         d = torch._foreach_abs(curvatures)
-        torch._foreach_div_(d, bias_correction2)
+        torch._foreach_div_(d, bias_corrections2)
     else:
         torch._foreach_mul_(curvatures, beta2)
         torch._foreach_addcmul_(curvatures, hvps, hvps, value=1.0 - beta2)
-        d = torch._foreach_div(curvatures, bias_correction2)
+        d = torch._foreach_div(curvatures, bias_corrections2)
         torch._foreach_sqrt_(d)
     if hessian_power != 1.0:
         torch._foreach_pow_(d, hessian_power)
     torch._foreach_add_(d, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, d, -lr / bias_correction1)
-
+    torch._foreach_addcdiv_(params, exp_avgs, d, [-lr / bc for bc in bias_corrections1])

@@ -38,7 +38,8 @@ from torch.optim import Optimizer
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.esgd import ADAM_START_LR, ESGD, ESGDAdamStart, ESGDMax
+from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
+from gnerf.optim.esgd import ESGD, ESGDMax
 from gnerf.optim.kfac import KFAC
 from gnerf.optim.schedules import ConstantSchedule, ScheduleConfig
 from gnerf.optim.shampoo import Shampoo
@@ -247,13 +248,15 @@ class ESGDAdamStartConfig(_ESGDFamilyConfig):
     """Adam's steps before ESGD takes over; None: 800, or 25 epochs in the fitting commands."""
     adam_lr: float = 1e-4
     """Adam's learning rate in its phase."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon in its phase (torch.optim.Adam's default)."""
 
     #: Adam's steps when neither the config nor the task sets them.
     default_adam_steps: ClassVar[int] = 800
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         steps = self.default_adam_steps if self.adam_steps is None else self.adam_steps
-        return ESGDAdamStart(params, **self._common(), adam_steps=steps, adam_lr=self.adam_lr,
+        return ESGDAdamStart(params, **self._common(), adam_steps=steps, adam_lr=self.adam_lr, adam_eps=self.adam_eps,
                              **_hutchinson(seed, process_group))
 
 

@@ -1,17 +1,16 @@
 """Hutchinson curvature: Rademacher probes and Hessian-vector products.
 
 Every curvature optimizer in gnerf (ESGD, ESGD-Max, AdaHessian) estimates curvature through a
-:class:`HutchinsonProbe`: it draws a Rademacher ``v`` and forms ``H v``, by double backward from
-gradients that carry a graph (``backward(create_graph=True)``), or by forward-over-reverse from the
-loss as a function of the weights. The training-step protocol that provides either lives in
-:mod:`gnerf.optim.step`. A curvature optimizer detaches the gradients it was given at the end of a
-step (:func:`release_graph`), so the parameter -> grad -> graph -> parameter reference cycle never
-outlives the step.
+:class:`HutchinsonProbe`: it draws a Rademacher ``v`` and forms ``H v`` by double backward from
+gradients that carry a graph (``backward(create_graph=True)``). The training-step protocol that
+provides them lives in :mod:`gnerf.optim.step`. A curvature optimizer detaches the gradients it was
+given at the end of a step (:func:`release_graph`), so the parameter -> grad -> graph -> parameter
+reference cycle never outlives the step.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -74,94 +73,12 @@ def release_graph(params: Iterable[Tensor]) -> None:
             p.grad = p.grad.detach()
 
 
-# --- Forward-over-reverse Hessian-vector products ------------------------------------------------
-#
-# ``hessian_vector_product`` above is reverse-over-reverse (double backward): it fits the training
-# protocol, where ``backward(create_graph=True)`` leaves gradients that carry a graph. The functional
-# variant below is forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``): it needs the
-# loss as a function of the parameters instead, and returns the gradient with the product in one
-# pass. ``benchmarks/trunk.py`` times both; see ``docs/benchmarks.md``.
-
-HVP_METHODS = ("double-backward", "forward-over-reverse")
-"""The ways a :class:`HutchinsonProbe` forms ``H v`` (its ``hvp_method``)."""
-
-DEFAULT_HVP_METHOD = "double-backward"
-"""The method gnerf's optimizers use unless told otherwise (``hvp_method=``): the measured costs
-(docs/benchmarks.md) give forward-over-reverse no speed advantage and twice the memory."""
-
-
-LossFn = Callable[[Mapping[Tensor, Tensor]], Tensor]
-"""A loss as a function of parameter values: ``loss_fn({param: value, ...})`` computes the loss with
-each listed parameter replaced by its value (keys are the parameter tensors themselves)."""
-
-
-def hessian_vector_product_fwd_rev(
-    loss_fn: LossFn,
-    params: Sequence[Tensor],
-    vectors: Sequence[Tensor],
-    *,
-    with_grad: bool = False,
-) -> Union[List[Tensor], Tuple[List[Tensor], List[Tensor]]]:
-    """``H v`` of ``loss_fn`` at ``params`` by forward-over-reverse (``torch.func.jvp`` of ``grad``).
-
-    Args:
-        loss_fn: maps ``{param: value}`` for every tensor in ``params`` to a scalar loss (see
-            :data:`LossFn`, and :func:`functional_loss` for an ``nn.Module``). It must be a pure
-            function of those values: tensors it closes over are treated as constants. Write an MSE as
-            ``(pred - target).square().mean()``: in torch 2.x ``F.mse_loss`` has no
-            forward-over-reverse rule for a target without tangent ("ZeroTensors are immutable").
-        params: the point at which the Hessian is taken (used detached; nothing is written to them).
-        vectors: the directions ``v``, shaped like ``params``.
-        with_grad: also return the gradient, which the same pass computes at no extra cost.
-
-    Returns:
-        ``[H v]`` per parameter, or ``(grads, hvps)`` when ``with_grad``; all detached.
-    """
-    if len(params) != len(vectors):
-        raise ValueError("params and vectors must have the same length")
-    primals = tuple(p.detach() for p in params)
-    tangents = tuple(v.detach().to(dtype=p.dtype) for v, p in zip(vectors, primals))
-    for p, v in zip(primals, tangents):
-        if p.shape != v.shape:
-            raise ValueError(f"a vector of shape {tuple(v.shape)} does not match its parameter {tuple(p.shape)}")
-
-    def grad_fn(*ps: Tensor) -> Tuple[Tensor, ...]:
-        return torch.func.grad(lambda *qs: loss_fn(dict(zip(params, qs))), argnums=tuple(range(len(ps))))(*ps)
-
-    with torch.enable_grad():
-        grads, hvps = torch.func.jvp(grad_fn, primals, tangents)
-    hvps = [h.detach() for h in hvps]
-    if with_grad:
-        return [g.detach() for g in grads], hvps
-    return hvps
-
-
-def functional_loss(
-    module: torch.nn.Module, loss: Callable[[Callable[..., Any]], Tensor]
-) -> Tuple[LossFn, List[Tensor]]:
-    """Glue for :func:`hessian_vector_product_fwd_rev`: a module's loss as a function of its parameters.
-
-    ``loss(forward)`` computes the scalar loss, calling ``forward(*inputs)`` where it would call
-    ``module(*inputs)``. Returns ``(loss_fn, params)``: ``loss_fn({param: value})`` runs ``loss``
-    with those of ``module``'s parameters replaced (``torch.func.functional_call``), and
-    ``params`` lists the module's trainable parameters.
-
-        loss_fn, params = functional_loss(net, lambda f: (f(x) - y).square().mean())
-        hv = hessian_vector_product_fwd_rev(loss_fn, params, rademacher_like(params))
-    """
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-
-    def loss_fn(values: Mapping[Tensor, Tensor]) -> Tensor:
-        table = {n: values.get(p, p) for n, p in named}
-        return loss(lambda *args, **kwargs: torch.func.functional_call(module, table, args, kwargs))
-
-    return loss_fn, [p for _, p in named]
-
-
 class HutchinsonProbe:
     """The curvature step every Hutchinson optimizer takes: draw Rademacher ``v``, form ``H v``.
 
-    It owns what must agree across data-parallel ranks (see :mod:`gnerf.optim.distributed`):
+    ``H v`` comes from double backward: the parameters' gradients must carry a graph
+    (``backward(create_graph=True)``, run under DDP's ``no_sync``). The probe owns what must agree
+    across data-parallel ranks (see :mod:`gnerf.optim.distributed`):
 
     * the random generator: the caller's ``generator`` if given; otherwise, when a ``seed`` is
       given or the run is distributed, its own generator seeded with ``seed`` (or with a seed drawn
@@ -169,27 +86,16 @@ class HutchinsonProbe:
     * the averaging: in a distributed run the local gradients and products are averaged with one
       all-reduce, and the parameters' ``.grad`` are replaced by the (graph-free) averages.
 
-    ``hvp_method`` picks how ``H v`` is formed (:data:`HVP_METHODS`): ``"double-backward"`` (the
-    default) differentiates the gradients, which must carry a graph (``backward(create_graph=True)``,
-    run under DDP's ``no_sync``); ``"forward-over-reverse"`` needs no graph but the loss as a
-    function of the parameters (``loss_fn``, see :data:`LossFn`), which it evaluates once more. Its
-    gradients come from an ordinary backward (under DDP, already averaged), so in a distributed run
-    only the products are all-reduced.
-
     Args:
         generator: random generator for the probes (the caller keeps it identical across ranks).
         seed: seed for the probe's own generator.
         process_group: ``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``
             (see :data:`gnerf.optim.distributed.ProcessGroupSetting`).
-        hvp_method: one of :data:`HVP_METHODS`.
     """
 
     def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                 process_group: "ProcessGroupSetting" = "auto", hvp_method: str = DEFAULT_HVP_METHOD) -> None:
+                 process_group: "ProcessGroupSetting" = "auto") -> None:
         curvature_process_group(process_group)  # reject a bad setting now
-        if hvp_method not in HVP_METHODS:
-            raise ValueError(f"invalid hvp_method={hvp_method!r}: choose one of {', '.join(HVP_METHODS)}")
-        self.hvp_method = hvp_method
         self.generator = generator
         self.seed = seed
         self.process_group = process_group
@@ -207,48 +113,26 @@ class HutchinsonProbe:
                 self._pending_state = None
         return self._own
 
-    @property
-    def needs_graph(self) -> bool:
-        """Whether a curvature step's ``backward`` must use ``create_graph=True``."""
-        return self.hvp_method == "double-backward"
-
-    def __call__(self, params: Sequence[Tensor], *, who: str = "optimizer",
-                 loss_fn: Optional[LossFn] = None) -> Tuple[List[Tensor], List[Tensor]]:
-        """``(v, H v)`` at ``params``; callable under ``torch.no_grad()``.
-
-        Double backward reads the graph the parameters' ``.grad`` carry; forward-over-reverse
-        evaluates ``loss_fn`` (required then).
-        """
+    def __call__(self, params: Sequence[Tensor], *, who: str = "optimizer") -> Tuple[List[Tensor], List[Tensor]]:
+        """``(v, H v)`` at ``params``, from the graph their ``.grad`` carry; callable under ``torch.no_grad()``."""
         group = curvature_process_group(self.process_group)
         vs = rademacher_like(params, self._generator(params[0].device, group))
-        if self.needs_graph:
-            with torch.enable_grad():
-                hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
-            if group is not None:  # the gradients are this rank's own (no_sync): average them with H v
-                grads = [p.grad.detach().clone() for p in params]
-                all_reduce_mean_(grads + hvps, group)
-                for p, g in zip(params, grads):
-                    p.grad = g
-            return vs, hvps
-        if loss_fn is None:
-            raise ValueError(
-                f"{who}(hvp_method='forward-over-reverse') needs the loss as a function of the parameters on "
-                "curvature steps: call optimizer.step(loss_fn=...) when optimizer.is_curvature_step() "
-                "(gnerf.optim.curvature.functional_loss builds one from a module)")
-        hvps = hessian_vector_product_fwd_rev(loss_fn, params, vs)
-        all_reduce_mean_(hvps, group)  # the gradients were averaged by DDP's ordinary backward
+        with torch.enable_grad():
+            hvps = hessian_vector_product(params, [p.grad for p in params], vs, who=who)
+        if group is not None:  # the gradients are this rank's own (no_sync): average them with H v
+            grads = [p.grad.detach().clone() for p in params]
+            all_reduce_mean_(grads + hvps, group)
+            for p, g in zip(params, grads):
+                p.grad = g
         return vs, hvps
 
-    def state_dict(self) -> Dict[str, Any]:
+    def rng_state(self) -> Optional[Tensor]:
         """The own generator's state (``None`` while the global generator or the caller's is used)."""
-        own = self._own.get_state() if self._own is not None else self._pending_state
-        return {"seed": self.seed, "rng_state": own}
+        return self._own.get_state() if self._own is not None else self._pending_state
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        rng = state.get("rng_state")
-        if rng is None:
-            return
+    def set_rng_state(self, state: Tensor) -> None:
+        """Continue the own generator from ``state`` (a :meth:`rng_state`), now or at the first probe."""
         if self._own is not None:
-            self._own.set_state(rng)
+            self._own.set_state(state)
         else:
-            self._pending_state = rng
+            self._pending_state = state

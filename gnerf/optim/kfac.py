@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, symmetric_eigh
+from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
@@ -50,7 +50,7 @@ def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tens
     return qg @ v @ qa.T
 
 
-class KFAC(CountedOptimizer):
+class KFAC(CheckedOptimizer):
     r"""K-FAC with Tikhonov damping, eigendecomposed factors and momentum.
 
     For every hooked linear layer with gradient :math:`\nabla = [\nabla_W, \nabla_b]`:
@@ -73,6 +73,13 @@ class KFAC(CountedOptimizer):
     :math:`k` counts the factor updates of the layer (so the first ones are exact averages).
     First-order: it takes no Hessian-vector products.
 
+    Settings live in the param groups (each group may give its own; a layer follows the group of
+    its weight, and the KL clipping factor :math:`\nu` is computed over the layers of each group),
+    counters in the per-parameter state: ``step`` for every parameter, and for a layer's weight the
+    factor updates :math:`k` (``kfac_stat_updates``) and the eigendecompositions
+    (``kfac_inverse_updates``). Parameters added with ``add_param_group`` get K-FAC's update when
+    their layer is hooked already, the plain update otherwise.
+
     Args:
         params: an ``nn.Module`` (its ``nn.Linear`` layers are hooked, all its parameters are
             optimised), a list of ``nn.Linear`` modules, or parameters / param groups (the
@@ -88,9 +95,6 @@ class KFAC(CountedOptimizer):
             on those steps).
     """
 
-    state_key = "kfac"
-    state_fields = ("num_steps", "num_inverse_updates", "kl_clip", "precondition_frequency", "statistics_frequency")
-
     def __init__(
         self,
         params: Any,
@@ -103,24 +107,12 @@ class KFAC(CountedOptimizer):
         precondition_frequency: int = 100,
         statistics_frequency: int = 1,
     ) -> None:
-        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
-        if not damping > 0.0:
-            raise ValueError(f"invalid damping={damping}: must be > 0")
-        if not 0.0 <= stat_decay < 1.0:
-            raise ValueError(f"invalid stat_decay={stat_decay}: must lie in [0, 1)")
-        if not kl_clip >= 0.0:
-            raise ValueError(f"invalid kl_clip={kl_clip}: must be >= 0 (0 disables it)")
-        check_cadence(precondition_frequency=precondition_frequency, statistics_frequency=statistics_frequency)
         params, modules = self._params_and_layers(params)
-        defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay,
-                        weight_decay=weight_decay)
+        defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay, weight_decay=weight_decay,
+                        kl_clip=kl_clip, precondition_frequency=int(precondition_frequency),
+                        statistics_frequency=int(statistics_frequency))
+        self._param_ids: set = set()  # filled by add_param_group
         super().__init__(params, defaults)
-        self.kl_clip = float(kl_clip)
-        self.precondition_frequency = int(precondition_frequency)
-        self.statistics_frequency = int(statistics_frequency)
-        self.num_steps = 0
-        self.num_inverse_updates = 0
-        self._param_ids = {id(p) for g in self.param_groups for p in g["params"]}
         self._layers: List[nn.Linear] = []
         self._layer_ids: set = set()
         self._captures: Dict[int, Dict[str, List[Tensor]]] = {}
@@ -143,6 +135,21 @@ class KFAC(CountedOptimizer):
             self._discovery = torch.nn.modules.module.register_module_forward_hook(discover)
             self._handles.append(self._discovery)
         weakref.finalize(self, KFAC._remove_handles, self._handles)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        check_hyperparameters(lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"])
+        if not group["damping"] > 0.0:
+            raise ValueError(f"invalid damping={group['damping']}: must be > 0")
+        if not 0.0 <= group["stat_decay"] < 1.0:
+            raise ValueError(f"invalid stat_decay={group['stat_decay']}: must lie in [0, 1)")
+        if not group["kl_clip"] >= 0.0:
+            raise ValueError(f"invalid kl_clip={group['kl_clip']}: must be >= 0 (0 disables it)")
+        check_cadence(precondition_frequency=group["precondition_frequency"],
+                      statistics_frequency=group["statistics_frequency"])
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._param_ids.update(id(p) for p in self.param_groups[-1]["params"])
 
     @staticmethod
     def _params_and_layers(params: Any) -> Tuple[List[Any], Optional[List[nn.Linear]]]:
@@ -177,9 +184,11 @@ class KFAC(CountedOptimizer):
         self._handles.append(module.register_forward_hook(hook))
 
     def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
+        if (id(module) not in self._layer_ids  # a copy of a hooked layer (deepcopy copies its hooks)
+                or not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad):
             return
-        if not is_preconditioning_step(self.num_steps, self.statistics_frequency):
+        w = module.weight
+        if not is_preconditioning_step(self._steps_taken(w), self._group_of(w)["statistics_frequency"]):
             return
         cap = self._captures.setdefault(id(module), {"a": [], "g": []})
         cap["a"].append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]))
@@ -195,6 +204,9 @@ class KFAC(CountedOptimizer):
         return tuple(self._layers)
 
     # ------------------------------------------------------------------ step
+    def _group_of(self, p: Tensor) -> Dict[str, Any]:
+        return next(g for g in self.param_groups if any(q is p for q in g["params"]))
+
     def _has_bias(self, layer: nn.Linear) -> bool:
         return layer.bias is not None and id(layer.bias) in self._param_ids
 
@@ -224,23 +236,24 @@ class KFAC(CountedOptimizer):
         d, q = symmetric_eigh(m)
         return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
 
-    def _preconditioned_updates(self) -> Tuple[Dict[int, Tensor], float]:
+    def _preconditioned_updates(self) -> Dict[int, Tensor]:
         """Update the factors, refresh their eigendecompositions when due, and return the preconditioned
-        gradient of every hooked layer's parameters (by ``id``) with the KL-clipping factor ``nu``."""
-        refresh = is_preconditioning_step(self.num_steps, self.precondition_frequency)
-        group_of = {id(p): g for g in self.param_groups for p in g["params"]}
-        updates: Dict[int, Tensor] = {}
-        vg_sum = 0.0
+        gradient of every hooked layer's parameters (by ``id``), scaled by its group's KL-clipping factor ``nu``."""
+        index_of = {id(p): i for i, g in enumerate(self.param_groups) for p in g["params"]}
+        preconditioned: Dict[int, Tuple[int, Tensor]] = {}  # id -> (index of the layer's group, update)
+        vg_sums = [0.0] * len(self.param_groups)
         for layer in self._layers:
             w = layer.weight
-            group = group_of[id(w)]
+            i = index_of[id(w)]
+            group = self.param_groups[i]
             self._update_factors(layer, group["stat_decay"])
             state = self.state[w]
             if "kfac_A" not in state or w.grad is None:
                 continue
-            if refresh or "kfac_QA" not in state:
+            if is_preconditioning_step(self._steps_taken(w), group["precondition_frequency"]) or "kfac_QA" not in state:
                 state["kfac_QA"], state["kfac_dA"] = self._eigh(state["kfac_A"])
                 state["kfac_QG"], state["kfac_dG"] = self._eigh(state["kfac_G"])
+                state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
             bias = self._has_bias(layer)
             grad = w.grad.detach()
             if bias:
@@ -248,19 +261,16 @@ class KFAC(CountedOptimizer):
                 grad = torch.cat([grad, gb[:, None]], dim=1)
             u = kfac_precondition(grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"],
                                   group["damping"])
-            vg_sum += float((u * grad).sum()) * group["lr"] ** 2
+            vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
             if bias:
-                updates[id(w)] = u[:, :-1]
-                updates[id(layer.bias)] = u[:, -1]
+                preconditioned[id(w)] = (i, u[:, :-1])
+                preconditioned[id(layer.bias)] = (i, u[:, -1])
             else:
-                updates[id(w)] = u
-        if refresh and self._layers:
-            self.num_inverse_updates += 1
+                preconditioned[id(w)] = (i, u)
         self._captures.clear()
-        nu = 1.0
-        if self.kl_clip > 0 and vg_sum > 0:
-            nu = min(1.0, math.sqrt(self.kl_clip / vg_sum))
-        return updates, nu
+        nus = [min(1.0, math.sqrt(g["kl_clip"] / vg)) if g["kl_clip"] > 0 and vg > 0 else 1.0
+               for g, vg in zip(self.param_groups, vg_sums)]
+        return {pid: u * nus[i] for pid, (i, u) in preconditioned.items()}
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
@@ -274,17 +284,17 @@ class KFAC(CountedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        updates, nu = self._preconditioned_updates()
+        updates = self._preconditioned_updates()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 u = updates.get(id(p))
-                d = p.grad.detach() if u is None else u * nu
+                d = p.grad.detach() if u is None else u
                 if group["weight_decay"] != 0:
                     d = d.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
                 if group["momentum"] > 0:
-                    state = self.state[p]
                     buf = state.get("momentum_buffer")
                     if buf is None:
                         buf = state["momentum_buffer"] = d.clone()
@@ -292,7 +302,9 @@ class KFAC(CountedOptimizer):
                         buf.mul_(group["momentum"]).add_(d)
                     d = buf
                 p.add_(d, alpha=-group["lr"])
-        self.num_steps += 1
+                if "step" not in state:
+                    state["step"] = new_counter()
+                state["step"].add_(1)
         if self._discovery is not None:
             self._discovery.remove()
             self._discovery = None

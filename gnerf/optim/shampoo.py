@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
-from gnerf.optim.base import CountedOptimizer, check_hyperparameters, params_with_grads, symmetric_eigh
+from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, params_with_grads, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 
 __all__ = ["Shampoo", "matrix_inverse_root", "shampoo"]
@@ -39,7 +39,7 @@ def matrix_inverse_root(matrix: Tensor, root: float, *, min_eigenvalue: float = 
     return out.to(matrix.dtype)
 
 
-class Shampoo(CountedOptimizer):
+class Shampoo(CheckedOptimizer):
     r"""Shampoo for matrices, diagonal (AdaGrad) statistics for vectors.
 
     For a matrix parameter :math:`W \in \mathbb{R}^{m \times n}` with gradient :math:`G_t`:
@@ -64,6 +64,10 @@ class Shampoo(CountedOptimizer):
     every ``precondition_frequency`` steps (the statistics are accumulated on every step). First-order:
     it takes no Hessian-vector products.
 
+    Settings live in the param groups (each group may give its own), the step count in the
+    per-parameter state (``step``, beside the statistics, inverse roots and momentum buffer), so
+    each parameter refreshes its inverse roots at its own steps 1, 1 + ``precondition_frequency``, ...
+
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer.
         lr: learning rate :math:`\eta` (the paper: 0.1; 0.01 for sine networks).
@@ -85,15 +89,14 @@ class Shampoo(CountedOptimizer):
         precondition_frequency: int = 1,
         foreach: Optional[bool] = None,
     ) -> None:
-        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps)
-        check_cadence(precondition_frequency=precondition_frequency)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
                         precondition_frequency=int(precondition_frequency), foreach=foreach)
         super().__init__(params, defaults)
-        self.num_steps = 0
 
-    state_key = "shampoo"
-    state_fields = ("num_steps",)
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        check_hyperparameters(lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
+                              eps=group["eps"])
+        check_cadence(precondition_frequency=group["precondition_frequency"])
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
@@ -102,7 +105,6 @@ class Shampoo(CountedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.num_steps += 1
         for group, ps in zip(self.param_groups, params_with_grads(self)):
             if not ps:
                 continue
@@ -110,6 +112,7 @@ class Shampoo(CountedOptimizer):
             for p in ps:
                 state = self.state[p]
                 if len(state) == 0:
+                    state["step"] = new_counter()
                     eps = group["eps"]
                     if p.ndim >= 2:
                         m, n = p.shape[0], p[0].numel()
@@ -125,7 +128,7 @@ class Shampoo(CountedOptimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in ps)
-            shampoo(ps, [p.grad.detach() for p in ps], states, step=self.num_steps, lr=group["lr"],
+            shampoo(ps, [p.grad.detach() for p in ps], states, lr=group["lr"],
                     momentum=group["momentum"], weight_decay=group["weight_decay"],
                     precondition_frequency=group["precondition_frequency"], foreach=foreach)
         return loss
@@ -136,7 +139,6 @@ def shampoo(
     grads: List[Tensor],
     states: List[Dict[str, Tensor]],
     *,
-    step: int,
     lr: float,
     momentum: float,
     weight_decay: float,
@@ -145,21 +147,23 @@ def shampoo(
 ) -> None:
     """Functional Shampoo update over lists of tensors (see :class:`Shampoo` for the maths).
 
-    ``states[i]`` holds ``left``, ``right``, ``left_inv_root``, ``right_inv_root`` for matrices
-    (order >= 2) or ``diag`` for the others, plus ``momentum_buffer`` when ``momentum > 0``;
-    ``step`` is the 1-based index of this step.
+    ``states[i]`` holds ``step`` (a float32 scalar) and ``left``, ``right``, ``left_inv_root``,
+    ``right_inv_root`` for matrices (order >= 2) or ``diag`` for the others, plus ``momentum_buffer``
+    when ``momentum > 0``. As ``torch.optim.adam.adam`` does with its ``state_steps``, it counts this
+    step in ``step`` before using it: a matrix's inverse roots are refreshed on its steps 1,
+    1 + ``precondition_frequency``, ...
     """
-    refresh = is_preconditioning_step(step - 1, precondition_frequency)
     updates: List[Optional[Tensor]] = [None] * len(params)
     diag_idx = []
     for i, (p, g, st) in enumerate(zip(params, grads, states)):
+        st["step"].add_(1)
         if "diag" in st:
             diag_idx.append(i)
             continue
         g2 = g.reshape(g.shape[0], -1)
         st["left"].addmm_(g2, g2.T)
         st["right"].addmm_(g2.T, g2)
-        if refresh:
+        if is_preconditioning_step(int(st["step"]) - 1, precondition_frequency):
             st["left_inv_root"].copy_(matrix_inverse_root(st["left"], 4.0))
             st["right_inv_root"].copy_(matrix_inverse_root(st["right"], 4.0))
         updates[i] = (st["left_inv_root"] @ g2 @ st["right_inv_root"]).view_as(g)

@@ -31,13 +31,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
 from gnerf.errors import InputError, NonFiniteLossError
-from gnerf.optim.curvature import functional_loss
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
 from gnerf.optim.contenders import has_train_eval_modes
@@ -130,17 +129,16 @@ def _data_parallel(model: nn.Module, batch_size: int, device: torch.device) -> n
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _step(problem: Problem, model: nn.Module, train_model: nn.Module, optimizer: torch.optim.Optimizer,
-          local: Tensor, weight: float) -> Tensor:
+def _step(problem: Problem, train_model: nn.Module, optimizer: torch.optim.Optimizer, local: Tensor,
+          weight: float) -> Tensor:
     """One training step on this rank's rows ``local`` of a minibatch, its loss scaled by ``weight``; the loss."""
 
-    def local_loss(forward: Callable[[Tensor], Tensor]) -> Tensor:
-        pred = forward(problem.inputs[local])
+    def local_loss(create_graph: bool) -> Tensor:
+        pred = train_model(problem.inputs[local])
         return problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
 
-    loss, _ = take_step(optimizer, lambda plan: local_loss(train_model), model=train_model,
-                        backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(create_graph=graph),
-                        loss_fn=lambda: functional_loss(model, lambda f: local_loss(f) * weight)[0])
+    loss, _ = take_step(optimizer, local_loss, model=train_model,
+                        backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(create_graph=graph))
     optimizer.zero_grad(set_to_none=True)
     return loss
 
@@ -183,7 +181,7 @@ class _Training:
             # this rank's share, weighted so that the ranks' mean gradient is the whole minibatch's
             local = idx.tensor_split(world)[rank] if world > 1 else idx
             weight = local.numel() * world / idx.numel()
-            loss = _step(self.problem, self.model, self.train_model, self.optimizer, local, weight)
+            loss = _step(self.problem, self.train_model, self.optimizer, local, weight)
             self.scheduler.step()
             progress.iteration += 1
             window += 1
