@@ -48,7 +48,7 @@ from experiments.records import RunRecord, check_protocol, machine_line, read_hi
 from experiments.variants import canonical, parse_variant
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["CompareConfig", "QUICK", "Run", "engine", "failures", "failures_markdown", "grid", "optimizer_args",
+__all__ = ["CompareConfig", "QUICK", "Run", "command_line", "engine", "failures", "failures_markdown", "grid", "optimizer_args",
            "plot_results", "protocol", "read_results", "record_of", "resolve", "run_args", "run_comparison",
            "run_history", "summarize", "summary_markdown", "sync_records", "write_results"]
 
@@ -479,6 +479,21 @@ def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
         return ""
     lines = [f"- {r.instance} {r.activation} {r.optimizer} seed{r.seed}: `{error}`" for r, error in failed]
     return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
+
+
+def command_line(module: str, argv: Sequence[str], drop: Sequence[str] = ("--plot-only",),
+                 drop_with_value: Sequence[str] = ("--import-from",)) -> str:
+    """``python -m MODULE ARGS`` as a report states it: without the options that only rebuild or import."""
+    out: List[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in drop_with_value:
+            skip = True
+        elif a not in drop and not any(a.startswith(f"{d}=") for d in drop_with_value):
+            out.append(a)
+    return " ".join(["python -m", module, *out])
 
 
 def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from benchmarks.common import SHARED_DATA, today
 from experiments.compare import (
     CompareConfig,
+    command_line,
     failures,
     failures_markdown,
     grid,
@@ -418,8 +419,6 @@ def contest(cfg: ContestConfig, log=print, command: str = "python -m experiments
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     import tyro
-
-    from experiments.sweep import command_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = tyro.cli(ContestConfig, args=argv, description=ContestConfig.__doc__)

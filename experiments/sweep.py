@@ -36,6 +36,7 @@ from benchmarks.common import SHARED_DATA, today
 from experiments.compare import (
     CompareConfig,
     Run,
+    command_line,
     failures,
     grid,
     protocol,
@@ -49,7 +50,7 @@ from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["SweepConfig", "choose_winner", "command_line", "compare_config", "import_old_sweep", "main",
+__all__ = ["SweepConfig", "choose_winner", "compare_config", "import_old_sweep", "main",
            "registered_lr", "spec", "sweep", "table"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,21 +275,6 @@ def import_old_sweep(cfg: SweepConfig, old: Path, log=print) -> Dict[str, int]:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             log(f"{folder}: {outcome} ({why})")
     return outcomes
-
-
-def command_line(module: str, argv: Sequence[str], drop: Sequence[str] = ("--plot-only",),
-                 drop_with_value: Sequence[str] = ("--import-from",)) -> str:
-    """``python -m MODULE ARGS`` as a report states it: without the options that only rebuild or import."""
-    out: List[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in drop_with_value:
-            skip = True
-        elif a not in drop and not any(a.startswith(f"{d}=") for d in drop_with_value):
-            out.append(a)
-    return " ".join(["python -m", module, *out])
 
 
 def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.sweep") -> str:
