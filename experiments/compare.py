@@ -166,7 +166,7 @@ def resolve(cfg: CompareConfig) -> CompareConfig:
     if not inputs:
         inputs = tuple(Path(cfg.input_dir) / f"kodim{i:02d}.png" for i in range(1, 13))
     missing = [str(p) for p in inputs if not Path(p).is_file()]
-    if missing:
+    if missing and not cfg.plot_only:  # a report rebuilds from the records without the inputs
         raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
     if cfg.workers < 1 or cfg.threads < 1 or cfg.epochs < 1:
         raise ValueError("--workers, --threads and --epochs must be >= 1")
