@@ -613,7 +613,7 @@ def lr_note(optimizers: Sequence[str], activations: Sequence[str]) -> str:
             continue
         variant = parse_variant(spec)
         lrs = {a: task_lr(variant.config(), a) for a in activations}
-        common = max(set(lrs.values()), key=list(lrs.values()).count)
+        common = variant.config().resolved_lr()
         odd = [f"{lr:g} for {ACT_NAMES.get(a, a)}" for a, lr in lrs.items() if lr != common]
         schedule = type(variant.schedule_config()).__name__.replace("Schedule", "").lower()
         parts.append(f"`{spec}` {common:g}{' (' + ', '.join(odd) + ')' if odd else ''}, {schedule}")
