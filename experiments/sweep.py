@@ -1,130 +1,306 @@
-"""The contenders' learning-rate sweep on the shared Kodak photos, resumable, with its table.
+"""The contenders' learning-rate sweep on the shared Kodak photos: a resumable grid of jobs, its records and its table.
 
-Each contender (and Adam and ESGD, for the same chance) runs at its registered lr and at the sweep's
-multiples of it, with its registered schedule, on kodim01-kodim04 at the sweep protocol (128 x 128,
-batch 512, 100 epochs, Gaussian sigma 0.05, seed 0). A finished run is skipped, an interrupted one
-resumed, a failed one reported in the table with its error and the others go on. The table is the
-mean final whole-image PSNR over the photos that finished, per optimizer and lr::
+    python -m experiments.sweep                                   # the whole sweep; writes docs/sweep.md
+    python -m experiments.sweep --optimizers muon soap --images kodim01 --workers 1
+    python -m experiments.sweep --plot-only                       # the table from the records alone
+    python -m experiments.sweep --import-from OLD/outputs/sweep   # record the old layout's finished runs
 
-    python -m experiments.sweep --optimizers muon adam-cosine --images kodim01 --report docs/sweep.md
+Each optimizer (the contenders, and Adam and the two ESGDs for the same chance) runs at its
+registered lr times each of ``--multiples`` (1, 3, 1/3), with its registered schedule, on kodim01-kodim04
+at the sweep protocol: Gaussian network 5 x 256 (sigma 0.05), 128 x 128, batch 512, 100 epochs,
+seed 0. The multiple scales the config's ``lr`` only: Muon's hidden matrices (not its Adam part),
+esgd-adam-start's ESGD phase (not its Adam phase). An lr is written with 3 significant digits, and
+that is the lr the run gets (``muon:lr=6.67e-05``, :mod:`experiments.variants`).
+
+The runs are a grid of :mod:`experiments.compare` (submitit jobs, ``--workers`` at a time, resumable)
+recorded in ``docs/data/sweep/`` (:mod:`experiments.records`): a run recorded there is not run again
+in any checkout, and the table is rebuilt from the records with ``--plot-only``.
+
+The table (``docs/sweep.md``): per optimizer and lr, each photo's final whole-image PSNR, their mean,
+and the optimizer's **winner**, the lr with the highest mean final PSNR over the photos. Only an lr
+that finished on every photo without diverging can win; a winner is declared once every lr of the
+optimizer has finished or diverged on every photo (before that the best complete lr is marked
+"leading", or nothing is when none is complete). Means equal to 0.01 dB (the table's rounding) are a
+tie, broken toward the registered lr (the multiple nearest 1), then the smaller lr.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
+import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import tyro
-
+from benchmarks.common import SHARED_DATA, today
+from experiments.compare import (
+    CompareConfig,
+    Run,
+    command_line,
+    failures,
+    grid,
+    protocol,
+    record_of,
+    resolve,
+    run_comparison,
+    run_history,
+)
+from experiments.records import RunRecord, check_protocol, import_run
+from experiments.variants import canonical
+from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "kodak"
+__all__ = ["SweepConfig", "choose_winner", "compare_config", "import_old_sweep", "main",
+           "registered_lr", "spec", "sweep", "table"]
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = SHARED_DATA / "images" / "kodak"
 
 
 @dataclass
 class SweepConfig:
-    optimizers: List[str] = field(default_factory=lambda: ["muon", "adam-cosine", "soap", "psgd-kron",
-                                                            "schedulefree-adamw", "adam", "esgd", "esgd-adam-start"])
+    """The contenders' lr sweep (registered lr x multiples, registered schedules) on Kodak photos, and its table."""
+
+    optimizers: Tuple[str, ...] = ("muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw", "adam", "esgd",
+                                   "esgd-adam-start")
     """Registered optimizer names."""
-    multiples: List[float] = field(default_factory=lambda: [1.0, 3.0, 1.0 / 3.0])
+    multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)
     """Multiples of each optimizer's registered lr, run in this order."""
-    images: List[str] = field(default_factory=lambda: ["kodim01", "kodim02", "kodim03", "kodim04"])
+    images: Tuple[str, ...] = ("kodim01", "kodim02", "kodim03", "kodim04")
+    """Kodak photos by stem."""
     kodak: Path = KODAK
     """Folder of the Kodak photos."""
     size: int = 128
+    """Photos are resized to size x size."""
     epochs: int = 100
+    batch_size: int = 512
     seed: int = 0
+    workers: int = 2
+    """Runs at once (local jobs; on SLURM the job array's parallelism)."""
     threads: int = 1
+    """torch threads per run."""
+    cluster: str = "local"
+    """Where the runs go as jobs (submitit): local processes, or slurm."""
+    slurm_partition: Optional[str] = None
+    timeout_min: int = 24 * 60
+    """Minutes a run's job may take before it is stopped (the run resumes on the next invocation)."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per job; None: 1 where this machine has CUDA (local), else 0."""
     output_dir: Path = Path("outputs/sweep")
-    report: Optional[Path] = None
+    """Where the run folders go (checkpoints, images: not kept)."""
+    record: Path = ROOT / "docs" / "data" / "sweep"
+    """The run records (committed)."""
+    report: Optional[Path] = ROOT / "docs" / "sweep.md"
     """Markdown table to write (atomically); None: print it only."""
-    report_only: bool = False
-    """Only rebuild the table from the runs on disk."""
+    plot_only: bool = False
+    """Only rebuild the table from the records (and any run folders on disk); train nothing."""
+    import_from: Optional[Path] = None
+    """Record the finished runs of the old sweep layout (DIR/<name>-lr<lr:.3g>/<image>/, one gnerf-fit-image run
+    folder each) that belong to this sweep, then write the table; trains nothing."""
 
 
 def registered_lr(name: str) -> float:
+    """The lr an optimizer runs with on a Gaussian image network when none is given."""
     return OPTIMIZERS[name]().resolved_lr()
 
 
-def run_folder(cfg: SweepConfig, name: str, lr: float, image: str) -> Path:
-    return cfg.output_dir / f"{name}-lr{lr:.3g}" / image
+def spec(name: str, multiple: float) -> str:
+    """The variant spec of ``name`` at ``multiple`` times its registered lr (3 significant digits), canonical."""
+    return canonical(f"{name}:lr={registered_lr(name) * multiple:.3g}")
 
 
-def final_psnr(folder: Path, epochs: int) -> Optional[float]:
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return rows[-1]["psnr"] if rows and rows[-1]["epoch"] >= epochs else None
+def _specs(cfg: SweepConfig) -> List[Tuple[str, float, str]]:
+    """``(name, multiple, spec)`` in run order: every optimizer at the first multiple, then at the next ..."""
+    return [(name, m, spec(name, m)) for m in cfg.multiples for name in cfg.optimizers]
 
 
-def run_one(cfg: SweepConfig, name: str, lr: float, image: str) -> Tuple[Optional[float], str]:
-    folder = run_folder(cfg, name, lr, image)
-    done = final_psnr(folder, cfg.epochs)
-    if done is not None:
-        return done, ""
-    cmd = [sys.executable, "-c", "from gnerf.tasks.cli import image_main; image_main()", "--image", str(cfg.kodak / f"{image}.png"),
-           "--size", str(cfg.size), str(cfg.size), "--epochs", str(cfg.epochs), "--seed", str(cfg.seed),
-           "--threads", str(cfg.threads), "--no-progress", "--output-dir", str(folder)]
-    if (folder / "checkpoint.pt").exists():
-        cmd.append("--resume")
-    cmd += [f"optim:{name}", "--optim.lr", repr(lr)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        error = lines[-1] if lines else f"exit {proc.returncode}"
-        (cfg.output_dir / "failed").mkdir(parents=True, exist_ok=True)
-        (cfg.output_dir / "failed" / f"{name}-lr{lr:.3g}-{image}.txt").write_text(proc.stderr)
-        return None, error
-    return final_psnr(folder, cfg.epochs), ""
+def compare_config(cfg: SweepConfig, plot_only: Optional[bool] = None) -> CompareConfig:
+    """The sweep as a grid of :mod:`experiments.compare`."""
+    unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+    if any(not (m > 0 and math.isfinite(m)) for m in cfg.multiples):
+        raise ValueError(f"--multiples must be positive numbers, got {list(cfg.multiples)}")
+    return CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images), task="image",
+                         activations=("gaussian",), optimizers=tuple(s for _, _, s in _specs(cfg)),
+                         seeds=(cfg.seed,), epochs=cfg.epochs, batch_size=cfg.batch_size, size=(cfg.size, cfg.size),
+                         hidden_dim=256, num_layers=5, output_dir=Path(cfg.output_dir), record=Path(cfg.record),
+                         workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
+                         slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
+                         gpus_per_node=cfg.gpus_per_node, plot_only=cfg.plot_only if plot_only is None else plot_only)
 
 
-def table(cfg: SweepConfig, errors: Dict[Tuple[str, float, str], str]) -> str:
-    lines = [f"Sweep protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch 512, "
-             f"{cfg.epochs} epochs, seed {cfg.seed}, each optimizer's registered schedule; final whole-image PSNR "
-             "(dB), mean over the photos that finished (their count in brackets).", "",
-             "| optimizer | lr | " + " | ".join(cfg.images) + " | mean |", "|---|---|" + "---|" * (len(cfg.images) + 1)]
+def _final(status: str, hist: Sequence[Dict[str, Any]], epochs: int) -> Any:
+    """A run's final PSNR at ``epochs``, ``"diverged"``, or the epochs it has done (an int) when unfinished."""
+    if status == "diverged":
+        return "diverged"
+    at = [r for r in hist if int(r["epoch"]) == epochs]
+    return float(at[0]["psnr"]) if at else len(hist)
+
+
+def choose_winner(entries: Sequence[Dict[str, Any]], images: Sequence[str]) -> Tuple[Optional[int], str]:
+    """The index of the winning entry and ``"winner"``, ``"leading"`` or ``""`` (none).
+
+    ``entries``: one per lr of one optimizer, ``{"lr": float, "multiple": float, "finals": {image: value}}``,
+    a value being the final PSNR (float), ``"diverged"``, ``"failed"`` or anything else for a run not finished.
+    See the module docstring for the rule.
+    """
+    def finished(v: Any) -> bool:
+        return isinstance(v, float) or v == "diverged"
+
+    complete = all(finished(e["finals"].get(i)) for e in entries for i in images)
+    candidates = [(k, sum(e["finals"][i] for i in images) / len(images)) for k, e in enumerate(entries)
+                  if images and all(isinstance(e["finals"].get(i), float) for i in images)]
+    if not candidates:
+        return None, ""
+    best = max(round(mean, 2) for _, mean in candidates)
+    tied = [k for k, mean in candidates if round(mean, 2) == best]
+    k = min(tied, key=lambda j: (abs(math.log(entries[j]["multiple"])), entries[j]["lr"]))
+    return k, "winner" if complete else "leading"
+
+
+def _cell(value: Any, epochs: int) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if value in ("diverged", "failed"):
+        return value
+    return f"({value}/{epochs} ep)" if value else "-"
+
+
+def _sources(cfg: CompareConfig) -> Dict[str, int]:
+    """How many runs of the grid are recorded finished (``record``), read from a run folder only (``folder``), or
+    neither (``none``: not started, or a record of fewer epochs)."""
+    counts: Dict[str, int] = {}
+    for run in grid(cfg):
+        rec = record_of(cfg, run)
+        source = run_history(cfg, run)[2]
+        key = "record" if rec is not None and rec.finished(cfg.epochs) else "folder" if source == "folder" else "none"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _imported(cfg: CompareConfig) -> int:
+    n = 0
+    for run in grid(cfg):
+        rec = record_of(cfg, run)
+        if rec is not None and str(rec.run_info().get("source", "")).startswith("imported"):
+            n += 1
+    return n
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str:
+    """The sweep's markdown page, computed from the records and run folders of its grid."""
+    grid_cfg = resolve(compare_config(cfg, plot_only=True))
+    failed = {(r.instance, r.optimizer): error for r, error in failures(grid_cfg)}
+    finals: Dict[str, Dict[str, Any]] = {}
+    for run in grid(grid_cfg):
+        status, hist, _ = run_history(grid_cfg, run)
+        value = _final(status, hist, cfg.epochs)
+        if not isinstance(value, float) and value != "diverged" and (run.instance, run.optimizer) in failed:
+            value = "failed"
+        finals.setdefault(run.optimizer, {})[run.instance] = value
+    counts = _sources(grid_cfg)
+    total = sum(counts.values())
+    lines = ["# The contenders' lr sweep", "",
+             f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/` "
+             f"({counts.get('record', 0)} of {total} runs recorded finished or diverged"
+             + (f", {_imported(grid_cfg)} of them imported from the sweep's earlier layout" if _imported(grid_cfg)
+                else "")
+             + (f"; {counts['folder']} read from run folders only" if counts.get("folder") else "")
+             + "); `python -m experiments.sweep --plot-only` rebuilds it from the records, and the command without it "
+               "runs what is missing.", "",
+             f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
+             f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
+             f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
+             "schedule. Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
+             "`-` not started, `diverged` a NaN loss, `failed` an error (rerun next time).", "",
+             "Winner: per optimizer, the lr with the highest mean final PSNR over the photos, among the lrs that "
+             "finished on every photo without diverging; **winner** once every lr of the optimizer has finished or "
+             "diverged on every photo, *leading* before that. Means equal to 0.01 dB are a tie, broken toward the "
+             "registered lr, then the smaller lr.", "",
+             "| optimizer | lr | x registered | " + " | ".join(cfg.images) + " | mean | |",
+             "|---|---|---|" + "---|" * (len(cfg.images) + 2)]
     for name in cfg.optimizers:
-        for m in cfg.multiples:
-            lr = registered_lr(name) * m
-            cells, values = [], []
-            for image in cfg.images:
-                v = final_psnr(run_folder(cfg, name, lr, image), cfg.epochs)
-                err = errors.get((name, lr, image))
-                cells.append(f"{v:.2f}" if v is not None else ("failed" if err else "-"))
-                if v is not None:
-                    values.append(v)
-            mean = f"{sum(values) / len(values):.2f} ({len(values)})" if values else "-"
-            lines.append(f"| {name} | {lr:.3g} | " + " | ".join(cells) + f" | {mean} |")
+        entries = sorted(({"lr": registered_lr(name) * m, "multiple": m, "spec": s, "finals": finals.get(s, {})}
+                          for n, m, s in _specs(cfg) if n == name), key=lambda e: e["lr"])
+        k, mark = choose_winner(entries, cfg.images)
+        for j, e in enumerate(entries):
+            values = [e["finals"].get(i) for i in cfg.images]
+            done = [v for v in values if isinstance(v, float)]
+            diverged = sum(v == "diverged" for v in values)
+            if diverged:
+                mean = f"diverged on {diverged}"
+            elif len(done) == len(values) and done:
+                mean = f"{sum(done) / len(done):.2f}"
+            elif done:
+                mean = f"{sum(done) / len(done):.2f} ({len(done)} of {len(values)})"
+            else:
+                mean = "-"
+            lr_text = e["spec"].split("lr=", 1)[1]
+            label = {"winner": "**winner**", "leading": "*leading*"}.get(mark, "") if j == k else ""
+            if j == k and mark == "winner":
+                mean = f"**{mean}**"
+            lines.append(f"| {name} | {lr_text} | {e['multiple']:.3g} | "
+                         + " | ".join(_cell(v, cfg.epochs) for v in values) + f" | {mean} | {label} |")
     return "\n".join(lines) + "\n"
 
 
-def main(cfg: SweepConfig) -> None:
-    unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
-    if unknown:
-        raise SystemExit(f"error: --optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
-    errors: Dict[Tuple[str, float, str], str] = {}
-    if not cfg.report_only:
+def import_old_sweep(cfg: SweepConfig, old: Path, log=print) -> Dict[str, int]:
+    """Record the finished runs of the old sweep layout (``old/<name>-lr<lr:.3g>/<image>/``) that belong to
+    ``cfg``'s sweep, each checked against its config.json (protocol, optimizer, lr within rounding, schedule);
+    returns how many ended in each outcome of :func:`experiments.records.import_run`."""
+    grid_cfg = resolve(compare_config(cfg, plot_only=True))
+    check_protocol(Path(cfg.record), protocol(grid_cfg), write=True)
+    outcomes: Dict[str, int] = {}
+    for name, m, s in _specs(cfg):
+        lr = registered_lr(name) * m
         for image in cfg.images:
-            for m in cfg.multiples:
-                for name in cfg.optimizers:
-                    lr = registered_lr(name) * m
-                    psnr, error = run_one(cfg, name, lr, image)
-                    if error:
-                        errors[(name, lr, image)] = error
-                    print(f"{image} {name} lr {lr:.3g}: " + (f"{psnr:.2f} dB" if psnr is not None else error),
-                          flush=True)
-    text = table(cfg, errors)
-    print(text)
-    if cfg.report is not None:
-        from gnerf.files import atomic_write_bytes
+            folder = Path(old) / f"{name}-lr{lr:.3g}" / image
+            run = Run("image", Path(cfg.kodak) / f"{image}.png", "gaussian", s, cfg.seed)
+            rec = RunRecord(Path(cfg.record), run.instance, run.activation, run.variant, run.seed)
+            expected = {"size": [cfg.size, cfg.size], "batch_size": cfg.batch_size, "seed": cfg.seed,
+                        "activation": "gaussian", "hidden_dim": 256, "num_layers": 5, "optimizer": name, "lr": lr,
+                        "schedule": type(OPTIMIZERS[name].schedule).__name__.replace("Schedule", "").lower()}
+            if not folder.is_dir():
+                continue
+            outcome, why = import_run(folder, rec, cfg.epochs, expected, {"machine": None, "jobs_at_once": None})
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            log(f"{folder}: {outcome} ({why})")
+    return outcomes
 
-        atomic_write_bytes(cfg.report, text.encode())
+
+def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.sweep") -> str:
+    """Run (or resume) the sweep, or only import / rebuild, then write and return the table."""
+    if cfg.import_from is not None:
+        outcomes = import_old_sweep(cfg, Path(cfg.import_from), log)
+        log(f"import: {', '.join(f'{n} {k}' for k, n in sorted(outcomes.items())) or 'no run folders found'}")
+    elif not cfg.plot_only:
+        run_comparison(compare_config(cfg), log=log)
+    text = table(cfg, command)
+    if cfg.report is not None:
+        atomic_write_bytes(Path(cfg.report), text.encode())
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = tyro.cli(SweepConfig, args=argv, description=SweepConfig.__doc__)
+    try:
+        print(sweep(cfg, log=lambda line: print(line, flush=True), command=command_line("experiments.sweep", argv)))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
-    main(tyro.cli(SweepConfig))
+    main()

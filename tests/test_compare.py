@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -143,3 +144,92 @@ def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
     assert lines[0].startswith("- Gaussian: ESGD ends ahead of Adam — **holds**: ESGD ahead in 1 of 1 runs")
     assert lines[1] == ("- ReLU + PE: Adam ends ahead of ESGD — **not judged**: no pair of finished runs to compare "
                         "(1 ESGD and 0 Adam run(s) diverged with a NaN loss).")
+
+
+def test_reproduce_suites_choose_their_grids_records_and_reports():
+    from experiments.reproduce import ROOT, ReproduceConfig, contest_config, report_path, suite_configs, task_grids
+
+    plans = {name: (c, task_grids(c, name)) for name, c in suite_configs(ReproduceConfig(suites=("all",), quick=True))}
+    assert list(plans) == ["claims", "preconditioners", "video"]
+    (pre,) = plans["preconditioners"][1]
+    assert pre.activations == ("sine", "wavelet") and pre.size == (64, 64)
+    assert pre.optimizers == ("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "shampoo")
+    assert [p.stem for p in pre.inputs] == ["kodim01", "kodim02", "kodim03", "kodim04"]
+    claims_image = plans["claims"][1][0]
+    assert claims_image.record == pre.record == ROOT / "docs" / "data" / "reproduce-quick" / "image"  # shared runs
+    (video,) = plans["video"][1]
+    assert (video.task, video.size, video.max_frames, video.epochs) == ("video", (68, 160), 16, 20)
+    assert video.activations == ("gaussian", "sine", "wavelet") and video.optimizers == ("adam", "esgd")
+    assert report_path(plans["video"][0], "video") == ROOT / "docs" / "reproduction_video_quick.md"
+    contest = contest_config(ReproduceConfig(suites=("contest",)))
+    assert (contest.size, contest.epochs, contest.record) == (256, 200, ROOT / "docs" / "data" / "contest")
+    with pytest.raises(ValueError, match="--suites: unknown nerf"):
+        suite_configs(ReproduceConfig(suites=("nerf",)))
+    with pytest.raises(ValueError, match="--report names one report"):
+        suite_configs(ReproduceConfig(suites=("claims", "video"), report=Path("x.md")))
+
+
+def _rows(act, opt, finals, status="ok"):
+    return [dict(task="image", instance=f"p{i}", activation=act, optimizer=opt, seed=0, status=status, epoch=2,
+                 iteration=8, wall_time=1.0, loss=0.1, metric=v) for i, v in enumerate(finals)]
+
+
+def test_the_preconditioner_report_states_the_papers_numbers_beside_its_own():
+    from experiments.reproduce import paper_reference
+
+    grid = CompareConfig(task="image", epochs=2, activations=("sine",),
+                         optimizers=("adam", "esgd", "adahessian-e", "shampoo"))
+    rows = _rows("sine", "adam", [25.0, 27.0]) + _rows("sine", "esgd", [40.0, 42.0]) \
+        + _rows("sine", "adahessian-e", [30.0, 30.0]) + _rows("sine", "shampoo", [20.0, 22.0])
+    lines = paper_reference(grid, rows)
+    assert "| sine | 26.11 / 26.00 | 36.16 / 41.00 | 34.71 / 30.00 | - / 21.00 |" in lines
+    assert ("- sine: highest to lowest, the paper: ESGD, AdaHessian (E), Adam; here: ESGD, AdaHessian (E), Adam "
+            "(the same order; best here matches the paper's best).") in lines
+    assert paper_reference(CompareConfig(task="image", activations=("sine",), optimizers=("adam", "esgd")), rows) == []
+
+
+def test_the_video_section_says_whether_adam_diverged_with_sine():
+    from experiments.reproduce import video_lines
+
+    grid = CompareConfig(task="video", epochs=2, activations=("sine",), optimizers=("adam", "esgd"))
+    nan = dict(_rows("sine", "adam", [math.nan])[0], status="diverged", epoch=math.nan)
+    assert video_lines(grid, [nan]) == ["- sine, Adam diverges (the paper, supplementary Fig. 11) — **holds**: 1 of 1 "
+                                        "run(s) diverged (NaN loss)."]
+    assert "**does not hold**: none of 2 run(s) diverged; mean final PSNR 21.00 dB" in \
+        video_lines(grid, _rows("sine", "adam", [20.0, 22.0]))[0]
+
+
+def test_plot_only_without_any_run_leaves_the_report_as_it_is(tmp_path):
+    from experiments.reproduce import ReproduceConfig, reproduce
+
+    kodak = tmp_path / "data" / "images" / "kodak"
+    kodak.mkdir(parents=True)
+    (kodak / "kodim01.png").write_bytes(b"")
+    report = tmp_path / "docs" / "reproduction.md"
+    report.parent.mkdir()
+    report.write_text("measured before records existed\n")
+    cfg = ReproduceConfig(tasks=("image",), images=("kodim01",), data_dir=tmp_path / "data", report=report,
+                          output_dir=tmp_path / "runs", plot_only=True)
+    with pytest.raises(ValueError, match="is left as it is"):
+        reproduce(cfg)
+    assert report.read_text() == "measured before records existed\n"
+
+
+def test_the_video_suite_runs_and_reports_a_tiny_video_grid(tmp_path):
+    from experiments.reproduce import ReproduceConfig, reproduce
+
+    from shared_data import BIKES, require
+
+    data = tmp_path / "data"
+    (data / "video").mkdir(parents=True)
+    (data / "video" / "bikes.mp4").symlink_to(require(BIKES))
+    cfg = ReproduceConfig(suites=("video",), activations=("gaussian",), optimizers=("adam",), size=(8, 16), epochs=1,
+                          data_dir=data, output_dir=tmp_path / "runs", report=tmp_path / "docs" / "video.md",
+                          figure_dir=tmp_path / "docs" / "figures", workers=1)
+    grid = CompareConfig(task="video", inputs=(data / "video" / "bikes.mp4",), size=(8, 16), max_frames=2,
+                         output_dir=tmp_path)
+    args = run_args(resolve(grid), Run("video", grid.inputs[0], "gaussian", "adam", 0), resume=False)
+    assert args[args.index("--max-frames") + 1] == "2" and args[args.index("--size") + 1:][:2] == ["8", "16"]
+    text = reproduce(replace(cfg, max_frames=2))
+    assert "## Video" in text and "the first 2 frames at 8 x 16" in text and "| Gaussian | adam |" in text
+    assert (tmp_path / "docs" / "data" / "video" / "video" / "bikes" / "gaussian" / "adam" / "seed0.jsonl").is_file()
