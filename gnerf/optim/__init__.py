@@ -14,6 +14,7 @@ from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, op
 from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
 from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.muon import MuonAdam
+from gnerf.optim.muon_esgd import MuonESGD
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
 from gnerf.optim.step import no_sync_if_curvature, should_create_graph, take_step
 
@@ -28,6 +29,7 @@ __all__ = [
     "CosineSchedule",
     "ExponentialSchedule",
     "MuonAdam",
+    "MuonESGD",
     "OptimizerConfig",
     "ScheduleConfig",
     "has_train_eval_modes",

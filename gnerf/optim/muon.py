@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["MuonAdam", "NS_COEFFICIENTS", "adjusted_lr", "hidden_matrices", "newton_schulz", "ns_dtype_for"]
+__all__ = ["MuonAdam", "NS_COEFFICIENTS", "adjusted_lr", "check_muon_settings", "hidden_matrices", "muon_update",
+           "newton_schulz", "ns_dtype_for"]
 
 #: The quintic Newton-Schulz coefficients of Keller Jordan's Muon (``torch.optim.Muon``'s defaults).
 NS_COEFFICIENTS: Tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
@@ -77,6 +78,32 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape: torch.Size) -> fl
     return lr * math.sqrt(rows / cols)
 
 
+@torch.no_grad()
+def muon_update(params: List[Tensor], grads: List[Tensor], momentum_buffers: List[Tensor], group: Dict[str, Any]) -> None:
+    """``torch.optim.Muon``'s update of ``params`` with the settings of param ``group`` (lr, momentum, nesterov,
+    ns_steps, ns_coefficients, eps, adjust_lr_fn, weight_decay, ns_dtype); see :class:`MuonAdam`."""
+    momentum = group["momentum"]
+    for p, grad, buf in zip(params, grads, momentum_buffers):
+        buf.lerp_(grad, 1 - momentum)
+        update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+        update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["eps"],
+                               ns_dtype_for(group["ns_dtype"], p.device))
+        p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update, alpha=-adjusted_lr(group["lr"], group["adjust_lr_fn"], p.shape))
+
+
+def check_muon_settings(momentum: float, ns_steps: int, adjust_lr_fn: Optional[str], ns_dtype: str) -> None:
+    """Raise ``ValueError`` naming the first Muon setting out of range."""
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
+    if not 1 <= ns_steps < 100:
+        raise ValueError(f"invalid ns_steps={ns_steps}: must lie in [1, 100)")
+    if adjust_lr_fn is not None and adjust_lr_fn not in ADJUST_LR_FNS:
+        raise ValueError(f"invalid adjust_lr_fn={adjust_lr_fn!r}: choose one of {', '.join(ADJUST_LR_FNS)}")
+    if ns_dtype != "auto" and ns_dtype not in NS_DTYPES:
+        raise ValueError(f"invalid ns_dtype={ns_dtype!r}: choose one of auto, {', '.join(NS_DTYPES)}")
+
+
 class MuonAdam(Optimizer):
     r"""Muon on the hidden weight matrices and Adam on the rest (the INR recipe of arXiv 2512.14366).
 
@@ -109,14 +136,7 @@ class MuonAdam(Optimizer):
                  nesterov: bool = True, ns_steps: int = 5, ns_coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
                  eps: float = 1e-7, adjust_lr_fn: Optional[str] = "match_rms_adamw", weight_decay: float = 0.0,
                  ns_dtype: str = "auto", adam_betas: Tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum={momentum}: must lie in [0, 1)")
-        if not 1 <= ns_steps < 100:
-            raise ValueError(f"invalid ns_steps={ns_steps}: must lie in [1, 100)")
-        if adjust_lr_fn is not None and adjust_lr_fn not in ADJUST_LR_FNS:
-            raise ValueError(f"invalid adjust_lr_fn={adjust_lr_fn!r}: choose one of {', '.join(ADJUST_LR_FNS)}")
-        if ns_dtype != "auto" and ns_dtype not in NS_DTYPES:
-            raise ValueError(f"invalid ns_dtype={ns_dtype!r}: choose one of auto, {', '.join(NS_DTYPES)}")
+        check_muon_settings(momentum, ns_steps, adjust_lr_fn, ns_dtype)
         items = list(params)
         if items and isinstance(items[0], dict):
             groups = items
@@ -156,21 +176,11 @@ class MuonAdam(Optimizer):
 
     @torch.no_grad()
     def _muon_step(self, group: Dict[str, Any]) -> None:
-        momentum = group["momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            grad = p.grad
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-            buf = state["momentum_buffer"]
-            buf.lerp_(grad, 1 - momentum)
-            update = grad.lerp(buf, momentum) if group["nesterov"] else buf
-            update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["eps"],
-                                   ns_dtype_for(group["ns_dtype"], p.device))
-            p.mul_(1 - group["lr"] * group["weight_decay"])
-            p.add_(update, alpha=-adjusted_lr(group["lr"], group["adjust_lr_fn"], p.shape))
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+        muon_update(params, [p.grad for p in params], [self.state[p]["momentum_buffer"] for p in params], group)
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -1,0 +1,174 @@
+r"""MuonESGD: Muon on a network's hidden matrices and equilibrated SGD (curvature) on the rest.
+
+gnerf's own optimizer for neural fields, not the paper's. Muon's orthogonalised steps train the
+square hidden matrices of a coordinate network quickly (the INR recipe, :class:`~gnerf.optim.muon.MuonAdam`),
+but that recipe leaves the input layer, which sets the field's frequencies, the output layer and
+every bias to Adam. This optimizer gives them ESGD instead: steps preconditioned by the Hutchinson
+equilibration statistic :math:`\sqrt{\mathrm{diag}(H^2)}`, which the paper found better than
+Adam's second moment on Gaussian, sine and wavelet networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from gnerf.optim.base import new_counter
+from gnerf.optim.configs import OptimizerConfig, register_optimizer
+from gnerf.optim.defaults import PAPER
+from gnerf.optim.distributed import ProcessGroupSetting
+from gnerf.optim.esgd import EquilibratedSGD
+from gnerf.optim.muon import NS_COEFFICIENTS, check_muon_settings, hidden_matrices, muon_update
+from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
+
+__all__ = ["MuonESGD", "MuonESGDConfig"]
+
+ALGORITHMS = ("muon", "esgd")
+
+
+class MuonESGD(EquilibratedSGD):
+    r"""Muon on the hidden (square) weight matrices, ESGD on every other parameter, one optimizer.
+
+    Param groups tagged ``"algorithm": "muon"`` take ``torch.optim.Muon``'s update
+    (:func:`~gnerf.optim.muon.muon_update`: Nesterov momentum :math:`\mu`, the Newton-Schulz
+    orthogonalisation, the shape-adjusted lr). Groups tagged ``"esgd"`` take ESGD's update with its
+    curvature averaged over the curvature updates :math:`k` (as :class:`~gnerf.optim.adam_start.ESGDAdamStart`
+    after its switch), with gradient :math:`g_t` and :math:`h = Hv` for a Rademacher :math:`v`:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        D \leftarrow \beta_2 D + (1 - \beta_2)\, h \odot h \quad \text{(curvature steps)} \\
+        \theta_t &= \theta_{t-1} (1 - \eta_E \lambda)
+            - \eta_E\, \frac{m_t / (1 - \beta_1^t)}{\sqrt{D / (1 - \beta_2^k)} + \epsilon}
+
+    Curvature is estimated on each of the first ``precondition_warmup_steps`` steps, then on every
+    ``precondition_frequency``-th: one Hessian-vector product over all parameters, of which the ESGD
+    groups use theirs. The first ESGD steps rest on few probes and can be large: train with a
+    warm-up of the learning rate (the registered schedule ramps over 100 steps). A learning-rate
+    scheduler scales both algorithms' groups alike.
+
+    Args:
+        params: parameters (split by :func:`~gnerf.optim.muon.hidden_matrices`), or param groups that each
+            give ``"algorithm"``.
+        lr: Muon's learning rate :math:`\eta` (before ``adjust_lr_fn``).
+        esgd_lr: ESGD's learning rate :math:`\eta_E`.
+        momentum, nesterov, ns_steps, ns_coefficients, ns_eps, adjust_lr_fn, ns_dtype: Muon's
+            (``ns_eps`` is ``torch.optim.Muon``'s ``eps``); see :class:`~gnerf.optim.muon.MuonAdam`.
+        betas, eps, precondition_warmup_steps, precondition_frequency: ESGD's.
+        weight_decay: decoupled weight decay of both.
+        foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
+    """
+
+    correct_by_updates = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-4,
+        esgd_lr: float = 0.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
+        ns_eps: float = 1e-7,
+        adjust_lr_fn: Optional[str] = "match_rms_adamw",
+        ns_dtype: str = "auto",
+        betas: Tuple[float, float] = PAPER.betas,
+        eps: float = PAPER.eps,
+        weight_decay: float = 0.0,
+        precondition_warmup_steps: int = PAPER.precondition_warmup_steps,
+        precondition_frequency: int = PAPER.precondition_frequency,
+        *,
+        foreach: Optional[bool] = None,
+        generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group: ProcessGroupSetting = "auto",
+    ) -> None:
+        items = list(params)
+        if items and isinstance(items[0], dict):
+            groups = items
+        else:
+            hidden, rest = hidden_matrices(items)
+            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + \
+                     ([{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else [])
+        defaults = dict(self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
+                                           precondition_frequency, foreach),
+                        algorithm="esgd", momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        ns_coefficients=tuple(ns_coefficients), ns_eps=ns_eps, adjust_lr_fn=adjust_lr_fn,
+                        ns_dtype=ns_dtype)
+        self._algorithm: Dict[Tensor, str] = {}
+        super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        if group["algorithm"] not in ALGORITHMS:
+            raise ValueError(f"invalid algorithm={group['algorithm']!r}: each param group is 'muon' or 'esgd'")
+        super()._check_group(group)
+        check_muon_settings(group["momentum"], group["ns_steps"], group["adjust_lr_fn"], group["ns_dtype"])
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if param_group.get("algorithm", self.defaults["algorithm"]) == "muon" and any(p.ndim != 2 for p in params):
+            raise ValueError("MuonESGD: a 'muon' param group may hold only 2-D weight matrices")
+        super().add_param_group(dict(param_group, params=params))
+        group = self.param_groups[-1]
+        self._algorithm.update({p: group["algorithm"] for p in group["params"]})
+
+    def _is_due(self, group: Dict[str, Any]) -> bool:
+        """ESGD's cadence for the 'esgd' groups; the 'muon' groups never need curvature."""
+        return group["algorithm"] == "esgd" and super()._is_due(group)
+
+    def _state_for(self, p: Tensor) -> dict:
+        if self._algorithm[p] == "esgd":
+            return super()._state_for(p)
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_counter()
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
+        if group["algorithm"] == "esgd":
+            return super()._update_group(group, params, states, foreach, vectors, hvps)
+        for s in states:
+            s["step"].add_(1)
+        muon_update(params, [p.grad.detach() for p in params], [s["momentum_buffer"] for s in states],
+                    dict(group, eps=group["ns_eps"]))
+
+
+@register_optimizer
+@dataclass
+class MuonESGDConfig(OptimizerConfig):
+    """gnerf's :class:`MuonESGD`: Muon (lr 2e-4) on the hidden matrices, ESGD (lr 0.1) on the rest, cosine to 0
+    after a 100-step warm-up."""
+
+    name: ClassVar[str] = "muon-esgd"
+    schedule: ClassVar[ScheduleConfig] = CosineSchedule(lr_final=0.0, warmup_steps=100)
+    curvature: ClassVar[bool] = True
+    lr: Optional[float] = 2e-4
+    """Muon's learning rate on the hidden matrices."""
+    esgd_lr: float = 0.1
+    """ESGD's learning rate on the first and last layers and the biases."""
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5
+    adjust_lr_fn: str = "match_rms_adamw"
+    ns_dtype: str = "auto"
+    """Precision of the Newton-Schulz iteration: auto (bfloat16 on CUDA, float32 elsewhere), bfloat16, float32."""
+    betas: Tuple[float, float] = PAPER.betas
+    eps: float = PAPER.eps
+    weight_decay: float = 0.0
+    precondition_warmup_steps: int = PAPER.precondition_warmup_steps
+    precondition_frequency: int = PAPER.precondition_frequency
+    foreach: Optional[bool] = None
+
+    def _make(self, params, *, seed=None, process_group="auto"):
+        return MuonESGD(params, lr=self.resolved_lr(), esgd_lr=self.esgd_lr, momentum=self.momentum,
+                        nesterov=self.nesterov, ns_steps=self.ns_steps, adjust_lr_fn=self.adjust_lr_fn,
+                        ns_dtype=self.ns_dtype, betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay,
+                        precondition_warmup_steps=self.precondition_warmup_steps,
+                        precondition_frequency=self.precondition_frequency, foreach=self.foreach, seed=seed,
+                        process_group=process_group)
