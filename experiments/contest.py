@@ -64,15 +64,15 @@ ROOT = Path(__file__).resolve().parents[1]
 KODAK = SHARED_DATA / "images" / "kodak"
 #: The contenders: the optimizers registered in gnerf.optim.contenders (neither the paper's nor gnerf's own).
 CONTENDERS = tuple(n for n, c in OPTIMIZERS.items() if c.__module__ == "gnerf.optim.contenders")
-#: The paper's optimizers in the contest, and gnerf's own variant.
-PAPERS = ("adam", "esgd", "esgd-adam-start")
+#: The paper's optimizers in the contest, and gnerf's own.
+PAPERS = ("adam", "esgd", "esgd-adam-start", "muon-esgd")
 
 
 @dataclass
 class ContestConfig:
     """The optimizer contest at the paper's image protocol, its records and its report (docs/contest.md)."""
 
-    optimizers: Tuple[str, ...] = ("adam", "esgd", "esgd-adam-start") + CONTENDERS
+    optimizers: Tuple[str, ...] = PAPERS + CONTENDERS
     """Entrants (variant specs), run on --images."""
     images: Tuple[str, ...] = ("kodim01", "kodim02", "kodim03", "kodim04")
     """Kodak photos (stems) every entrant runs on."""

@@ -62,7 +62,7 @@ class SweepConfig:
     """The contenders' lr sweep (registered lr x multiples, registered schedules) on Kodak photos, and its table."""
 
     optimizers: Tuple[str, ...] = ("muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw", "adam", "esgd",
-                                   "esgd-adam-start")
+                                   "esgd-adam-start", "muon-esgd")
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)
     """Multiples of each optimizer's registered lr, run in this order."""

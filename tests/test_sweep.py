@@ -13,7 +13,7 @@ def test_the_sweep_is_a_grid_of_lr_variants_with_the_registered_schedules(tmp_pa
     assert spec("muon", 1.0) == "muon:lr=0.0002" and spec("muon", 1 / 3) == "muon:lr=6.67e-05"
     assert spec("esgd", 3.0) == "esgd:lr=0.45"
     cfg = compare_config(SweepConfig(record=tmp_path / "rec"))
-    assert cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 24
+    assert cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 27  # 9 optimizers x 3 lrs
     assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.seeds, cfg.activations) == ((128, 128), 100, 512, (0,),
                                                                                    ("gaussian",))
     assert [p.stem for p in cfg.inputs] == ["kodim01", "kodim02", "kodim03", "kodim04"]
