@@ -113,4 +113,5 @@ for phase in $PHASES; do
 done
 echo "== done at $((SECONDS - start)) s"
 ls -l "$OUT"
-tail -c 6000 "$OUT/lego_gpu_contest.md" 2>/dev/null || tail -c 6000 "$OUT"/lego_*contest.md 2>/dev/null
+tail -c 6000 "$OUT"/lego_*contest.md 2>/dev/null
+exit 0
