@@ -24,14 +24,14 @@ run_until() {
   local limit=$1 begun=$SECONDS pid
   shift
   if [ "$limit" -le 0 ]; then return 124; fi
-  setsid "$@" &
+  if command -v setsid >/dev/null; then setsid "$@" & else "$@" & fi  # without setsid: the process alone
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     if [ $((SECONDS - begun)) -ge "$limit" ]; then
       echo "== stopped after ${limit} s: $*"
-      kill -TERM -- "-$pid" 2>/dev/null
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
       for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-      kill -KILL -- "-$pid" 2>/dev/null
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
       return 124
     fi
