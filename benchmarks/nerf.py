@@ -177,15 +177,25 @@ class TestViews:
         self.height, self.width = self.targets[0].shape[:2]
 
     @torch.no_grad()
-    def psnr(self, trainer) -> float:
+    def metrics(self, trainer) -> Dict[str, float]:
+        """Mean PSNR (dB) and SSIM (torchmetrics', Gaussian window 11 x 11, sigma 1.5) over the views."""
+        from torchmetrics.functional import structural_similarity_index_measure
+
         model = trainer.pipeline.model
         model.eval()
-        total = 0.0
+        total = {"psnr": 0.0, "ssim": 0.0}
+        side = min(self.height, self.width)
+        window = min(11, side if side % 2 else side - 1)  # 11 but on images smaller than that (tiny rehearsals)
         for camera, target in zip(self.cameras, self.targets):
             pred = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
-            total += float(psnr(mse(pred, target)))
+            total["psnr"] += float(psnr(mse(pred, target)))
+            total["ssim"] += float(structural_similarity_index_measure(
+                pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0, kernel_size=window))
         model.train()
-        return total / len(self.cameras)
+        return {k: v / len(self.cameras) for k, v in total.items()}
+
+    def psnr(self, trainer) -> float:
+        return self.metrics(trainer)["psnr"]
 
 
 PLAIN = "gaussian-nerf-esgd, plain Gaussian"  # (4) --plain-gaussian: the activation as autograd of exp(c x^2)

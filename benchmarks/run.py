@@ -60,6 +60,9 @@ def main(argv=None) -> str:
     def emit(text: str) -> None:
         print(text, flush=True)
         parts.append(text)
+        if args.output:  # rewritten after every benchmark: a run stopped part-way keeps what it measured
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text("\n".join(parts))
 
     from benchmarks import trunk
 
@@ -92,11 +95,7 @@ def main(argv=None) -> str:
             emit(nerf.convergence(args.data, device=args.device, quick=quick, sz=sz, budget=args.budget,
                                   checkpoints=args.checkpoints, figure=args.figure)[0])
     emit(f"_Total benchmark time {time.perf_counter() - t_all:.0f} s._\n")
-    text = "\n".join(parts)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    return text
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

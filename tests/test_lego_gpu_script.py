@@ -1,17 +1,36 @@
-"""benchmarks/gpu/lego_convergence.py runs end to end at a tiny size on a procedural Blender scene (fast)."""
+"""benchmarks/gpu: lego_convergence.py and lego_contest.py end to end at a tiny size on a procedural Blender scene,
+and the device call contest.sh rehearsed on the CPU at tiny sizes (every phase; about 1.5 minutes on a quiet 2-core
+machine, most of it Python start-ups)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
 
-from benchmarks.gpu import lego_convergence
+import numpy as np
+import pytest
+
+from benchmarks.gpu import lego_contest, lego_convergence
 from gnerf.scenes import make_blender_scene
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_step_marks():
     assert lego_convergence.step_marks(600) == [10, 20, 30, 50, 100, 200, 300, 500]
 
 
-def test_lego_convergence_tiny(tmp_path):
-    scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=4, supersample=1)
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_blender_scene(tmp_path_factory.mktemp("scene") / "scene", image_size=16, num_train=4, num_val=1,
+                              num_test=4, supersample=1)
+
+
+def test_lego_convergence_tiny(scene, tmp_path):
     runs = lego_convergence.main(["--data", str(scene), "--out", str(tmp_path / "out"), "--device", "cpu",
                                   "--threads", "1", "--budget", "600", "--max-steps", "12", "--rays", "32",
                                   "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2",
@@ -22,9 +41,130 @@ def test_lego_convergence_tiny(tmp_path):
     for r in runs.values():
         assert r.steps == 12 and r.stopped is None
         assert [(e.step, e.why) for e in r.curve] == [(10, "step"), (12, "end")]
-        assert all(e.psnr > 0 for e in r.curve)
+        assert all(e.psnr > 0 and -1 <= e.ssim <= 1 and e.cpu_seconds > 0 for e in r.curve)
     md = (tmp_path / "out" / "lego_gpu.md").read_text()
     assert "Complete." in md and "| 10 |" in md and "gaussian-nerf-adam PSNR (dB)" in md
     assert (tmp_path / "out" / "lego_gpu.png").stat().st_size > 0
     data = json.loads((tmp_path / "out" / "lego_gpu.json").read_text())
     assert data["gaussian-nerf-esgd"]["steps"] == 12
+
+
+def test_contest_methods_are_every_registered_method_and_vanilla_nerf():
+    from gnerf.nerf.methods import CONFIGS
+
+    methods = lego_contest.default_methods()
+    assert methods[0] == "gaussian-nerf-adam" and methods[-1] == lego_convergence.VANILLA
+    assert sorted(methods[:-1]) == sorted(CONFIGS)
+
+
+def _contest(scene, out, *extra):
+    return lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
+                              "--checkpoints", str(out / "ckpt"), "--methods", "gaussian-nerf-adam",
+                              "gaussian-nerf-esgd", *extra])
+
+
+def _curves(records):
+    return {m: [(e["step"], e["psnr"], e["ssim"]) for e in r["curve"]] for m, r in records.items()}
+
+
+def test_lego_contest_resumes_from_checkpoints_and_skips_recorded_methods(scene, tmp_path, monkeypatch):
+    # one straight interleaved run ...
+    straight = _contest(scene, tmp_path / "straight")
+    assert all(r["complete"] and r["steps"] == 12 for r in straight.values())
+    assert [e["step"] for e in straight["gaussian-nerf-esgd"]["curve"]] == [5, 10, 12]
+    assert "adam lr 0.0001, exponential to 1e-06 over 12 steps" in straight["gaussian-nerf-adam"]["schedule"]
+    # ... equals one run one method after the other, paused at step 5 and resumed from its checkpoints
+    out = tmp_path / "split"
+    paused = _contest(scene, out, "--order", "sequential", "--stop-at-step", "5")
+    assert all(not r["complete"] and r["steps"] == 5 for r in paused.values())
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["gaussian-nerf-adam.pt", "gaussian-nerf-esgd.pt"]
+    assert "Partial: 0 of 2 methods complete" in (out / "lego_tiny_contest.md").read_text()
+    resumed = _contest(scene, out, "--order", "sequential")
+    assert all(r["complete"] and r["resumed_from"] == [5] for r in resumed.values())
+    assert _curves(resumed) == _curves(straight)
+    md = (out / "lego_tiny_contest.md").read_text()
+    assert "Complete." in md and "## Time to quality" in md and "resumed at step 5" in md
+    assert "compressed to the run's N = 12 steps" in md
+    data = json.loads((out / "lego_tiny_contest.json").read_text())
+    assert data["targets"]["a"]["method"] == "gaussian-nerf-adam" and set(data["methods"]) == set(resumed)
+    assert (out / "lego_tiny_contest.png").stat().st_size > 0
+
+    # another session: the records travel (the repository), the checkpoints do not; nothing is trained again
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for m in resumed:
+        shutil.copy(out / f"{m}.json", fresh)
+    monkeypatch.setattr(lego_convergence, "build", lambda *a, **k: pytest.fail("a recorded method was trained again"))
+    again = _contest(scene, fresh)
+    assert _curves(again) == _curves(straight)
+    assert "Complete." in (fresh / "lego_tiny_contest.md").read_text()
+    with pytest.raises(SystemExit, match="another protocol"):
+        _contest(scene, fresh, "--rays", "16")
+
+
+def test_lego_contest_restarts_a_partial_run_without_its_checkpoint(scene, tmp_path, capsys):
+    out = tmp_path / "out"
+    lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
+                       "--checkpoints", str(tmp_path / "gone"), "--methods", "gaussian-nerf-adam", "--stop-at-step", "5"])
+    shutil.rmtree(tmp_path / "gone")
+    records = lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
+                                 "--checkpoints", str(tmp_path / "gone"), "--methods", "gaussian-nerf-adam"])
+    assert "starting again from step 0" in capsys.readouterr().out
+    assert records["gaussian-nerf-adam"]["complete"] and records["gaussian-nerf-adam"]["resumed_from"] == []
+
+
+def _bash(script: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_run_until_stops_the_whole_process_group(tmp_path):
+    child = ("import signal, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; "
+             f"time.sleep(60)']); signal.signal(signal.SIGTERM, lambda *a: (open({str(tmp_path / 'term')!r}, 'w'), "
+             "sys.exit(3))); time.sleep(60)")
+    t0 = time.perf_counter()
+    done = _bash(f'GNERF_DEVICE_ENV=1 source benchmarks/gpu/env.sh; run_until 2 {sys.executable} -c "{child}"; '
+                 'echo "rc=$?"', {}, timeout=60)
+    assert "rc=124" in done.stdout and time.perf_counter() - t0 < 20
+    assert (tmp_path / "term").exists()  # SIGTERM reached the Python (its handler ran)
+
+
+def test_contest_skips_a_phase_that_does_not_fit(tmp_path):
+    done = _bash("bash benchmarks/gpu/contest.sh", {"TINY": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+                                                    "WORK": str(tmp_path / "work"), "LIMIT": "60", "PHASES": "images"},
+                 timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== images skipped" in done.stdout
+
+
+def test_contest_rehearsal_every_phase_tiny(scene, tmp_path):
+    """The device call's whole path (lego, speed, images) on this CPU at tiny sizes, as contest.sh runs it there."""
+    import imageio.v3 as iio
+
+    kodak = tmp_path / "data" / "images" / "kodak"
+    kodak.mkdir(parents=True)
+    iio.imwrite(kodak / "kodim01.png", (np.random.default_rng(0).random((12, 12, 3)) * 255).astype(np.uint8))
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {"TINY": "1", "PYTHON": sys.executable, "OUT": str(out), "WORK": str(work), "LEGO_DATA": str(scene),
+           "TINY_SCALE": "1", "IMAGE_DATA": str(tmp_path / "data"), "IMAGES": "kodim01",
+           "IMAGE_OPTIMIZERS": "soap schedulefree-adamw", "SPEED_ONLY": "7", "LIMIT": "400"}
+    done = _bash("bash benchmarks/gpu/contest.sh", env, timeout=480)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    assert "skipped" not in log and "stopped after" not in log, log[-4000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all(p.is_file() for p in out.iterdir())  # what the device tool brings back
+    assert {"contest.log", "lego_tiny_contest.md", "lego_tiny_contest.png", "lego_tiny_contest.json", "speed.md",
+            "lego_tf32.md", "image_runs.tgz", "contest.tgz"} == set(files)
+    data = json.loads((out / "lego_tiny_contest.json").read_text())
+    assert len(data["methods"]) == 5 and all(r["complete"] for r in data["methods"].values())
+    assert "(7) Where a train_iteration's time goes" in (out / "speed.md").read_text()
+    with tarfile.open(out / "image_runs.tgz") as tgz:
+        names = tgz.getnames()
+    for opt in ("soap", "schedulefree-adamw"):  # the carried wheels: heavyball, schedulefree
+        run = f"./image/runs/kodim01/gaussian/{opt}/seed0/"
+        assert run + "metrics.jsonl" in names and run + "config.json" in names, names
+    assert not [n for n in names if n.endswith((".pt", ".png"))]
+    with tarfile.open(out / "contest.tgz") as tgz:
+        names = tgz.getnames()
+    assert "./lego_records/gaussian-nerf-esgd.json" in names and "./speed/speed.log" in names

@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from benchmarks.common import SHARED_DATA, machine, sync, table, tf32_matmuls
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, sync, table, tf32_matmuls
 from benchmarks.nerf import TestViews
 from gnerf.files import atomic_write_bytes
 
@@ -80,6 +80,9 @@ class Evaluation:
     seconds: float  # this method's training wall time so far
     psnr: float
     why: str  # "step", "time" or "end"
+    ssim: Optional[float] = None  # mean SSIM over the same views
+    cpu_seconds: Optional[float] = None  # this process's CPU time in this method's training so far (all threads)
+    load: Optional[float] = None  # the machine's 1-minute load average when evaluated (None where unknown)
 
 
 def build(method: str, args, out: Path):
@@ -132,10 +135,12 @@ class Run:
     trainer: object
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time over this method's training steps
     curve: List[Evaluation] = dataclasses.field(default_factory=list)
     stopped: Optional[str] = None  # why training ended early (a NaN loss), else None
     done: bool = False
     rng: Optional[Dict[str, object]] = None  # this run's torch RNG state between its turns (its rays, its noise)
+    resumed_from: List[int] = dataclasses.field(default_factory=list)  # steps it was resumed at from a checkpoint
 
 
 def rng_state() -> Dict[str, object]:
@@ -169,7 +174,7 @@ def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_t
 
     trainer, device = run.trainer, args.device
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     why = None
     try:
         while run.steps < limit:
@@ -186,6 +191,7 @@ def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_t
         run.stopped, why = f"stopped at step {run.steps}: {err}", "end"
     sync(device)
     run.seconds += time.perf_counter() - t0
+    run.cpu_seconds += time.process_time() - c0
     if run.steps in marks and why is None:
         why = "step"
     if args.max_steps and run.steps >= args.max_steps:
@@ -196,9 +202,25 @@ def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_t
         if why == "end":
             run.curve[-1].why = "end"
     elif why is not None:
-        psnr = views.psnr(trainer) if run.stopped is None else float("nan")
-        run.curve.append(Evaluation(run.steps, run.seconds, psnr, why))
-        print(f"{run.method}: step {run.steps}, {run.seconds:.1f} s, test PSNR {psnr:.2f} dB ({why})", flush=True)
+        evaluate(run, views, why, diverged=run.stopped is not None)  # here only a NaN loss sets stopped
+
+
+def load_average() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def evaluate(run: Run, views: TestViews, why: str, diverged: bool = False) -> Evaluation:
+    """Test PSNR and SSIM of the run where it stands (NaN if its loss diverged), appended to its curve."""
+    nan = float("nan")
+    m = {"psnr": nan, "ssim": nan} if diverged else views.metrics(run.trainer)
+    e = Evaluation(run.steps, run.seconds, m["psnr"], why, m["ssim"], run.cpu_seconds, load_average())
+    run.curve.append(e)
+    print(f"{run.method}: step {run.steps}, {run.seconds:.1f} s, test PSNR {e.psnr:.2f} dB, SSIM {e.ssim:.3f} ({why})",
+          flush=True)
+    return e
 
 
 def stop(run: Run, views: TestViews, why: str) -> None:
@@ -207,7 +229,7 @@ def stop(run: Run, views: TestViews, why: str) -> None:
     if run.curve and run.curve[-1].step == run.steps:
         run.curve[-1].why = "end"
     else:
-        run.curve.append(Evaluation(run.steps, run.seconds, views.psnr(run.trainer), "end"))
+        evaluate(run, views, "end")
     print(f"{run.method}: {why}; step {run.steps}, test PSNR {run.curve[-1].psnr:.2f} dB", flush=True)
 
 
@@ -330,7 +352,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.0,
                    help="stop both methods once the script has run this many seconds, set-up included (0: none)")
     p.add_argument("--max-steps", type=int, default=0, help="also stop each method after this many steps (0: none)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (VANILLA, TF32),
+    from benchmarks.recipes import METHODS as REGISTERED  # every registered Gaussian-NeRF method
+
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=REGISTERED + (VANILLA, TF32),
                    help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples; "
                         f"{TF32}: gaussian-nerf-esgd with TF32 matmuls (GPU tensor cores), its curvature steps too")
     p.add_argument("--every", type=int, default=0, help="also evaluate every this many steps (0: log-spaced only)")
@@ -424,4 +448,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # stopped from outside (run_until, timeout): write what was measured
     main()

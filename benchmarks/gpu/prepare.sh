@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Prepare, on a development machine with PyPI, what benchmarks/gpu/lego_convergence.py needs on a lent GPU
-# machine that reaches no registry (see benchmarks/gpu/README.md):
+# Prepare, on a development machine with PyPI, what the scripts here (lego_convergence.py, lego_contest.py,
+# session.sh, speed.sh, contest.sh) need on a lent GPU machine that reaches no registry (see benchmarks/gpu/README.md):
 #   .whl/       nerfstudio 1.1.5 and the packages its import chain for gnerf's methods needs that the GPU image
-#               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps)
+#               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps); the optimizers
+#               of the image contest (heavyball, schedulefree)
 #   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150;
-#               shapes/bunny.obj and shapes/dragon.obj for experiments/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes)
+#               shapes/bunny.obj and shapes/dragon.obj for experiments/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes);
+#               images/kodak/kodim01-04.png for experiments/reproduce.py --tasks image (contest.sh, images)
 # Both folders are ignored through the repository's info/exclude (not .gitignore): the device tool carries an
 # ignored folder only when `carry` names it. Prints the sizes against the 64 MiB a device call carries.
 #
@@ -33,7 +35,8 @@ WHEELS=(
                                                                   # nerfstudio's method_configs imports every datamanager
   trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
   submitit==1.5.4 cloudpickle==3.1.3                              # experiments.reproduce runs each fitting run as a job
-)
+  heavyball==3.2.1 schedulefree==1.4.1                            # the image contest's soap, psgd-kron, schedulefree-adamw
+)                                                                 # (heavyball's numpy and opt-einsum are in the image)
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
           --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
@@ -82,6 +85,15 @@ for shape in bunny dragon; do
 done
 echo "shapes: $(ls .gpu-data/shapes | tr '\n' ' ')"
 
+# the image contest's four Kodak photos (contest.sh resizes them to 256x256, as the paper's protocol does)
+KODAK=${KODAK:-../shared/data/images/kodak}
+mkdir -p .gpu-data/images/kodak
+for photo in kodim01 kodim02 kodim03 kodim04; do
+  [ -f "$KODAK/$photo.png" ] || { echo "error: no $KODAK/$photo.png (set KODAK=...)" >&2; exit 1; }
+  cp "$KODAK/$photo.png" .gpu-data/images/kodak/
+done
+echo "images: $(ls .gpu-data/images/kodak | tr '\n' ' ')"
+
 wheels=$(du -cb .whl/*.whl | tail -1 | cut -f1)
 data=$(du -sb .gpu-data | cut -f1)
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
@@ -89,6 +101,6 @@ untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 ls -l .whl | awk 'NR > 1 { printf "  %9d  %s\n", $5, $9 }'
 echo "wheels .whl/:        $(mib "$wheels") ($(ls .whl/*.whl | wc -l) files)"
-echo "data .gpu-data/:     $(mib "$data") (lego, shapes)"
+echo "data .gpu-data/:     $(mib "$data") (lego, shapes, Kodak photos)"
 echo "working tree:        $(mib $((tree + ${untracked:-0}))) (tracked and untracked files)"
 echo "total carried:       $(mib $((wheels + data + tree + ${untracked:-0}))) of the 64 MiB a device call takes"
