@@ -12,6 +12,11 @@ seed 0. The multiple scales the config's ``lr`` only: Muon's hidden matrices (no
 esgd-adam-start's ESGD phase (not its Adam phase). An lr is written with 3 significant digits, and
 that is the lr the run gets (``muon:lr=6.67e-05``, :mod:`experiments.variants`).
 
+One rule past the edges, the same for every optimizer: where an optimizer's best lr (the winner below,
+once all its lrs have finished on every photo) is its smallest multiple, the sweep adds that multiple / 3;
+where it is its largest, that multiple x 3; up to ``--extend`` times on each side. So no optimizer's
+winner stays on the edge of what was tried unless the limit is reached, and the table says so.
+
 The runs are a grid of :mod:`experiments.compare` (submitit jobs, ``--workers`` at a time, resumable)
 recorded in ``docs/data/sweep/`` (:mod:`experiments.records`): a run recorded there is not run again
 in any checkout, and the table is rebuilt from the records with ``--plot-only``.
@@ -50,8 +55,8 @@ from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["SweepConfig", "choose_winner", "compare_config", "import_old_sweep", "main",
-           "registered_lr", "spec", "sweep", "table"]
+__all__ = ["SweepConfig", "choose_winner", "compare_config", "finals_of", "import_old_sweep", "main",
+           "multiples_of", "registered_lr", "spec", "sweep", "table"]
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = SHARED_DATA / "images" / "kodak"
@@ -66,6 +71,9 @@ class SweepConfig:
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)
     """Multiples of each optimizer's registered lr, run in this order."""
+    extend: int = 2
+    """Factor-3 steps the sweep may add past the smallest (largest) multiple, per side, while an optimizer's winner
+    lies there; 0: the multiples only."""
     images: Tuple[str, ...] = ("kodim01", "kodim02", "kodim03", "kodim04")
     """Kodak photos by stem."""
     kodak: Path = KODAK
@@ -109,20 +117,56 @@ def spec(name: str, multiple: float) -> str:
     return canonical(f"{name}:lr={registered_lr(name) * multiple:.3g}")
 
 
-def _specs(cfg: SweepConfig) -> List[Tuple[str, float, str]]:
-    """``(name, multiple, spec)`` in run order: every optimizer at the first multiple, then at the next ..."""
-    return [(name, m, spec(name, m)) for m in cfg.multiples for name in cfg.optimizers]
+def _specs(cfg: SweepConfig, finals: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Tuple[str, float, str]]:
+    """``(name, multiple, spec)`` in run order: every optimizer at the first multiple, then at the next ...; then,
+    given the runs' ``finals`` (spec -> photo -> value), the extensions past an edge that they call for."""
+    base = [(name, m, spec(name, m)) for m in cfg.multiples for name in cfg.optimizers]
+    if finals is None:
+        return base
+    return base + [(name, m, spec(name, m)) for name in cfg.optimizers
+                   for m in multiples_of(cfg, name, finals) if m not in cfg.multiples]
 
 
-def compare_config(cfg: SweepConfig, plot_only: Optional[bool] = None) -> CompareConfig:
-    """The sweep as a grid of :mod:`experiments.compare`."""
+def _candidates(cfg: SweepConfig) -> List[Tuple[str, float, str]]:
+    """Every ``(name, multiple, spec)`` the sweep could run: the multiples and all possible extensions."""
+    lo, hi = min(cfg.multiples), max(cfg.multiples)
+    more = [lo / 3 ** k for k in range(1, cfg.extend + 1)] + [hi * 3 ** k for k in range(1, cfg.extend + 1)]
+    return [(name, m, spec(name, m)) for m in (*cfg.multiples, *more) for name in cfg.optimizers]
+
+
+def multiples_of(cfg: SweepConfig, name: str, finals: Dict[str, Dict[str, Any]]) -> List[float]:
+    """The multiples of ``name``'s lr the sweep runs, given what has finished: ``cfg.multiples`` and, while the winner
+    over all of them is the smallest (largest), one more factor of 3 on that side, at most ``cfg.extend`` per side."""
+    ms = sorted(cfg.multiples)
+    low = high = 0
+    while True:
+        entries = [{"lr": registered_lr(name) * m, "multiple": m, "finals": finals.get(spec(name, m), {})} for m in ms]
+        k, mark = choose_winner(entries, cfg.images)
+        if mark != "winner":
+            return ms
+        if k == 0 and low < cfg.extend and len(ms) > 1:
+            ms.insert(0, ms[0] / 3)
+            low += 1
+        elif k == len(ms) - 1 and high < cfg.extend and len(ms) > 1:
+            ms.append(ms[-1] * 3)
+            high += 1
+        else:
+            return ms
+
+
+def compare_config(cfg: SweepConfig, plot_only: Optional[bool] = None,
+                   specs: Optional[Sequence[Tuple[str, float, str]]] = None) -> CompareConfig:
+    """The sweep as a grid of :mod:`experiments.compare` (of ``specs``, by default the multiples')."""
     unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
     if unknown:
         raise ValueError(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
     if any(not (m > 0 and math.isfinite(m)) for m in cfg.multiples):
         raise ValueError(f"--multiples must be positive numbers, got {list(cfg.multiples)}")
+    if cfg.extend < 0:
+        raise ValueError(f"--extend must be 0 or more, got {cfg.extend}")
+    specs = _specs(cfg) if specs is None else specs
     return CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images), task="image",
-                         activations=("gaussian",), optimizers=tuple(s for _, _, s in _specs(cfg)),
+                         activations=("gaussian",), optimizers=tuple(dict.fromkeys(s for _, _, s in specs)),
                          seeds=(cfg.seed,), epochs=cfg.epochs, batch_size=cfg.batch_size, size=(cfg.size, cfg.size),
                          hidden_dim=256, num_layers=5, output_dir=Path(cfg.output_dir), record=Path(cfg.record),
                          workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
@@ -196,9 +240,10 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str:
-    """The sweep's markdown page, computed from the records and run folders of its grid."""
-    grid_cfg = resolve(compare_config(cfg, plot_only=True))
+def finals_of(cfg: SweepConfig) -> Dict[str, Dict[str, Any]]:
+    """spec -> photo -> final PSNR, ``"diverged"``, ``"failed"`` or the epochs done, for every spec the sweep could
+    run (read from the records and run folders)."""
+    grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_candidates(cfg)))
     failed = {(r.instance, r.optimizer): error for r, error in failures(grid_cfg)}
     finals: Dict[str, Dict[str, Any]] = {}
     for run in grid(grid_cfg):
@@ -207,6 +252,13 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
         if not isinstance(value, float) and value != "diverged" and (run.instance, run.optimizer) in failed:
             value = "failed"
         finals.setdefault(run.optimizer, {})[run.instance] = value
+    return finals
+
+
+def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str:
+    """The sweep's markdown page, computed from the records and run folders of its grid."""
+    finals = finals_of(cfg)
+    grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_specs(cfg, finals)))
     counts = _sources(grid_cfg)
     total = sum(counts.values())
     lines = ["# The contenders' lr sweep", "",
@@ -220,7 +272,8 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
              f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
              f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
              f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
-             "schedule. Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
+             f"schedule, and up to {cfg.extend} more factors of 3 past an edge where the optimizer's winner lies there "
+             "(the same rule for every optimizer). Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
              "`-` not started, `diverged` a NaN loss, `failed` an error (rerun next time).", "",
              "Winner: per optimizer, the lr with the highest mean final PSNR over the photos, among the lrs that "
              "finished on every photo without diverging; **winner** once every lr of the optimizer has finished or "
@@ -228,10 +281,13 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
              "registered lr, then the smaller lr.", "",
              "| optimizer | lr | x registered | " + " | ".join(cfg.images) + " | mean | |",
              "|---|---|---|" + "---|" * (len(cfg.images) + 2)]
+    edges = []
     for name in cfg.optimizers:
-        entries = sorted(({"lr": registered_lr(name) * m, "multiple": m, "spec": s, "finals": finals.get(s, {})}
-                          for n, m, s in _specs(cfg) if n == name), key=lambda e: e["lr"])
+        entries = [{"lr": registered_lr(name) * m, "multiple": m, "spec": spec(name, m),
+                    "finals": finals.get(spec(name, m), {})} for m in multiples_of(cfg, name, finals)]
         k, mark = choose_winner(entries, cfg.images)
+        if mark == "winner" and k in (0, len(entries) - 1) and len(entries) > 1:
+            edges.append(name)
         for j, e in enumerate(entries):
             values = [e["finals"].get(i) for i in cfg.images]
             done = [v for v in values if isinstance(v, float)]
@@ -250,6 +306,9 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
                 mean = f"**{mean}**"
             lines.append(f"| {name} | {lr_text} | {e['multiple']:.3g} | "
                          + " | ".join(_cell(v, cfg.epochs) for v in values) + f" | {mean} | {label} |")
+    if edges:
+        lines += ["", f"Winners still on the edge of the lrs tried (the limit of {cfg.extend} extension(s) per side "
+                      f"reached): {', '.join(edges)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -283,7 +342,14 @@ def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.swe
         outcomes = import_old_sweep(cfg, Path(cfg.import_from), log)
         log(f"import: {', '.join(f'{n} {k}' for k, n in sorted(outcomes.items())) or 'no run folders found'}")
     elif not cfg.plot_only:
-        run_comparison(compare_config(cfg), log=log)
+        specs = _specs(cfg)
+        while True:
+            run_comparison(compare_config(cfg, specs=specs), log=log)
+            more = _specs(cfg, finals_of(cfg))
+            if [s for _, _, s in more] == [s for _, _, s in specs]:
+                break
+            log(f"past an edge: {', '.join(s for _, _, s in more if s not in {t for _, _, t in specs})}")
+            specs = more
     text = table(cfg, command)
     if cfg.report is not None:
         atomic_write_bytes(Path(cfg.report), text.encode())

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from experiments.records import RunRecord
-from experiments.sweep import SweepConfig, choose_winner, compare_config, import_old_sweep, spec, sweep, table
+from experiments.sweep import (
+    SweepConfig,
+    choose_winner,
+    compare_config,
+    finals_of,
+    import_old_sweep,
+    multiples_of,
+    spec,
+    sweep,
+    table,
+)
 
 
 def test_the_sweep_is_a_grid_of_lr_variants_with_the_registered_schedules(tmp_path):
@@ -59,7 +69,7 @@ def _record(cfg, name, multiple, image, psnr_final, epochs):
 def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path):
     kodak = tmp_path / "kodak"  # no photos: the table needs only the records
     cfg = SweepConfig(optimizers=("adam", "soap"), multiples=(1.0, 3.0), images=("a", "b"), kodak=kodak, epochs=5,
-                      record=tmp_path / "rec", report=tmp_path / "sweep.md", output_dir=tmp_path / "runs",
+                      extend=0, record=tmp_path / "rec", report=tmp_path / "sweep.md", output_dir=tmp_path / "runs",
                       plot_only=True)
     for image, (x1, x3) in {"a": (30.0, 33.0), "b": (31.0, 32.0)}.items():
         _record(cfg, "adam", 1.0, image, x1, 5)
@@ -75,6 +85,29 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
     assert lines[("soap", "0.0003")].endswith("| 40.00 | 41.00 | 40.50 | *leading* |")
     assert lines[("soap", "0.0009")].endswith("| (3/5 ep) | - | - |  |")
     assert "6 of 8 runs recorded finished or diverged" in text
+    assert "Winners still on the edge of the lrs tried (the limit of 0 extension(s) per side reached): adam." in text
+
+
+def test_a_winner_on_an_edge_extends_the_sweep_by_factors_of_3_up_to_the_limit(tmp_path):
+    cfg = SweepConfig(optimizers=("adam",), multiples=(1.0, 3.0), images=("a", "b"), kodak=tmp_path / "kodak",
+                      epochs=5, extend=2, record=tmp_path / "rec", report=None, output_dir=tmp_path / "runs",
+                      plot_only=True)
+    for image in ("a", "b"):
+        _record(cfg, "adam", 1.0, image, 30.0, 5)
+        _record(cfg, "adam", 3.0, image, 33.0, 5)  # the largest multiple wins: 9 is added
+    assert multiples_of(cfg, "adam", finals_of(cfg)) == [1.0, 3.0, 9.0]
+    assert "| adam | 0.0009 | 9 | - | - | - |  |" in table(cfg)
+    for image in ("a", "b"):
+        _record(cfg, "adam", 9.0, image, 34.0, 5)  # wins again: 27, the second and last step on this side
+    assert multiples_of(cfg, "adam", finals_of(cfg)) == [1.0, 3.0, 9.0, 27.0]
+    for image in ("a", "b"):
+        _record(cfg, "adam", 27.0, image, 35.0, 5)
+    assert multiples_of(cfg, "adam", finals_of(cfg)) == [1.0, 3.0, 9.0, 27.0]
+    assert "limit of 2 extension(s) per side reached): adam." in table(cfg)
+    for image in ("a", "b"):
+        _record(cfg, "adam", 27.0, image, 20.0, 5)  # rerecorded worse: 9 wins inside, nothing more to add
+    assert multiples_of(cfg, "adam", finals_of(cfg)) == [1.0, 3.0, 9.0, 27.0]
+    assert "still on the edge" not in table(cfg)
 
 
 def test_the_old_sweep_layout_is_imported_into_the_record(tmp_path):
