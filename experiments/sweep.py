@@ -50,12 +50,13 @@ from experiments.compare import (
     run_comparison,
     run_history,
 )
+from experiments.contest import plot
 from experiments.records import RunRecord, check_protocol, import_run
 from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["SweepConfig", "choose_winner", "compare_config", "finals_of", "import_old_sweep", "main",
+__all__ = ["SweepConfig", "best_runs", "choose_winner", "compare_config", "finals_of", "import_old_sweep", "main",
            "multiples_of", "registered_lr", "spec", "sweep", "table"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,8 @@ class SweepConfig:
     """The run records (committed)."""
     report: Optional[Path] = ROOT / "docs" / "sweep.md"
     """Markdown table to write (atomically); None: print it only."""
+    figure: Optional[Path] = ROOT / "docs" / "figures" / "sweep_psnr.png"
+    """PSNR against epochs and wall time of each optimizer's best lr so far; None: no figure."""
     plot_only: bool = False
     """Only rebuild the table from the records (and any run folders on disk); train nothing."""
     import_from: Optional[Path] = None
@@ -240,6 +243,32 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def best_runs(cfg: SweepConfig) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]], List[str]]:
+    """Each optimizer's winning (or leading) lr's runs, ``{"NAME lr X": {photo: (status, history)}}``, and the photos
+    on which every one of them has finished."""
+    finals = finals_of(cfg)
+    grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_candidates(cfg)))
+    by_spec = {(run.optimizer, run.instance): run for run in grid(grid_cfg)}
+    runs: Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]] = {}
+    for name in cfg.optimizers:
+        ms = multiples_of(cfg, name, finals)
+        entries = [{"lr": registered_lr(name) * m, "multiple": m, "finals": finals.get(spec(name, m), {})} for m in ms]
+        k, _ = choose_winner(entries, cfg.images)
+        if k is None:
+            continue
+        s = spec(name, ms[k])
+        runs[f"{name} lr {s.split('lr=', 1)[1]}"] = {
+            image: run_history(grid_cfg, by_spec[(s, image)])[:2] for image in cfg.images if (s, image) in by_spec}
+    photos = [i for i in cfg.images if runs and all(isinstance(finals.get(spec_of, {}).get(i), float)
+                                                    for spec_of in (_spec_of(label) for label in runs))]
+    return runs, photos
+
+
+def _spec_of(label: str) -> str:
+    name, lr = label.split(" lr ")
+    return canonical(f"{name}:lr={lr}")
+
+
 def finals_of(cfg: SweepConfig) -> Dict[str, Dict[str, Any]]:
     """spec -> photo -> final PSNR, ``"diverged"``, ``"failed"`` or the epochs done, for every spec the sweep could
     run (read from the records and run folders)."""
@@ -353,6 +382,12 @@ def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.swe
     text = table(cfg, command)
     if cfg.report is not None:
         atomic_write_bytes(Path(cfg.report), text.encode())
+    if cfg.figure is not None:
+        runs, photos = best_runs(cfg)
+        if photos:
+            plot(runs, photos, list(runs), Path(cfg.figure),
+                 f"Each optimizer at its best lr of the sweep: Gaussian 5 x 256, {cfg.size} x {cfg.size}, batch "
+                 f"{cfg.batch_size}, seed {cfg.seed}; {', '.join(photos)}")
     return text
 
 

@@ -8,6 +8,7 @@ import pytest
 from experiments.records import RunRecord
 from experiments.sweep import (
     SweepConfig,
+    best_runs,
     choose_winner,
     compare_config,
     finals_of,
@@ -70,7 +71,7 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
     kodak = tmp_path / "kodak"  # no photos: the table needs only the records
     cfg = SweepConfig(optimizers=("adam", "soap"), multiples=(1.0, 3.0), images=("a", "b"), kodak=kodak, epochs=5,
                       extend=0, record=tmp_path / "rec", report=tmp_path / "sweep.md", output_dir=tmp_path / "runs",
-                      plot_only=True)
+                      figure=tmp_path / "sweep.png", plot_only=True)
     for image, (x1, x3) in {"a": (30.0, 33.0), "b": (31.0, 32.0)}.items():
         _record(cfg, "adam", 1.0, image, x1, 5)
         _record(cfg, "adam", 3.0, image, x3, 5)
@@ -79,6 +80,7 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
     _record(cfg, "soap", 3.0, "a", 45.0, 3)  # under way
     text = sweep(cfg)
     assert (tmp_path / "sweep.md").read_text() == text
+    assert (tmp_path / "sweep.png").is_file()  # adam's winner and soap's leading lr have finished on a and b
     lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
     assert lines[("adam", "0.0003")].endswith("| 33.00 | 32.00 | **32.50** | **winner** |")
     assert lines[("adam", "0.0001")].endswith("| 30.00 | 31.00 | 30.50 |  |")
@@ -108,6 +110,9 @@ def test_a_winner_on_an_edge_extends_the_sweep_by_factors_of_3_up_to_the_limit(t
         _record(cfg, "adam", 27.0, image, 20.0, 5)  # rerecorded worse: 9 wins inside, nothing more to add
     assert multiples_of(cfg, "adam", finals_of(cfg)) == [1.0, 3.0, 9.0, 27.0]
     assert "still on the edge" not in table(cfg)
+    runs, photos = best_runs(cfg)
+    assert list(runs) == ["adam lr 0.0009"] and photos == ["a", "b"]
+    assert [r["psnr"] for r in runs["adam lr 0.0009"]["a"][1]][-1] == 34.0
 
 
 def test_the_old_sweep_layout_is_imported_into_the_record(tmp_path):
