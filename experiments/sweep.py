@@ -296,8 +296,8 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
              + (f", {_imported(grid_cfg)} of them imported from the sweep's earlier layout" if _imported(grid_cfg)
                 else "")
              + (f"; {counts['folder']} read from run folders only" if counts.get("folder") else "")
-             + "); `python -m experiments.sweep --plot-only` rebuilds it from the records, and the command without it "
-               "runs what is missing.", "",
+             + f"); `{command} --plot-only` rebuilds it from the records, and the command without it runs what is "
+               "missing.", "",
              f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
              f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
              f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
