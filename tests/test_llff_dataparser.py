@@ -338,3 +338,147 @@ def test_error_images_of_different_sizes(scene):
     imageio.imwrite(data / "images_2" / "IMG_0005.png", np.zeros((10, 16, 3), dtype=np.uint8))
     with pytest.raises(InputError, match=r"differ in size: IMG_0000.png is 16x12 but IMG_0005.png is 16x10"):
         _parse(data, downscale_factor=2)
+
+
+# --- image_size: resized copies in a cache folder -----------------------------------------------------------------
+
+
+def _write_noise_images(folder: Path, h: int, w: int, seed: int) -> None:
+    """Random images, so that copies of different folders differ and a resize of one is recognisable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(N_VIEWS):
+        imageio.imwrite(folder / f"IMG_{i:04d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def sized_scene(tmp_path):
+    """(scene, cache): images/ at 30 x 40 and images_2/ at 15 x 20 (height x width) with different content, the
+    hwf column at 24 x 32; the cache folder is next to the scene, not in it."""
+    data = tmp_path / "scene"
+    data.mkdir()
+    np.save(data / "poses_bounds.npy", _to_llff_rows(_make_opengl_poses(), np.tile([2.0, 9.0], (N_VIEWS, 1))))
+    _write_noise_images(data / "images", 30, 40, seed=1)
+    _write_noise_images(data / "images_2", 15, 20, seed=2)
+    return data, tmp_path / "cache"
+
+
+@pytest.mark.parametrize(
+    "size, factor, source",
+    [((12, 16), 2, (15, 20)), ((29, 39), 1, (30, 40))],  # the second: per-axis ratios 29/30 and 39/40 differ
+)
+def test_image_size_scales_intrinsics_by_the_size_ratios(sized_scene, size, factor, source):
+    data, cache = sized_scene
+    (h, w), (h0, w0) = size, source
+    for split in ("train", "test"):
+        ref = _parse(data, split, downscale_factor=factor)  # the source copy as it is
+        out = _parse(data, split, image_size=size, image_cache_dir=cache)
+        cams, ref_cams = out.cameras, ref.cameras
+        assert torch.allclose(cams.fx, ref_cams.fx * (w / w0)) and torch.allclose(cams.cx, ref_cams.cx * (w / w0))
+        assert torch.allclose(cams.fy, ref_cams.fy * (h / h0)) and torch.allclose(cams.cy, ref_cams.cy * (h / h0))
+        assert torch.allclose(cams.fx, torch.full_like(cams.fx, FOCAL0 * w / W0))
+        assert torch.allclose(cams.fy, torch.full_like(cams.fy, FOCAL0 * h / H0))
+        assert (cams.width == w).all() and (cams.height == h).all()
+        assert torch.equal(cams.camera_to_worlds, ref_cams.camera_to_worlds)
+        assert out.metadata["image_indices"].tolist() == ref.metadata["image_indices"].tolist()
+        assert [p.stem for p in out.image_filenames] == [p.stem for p in ref.image_filenames]
+
+
+def test_image_size_resizes_the_nearest_larger_copy(sized_scene, capsys):
+    from PIL import Image
+
+    data, cache = sized_scene
+    out = _parse(data, holdout_every=0, image_size=(12, 16), image_cache_dir=cache)
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and "cached in" in printed and str(cache) in printed.replace("\n", "")
+    assert len(out.image_filenames) == N_VIEWS
+    for i, path in enumerate(out.image_filenames):
+        assert cache in path.parents and path.suffix == ".png"
+        with Image.open(path) as im:
+            assert im.size == (16, 12)
+            got = np.asarray(im)
+        with Image.open(data / "images_2" / f"IMG_{i:04d}.png") as src:  # 15 x 20: the nearest larger copy
+            np.testing.assert_array_equal(got, np.asarray(src.resize((16, 12), Image.Resampling.LANCZOS)))
+        with Image.open(data / "images" / f"IMG_{i:04d}.png") as big:
+            assert not np.array_equal(got, np.asarray(big.resize((16, 12), Image.Resampling.LANCZOS)))
+    # a size that images_2/ cannot give is resized from images/, and a size on disk is read as it is
+    bigger = _parse(data, image_size=(18, 24), image_cache_dir=cache)
+    with Image.open(bigger.image_filenames[0]) as im, Image.open(data / "images" / "IMG_0001.png") as src:
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(src.resize((24, 18), Image.Resampling.LANCZOS)))
+    same = _parse(data, image_size=(15, 20), image_cache_dir=cache)
+    assert all(p.parent == data / "images_2" for p in same.image_filenames)
+
+
+def test_image_size_loads_through_the_input_dataset(sized_scene):
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    data, cache = sized_scene
+    item = InputDataset(_parse(data, image_size=(12, 16), image_cache_dir=cache))[0]
+    assert item["image"].shape == (12, 16, 3)
+
+
+def test_image_size_cache_is_reused_and_follows_the_sources(sized_scene, capsys):
+    data, cache = sized_scene
+    first = _parse(data, image_size=(12, 16), image_cache_dir=cache)
+    written = _tree(cache)
+    capsys.readouterr()
+    second = _parse(data, "test", image_size=(12, 16), image_cache_dir=cache)
+    assert "reused from" in capsys.readouterr().out
+    assert _tree(cache) == written  # nothing rewritten
+    assert second.image_filenames[0].parent == first.image_filenames[0].parent
+    folders = [p for p in cache.iterdir()]
+    assert len(folders) == 1 and folders[0].name.startswith("scene-") and (folders[0] / "complete.json").is_file()
+    # an interrupted write (no marker yet) is completed, keeping the files already there
+    (folders[0] / "complete.json").unlink()
+    (folders[0] / "IMG_0003.png").unlink()
+    _parse(data, image_size=(12, 16), image_cache_dir=cache)
+    after = _tree(cache)
+    assert set(after) == set(written)
+    assert all(after[k] == v for k, v in written.items() if k.endswith(".png") and "IMG_0003" not in k)
+    # another size, or a changed source file, gets a folder of its own
+    _parse(data, image_size=(9, 12), image_cache_dir=cache)
+    imageio.imwrite(data / "images_2" / "IMG_0005.png", np.zeros((15, 20, 3), np.uint8))
+    changed = _parse(data, holdout_every=0, image_size=(12, 16), image_cache_dir=cache)
+    assert len(list(cache.iterdir())) == 3
+    assert np.asarray(imageio.imread(changed.image_filenames[5])).max() == 0
+
+
+def test_image_size_writes_nothing_into_the_scene_folder(sized_scene, tmp_path, monkeypatch):
+    data, _ = sized_scene
+    before = _tree(data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the default location
+    out = _parse(data, image_size=(12, 16))
+    _parse(data, "test", image_size=(12, 16))
+    assert _tree(data) == before
+    assert (tmp_path / "xdg" / "gnerf" / "llff") in out.image_filenames[0].parents[1:]
+
+
+@pytest.mark.parametrize(
+    "size, match",
+    [
+        ((0, 16), r"--image-size 0 16 is not a size: give two positive integers"),
+        ((12, -16), r"--image-size 12 -16 is not a size"),
+        ((12, 16, 3), r"--image-size 12 16 3 is not a size"),
+        ((31, 41), r"--image-size 31 41 is larger than every copy .*images/ 30 x 40, images_2/ 15 x 20.* at most 30 x 40"),
+        ((12, 20), r"--image-size 12 20 \(height x width\) has aspect ratio 1.667 but the images .* are 15 x 20 "
+                   r"\(images_2/\), aspect ratio 1.333.*--image-size 12 16"),
+    ],
+)
+def test_image_size_bad_values_refused_in_one_line(sized_scene, size, match):
+    data, cache = sized_scene
+    before = _tree(data.parent)
+    with pytest.raises(InputError, match=match) as err:
+        _parse(data, image_size=size, image_cache_dir=cache)
+    assert "\n" not in str(err.value)
+    assert _tree(data.parent) == before  # nothing written anywhere
+
+
+def test_image_size_cache_inside_the_scene_refused(sized_scene):
+    data, _ = sized_scene
+    with pytest.raises(InputError, match=r"is inside the scene folder .*--image-cache-dir") as err:
+        _parse(data, image_size=(12, 16), image_cache_dir=data / "cache")
+    assert "\n" not in str(err.value) and not (data / "cache").exists()
