@@ -358,6 +358,18 @@ def test_forward_facing_lr_final(tmp_path):
     assert trainer.optimizers.optimizers["fields"].param_groups[0]["lr"] == pytest.approx(0.01)
 
 
+def test_forward_facing_trains_at_image_size(tmp_path):
+    """llff-data --image-size: the trainer's datasets hold the resized images and cameras of that size."""
+    (tmp_path / "scene").mkdir()
+    cfg = _llff_config(tmp_path / "scene", iterations=2)
+    cfg.pipeline.datamanager.dataparser.image_size = (12, 16)  # from images/ at 24 x 32
+    cfg.pipeline.datamanager.dataparser.image_cache_dir = tmp_path / "cache"
+    trainer = train(cfg)
+    for dataset in (trainer.pipeline.datamanager.train_dataset, trainer.pipeline.datamanager.eval_dataset):
+        assert dataset[0]["image"].shape == (12, 16, 3)
+        assert (dataset.cameras.width == 16).all() and (dataset.cameras.height == 12).all()
+
+
 def test_evaluation_samples_as_training_does(scene, tmp_path):
     """Eval mode keeps the near plane: training's sample positions without the jitter, hence its renders."""
     trainer = train(tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=4))
