@@ -1,11 +1,12 @@
-"""The two Gaussian-NeRF methods, ``gaussian-nerf-esgd`` and ``gaussian-nerf-adam``, as trainer configs.
+"""The Gaussian-NeRF methods as trainer configs: the paper's ``gaussian-nerf-esgd`` and the same model with other optimizers.
 
 The paper's Gaussian-NeRF (supplementary, sec. 4.3): 2048 rays x 128 stratified points per step,
 one model, 200k iterations; ESGD-Max with lr 1 decayed exponentially to 0.1 (Blender) or 0.01
 (forward-facing LLFF / BLEFF), curvature on each of the first 50 steps and then every 100th
-(:data:`gnerf.optim.defaults.PAPER`); Adam from 1e-4 to 1e-6 for comparison. Blender data by
-default; pass ``llff-data --data <scene>`` for LLFF. ``method_configs.gnerf_methods`` registers
-these configs with nerfstudio (``ns-train``).
+(:data:`gnerf.optim.defaults.PAPER`); Adam from 1e-4 to 1e-6 for comparison (``gaussian-nerf-adam``).
+``gaussian-nerf-muon`` and ``gaussian-nerf-adam-cosine`` train the identical model with a contender and its
+cosine schedule. Blender data by default; pass ``llff-data --data <scene>`` for LLFF.
+``method_configs.gnerf_methods`` registers these configs with nerfstudio (``ns-train``).
 """
 
 from __future__ import annotations
