@@ -338,3 +338,15 @@ def test_error_images_of_different_sizes(scene):
     imageio.imwrite(data / "images_2" / "IMG_0005.png", np.zeros((10, 16, 3), dtype=np.uint8))
     with pytest.raises(InputError, match=r"differ in size: IMG_0000.png is 16x12 but IMG_0005.png is 16x10"):
         _parse(data, downscale_factor=2)
+
+
+@pytest.mark.parametrize("factors, message", [
+    ({"near_factor": -1.0}, r"--near-factor must be a finite number > 0 \(the near and far planes .*\), got -1.0"),
+    ({"far_factor": float("nan")}, r"--far-factor must be a finite number > 0 .*, got nan"),
+    ({"near_factor": 50.0}, r"--near-factor 50.0 and --far-factor 1.0 put the near plane .* at or beyond the far "
+                            r"plane .*; lower --near-factor or raise --far-factor"),
+])
+def test_error_near_and_far_factors_are_named(scene, factors, message):
+    data, _, _ = scene
+    with pytest.raises(InputError, match=message):
+        _parse(data, **factors)
