@@ -575,26 +575,40 @@ def _fitted_target(tmp_path: Path, image: Path, name: str) -> np.ndarray:
     return iio.imread(out / "target.png")
 
 
-def test_images_are_read_upright_in_rgb_whatever_their_mode(tmp_path):
-    from PIL import Image
-
+def _halves() -> np.ndarray:
     rgb = np.zeros((6, 10, 3), dtype=np.uint8)
     rgb[:, :5] = (200, 30, 40)  # left half red, right half blue
     rgb[:, 5:] = (20, 40, 220)
-    # a CMYK JPEG: read as RGB, not its four channels taken for three
+    return rgb
+
+
+def test_a_cmyk_jpeg_is_fitted_in_its_colours(tmp_path):
+    from PIL import Image
+
+    rgb = _halves()
     cmyk = tmp_path / "cmyk.jpg"
     Image.fromarray(rgb).convert("CMYK").save(cmyk, quality=100)
-    got = _fitted_target(tmp_path, cmyk, "cmyk").astype(int)
+    got = _fitted_target(tmp_path, cmyk, "cmyk").astype(int)  # not its four channels taken for three
     assert got.shape == (6, 10, 3) and np.abs(got - rgb).max() < 40
-    # EXIF orientation 6 (rotate 90 degrees clockwise to view): fitted upright, 10 x 6
+
+
+def test_an_image_is_fitted_upright_as_its_exif_orientation_says(tmp_path):
+    from PIL import Image
+
+    rgb = _halves()
     rotated = tmp_path / "rotated.jpg"
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = 6  # stored rotated: turn 90 degrees clockwise to view
     Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(rotated, exif=exif, quality=100)
     got = _fitted_target(tmp_path, rotated, "rotated").astype(int)
     away_from_the_edge = np.r_[0:3, 7:10]  # JPEG's chroma subsampling blurs the red-blue edge
     assert got.shape == (6, 10, 3) and np.abs(got - rgb)[:, away_from_the_edge].max() < 40
-    # grey + alpha and 1-bit PNGs are valid inputs
+
+
+def test_grey_with_alpha_and_one_bit_images_are_valid_inputs(tmp_path):
+    from PIL import Image
+
+    rgb = _halves()
     la = tmp_path / "la.png"
     Image.fromarray(np.stack([rgb[..., 0], np.full((6, 10), 128, np.uint8)], -1), mode="LA").save(la)
     assert (_fitted_target(tmp_path, la, "la") == rgb[..., :1]).all()
