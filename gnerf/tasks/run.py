@@ -7,7 +7,8 @@ A folder is a gnerf run when its ``config.json`` says so (the ``gnerf_run`` entr
 before that entry existed are recognised by their configuration's keys). A run starts only in a new or empty
 folder, or in a gnerf run that has no checkpoint yet (whose files it replaces); ``--resume`` continues a gnerf run.
 Any other folder is refused, so that a run never writes over files it did not make; an input file inside the
-run folder is refused too.
+run folder is refused too. A log kept beside the run by whatever starts it (``log.txt``, ``*.log``: the
+reproduction grid appends the command's output to ``log.txt`` in the run folder) does not count.
 """
 
 from __future__ import annotations
@@ -174,10 +175,15 @@ def _holds_checkpoint(out: Path) -> bool:
     return holds_checkpoint(out)
 
 
+def _is_log(name: str) -> bool:
+    """Whether ``name`` is a log that whatever starts a run keeps beside it (the reproduction grid's ``log.txt``)."""
+    return name == "log.txt" or name.endswith(".log")
+
+
 def _check_contents(out: Path, resume: bool) -> None:
     """Refuse a folder that holds files and is not a gnerf run, and a gnerf run with a checkpoint unless
     ``resume``; a gnerf run without a checkpoint (a start that was killed) loses its files to this run."""
-    entries = sorted(name for name in os.listdir(out) if name != LOCK and not is_temporary(name))
+    entries = sorted(name for name in os.listdir(out) if name != LOCK and not is_temporary(name) and not _is_log(name))
     if not entries:
         return
     if not is_run_folder(out):
