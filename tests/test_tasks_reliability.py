@@ -347,10 +347,11 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, capsys)
                    "config.json of a run); point --output-dir at the folder of an earlier run")
     assert _snapshot(mine) == before  # not even a lock file was left
 
-    # a log kept beside a run by whatever starts it (the reproduction grid's log.txt) is no obstacle
+    # the records a job runner keeps beside a run (the reproduction grid's log.txt, error.json) are no obstacle
     logged = tmp_path / "logged"
     logged.mkdir()
     (logged / "log.txt").write_text("$ gnerf-fit-image ...\n")
+    (logged / "error.json").write_text('{"status": "failed"}')  # the grid's record of a failed attempt
     _fit(image, logged)
     assert (logged / "log.txt").read_text() == "$ gnerf-fit-image ...\n" and (logged / "checkpoint.pt").is_file()
 

@@ -7,8 +7,8 @@ A folder is a gnerf run when its ``config.json`` says so (the ``gnerf_run`` entr
 before that entry existed are recognised by their configuration's keys). A run starts only in a new or empty
 folder, or in a gnerf run that has no checkpoint yet (whose files it replaces); ``--resume`` continues a gnerf run.
 Any other folder is refused, so that a run never writes over files it did not make; an input file inside the
-run folder is refused too. A log kept beside the run by whatever starts it (``log.txt``, ``*.log``: the
-reproduction grid appends the command's output to ``log.txt`` in the run folder) does not count.
+run folder is refused too. The logs and records that whatever starts a run keeps beside it (:data:`JOB_RECORDS`,
+``*.log``) do not count.
 """
 
 from __future__ import annotations
@@ -175,9 +175,15 @@ def _holds_checkpoint(out: Path) -> bool:
     return holds_checkpoint(out)
 
 
+#: Files that whatever starts a run keeps beside it, which do not make a folder foreign: the reproduction grid
+#: appends the command's output to log.txt in the run folder and records a failed attempt in error.json (retried
+#: next time) or failed.json.
+JOB_RECORDS = ("log.txt", "error.json", "failed.json")
+
+
 def _is_log(name: str) -> bool:
-    """Whether ``name`` is a log that whatever starts a run keeps beside it (the reproduction grid's ``log.txt``)."""
-    return name == "log.txt" or name.endswith(".log")
+    """Whether ``name`` is one of the :data:`JOB_RECORDS` or a ``*.log``."""
+    return name in JOB_RECORDS or name.endswith(".log")
 
 
 def _check_contents(out: Path, resume: bool) -> None:
