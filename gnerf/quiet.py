@@ -23,8 +23,8 @@ from typing import Iterator, Set, Tuple, Type
 
 __all__ = ["KNOWN_UPSTREAM", "child_warning_filters", "upstream_warnings_once"]
 
-#: The known deprecation warnings of torch and nerfstudio that gnerf's runs trigger: (category, the start of the
-#: message). None is gnerf's to fix; each says something its upstream will change.
+#: The known deprecation warnings of torch and nerfstudio that gnerf's runs trigger, and torch's warning about
+#: nerfstudio's fixed number of data-loader workers: (category, the start of the message). None is gnerf's to fix.
 KNOWN_UPSTREAM: Tuple[Tuple[Type[Warning], str], ...] = (
     (UserWarning, "Using a non-tuple sequence for multidimensional indexing is deprecated"),
     (FutureWarning, "`torch.cuda.amp.custom_fwd(args...)` is deprecated"),
@@ -33,6 +33,8 @@ KNOWN_UPSTREAM: Tuple[Tuple[Type[Warning], str], ...] = (
     (FutureWarning, "`torch.cuda.amp.autocast(args...)` is deprecated"),
     (FutureWarning, "`torch.jit.script` is deprecated"),
     (UserWarning, "Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior"),
+    # not a deprecation, but upstream's too: nerfstudio's data loaders start 4 workers whatever the machine
+    (UserWarning, "This DataLoader will create"),
 )
 
 _SHOWN: Set[Tuple[Type[Warning], str]] = set()
