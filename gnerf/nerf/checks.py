@@ -6,6 +6,7 @@ training. The trainer (:mod:`gnerf.nerf.trainer`) calls the checks here where it
 raises :class:`~gnerf.errors.InputError` naming the option or file and the fix:
 
 - :func:`check_options`: the counts ``ns-train`` needs to be at least 1 (iterations, rays, samples, ...).
+- :func:`near_far_planes`: ``llff-data``'s near and far planes from its factors, checked.
 - :func:`check_scene`: the scene folder, and for Blender scenes their ``transforms_{train,val,test}.json``
   (present, JSON, with frames and the first frame's image; the test split is what ``ns-eval`` evaluates).
 - :func:`hold_run_folder` / :func:`release_run_folder`: the lock on the run folder (``.lock``, as the
@@ -19,10 +20,11 @@ raises :class:`~gnerf.errors.InputError` naming the option or file and the fix:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from gnerf.errors import InputError
 from gnerf.files import (
@@ -37,8 +39,8 @@ from gnerf.files import (
     remove_orphaned_temporaries,
 )
 
-__all__ = ["check_options", "check_scene", "checkpoint_to_load", "hold_run_folder", "read_checkpoint",
-           "release_run_folder"]
+__all__ = ["check_options", "check_scene", "checkpoint_to_load", "hold_run_folder", "near_far_planes",
+           "read_checkpoint", "release_run_folder"]
 
 
 def check_options(config: Any) -> None:
@@ -60,6 +62,23 @@ def check_options(config: Any) -> None:
 
 
 # -- the scene ---------------------------------------------------------------------------------------------------
+
+
+def near_far_planes(near_factor: float, far_factor: float, bounds: Any, data: Optional[Path] = None
+                    ) -> Tuple[float, float]:
+    """``llff-data``'s near and far planes, ``near_factor * min(bounds)`` and ``far_factor * max(bounds)``; refuses
+    factors that are not finite and > 0, or that put the near plane at or beyond the far one (scene ``data``)."""
+    for option, value in (("--near-factor", near_factor), ("--far-factor", far_factor)):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{option} must be a finite number > 0 (the near and far planes are these factors "
+                             f"times the scene's nearest and farthest bounds), got {value}")
+    near, far = float(near_factor * bounds.min()), float(far_factor * bounds.max())
+    if not near < far:
+        raise InputError(f"--near-factor {near_factor} and --far-factor {far_factor} put the near plane "
+                         f"({near:.4g}) at or beyond the far plane ({far:.4g}) of {data}; lower "
+                         "--near-factor or raise --far-factor")
+    return near, far
+
 
 BLENDER_SPLITS = ("train", "val", "test")
 

@@ -27,7 +27,6 @@ to set its collider and switch to sampling linear in disparity (as GARF / NeRF d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Type
@@ -42,6 +41,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError
+from gnerf.nerf.checks import near_far_planes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 """Image file extensions that are picked up (compared case-insensitively)."""
@@ -214,10 +214,6 @@ class LLFF(DataParser):
         if split not in ("train", "val", "test"):
             raise ValueError(f"Unknown split {split!r} for the LLFF dataparser; expected 'train', 'val' or 'test'.")
         cfg = self.config
-        for option, value in (("--near-factor", cfg.near_factor), ("--far-factor", cfg.far_factor)):
-            if not (math.isfinite(value) and value > 0):
-                raise InputError(f"{option} must be a finite number > 0 (the near and far planes are these factors "
-                                 f"times the scene's nearest and farthest bounds), got {value}")
         arr = self._load_poses_bounds()
         num_poses = arr.shape[0]
         poses_llff = arr[:, :15].reshape(-1, 3, 5)
@@ -235,12 +231,7 @@ class LLFF(DataParser):
         c2w, hwf = llff_to_opengl(poses_llff)  # [down, right, back] -> OpenGL [right, up, back]
         c2w, bounds, transform, scale = self._normalise_poses(c2w, bounds)
         fx, fy, cx, cy, widths, heights = self._intrinsics(hwf, image_dir, image_files)
-        near_plane = float(cfg.near_factor * bounds.min())
-        far_plane = float(cfg.far_factor * bounds.max())
-        if not near_plane < far_plane:
-            raise InputError(f"--near-factor {cfg.near_factor} and --far-factor {cfg.far_factor} put the near plane "
-                             f"({near_plane:.4g}) at or beyond the far plane ({far_plane:.4g}) of {cfg.data}; lower "
-                             "--near-factor or raise --far-factor")
+        near_plane, far_plane = near_far_planes(cfg.near_factor, cfg.far_factor, bounds, cfg.data)
         scene_box = SceneBox(aabb=torch.from_numpy(self._scene_aabb(c2w, fx, fy, cx, cy, widths, heights, far_plane)))
         indices = self._split_indices(num_poses, split)
 

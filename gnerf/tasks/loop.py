@@ -91,37 +91,7 @@ def fit(problem: Problem, run: Run) -> FitResult:
     # cannot have written to it yet.
     train_model = _data_parallel(model, cfg.batch_size, device)
     main = gdist.rank() == 0
-    training = _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress)
-    epoch = progress.epoch
-    try:
-        if main:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / "config.json", {**config, RUN_MARKER: {"task": run.task, "inputs": run.inputs}})
-            except OSError as err:
-                raise RunFolderError(f"cannot write to the run folder {str(out)!r} ({err.strerror or err}); free "
-                                     "disk space or choose another --output-dir") from None
-        from tqdm.auto import tqdm
-
-        total = cfg.epochs * training.steps_per_epoch
-        training.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
-                                  ) if main else None
-        training.bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not (cfg.progress and main),
-                            unit="step", dynamic_ncols=True)
-        try:
-            for epoch in range(progress.epoch + 1, cfg.epochs + 1):
-                training.epoch(epoch)
-        finally:
-            if training.bar is not None:
-                training.bar.close()
-            if training.log is not None:
-                training.log.close()
-    except KeyboardInterrupt:
-        _forget_unsaved(run, progress)
-        raise _interrupted(run, progress, epoch) from None
-    except BaseException:
-        _forget_unsaved(run, progress)
-        raise
+    _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress).train()
     model.eval()
     if modes:
         optimizer.eval()  # the reconstruction and the returned model use the averaged weights
@@ -202,6 +172,41 @@ class _Training:
     @property
     def steps_per_epoch(self) -> int:
         return _steps_per_epoch(self.problem, self.run.cfg)
+
+    def train(self) -> None:
+        """Write ``config.json`` (rank 0) and train the epochs left; a fresh run that stops before its first
+        checkpoint removes what it wrote, and Ctrl-C becomes :class:`~gnerf.errors.Interrupted`."""
+        cfg, out, progress = self.run.cfg, self.run.output_dir, self.progress
+        main, epoch = gdist.rank() == 0, progress.epoch
+        try:
+            if main:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(out / "config.json", {**self.config, RUN_MARKER: {"task": self.run.task,
+                                                                                       "inputs": self.run.inputs}})
+                except OSError as err:
+                    raise RunFolderError(f"cannot write to the run folder {str(out)!r} ({err.strerror or err}); free "
+                                         "disk space or choose another --output-dir") from None
+            from tqdm.auto import tqdm
+
+            total = cfg.epochs * self.steps_per_epoch
+            self.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
+                                  ) if main else None
+            self.bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not (cfg.progress and main),
+                            unit="step", dynamic_ncols=True)
+            try:
+                for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+                    self.epoch(epoch)
+            finally:
+                self.bar.close()
+                if self.log is not None:
+                    self.log.close()
+        except KeyboardInterrupt:
+            _forget_unsaved(self.run, progress)
+            raise _interrupted(self.run, progress, epoch) from None
+        except BaseException:
+            _forget_unsaved(self.run, progress)
+            raise
 
     def epoch(self, epoch: int) -> None:
         """Train epoch ``epoch`` (every rank), then evaluate it and write its row and checkpoint (rank 0)."""
