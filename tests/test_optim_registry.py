@@ -20,13 +20,16 @@ def _params():
 def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     assert [n for n in OPTIMIZERS if not n.startswith("toy-")] == [  # a test may register a toy
         "adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac",
-                                "shampoo", "muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"]
+                                "shampoo", "muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw",
+                                "muon-esgd"]
     lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
     assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
     assert lrs["esgd-adam-start"] == 0.1 and lrs["kfac"] == lrs["shampoo"] == 0.1  # gnerf's choice: docs/reproduction.md
     for name in ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo"):
         assert OPTIMIZERS[name].schedule == ConstantSchedule()  # the paper trains at a constant lr
     assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
+    assert OPTIMIZERS["muon-esgd"].schedule == CosineSchedule(lr_final=0.0, warmup_steps=100)
+    assert lrs["muon-esgd"] == 2e-4 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
     assert type(build_optimizer("ESGD-Max", _params())) is ESGDMax
     assert type(build_optimizer("esgd", _params())) is ESGD
 
