@@ -411,3 +411,30 @@ def test_the_demo_silences_the_known_warnings_in_the_commands_it_runs(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": child_warning_filters()}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_ns_eval_on_a_run_without_a_usable_checkpoint_folder_is_one_line(tmp_path, capsys):
+    """nerfstudio's eval_setup (ns-eval, ns-render, ...) takes the largest step it parses from every name in the run's
+    checkpoint folder: an empty folder was an IndexError, any other file a ValueError."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from gnerf.nerf import checks
+
+    cfg = tiny_config("gaussian-nerf-esgd", _blender(tmp_path), tmp_path / "out", iterations=2)
+    cfg.save_config()
+    checks.release_run_folder(cfg.get_base_dir())
+    base, models = cfg.get_base_dir(), cfg.get_checkpoint_dir()
+    models.mkdir()
+    cases = [
+        (None, f"error: the run {base} saved no checkpoint ({models} is empty: the run stopped before its first "
+               "save); train it again, or load the config.yml of a run that saved a checkpoint"),
+        ("notes.txt", f"error: {models} holds 'notes.txt', which is not a checkpoint (step-NNNNNNNNN.ckpt); "
+                      "nerfstudio reads every name in that folder as a step: move the file out"),
+    ]
+    for stray, message in cases:
+        if stray is not None:
+            (models / stray).write_text("not a checkpoint")
+        with pytest.raises(SystemExit) as exited:
+            eval_setup(base / "config.yml")
+        assert exited.value.code == 1
+        assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [message]

@@ -15,6 +15,8 @@ raises :class:`~gnerf.errors.InputError` naming the option or file and the fix:
   checkpoint files that a killed run left.
 - :func:`read_checkpoint` / :func:`checkpoint_to_load`: ``--load-dir`` / ``--load-checkpoint`` read with
   ``weights_only=True``, so a checkpoint holding a pickled Python object is refused rather than run.
+- :func:`check_saved_checkpoint`: the checkpoint folder of a finished run, before nerfstudio's ``eval_setup``
+  (``ns-eval``, ``ns-render``, ...) reads it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from gnerf.files import (
     remove_orphaned_temporaries,
 )
 
-__all__ = ["check_options", "check_scene", "checkpoint_to_load", "hold_run_folder", "near_far_planes",
-           "read_checkpoint", "release_run_folder"]
+__all__ = ["check_options", "check_saved_checkpoint", "check_scene", "checkpoint_to_load", "hold_run_folder",
+           "near_far_planes", "read_checkpoint", "release_run_folder"]
 
 
 def check_options(config: Any) -> None:
@@ -206,6 +208,30 @@ def checkpoint_to_load(load_dir: Optional[Path], load_step: Optional[int], load_
     if not path.is_file():
         raise InputError(f"--load-checkpoint {path} does not exist or is not a file")
     return path
+
+
+def check_saved_checkpoint(checkpoint_dir: Path, load_step: Optional[int] = None) -> Path:
+    """The checkpoint that nerfstudio's ``eval_setup`` (``ns-eval``, ``ns-render``, ``ns-viewer``, ``ns-export``) is
+    about to load from a run's ``checkpoint_dir``: the one of ``load_step``, else the latest. That code parses every
+    name in the folder as a step and takes the largest, so an empty folder (a run stopped before its first save) is
+    an ``IndexError`` and any other file a ``ValueError``; here each is an :class:`InputError` naming the folder."""
+    run = checkpoint_dir.parent
+    if not checkpoint_dir.is_dir():
+        raise InputError(f"the run {run} has no checkpoint folder {checkpoint_dir.name} (it stopped before its first "
+                         "save, or the folder was moved); train it again, or load the config.yml of a run that saved "
+                         "a checkpoint")
+    names = sorted(os.listdir(checkpoint_dir))
+    other = [name for name in names if not _CHECKPOINT_NAME.match(name)]
+    if other:
+        raise InputError(f"{checkpoint_dir} holds {other[0]!r}, which is not a checkpoint (step-NNNNNNNNN.ckpt); "
+                         "nerfstudio reads every name in that folder as a step: move the file out")
+    if not names:
+        raise InputError(f"the run {run} saved no checkpoint ({checkpoint_dir} is empty: the run stopped before its "
+                         "first save); train it again, or load the config.yml of a run that saved a checkpoint")
+    if load_step is not None and f"step-{load_step:09d}.ckpt" not in names:
+        raise InputError(f"load_step {load_step} in the run's config.yml: {checkpoint_dir} holds no "
+                         f"step-{load_step:09d}.ckpt (it holds {', '.join(names)})")
+    return checkpoint_dir / (f"step-{load_step:09d}.ckpt" if load_step is not None else names[-1])
 
 
 def read_checkpoint(path: Path) -> Dict[str, Any]:
