@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from gnerf.errors import InputError
 from gnerf.quiet import child_warning_filters
 from gnerf.scenes import make_blender_scene
 
@@ -99,8 +100,17 @@ def _quiet_env() -> dict:
     return env
 
 
+def check_demo(cfg: DemoConfig) -> None:
+    """Refuse, naming the option, a count below 1 before anything runs: ns-train would name its own option for most,
+    and ``--interpolation-steps 0`` gave ns-render an empty camera path (a traceback after the training)."""
+    for name in ("iterations", "rays", "samples", "hidden_dim", "num_layers", "interpolation_steps"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Build the scene, train, evaluate and render; return the evaluation results."""
+    check_demo(cfg)
     from gnerf.nerf.model import skip_connections_for
 
     start = time.perf_counter()

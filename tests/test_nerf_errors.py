@@ -438,3 +438,31 @@ def test_ns_eval_on_a_run_without_a_usable_checkpoint_folder_is_one_line(tmp_pat
             eval_setup(base / "config.yml")
         assert exited.value.code == 1
         assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [message]
+
+
+def test_an_empty_camera_path_is_refused_before_ns_render_and_the_demo_refuses_zero_interpolation_steps(
+        tmp_path, monkeypatch):
+    import json
+
+    from gnerf import demo
+    from gnerf.nerf.run_config import check_camera_path, main
+
+    camera = {"camera_to_world": [float(i == j) for i in range(4) for j in range(4)], "fov": 50.0}
+    path = {"render_height": 16, "render_width": 16, "seconds": 1.0, "camera_path": [camera, camera]}
+    good, empty = tmp_path / "good.json", tmp_path / "empty.json"
+    good.write_text(json.dumps(path))
+    empty.write_text(json.dumps({**path, "camera_path": []}))
+    assert check_camera_path(good) == 2
+    with pytest.raises(InputError, match=r"the camera path .*empty.json has no cameras \(its camera_path is empty\)"):
+        check_camera_path(empty)
+    with pytest.raises(SystemExit):
+        main([str(good), str(empty)])
+
+    def no_command(cmd, env=None):
+        raise AssertionError(f"the demo ran {cmd[0]}")
+
+    monkeypatch.setattr(demo, "_run", no_command)
+    cfg = demo.DemoConfig(scene=tmp_path / "scene", output_dir=tmp_path / "out", interpolation_steps=0)
+    with pytest.raises(InputError, match=r"^--interpolation-steps must be >= 1, got 0$"):
+        demo.run_demo(cfg)
+    assert not (tmp_path / "scene").exists() and not (tmp_path / "out").exists()

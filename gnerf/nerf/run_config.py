@@ -15,7 +15,9 @@ one it hands to ``ns-eval`` and ``ns-render``). It constructs only what nerfstud
 
 Anything else (another module's function or class, a call of anything but a path or an enumeration member)
 is refused with :class:`~gnerf.errors.InputError` naming the tag, and nothing of the file runs.
-``python -m gnerf.nerf.run_config CONFIG.yml`` checks a file before it is given to a nerfstudio command.
+``python -m gnerf.nerf.run_config CONFIG.yml`` checks a file before it is given to a nerfstudio command, and
+``python -m gnerf.nerf.run_config CAMERA_PATH.json`` a camera path before ``ns-render camera-path`` (which fails on
+an empty one only after loading the model; :func:`check_camera_path`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import yaml
 
 from gnerf.errors import InputError, exit_with_error
 
-__all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_PACKAGES", "SafeRunConfigLoader", "check_run_config", "load_run_config"]
+__all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_PACKAGES", "SafeRunConfigLoader", "check_camera_path", "check_run_config",
+           "load_run_config"]
 
 #: The packages whose classes a run's configuration may name.
 ALLOWED_PACKAGES = ("nerfstudio", "gnerf", "method_configs")
@@ -144,14 +147,58 @@ def check_run_config(path: Path) -> None:
     load_run_config(path)
 
 
+def check_camera_path(path: Path) -> int:
+    """The number of cameras of the camera path ``path`` (a ``--camera-path-filename`` of ``ns-render camera-path``),
+    checked as nerfstudio reads it.
+
+    Raises:
+        InputError: the file is not JSON, lacks ``render_height``, ``render_width`` or ``seconds``, or its
+            ``camera_path`` is not a non-empty list of cameras each with a 4 x 4 ``camera_to_world`` (16 numbers)
+            and, unless the path's ``camera_type`` is panoramic, a ``fov``. nerfstudio fails on an empty path with
+            ``RuntimeError: stack expects a non-empty TensorList`` after loading the model.
+    """
+    import json
+    import numbers
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} is not a camera path (a JSON object with camera_path, render_height, ...)")
+    missing = [key for key in ("render_height", "render_width", "seconds", "camera_path") if key not in meta]
+    if missing:
+        raise InputError(f"the camera path {path} has no {', '.join(missing)}")
+    cameras = meta["camera_path"]
+    if not isinstance(cameras, list) or not cameras:
+        raise InputError(f"the camera path {path} has no cameras (its camera_path is empty): ns-render would fail "
+                         "after loading the model; add cameras, e.g. in ns-viewer's camera path editor")
+    panoramic = str(meta.get("camera_type", "perspective")).lower() in ("equirectangular", "omnidirectional", "vr180")
+    for i, camera in enumerate(cameras):
+        matrix = camera.get("camera_to_world") if isinstance(camera, dict) else None
+        if not (isinstance(matrix, list) and len(matrix) == 16 and all(isinstance(v, numbers.Real) for v in matrix)):
+            raise InputError(f"the camera path {path}: camera {i} needs a camera_to_world of 16 numbers (a 4 x 4 "
+                             "matrix, row by row)")
+        if not panoramic and "fov" not in camera:
+            raise InputError(f"the camera path {path}: camera {i} needs a fov (the vertical field of view in degrees)")
+    return len(cameras)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """``python -m gnerf.nerf.run_config CONFIG.yml ...``: check each file; one ``error:`` line for the first that
-    is not safe to load."""
+    """``python -m gnerf.nerf.run_config FILE ...``: check each file, a run's ``config.yml`` (that it loads without
+    running code from it) or, ending in ``.json``, a camera path for ``ns-render camera-path``; one ``error:`` line
+    for the first that does not pass."""
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
-        raise SystemExit("usage: python -m gnerf.nerf.run_config CONFIG.yml [...]")
+        raise SystemExit("usage: python -m gnerf.nerf.run_config CONFIG.yml|CAMERA_PATH.json [...]")
     for p in paths:
         try:
+            if Path(p).suffix.lower() == ".json":
+                print(f"ok: {p} is a camera path of {check_camera_path(Path(p))} camera(s)")
+                continue
             check_run_config(Path(p))
         except InputError as err:
             exit_with_error(err)
