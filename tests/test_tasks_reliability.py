@@ -508,6 +508,23 @@ def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to
     image_main(_command_in(lines[0]))
     assert _ckpt_epoch(out) == 3 and [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
+    # interrupted between two epochs, just after a checkpoint: the message names the epoch it followed
+    finish = loop._Training._finish_epoch
+
+    def interrupted_after(self, epoch, loss):
+        finish(self, epoch, loss)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Training, "_finish_epoch", interrupted_after)
+    between = tmp_path / "between"
+    with pytest.raises(SystemExit):
+        image_main(_args(image, between, "--epochs", "3"))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: interrupted (Ctrl-C) after epoch 1; the run folder {str(between)!r} keeps the checkpoint of epoch 1: "
+        "to continue, run `gnerf-fit-image "), lines
+    monkeypatch.setattr(loop._Training, "_finish_epoch", finish)
+
     # interrupted in its first epoch, a run keeps nothing and leaves nothing behind
     calls.clear()
     monkeypatch.setattr(loop, "_step", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -111,7 +111,10 @@ def _forget_unsaved(run: Run, progress: Progress) -> None:
 
 def _interrupted(run: Run, progress: Progress, epoch: int) -> Interrupted:
     """The :class:`Interrupted` of Ctrl-C in ``epoch``: what was kept and how to continue."""
-    where = f"in epoch {epoch}" if epoch > progress.epoch else "after training"
+    if epoch > progress.epoch:
+        where = f"in epoch {epoch}"
+    else:  # between epochs, or after the last
+        where = f"after epoch {progress.epoch}" if progress.epoch < run.cfg.epochs else "after training"
     if progress.epoch == 0:
         what = f"interrupted (Ctrl-C) {where}, before the first checkpoint: nothing was kept"
         return Interrupted(f"{what}; run the same command again to start over", Retry(str(run.output_dir), 0), what)
