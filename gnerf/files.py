@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_video",
     "is_temporary",
+    "load_error_reason",
     "lock_folder",
     "read_weights_only",
     "release_folder",
@@ -208,8 +209,7 @@ def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose
             raise RunFolderError(f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
                                  f"there and never writes through a link; remove the link, or {change}") from None
         if err.errno == errno.ENAMETOOLONG:
-            raise RunFolderError(f"the run folder {_short(out)} has a name too long for the file system (a folder "
-                                 f"name may have at most 255 characters); {change}") from None
+            raise RunFolderError(f"the run folder {_short(out)} has {_too_long(out, existed)}; {change}") from None
         blocker = next((p for p in (out, *out.parents) if os.path.lexists(p) and not os.path.isdir(p)), None)
         if blocker is not None:
             raise RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
@@ -238,12 +238,38 @@ def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose
     return HeldFolder(fd, existed, lock_created)
 
 
+def _too_long(path: Path, existing: Path) -> str:
+    """What is too long in ``path`` for the file system of ``existing``: a name in it, or the whole path."""
+    def limit(name: str, default: int) -> int:
+        try:
+            return os.pathconf(existing, name)
+        except (OSError, ValueError):
+            return default
+
+    name_max = limit("PC_NAME_MAX", 255)
+    if any(len(os.fsencode(part)) > name_max for part in path.parts):
+        return f"a name too long for the file system (a folder name may have at most {name_max} characters)"
+    return (f"a path too long for the file system (a path may have at most {limit('PC_PATH_MAX', 4096) - 1} "
+            f"characters; this one has {len(os.fsencode(str(path.absolute())))})")
+
+
 def release_folder(held: HeldFolder) -> None:
     """Release the lock of :func:`lock_folder` (closing its descriptor)."""
     try:
         os.close(held.fd)
     except OSError:
         pass
+
+
+def load_error_reason(err: BaseException, limit: int = 160) -> str:
+    """The line of a ``load_state_dict`` error that says what does not fit (``size mismatch for NAME: ...``,
+    ``Missing key(s) ...``), not its heading ``Error(s) in loading state_dict for CLASS:``; at most ``limit``
+    characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    reason = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0])
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
 def _short(path: Path, keep: int = 60) -> str:

@@ -348,8 +348,8 @@ def test_load_dir_without_a_usable_checkpoint_is_named(tmp_path):
     wider = tiny_config("gaussian-nerf-adam", scene, tmp_path / "wider", iterations=2)
     wider.pipeline.model.hidden_dim = wider.pipeline.model.feature_dim = 48  # tensors of other shapes
     wider.load_dir = trained.checkpoint_dir
-    with pytest.raises(InputError, match=r"the checkpoint .*step-000000001.ckpt does not fit this model \(.*\): load "
-                                         r"it with the options of the run that wrote it"):
+    with pytest.raises(InputError, match=r"the checkpoint .*step-000000001.ckpt does not fit this model \(size "
+                                         r"mismatch for .*\): load it with the options of the run that wrote it"):
         train(wider)
 
 

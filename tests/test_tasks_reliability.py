@@ -423,7 +423,8 @@ def test_a_checkpoint_that_does_not_fit_the_model_falls_back_to_the_previous_one
     capsys.readouterr()
     _fit(image, out, "--resume", "--epochs", "3")
     err = capsys.readouterr().err
-    assert err.startswith(f"warning: checkpoint.pt in {str(out)!r} is unreadable (it does not fit the model: ")
+    assert err.startswith(f"warning: checkpoint.pt in {str(out)!r} is unreadable (it does not fit the model: "
+                          f"size mismatch for {name}: copying a param with shape torch.Size([3, 3, 3]) from checkpoint")
     assert err.endswith("resuming from the one before, checkpoint.prev.pt (epoch 1)\n") and err.count("\n") == 1
     assert _ckpt_epoch(out) == 3 and [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
@@ -469,6 +470,12 @@ def test_a_run_folder_name_too_long_for_the_file_system_is_one_line(tmp_path, ca
     assert err.startswith("error: the run folder ") and err.endswith(
         "has a name too long for the file system (a folder name may have at most 255 characters); "
         "choose another --output-dir")
+    deep = tmp_path.joinpath(*["y" * 200] * 25)  # each name fits, the whole path does not
+    err = _fails(image_main, _args(_image(tmp_path), deep), capsys)
+    assert err.startswith("error: the run folder ") and err.endswith(
+        f"has a path too long for the file system (a path may have at most {os.pathconf(tmp_path, 'PC_PATH_MAX') - 1} "
+        f"characters; this one has {len(str(deep))}); choose another --output-dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo8x8.png"]
 
 
 # -- stops: Ctrl-C, a full disk, a NaN loss -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
-from gnerf.files import LOCK, atomic_save_torch
+from gnerf.files import LOCK, atomic_save_torch, load_error_reason
 from gnerf.nerf import checks
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
@@ -191,8 +191,7 @@ class CurvatureTrainer(Trainer):
                 self.optimizers.load_schedulers(state["schedulers"])
             self.grad_scaler.load_state_dict(state["scalers"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"the checkpoint {path} does not fit this model ({first[:160]}): load it with the "
+            raise InputError(f"the checkpoint {path} does not fit this model ({load_error_reason(err)}): load it with the "
                              "options of the run that wrote it (ns-train --load-config its config.yml)") from None
         self._start_step = int(state["step"]) + 1
         CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")

@@ -19,7 +19,7 @@ from torch import nn
 
 from gnerf.errors import InputError
 from gnerf.tasks import dist as gdist
-from gnerf.files import PickledObject, UnreadableFile, atomic_save_torch, read_weights_only
+from gnerf.files import PickledObject, UnreadableFile, atomic_save_torch, load_error_reason, read_weights_only
 
 __all__ = [
     "CHECKPOINT",
@@ -165,8 +165,7 @@ def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, op
             optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             model.load_state_dict(model_state)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UnreadableFile(f"it does not fit the model: {first[:160]}") from None
+            raise UnreadableFile(f"it does not fit the model: {load_error_reason(err)}") from None
 
     ckpt = _first_usable(out, fits)
     changed = _diff(ckpt["config"], config)
