@@ -6,6 +6,7 @@ same overrides (see :mod:`gnerf.demo`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -49,7 +50,9 @@ def method_config(
     """
     if method not in CONFIGS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cfg = dataclasses.replace(CONFIGS[method])
+    # a deep copy: nerfstudio's pixel sampler writes into its config (is_equirectangular, a tensor) when set up, and
+    # a shallow one would carry that into every later copy, and into their config.yml
+    cfg = copy.deepcopy(CONFIGS[method])
     dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=rays,
                              eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
     if dataparser is not None:

@@ -7,6 +7,11 @@ method's defaults and are used whenever these overrides are left out.
 
 Paths are relative to the working directory, as nerfstudio's are: the scene is built in
 ``data/generated/procedural`` and the runs go to ``outputs/demo`` (``make demo`` runs from the checkout).
+
+The commands run with the known deprecation warnings of torch and nerfstudio silenced
+(:func:`gnerf.quiet.child_warning_filters`), which the demo's own start shows once at most: without that,
+each of the three commands prints them again, and ns-train's camera-indexing warning repeats on every step.
+The summary is the last thing printed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from gnerf.errors import InputError
+from gnerf.quiet import child_warning_filters
 from gnerf.scenes import make_blender_scene
 
 @dataclass
@@ -81,13 +88,29 @@ def with_ffmpeg(path: str, link_dir: Path) -> str:
 
 def _env_with_ffmpeg(link_dir: Path) -> dict:
     """The environment with this Python's bin/ and an ``ffmpeg`` on PATH (linked in ``link_dir`` if need be)."""
-    env = dict(os.environ)
+    env = _quiet_env()
     env["PATH"] = with_ffmpeg(f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", link_dir)
     return env
 
 
+def _quiet_env() -> dict:
+    """The environment with the known upstream deprecation warnings silenced (see the module docstring)."""
+    env = dict(os.environ)
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), child_warning_filters()) if w)
+    return env
+
+
+def check_demo(cfg: DemoConfig) -> None:
+    """Refuse, naming the option, a count below 1 before anything runs: ns-train would name its own option for most,
+    and ``--interpolation-steps 0`` gave ns-render an empty camera path (a traceback after the training)."""
+    for name in ("iterations", "rays", "samples", "hidden_dim", "num_layers", "interpolation_steps"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Build the scene, train, evaluate and render; return the evaluation results."""
+    check_demo(cfg)
     from gnerf.nerf.model import skip_connections_for
 
     start = time.perf_counter()
@@ -112,12 +135,15 @@ def run_demo(cfg: DemoConfig) -> dict:
         "--optimizers.fields.scheduler.max-steps", str(cfg.iterations),
         "blender-data", "--data", str(scene),
     ]
-    _run(train_cmd)
+    _run(train_cmd, env=_quiet_env())
     run_dir = cfg.output_dir / "procedural" / "gaussian-nerf-esgd" / stamp
     config_yml = run_dir / "config.yml"
     eval_json = run_dir / "eval.json"
     video = run_dir / "renders" / "interpolate.mp4"
     env = _env_with_ffmpeg(cfg.output_dir / ".bin")
+    from gnerf.nerf.run_config import check_run_config
+
+    check_run_config(config_yml)  # nerfstudio's commands load it with PyYAML's unsafe loader
     _run([_bin("ns-eval"), "--load-config", str(config_yml), "--output-path", str(eval_json)], env=env)
     _run([_bin("ns-render"), "interpolate", "--load-config", str(config_yml), "--output-path", str(video),
           "--pose-source", "eval", "--interpolation-steps", str(cfg.interpolation_steps), "--frame-rate", "24",

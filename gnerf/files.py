@@ -1,37 +1,60 @@
-"""Files both front ends write: atomic writers and the clean-up of a failed start.
+"""Files both front ends write and read: atomic writers, the run folder's lock, the clean-up of a failed start or of
+an interrupted write, and the safe reading of torch files.
 
-Every writer here writes a temporary file next to the target and ``os.replace``s it into place,
-so an interrupted run never leaves a half-written output behind.
+Every writer here writes a temporary file next to the target (``.<name>.<random>.tmp<suffix>``) and
+``os.replace``s it into place, so an interrupted run never leaves a half-written output behind; a process
+killed during a write can leave the temporary file, which :func:`remove_orphaned_temporaries` deletes when the
+next run takes the folder.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import json
 import os
+import pickle
+import re
+import sys
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator, Tuple, Union
+from typing import Any, Collection, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gnerf.errors import InputError
+from gnerf.errors import InputError, RunFolderError
 
 PathLike = Union[str, Path]
 
 __all__ = [
+    "LOCK",
+    "HeldFolder",
     "PathLike",
+    "PickledObject",
+    "UnreadableFile",
     "atomic_save_torch",
     "atomic_write_bytes",
     "atomic_write_image",
     "atomic_write_json",
     "atomic_write_video",
+    "is_temporary",
+    "load_error_reason",
+    "lock_folder",
+    "read_weights_only",
+    "release_folder",
     "remove_if_unused",
+    "remove_orphaned_temporaries",
     "require_file",
     "to_uint8",
 ]
+
+#: The lock file of a run folder.
+LOCK = ".lock"
 
 
 def require_file(path: PathLike, what: str) -> Path:
@@ -42,12 +65,41 @@ def require_file(path: PathLike, what: str) -> Path:
     return p
 
 
-def _atomic_target(path: PathLike) -> Tuple[Path, str]:
+def _atomic_target(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Tuple[Path, str]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
+                               dir=target.parent if tmp_dir is None else tmp_dir)
     os.close(fd)
     return target, tmp
+
+
+#: The names of the temporary files of :func:`atomic_write_bytes` (``tempfile.mkstemp``'s 8 random characters)
+#: and of the nerfstudio trainer's earlier ``.step-NNNNNNNNN.ckpt.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^\.step-\d+\.ckpt\.tmp$")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is the name of a temporary file that gnerf's atomic writers create."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_orphaned_temporaries(folder: PathLike) -> int:
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (call it only while holding the
+    folder's lock, so that no other run is writing there); returns how many were deleted. Errors are ignored."""
+    removed = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+                    try:
+                        os.unlink(entry.path)
+                        removed += 1
+                    except OSError:
+                        pass
+    except OSError:
+        pass
+    return removed
 
 
 def _replace(tmp: str, target: Path) -> None:
@@ -55,15 +107,18 @@ def _replace(tmp: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, then ``os.replace``)."""
-    target, tmp = _atomic_target(path)
+def atomic_write_bytes(path: PathLike, data: bytes, tmp_dir: Optional[PathLike] = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, then ``os.replace``); the temporary file is written in
+    ``tmp_dir`` (on the same file system) instead of beside ``path`` when given, and removed if the write fails."""
+    target, tmp = _atomic_target(path, tmp_dir)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         _replace(tmp, target)
+    except OSError as err:  # name the file being written, not its temporary (a full disk names neither)
+        raise OSError(err.errno, err.strerror, str(target)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -75,11 +130,152 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def atomic_save_torch(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically."""
+def atomic_save_torch(obj: Any, path: PathLike, tmp_dir: Optional[PathLike] = None) -> Path:
+    """``torch.save`` to ``path`` atomically. Serialised in memory first, so that a full disk surfaces as an
+    ``OSError`` of the write (``torch.save`` on a file reports it as a ``RuntimeError``)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue(), tmp_dir)
+
+
+class PickledObject(Exception):
+    """A torch file holds a pickled Python object (named by the message), which could run code when loaded."""
+
+
+class UnreadableFile(Exception):
+    """A torch file that cannot be read back (truncated, empty, not a torch file); the message says which."""
+
+
+def read_weights_only(path: PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, never arbitrary objects.
+
+    Raises:
+        PickledObject: the file holds a pickled Python object (its global, e.g. ``os.system``, is the message).
+        UnreadableFile: the file is empty, truncated or not a torch file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:
+            raise PickledObject(found.group(1)) from None
+        raise UnreadableFile("truncated, or not a torch checkpoint") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
+        empty = isinstance(err, EOFError) and path.stat().st_size == 0
+        raise UnreadableFile("the file is empty" if empty else "truncated, or not a torch checkpoint") from None
+
+
+@dataclass(frozen=True)
+class HeldFolder:
+    """A run folder locked by :func:`lock_folder`: the lock's file descriptor, the deepest folder that existed
+    before (what a failed start may remove lies below it), and whether the lock file was created."""
+
+    fd: int
+    existed: Path
+    lock_created: bool
+
+
+def _deepest_existing(path: Path) -> Path:
+    return next((p for p in (path, *path.parents) if os.path.lexists(p)), Path(path.anchor or "."))
+
+
+def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose another --output-dir",
+                in_use: str = "choose another --output-dir", existed: Optional[Path] = None) -> HeldFolder:
+    """Create the folder ``out`` and take an exclusive, non-blocking ``flock`` on ``out/.lock``, which then holds
+    this process's id; the OS releases it when the process ends, however it ends. ``what`` names the folder in the
+    messages (the option that set it), ``change`` ends them (how to use another folder) and ``in_use`` ends the one
+    of a folder that another process holds; ``existed`` overrides the deepest folder that existed before (a folder
+    made just before, to reserve its name).
+
+    The lock file is opened with ``O_NOFOLLOW``: a symbolic link there is refused, never written through.
+
+    Raises:
+        RunFolderError: another process holds ``out``, or ``out`` cannot be created or written.
+    """
+    out = Path(out)
+    existed = _deepest_existing(out) if existed is None else existed
+    lock = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        lock_created = not os.path.lexists(lock)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP and os.path.islink(lock):
+            raise RunFolderError(f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
+                                 f"there and never writes through a link; remove the link, or {change}") from None
+        if err.errno == errno.ENAMETOOLONG:
+            raise RunFolderError(f"the run folder {_short(out)} has {_too_long(out, existed)}; {change}") from None
+        blocker = next((p for p in (out, *out.parents) if os.path.lexists(p) and not os.path.isdir(p)), None)
+        if blocker is not None:
+            raise RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
+                                 f"{change}") from None
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}") from None
+    if not os.path.isfile(lock):  # O_NOFOLLOW opened something that is not a plain file (a FIFO, a device)
+        os.close(fd)
+        raise RunFolderError(f"{str(lock)!r} is not a plain file; remove it, or {change}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise RunFolderError(f"{str(out)!r} is in use by another run ({who}); wait for it to finish "
+                             f"or {in_use}") from None
+    except OSError as err:  # a file system without locks: run unprotected rather than not at all
+        sys.stderr.write(f"warning: cannot lock {str(lock)!r} ({err.strerror}); nothing stops a second run "
+                         "from writing to the same folder\n")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}") from None
+    return HeldFolder(fd, existed, lock_created)
+
+
+def _too_long(path: Path, existing: Path) -> str:
+    """What is too long in ``path`` for the file system of ``existing``: a name in it, or the whole path."""
+    def limit(name: str, default: int) -> int:
+        try:
+            return os.pathconf(existing, name)
+        except (OSError, ValueError):
+            return default
+
+    name_max = limit("PC_NAME_MAX", 255)
+    if any(len(os.fsencode(part)) > name_max for part in path.parts):
+        return f"a name too long for the file system (a folder name may have at most {name_max} characters)"
+    return (f"a path too long for the file system (a path may have at most {limit('PC_PATH_MAX', 4096) - 1} "
+            f"characters; this one has {len(os.fsencode(str(path.absolute())))})")
+
+
+def release_folder(held: HeldFolder) -> None:
+    """Release the lock of :func:`lock_folder` (closing its descriptor)."""
+    try:
+        os.close(held.fd)
+    except OSError:
+        pass
+
+
+def load_error_reason(err: BaseException, limit: int = 160) -> str:
+    """The line of a ``load_state_dict`` error that says what does not fit (``size mismatch for NAME: ...``,
+    ``Missing key(s) ...``), not its heading ``Error(s) in loading state_dict for CLASS:``; at most ``limit``
+    characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    reason = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0])
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
+
+
+def _short(path: Path, keep: int = 60) -> str:
+    """``repr(str(path))``, its middle elided when it is long (a path too long for the file system, say)."""
+    text = str(path)
+    return repr(text) if len(text) <= 2 * keep else repr(f"{text[:keep]}...{text[-keep:]}")
 
 
 def remove_if_unused(folder: PathLike, removable: Collection[str], up_to: PathLike) -> None:
@@ -137,6 +333,8 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
             raise ValueError(f"no frames to write to {str(target)!r}")
         writer.close()
         _replace(tmp, target)
+    except OSError as err:  # name the file being written, not its temporary
+        raise OSError(err.errno, err.strerror, str(target)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -32,6 +32,9 @@ def test_demo_trains_evaluates_and_renders(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=tree_env())
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     assert "gnerf demo finished" in out.stdout and "test images  psnr" in out.stdout
+    assert out.stdout.rstrip().splitlines()[-1].startswith("=" * 72)  # the summary comes last
+    warned = [line.split("Warning: ", 1)[1] for line in (out.stdout + out.stderr).splitlines() if "Warning: " in line]
+    assert len(warned) == len(set(warned)), warned  # no warning is printed twice
     run_dir = next((tmp_path / "outputs" / "demo" / "procedural" / "gaussian-nerf-esgd").iterdir())
     ckpts = list((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
     assert [c.name for c in ckpts] == ["step-000000007.ckpt"]

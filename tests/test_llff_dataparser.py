@@ -482,3 +482,15 @@ def test_image_size_cache_inside_the_scene_refused(sized_scene):
     with pytest.raises(InputError, match=r"is inside the scene folder .*--image-cache-dir") as err:
         _parse(data, image_size=(12, 16), image_cache_dir=data / "cache")
     assert "\n" not in str(err.value) and not (data / "cache").exists()
+
+
+@pytest.mark.parametrize("factors, message", [
+    ({"near_factor": -1.0}, r"--near-factor must be a finite number > 0 \(the near and far planes .*\), got -1.0"),
+    ({"far_factor": float("nan")}, r"--far-factor must be a finite number > 0 .*, got nan"),
+    ({"near_factor": 50.0}, r"--near-factor 50.0 and --far-factor 1.0 put the near plane .* at or beyond the far "
+                            r"plane .*; lower --near-factor or raise --far-factor"),
+])
+def test_error_near_and_far_factors_are_named(scene, factors, message):
+    data, _, _ = scene
+    with pytest.raises(InputError, match=message):
+        _parse(data, **factors)

@@ -27,7 +27,7 @@ def test_esgd_max_fits_bikes_and_writes_every_output(tmp_path):
     rows = check_run_folder(run, 4, "psnr")
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert rows[-1]["psnr"] > 12.5 and rows[-1]["psnr"] > rows[0]["psnr"] + 2.0  # measured 10.0 -> 13.2
-    assert rows[-1]["psnr_min"] <= rows[-1]["psnr"]
+    assert rows[-1]["psnr_min"] <= rows[-1]["psnr"] and 0 < rows[-1]["ssim"] <= 1
     per_frame = np.loadtxt(run / "frame_psnr.csv", delimiter=",", skiprows=1)
     assert per_frame.shape == (4, 2) and per_frame[:, 1].mean() == pytest.approx(rows[-1]["psnr"], rel=1e-6)
     recon = np.stack(list(iio.imiter(run / "reconstruction.mp4", plugin="FFMPEG")))

@@ -53,6 +53,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError
 from gnerf.files import atomic_write_bytes, atomic_write_json
+from gnerf.nerf.checks import near_far_planes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 """Image file extensions that are picked up (compared case-insensitively)."""
@@ -380,8 +381,7 @@ class LLFF(DataParser):
         elif target is not None:
             msg = f"LLFF: the images of {image_dir} are {target[0]} x {target[1]} already, read as they are"
             CONSOLE.print(escape(msg), soft_wrap=True)
-        near_plane = float(cfg.near_factor * bounds.min())
-        far_plane = float(cfg.far_factor * bounds.max())
+        near_plane, far_plane = near_far_planes(cfg.near_factor, cfg.far_factor, bounds, cfg.data)
         scene_box = SceneBox(aabb=torch.from_numpy(self._scene_aabb(c2w, fx, fy, cx, cy, widths, heights, far_plane)))
         indices = self._split_indices(num_poses, split)
 

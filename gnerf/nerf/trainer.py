@@ -14,16 +14,18 @@ the curvature optimizer averages gradients and Hessian-vector products itself in
 flag over the ranks, so every rank stops at the same step with the same message.
 
 Bad input (a missing or malformed scene, an option out of range, an output folder that cannot be
-written, no CUDA device for ``--machine.device-type cuda``) raises :class:`~gnerf.errors.InputError`
-where it is detected, and a non-finite loss :class:`~gnerf.errors.NonFiniteLossError`; ``ns-train``
+written or that another run holds, an unreadable ``--load-dir`` checkpoint, no CUDA device for
+``--machine.device-type cuda``) raises :class:`~gnerf.errors.InputError` where it is detected (the checks are
+in :mod:`gnerf.nerf.checks`), and a non-finite loss :class:`~gnerf.errors.NonFiniteLossError`; ``ns-train``
 reports these as one ``error:`` line (:func:`ns_train_entry`). A start that fails removes the run
-folder it made. Every other exception keeps its traceback.
+folder it made. Every other exception keeps its traceback. The run folder is locked from ``save_config``
+to the end of ``train`` (:func:`gnerf.nerf.checks.hold_run_folder`), and training prints each known
+deprecation warning of the libraries below it once (:func:`gnerf.quiet.upstream_warnings_once`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +40,14 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
+from gnerf.files import LOCK, atomic_save_torch, load_error_reason
+from gnerf.nerf import checks
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import take_step
 from gnerf.files import remove_if_unused
+from gnerf.quiet import upstream_warnings_once
 
 T = TypeVar("T")
 
@@ -50,6 +55,9 @@ T = TypeVar("T")
 #: nerfstudio's ns-train script: its ``main`` calls ``config.save_config()``, its ``train_loop`` ``trainer.setup()``
 #: and ``trainer.train()``.
 NS_TRAIN_SCRIPT = "nerfstudio.scripts.train"
+#: nerfstudio's loading of a trained run (``eval_setup``, which ``ns-eval``, ``ns-render``, ``ns-viewer`` and
+#: ``ns-export`` call): it asks the run's config for its checkpoint folder, then loads the latest checkpoint there.
+NS_EVAL_SETUP = "nerfstudio.utils.eval_utils"
 
 
 def ns_train_entry(method: Callable[..., T]) -> Callable[..., T]:
@@ -94,18 +102,37 @@ class CurvatureTrainerConfig(TrainerConfig):
                 self.experiment_name = (data.parent if data.is_file() else data).name or None
         super().set_experiment_name()
 
+    def get_checkpoint_dir(self) -> Path:
+        """nerfstudio's; when nerfstudio's ``eval_setup`` asks (``ns-eval``, ``ns-render``, ``ns-viewer``,
+        ``ns-export`` on this run's ``config.yml``), the folder is first checked to hold a checkpoint it can load
+        (:func:`gnerf.nerf.checks.check_saved_checkpoint`), else the process ends with one ``error:`` line: that
+        code fails on an empty folder with an ``IndexError``. ``eval_setup`` has no gnerf frame above it, so this
+        is the one place gnerf sees its call."""
+        folder = super().get_checkpoint_dir()
+        if sys._getframe(1).f_globals.get("__name__") == NS_EVAL_SETUP:
+            try:
+                checks.check_saved_checkpoint(folder, self.load_step)
+            except InputError as err:
+                exit_with_error(err)
+        return folder
+
     @ns_train_entry
     def save_config(self) -> None:
-        """Check the device and write ``config.yml`` (the first call of ``ns-train`` into gnerf)."""
+        """Check the options and the device, lock the run folder and write ``config.yml`` (the first call of
+        ``ns-train`` into gnerf)."""
+        checks.check_options(self)
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
             raise InputError("--machine.device-type cuda, but torch sees no CUDA device: "
                              "pass --machine.device-type cpu")
         if self.machine.device_type == "cpu" and not torch.cuda.is_available():
             CONSOLE.print("gnerf: no CUDA device, training on the CPU (--machine.device-type cpu)")
+        base_dir = self.get_base_dir()
+        checks.hold_run_folder(base_dir)
         try:
             super().save_config()
         except OSError as err:
-            raise InputError(f"cannot write the run folder {self.get_base_dir()}: {err.strerror or err}; "
+            checks.release_run_folder(base_dir, remove_if_empty=True)
+            raise InputError(f"cannot write the run folder {base_dir}: {err.strerror or err}; "
                              "choose another --output-dir") from None
 
 
@@ -122,24 +149,52 @@ class CurvatureTrainer(Trainer):
         unused (``config.yml`` alone) and raises its error unchanged."""
         try:
             self._check_scene()
-            super().setup(test_mode=test_mode)
+            with upstream_warnings_once():
+                super().setup(test_mode=test_mode)
         except BaseException:
-            if self.local_rank == 0:
-                remove_if_unused(self.base_dir, {"config.yml"}, self.config.output_dir)  # leave nothing behind
+            if self.local_rank == 0:  # leave nothing behind
+                remove_if_unused(self.base_dir, {"config.yml", LOCK}, self.config.output_dir)
+                checks.release_run_folder(self.base_dir)
             raise
 
     def _check_scene(self) -> None:
-        """Raise :class:`InputError` if the scene path the dataparser is about to read does not exist."""
+        """Raise :class:`InputError` if the scene the dataparser is about to read is missing or malformed
+        (:func:`gnerf.nerf.checks.check_scene`)."""
         datamanager = self.config.pipeline.datamanager
         data = datamanager.data if datamanager.data is not None else getattr(datamanager.dataparser, "data", None)
-        if data is not None and not Path(data).exists():
-            raise InputError(f"the scene {data} does not exist: point --data at a scene folder (a Blender scene "
-                             "with transforms_train.json, or llff-data --data with poses_bounds.npy)")
+        checks.check_scene(data, datamanager.dataparser)
 
     @ns_train_entry
     def train(self) -> None:
-        """nerfstudio's training loop (the last call of ``ns-train`` into gnerf)."""
-        super().train()
+        """nerfstudio's training loop (the last call of ``ns-train`` into gnerf), printing each known upstream
+        deprecation warning once; releases the run folder at the end."""
+        try:
+            with upstream_warnings_once():
+                super().train()
+        finally:
+            if self.local_rank == 0:
+                checks.release_run_folder(self.base_dir)
+
+    def _load_checkpoint(self) -> None:
+        """nerfstudio's ``--load-dir`` / ``--load-checkpoint``, with the checkpoint read safely
+        (``weights_only=True``) and every way it can fail named in one :class:`InputError`."""
+        config = self.config
+        if config.load_dir is None and config.load_checkpoint is None:
+            super()._load_checkpoint()  # says that training starts from scratch
+            return
+        path = checks.checkpoint_to_load(config.load_dir, config.load_step, config.load_checkpoint)
+        state = checks.read_checkpoint(path)
+        try:
+            self.pipeline.load_pipeline(state["pipeline"], state["step"])
+            self.optimizers.load_optimizers(state["optimizers"])
+            if "schedulers" in state and config.load_scheduler:
+                self.optimizers.load_schedulers(state["schedulers"])
+            self.grad_scaler.load_state_dict(state["scalers"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise InputError(f"the checkpoint {path} does not fit this model ({load_error_reason(err)}): load it with the "
+                             "options of the run that wrote it (ns-train --load-config its config.yml)") from None
+        self._start_step = int(state["step"]) + 1
+        CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, with the schedules of forward-facing scenes; refuses curvature optimizers with
@@ -278,7 +333,6 @@ class CurvatureTrainer(Trainer):
             "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
         }
-        # written beside, not inside, the checkpoint folder: nerfstudio parses every file name in it
-        tmp = self.checkpoint_dir.parent / f".{ckpt_path.name}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt_path)
+        # the temporary file is written beside, not inside, the checkpoint folder: nerfstudio parses every file name
+        # in it. A failed write (a full disk) removes it; one that a killed run left goes at the next start.
+        atomic_save_torch(state, ckpt_path, tmp_dir=self.checkpoint_dir.parent)

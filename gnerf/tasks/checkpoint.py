@@ -1,28 +1,25 @@
 """The checkpoint of a fitting run: what it holds, how it is written, and how ``--resume`` reads it back.
 
 ``checkpoint.pt`` holds the model, optimizer, RNG states and counters after the last finished
-epoch; ``checkpoint.prev.pt`` the one before, which :func:`load_checkpoint` falls back to when the
-latest is missing or unreadable. Checkpoints are read with ``weights_only=True`` and written
-atomically.
+epoch, and the SHA-256 of the input files; ``checkpoint.prev.pt`` the one before, which :func:`restore` falls
+back to when the latest is missing, unreadable or does not fit the model. Checkpoints are read with
+``weights_only=True`` and written atomically.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from gnerf.errors import InputError
 from gnerf.tasks import dist as gdist
-from gnerf.files import atomic_save_torch
+from gnerf.files import PickledObject, UnreadableFile, atomic_save_torch, load_error_reason, read_weights_only
 
 __all__ = [
     "CHECKPOINT",
@@ -38,8 +35,13 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 PREV_CHECKPOINT = "checkpoint.prev.pt"
 #: Configuration keys that may change when a run is resumed.
-RESUMABLE_CHANGES = ("epochs", "resume", "output_dir", "device", "progress", "eval_batch_size", "threads",
-                     "dist_timeout")
+RESUMABLE_CHANGES = ("epochs", "resume", "allow_changed_optim", "output_dir", "device", "progress",
+                     "eval_batch_size", "threads", "dist_timeout")
+#: What --allow-changed-optim lets change besides those: the optimizer's lr and the schedule.
+OPTIM_CHANGES = ("optim.lr", "schedule.")
+#: The param-group entries that follow from --optim.lr, taken from the optimizer built at the new lr when
+#: --allow-changed-optim changes it (esgd-adam-start keeps its Adam lr as a ratio to the lr).
+_LR_ENTRIES = ("lr", "adam_lr_ratio")
 
 
 @dataclass
@@ -52,7 +54,8 @@ class Progress:
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
-def _diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+def _diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[Tuple[str, str]]:
+    """The differing entries of two configurations, as ``(key, "key: old -> new")``."""
     out = []
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_CHANGES and not prefix:
@@ -61,12 +64,12 @@ def _diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
         if isinstance(va, dict) and isinstance(vb, dict):
             out += _diff(va, vb, f"{prefix}{key}.")
         elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+            out.append((f"{prefix}{key}", f"{prefix}{key}: {va!r} -> {vb!r}"))
     return out
 
 
-class _Unreadable(Exception):
-    """A checkpoint that cannot be read back (truncated, empty, not a checkpoint); the text says which."""
+def _optim_change(key: str) -> bool:
+    return key == "optim.lr" or key.startswith("schedule.") or key == "schedule"
 
 
 _REQUIRED_KEYS = ("model", "optimizer", "shuffle_rng", "torch_rng", "epoch", "iteration", "wall_time", "history",
@@ -74,24 +77,17 @@ _REQUIRED_KEYS = ("model", "optimizer", "shuffle_rng", "torch_rng", "epoch", "it
 
 
 def _read_checkpoint(path: Path) -> Dict[str, Any]:
-    """``path`` loaded with ``weights_only=True``: tensors and plain containers only, never arbitrary objects."""
+    """``path`` loaded with ``weights_only=True`` on the CPU (where the RNG states must stay): tensors and plain
+    containers only, never arbitrary objects."""
     try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        if found:  # a pickled Python object: loading it could run code
-            raise InputError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
-                             f"({found.group(1)}) that could run code when loaded; gnerf checkpoints hold only "
-                             "tensors and plain values, so --resume refuses it: delete it or restore the original"
-                             ) from None
-        raise _Unreadable("truncated, or not a torch checkpoint") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
-        empty = isinstance(err, EOFError) and path.stat().st_size == 0
-        raise _Unreadable("the file is empty" if empty else "truncated, or not a torch checkpoint") from None
+        ckpt = read_weights_only(path)
+    except PickledObject as err:  # a pickled Python object: loading it could run code
+        raise InputError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
+                         f"({err}) that could run code when loaded; gnerf checkpoints hold only "
+                         "tensors and plain values, so --resume refuses it: delete it or restore the original"
+                         ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
-        raise _Unreadable("not a checkpoint of a fitting run")
+        raise UnreadableFile("not a checkpoint of a fitting run")
     return ckpt
 
 
@@ -101,20 +97,34 @@ def load_checkpoint(out: Path) -> Dict[str, Any]:
     Raises:
         InputError: ``out`` holds neither, the checkpoints are unreadable, or they hold pickled Python objects.
     """
+    return _first_usable(out, lambda ckpt: None)
+
+
+def _first_usable(out: Path, use) -> Dict[str, Any]:
+    """The first of the latest and the previous checkpoint in ``out`` that reads back and that ``use`` accepts
+    (``use(ckpt)`` raises :class:`UnreadableFile` saying why it does not); a one-line warning when that is the
+    previous one.
+
+    Raises:
+        InputError: ``out`` holds neither, neither is usable, or one holds a pickled Python object.
+    """
     latest, prev = out / CHECKPOINT, out / PREV_CHECKPOINT
     if not latest.is_file() and not prev.is_file():
         raise InputError(f"--resume: no checkpoint {str(latest)!r}; "
-                                "point --output-dir at the folder of an earlier run")
+                         "point --output-dir at the folder of an earlier run")
     reason = None
     if latest.is_file():
         try:
-            return _read_checkpoint(latest)
-        except _Unreadable as err:
+            ckpt = _read_checkpoint(latest)
+            use(ckpt)
+            return ckpt
+        except UnreadableFile as err:
             reason = str(err)
     if prev.is_file():
         try:
             ckpt = _read_checkpoint(prev)
-        except _Unreadable:
+            use(ckpt)
+        except UnreadableFile:
             reason = f"{reason}; so is {PREV_CHECKPOINT}" if reason else f"it is missing, {PREV_CHECKPOINT} unreadable"
         else:
             if gdist.rank() == 0:
@@ -125,33 +135,53 @@ def load_checkpoint(out: Path) -> Dict[str, Any]:
     raise InputError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
 
 
-
 def holds_checkpoint(out: Path) -> bool:
     """Whether the run folder ``out`` already holds a checkpoint (the latest or the one before)."""
     return (out / CHECKPOINT).exists() or (out / PREV_CHECKPOINT).exists()
 
 
 def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            shuffle: torch.Generator, device: torch.device) -> Progress:
+            shuffle: torch.Generator, device: torch.device, inputs: Optional[Dict[str, Dict[str, str]]] = None,
+            allow_changed_optim: bool = False) -> Progress:
     """Load the checkpoint in ``out`` into ``model``, ``optimizer``, the RNGs, and return its progress.
 
+    A latest checkpoint that cannot be read or does not fit the model (tensors of other shapes) gives way to the
+    previous one, with a one-line warning. With ``allow_changed_optim``, the optimizer's lr and the schedule may
+    differ from the run's: the optimizer keeps its state and takes the lr of ``optimizer`` as built.
+
     Raises:
-        InputError: ``config`` differs from the saved one beyond :data:`RESUMABLE_CHANGES`, or ``epochs``
-            is below the epochs already trained (see :func:`load_checkpoint` for the rest).
+        InputError: ``config`` differs from the saved one beyond :data:`RESUMABLE_CHANGES` (and, with
+            ``allow_changed_optim``, :data:`OPTIM_CHANGES`), an input file's content differs from the one the run
+            was trained on (``inputs``, by option), or ``epochs`` is below the epochs already trained (see
+            :func:`load_checkpoint` for the rest).
     """
-    ckpt = load_checkpoint(out)
+    fresh = [{k: g[k] for k in _LR_ENTRIES if k in g} for g in optimizer.param_groups]
+    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def fits(ckpt: Dict[str, Any]) -> None:
+        _check_resumable(out, ckpt, config, inputs, allow_changed_optim)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            model.load_state_dict(model_state)
+            raise UnreadableFile(f"it does not fit the model: {load_error_reason(err)}") from None
+
+    ckpt = _first_usable(out, fits)
     changed = _diff(ckpt["config"], config)
-    if changed:
-        raise InputError(f"--resume: the configuration differs from the run in {str(out)!r} "
-                         f"({'; '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
     if epochs < ckpt["epoch"]:
         raise InputError(f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
                          f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further")
     if epochs == ckpt["epoch"] and gdist.rank() == 0:
         print(f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "
               "(pass a larger --epochs to train further); writing its outputs again", flush=True)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    if allow_changed_optim and changed:
+        for group, lrs in zip(optimizer.param_groups, fresh):
+            group.update(lrs)
+            if "lr" in lrs:
+                group["initial_lr"] = lrs["lr"]  # what the schedule, built next, scales
+        if gdist.rank() == 0:
+            print(f"--allow-changed-optim: continuing with {'; '.join(text for _, text in changed)}", flush=True)
     shuffle.set_state(ckpt["shuffle_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
     if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
@@ -159,9 +189,29 @@ def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, op
     return Progress(ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"], list(ckpt["history"]))
 
 
+def _check_resumable(out: Path, ckpt: Dict[str, Any], config: Dict[str, Any],
+                     inputs: Optional[Dict[str, Dict[str, str]]], allow_changed_optim: bool) -> None:
+    """Raise :class:`InputError` if the run of ``ckpt`` cannot continue under ``config`` and ``inputs``."""
+    changed = _diff(ckpt["config"], config)
+    refused = [text for key, text in changed if not (allow_changed_optim and _optim_change(key))]
+    if refused:
+        hint = ("; pass --allow-changed-optim to continue with another lr or schedule"
+                if all(_optim_change(key) for key, _ in changed) else "")
+        raise InputError(f"--resume: the configuration differs from the run in {str(out)!r} "
+                         f"({'; '.join(refused)}); only {', '.join(RESUMABLE_CHANGES)} may change{hint}")
+    for option, now in (inputs or {}).items():
+        then = (ckpt.get("inputs") or {}).get(option)
+        if then is not None and then.get("sha256") != now.get("sha256"):
+            raise InputError(f"--resume: {option} {now['path']!r} is not the file the run in {str(out)!r} was trained "
+                             "on (its content changed since); restore that file, or start a new run in another "
+                             "--output-dir")
+
+
 def save_checkpoint(out: Path, progress: Progress, config: Dict[str, Any], model: nn.Module,
-                    optimizer: torch.optim.Optimizer, shuffle: torch.Generator, device: torch.device) -> None:
-    """Write the checkpoint of ``progress`` to ``out`` atomically, keeping the previous one beside it."""
+                    optimizer: torch.optim.Optimizer, shuffle: torch.Generator, device: torch.device,
+                    inputs: Optional[Dict[str, Dict[str, str]]] = None) -> None:
+    """Write the checkpoint of ``progress`` to ``out`` atomically, keeping the previous one beside it; ``inputs``
+    (the input files' paths and hashes, by option) are saved with it for :func:`restore` to compare."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -173,6 +223,7 @@ def save_checkpoint(out: Path, progress: Progress, config: Dict[str, Any], model
         "wall_time": progress.wall_time,
         "config": config,
         "history": progress.history,
+        "inputs": dict(inputs or {}),
     }
     latest = out / CHECKPOINT
     if latest.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged

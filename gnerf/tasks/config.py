@@ -30,6 +30,7 @@ __all__ = [
     "FieldConfig",
     "FitConfig",
     "FitResult",
+    "MAX_LR",
     "OptimizerChoice",
     "PAPER_LR_BY_ACTIVATION",
     "ScheduleChoice",
@@ -115,6 +116,9 @@ class FitConfig:
     resume: bool = False
     """Continue the run in output_dir from its checkpoint (epochs may be raised; the same epochs train nothing
     and write the outputs again; fewer are refused)."""
+    allow_changed_optim: bool = False
+    """With --resume: continue with another --optim.lr or schedule than the run's (e.g. a lower lr after a NaN
+    stop); the optimizer's state is kept and the new lr applies from the next step."""
     eval_batch_size: int = 65536
     """Coordinates per forward pass when evaluating and reconstructing."""
     log_every: int = 100
@@ -166,8 +170,14 @@ class FitResult:
     """False on the ranks other than 0 of a torchrun job, which write nothing."""
 
 
+#: The largest --optim.lr accepted: far above any lr that trains (the paper's largest is 1), and far below the
+#: values whose products with the gradients overflow float32.
+MAX_LR = 1e6
+
+
 def default_output_dir(task: str, stem: str, cfg: FitConfig) -> Path:
-    """``outputs/<task>/<stem>-<activation>-<optimizer>-<timestamp>``."""
+    """``outputs/<task>/<stem>-<activation>-<optimizer>-<timestamp>`` (:func:`gnerf.tasks.run.prepare_run` appends
+    ``-2``, ``-3``, ... when a run started in the same second took that name)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("outputs") / task / f"{stem}-{cfg.field.activation}-{cfg.optim.name}-{stamp}"
 
@@ -184,19 +194,47 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
     return out
 
 
+def _finite_positive(option: str, value: Optional[float]) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(f"{option} must be a finite number > 0, got {value}")
+
+
 def validate_config(cfg: FitConfig) -> None:
-    """Reject bad loop options, activation names and optimizer hyperparameters before any work is done."""
+    """Reject bad loop options, field options, activation names and optimizer hyperparameters before any work is
+    done, naming the option."""
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1)):
         if getattr(cfg, name) < minimum:
             raise InputError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+    if not 0 <= cfg.seed < 2**63:
+        raise InputError(f"--seed must be an integer from 0 to 2**63 - 1, got {cfg.seed}")
+    if cfg.allow_changed_optim and not cfg.resume:
+        raise InputError("--allow-changed-optim applies to --resume only: a new run takes any --optim.lr and schedule")
+    f = cfg.field
+    for name in ("hidden_dim", "num_layers"):
+        if getattr(f, name) < 1:
+            raise InputError(f"--field.{name.replace('_', '-')} must be >= 1, got {getattr(f, name)}")
+    for name in ("sigma", "omega", "omega0", "s0"):
+        _finite_positive(f"--field.{name}", getattr(f, name))
+    if f.positional_encoding is not None and f.positional_encoding < 0:
+        raise InputError(f"--field.positional-encoding must be >= 0 frequencies (0: none), got {f.positional_encoding}")
     if not isinstance(cfg.optim, OptimizerConfig) or type(cfg.optim) not in OPTIMIZERS.values():
         raise InputError(f"--optim must be one of the registered optimizers: {', '.join(OPTIMIZERS)}")
     if cfg.field.activation.lower() not in ACTIVATIONS:
         raise InputError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
                          f"choose one of: {', '.join(ACTIVATIONS)}")
     lr = task_lr(cfg.optim, cfg.field.activation)
-    if not math.isfinite(lr) or lr < 0:
-        raise InputError(f"--optim.lr {lr}: must be a finite number >= 0")
+    if not 0 <= lr <= MAX_LR:  # NaN fails too
+        raise InputError(f"--optim.lr {lr}: must be a finite number from 0 to {MAX_LR:g}")
+    for option in dataclasses.fields(cfg.optim):  # the optimizer's own checks let NaN and infinity through
+        value = getattr(cfg.optim, option.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if option.name == "lr" or not all(isinstance(v, float) for v in values) or not values:
+            continue
+        name = f"--optim.{option.name.replace('_', '-')}"
+        if option.name.endswith("lr") and not all(0 <= v <= MAX_LR for v in values):
+            raise InputError(f"{name} {value}: must be a finite number from 0 to {MAX_LR:g}")
+        if not all(math.isfinite(v) for v in values):
+            raise InputError(f"{name} {value}: must be a finite number")
     try:
         (cfg.schedule or cfg.optim.schedule).check(lr)
     except ValueError as err:

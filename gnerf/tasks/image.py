@@ -3,8 +3,9 @@
 The image is resized to 256x256 (``--size``; a note is printed when that changes its aspect ratio),
 pixel ``(x, y)`` coordinates span [-1, 1]^2, the network maps them to RGB and is trained with MSE on
 shuffled minibatches of 512 pixels for 200 epochs (the paper's protocol and the configurations
-published with it). After every epoch the whole image is reconstructed and its PSNR (predictions
-clipped to [0, 1]) is reported.
+published with it). After every epoch the whole image is reconstructed and its PSNR and SSIM (predictions
+clipped to [0, 1]) are reported, and its LPIPS when the AlexNet weights are on disk (one AlexNet pass on
+images of at least 32 x 32; see :func:`gnerf.metrics.lpips_metric`).
 
 Outputs besides the loop's (see :mod:`gnerf.tasks.loop`): ``target.png`` (the image as fitted,
 after resizing) and ``reconstruction.png``.
@@ -18,14 +19,14 @@ from typing import Dict, Optional, Tuple
 
 from torch import nn
 
-from gnerf.metrics import mse, psnr
+from gnerf.metrics import lpips_metric, mse, psnr, ssim
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
 from gnerf.files import atomic_write_image
 from gnerf.tasks.io import check_size, grid_coordinates, read_image, resize_image
 from gnerf.tasks.loop import fit
-from gnerf.tasks.run import hold_run_folder, prepare_run
+from gnerf.tasks.run import hold_run_folder, prepare_run, writing_outputs
 
 __all__ = ["IMAGE_SIGMA", "ImageFitConfig", "fit_image"]
 
@@ -40,7 +41,7 @@ class ImageFitConfig(FitConfig):
     image: Path
     """The RGB image to fit (PNG, JPEG, ...)."""
     size: Optional[Tuple[int, int]] = (256, 256)
-    """(height, width) to resize to before fitting; None keeps the file's size."""
+    """(height, width) to resize to before fitting; None keeps the file's size. At most 8192 x 8192 pixels."""
     epochs: int = 200
     """Passes over the pixels (the paper: 200 epochs of 512-pixel minibatches = 25,600 steps at 256 x 256)."""
 
@@ -57,10 +58,10 @@ def _squash_note(path: Path, native: Tuple[int, int], size: Tuple[int, int]) -> 
 def fit_image(cfg: ImageFitConfig) -> FitResult:
     """Run the image-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     check_size(cfg.size)
-    run = prepare_run("image", Path(cfg.image).stem, cfg)
+    run = prepare_run("image", Path(cfg.image).stem, cfg, {"--image": cfg.image})
     out, device = run.output_dir, run.device
-    with hold_run_folder(out):
-        image = read_image(cfg.image, None)  # [H, W, 3]
+    with hold_run_folder(run):
+        image = read_image(cfg.image, None, limit=cfg.size is None)  # [H, W, 3]
         if cfg.size is not None:
             note = _squash_note(cfg.image, tuple(image.shape[:2]), cfg.size)
             if note is not None and gdist.rank() == 0:
@@ -71,14 +72,23 @@ def fit_image(cfg: ImageFitConfig) -> FitResult:
         coords = yx.flip(-1).to(device)  # (x, y)
         target = image.reshape(-1, 3).to(device)
 
+        lpips = lpips_metric(device) if gdist.rank() == 0 else None
+        target_image = target.reshape(h, w, 3)
+
         def evaluate(model: nn.Module) -> Dict[str, float]:
             recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
-            return {"psnr": psnr(mse(recon, target).item())}
+            metrics = {"psnr": psnr(mse(recon, target).item()),
+                       "ssim": ssim(recon.reshape(h, w, 3), target_image).item()}
+            score = lpips(recon.reshape(1, h, w, 3), target_image[None]) if lpips is not None else None
+            if score is not None:
+                metrics["lpips"] = score.item()
+            return metrics
 
         result = fit(Problem(coords, target, mse, evaluate, IMAGE_SIGMA), run)
         if not result.is_main:  # torchrun: rank 0 writes the outputs
             return result
-        recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
-        atomic_write_image(out / "target.png", image)
-        atomic_write_image(out / "reconstruction.png", recon)
+        with writing_outputs(run):
+            recon = predict(result.model, coords, cfg.eval_batch_size).reshape(h, w, 3)
+            atomic_write_image(out / "target.png", image)
+            atomic_write_image(out / "reconstruction.png", recon)
     return result

@@ -16,7 +16,7 @@ Rank 0 alone evaluates and writes the run folder.
 
 Output folder layout (``FitConfig.output_dir``)::
 
-    config.json        the resolved configuration
+    config.json        the resolved configuration, and the gnerf run marker: the task and its input files' SHA-256
     metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
     metrics.jsonl      the same rows as JSON lines
     checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
@@ -36,16 +36,16 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from gnerf.errors import InputError, NonFiniteLossError
+from gnerf.errors import InputError, Interrupted, NonFiniteLossError, Retry
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
 from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.tasks.build import build_field, build_run_optimizer, schedule_for, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
-from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict
+from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict, task_lr
 from gnerf.files import atomic_write_json
 from gnerf.tasks.metrics_log import MetricsLog
-from gnerf.tasks.run import Run, RunFolderError
+from gnerf.tasks.run import RUN_MARKER, Run, RunFolderError, clear_unfinished_run
 
 __all__ = ["fit"]
 
@@ -63,6 +63,9 @@ def fit(problem: Problem, run: Run) -> FitResult:
             configuration or fewer epochs than were trained, an unreadable checkpoint (when
             ``checkpoint.prev.pt`` is unreadable too), or an empty training set.
         NonFiniteLossError: the training loss became NaN or infinite.
+        Interrupted: Ctrl-C; the message says which checkpoint is kept.
+
+    A fresh run that stops before its first checkpoint removes the files it wrote (nothing to continue from).
     """
     cfg, out, device = run.cfg, run.output_dir, run.device
     config = config_to_dict(cfg)
@@ -74,7 +77,8 @@ def fit(problem: Problem, run: Run) -> FitResult:
     optimizer = build_run_optimizer(cfg, model, _steps_per_epoch(problem, cfg))
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
-        progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device)
+        progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device, run.inputs,
+                           cfg.allow_changed_optim)
     elif holds_checkpoint(out):
         raise RunFolderError(f"{str(out)!r} already holds a run; pass --resume to continue it "
                              "or choose another --output-dir")
@@ -87,29 +91,37 @@ def fit(problem: Problem, run: Run) -> FitResult:
     # cannot have written to it yet.
     train_model = _data_parallel(model, cfg.batch_size, device)
     main = gdist.rank() == 0
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", config)
-
-    from tqdm.auto import tqdm
-
-    training = _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress)
-    total = cfg.epochs * training.steps_per_epoch
-    training.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
-                              ) if main else None
-    training.bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not (cfg.progress and main),
-                        unit="step", dynamic_ncols=True)
-    try:
-        for epoch in range(progress.epoch + 1, cfg.epochs + 1):
-            training.epoch(epoch)
-    finally:
-        training.bar.close()
-        if training.log is not None:
-            training.log.close()
+    _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress).train()
     model.eval()
     if modes:
         optimizer.eval()  # the reconstruction and the returned model use the averaged weights
+    if main and progress.history:
+        last = progress.history[-1]
+        print("final (epoch {}): {}".format(int(last["epoch"]), "  ".join(
+            f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "iteration", "wall_time", "loss"))),
+            flush=True)
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
+
+
+def _forget_unsaved(run: Run, progress: Progress) -> None:
+    """A fresh run that stops before its first checkpoint removes what it wrote: there is nothing to continue."""
+    if progress.epoch == 0 and not run.cfg.resume and gdist.rank() == 0:
+        clear_unfinished_run(run.output_dir)
+
+
+def _interrupted(run: Run, progress: Progress, epoch: int) -> Interrupted:
+    """The :class:`Interrupted` of Ctrl-C in ``epoch``: what was kept and how to continue."""
+    if epoch > progress.epoch:
+        where = f"in epoch {epoch}"
+    else:  # between epochs, or after the last
+        where = f"after epoch {progress.epoch}" if progress.epoch < run.cfg.epochs else "after training"
+    if progress.epoch == 0:
+        what = f"interrupted (Ctrl-C) {where}, before the first checkpoint: nothing was kept"
+        return Interrupted(f"{what}; run the same command again to start over", Retry(str(run.output_dir), 0), what)
+    retry = Retry(str(run.output_dir), progress.epoch)
+    what = (f"interrupted (Ctrl-C) {where}; the run folder {str(run.output_dir)!r} keeps the checkpoint of epoch "
+            f"{progress.epoch}")
+    return Interrupted(f"{what}: to continue, {retry.options()}", retry, what)
 
 
 def _steps_per_epoch(problem: Problem, cfg: FitConfig) -> int:
@@ -164,6 +176,41 @@ class _Training:
     def steps_per_epoch(self) -> int:
         return _steps_per_epoch(self.problem, self.run.cfg)
 
+    def train(self) -> None:
+        """Write ``config.json`` (rank 0) and train the epochs left; a fresh run that stops before its first
+        checkpoint removes what it wrote, and Ctrl-C becomes :class:`~gnerf.errors.Interrupted`."""
+        cfg, out, progress = self.run.cfg, self.run.output_dir, self.progress
+        main, epoch = gdist.rank() == 0, progress.epoch
+        try:
+            if main:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(out / "config.json", {**self.config, RUN_MARKER: {"task": self.run.task,
+                                                                                       "inputs": self.run.inputs}})
+                except OSError as err:
+                    raise RunFolderError(f"cannot write to the run folder {str(out)!r} ({err.strerror or err}); free "
+                                         "disk space or choose another --output-dir") from None
+            from tqdm.auto import tqdm
+
+            total = cfg.epochs * self.steps_per_epoch
+            self.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
+                                  ) if main else None
+            self.bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not (cfg.progress and main),
+                            unit="step", dynamic_ncols=True)
+            try:
+                for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+                    self.epoch(epoch)
+            finally:
+                self.bar.close()
+                if self.log is not None:
+                    self.log.close()
+        except KeyboardInterrupt:
+            _forget_unsaved(self.run, progress)
+            raise _interrupted(self.run, progress, epoch) from None
+        except BaseException:
+            _forget_unsaved(self.run, progress)
+            raise
+
     def epoch(self, epoch: int) -> None:
         """Train epoch ``epoch`` (every rank), then evaluate it and write its row and checkpoint (rank 0)."""
         cfg, device, progress = self.run.cfg, self.run.device, self.progress
@@ -208,10 +255,15 @@ class _Training:
             window_sum /= world
         mean = window_sum.item() / window
         if not math.isfinite(mean):
-            raise NonFiniteLossError(
-                f"the training loss became {mean} in epoch {epoch} between iterations "
-                f"{iteration - window + 1} and {iteration} (optim:{self.run.cfg.optim.name}, "
-                f"lr {self.optimizer.param_groups[0]['lr']}); lower --optim.lr or check the input data")
+            cfg, lr = self.run.cfg, self.optimizer.param_groups[0]["lr"]
+            retry = Retry(str(self.run.output_dir), self.progress.epoch, cfg.optim.name,
+                          task_lr(cfg.optim, cfg.field.activation) / 10)
+            what = (f"the training loss became {mean} in epoch {epoch} between iterations "
+                    f"{iteration - window + 1} and {iteration} (optim:{cfg.optim.name}, lr {lr:g})")
+            kept = (f"the checkpoint of epoch {retry.saved_epoch} is kept" if retry.saved_epoch
+                    else "no epoch was saved")
+            raise NonFiniteLossError(f"{what}; {kept}: with a 10x lower lr, {retry.options()}; "
+                                     "or check the input data", retry, what)
         if self.log is not None:
             self.log.scalar("train/loss", mean, iteration)
         self.bar.set_postfix(epoch=epoch, loss=f"{mean:.3g}", refresh=False)
@@ -233,7 +285,8 @@ class _Training:
             self.log.add(row)
             progress.history.append(row)
             progress.epoch = epoch
-            save_checkpoint(out, progress, self.config, self.model, self.optimizer, self.shuffle, self.run.device)
+            save_checkpoint(out, progress, self.config, self.model, self.optimizer, self.shuffle, self.run.device,
+                            self.run.inputs)
         except OSError as err:  # disk full, folder removed or made read-only during the run
             raise RunFolderError(f"cannot write to the run folder {str(out)!r} after epoch {epoch} "
                                  f"({err.strerror or err}); free disk space or fix the folder, then --resume "

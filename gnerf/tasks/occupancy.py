@@ -16,6 +16,7 @@ orthographic views of the occupied voxels of that grid).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from gnerf.tasks.mesh import (
     oriented_faces,
     sample_occupancy_points,
 )
-from gnerf.tasks.run import hold_run_folder, prepare_run
+from gnerf.tasks.run import hold_run_folder, prepare_run, writing_outputs
 
 __all__ = ["OCCUPANCY_SIGMA", "OccupancyFitConfig", "fit_occupancy", "iou", "marching_cubes_ply"]
 
@@ -110,9 +111,12 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         raise InputError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
     if cfg.resolution < 2:
         raise InputError(f"--resolution must be >= 2, got {cfg.resolution}")
-    run = prepare_run("occupancy", Path(cfg.mesh).stem, cfg)
+    if not cfg.near_sigmas or not all(math.isfinite(s) and s > 0 for s in cfg.near_sigmas):
+        raise InputError(f"--near-sigmas must be one or more finite numbers > 0 (in unit-cube units), got "
+                         f"{' '.join(str(s) for s in cfg.near_sigmas) or 'none'}")
+    run = prepare_run("occupancy", Path(cfg.mesh).stem, cfg, {"--mesh": cfg.mesh})
     out, device = run.output_dir, run.device
-    with hold_run_folder(out):
+    with hold_run_folder(run):
         vertices, faces = load_mesh(cfg.mesh)
         vertices = normalize_to_cube(vertices, cfg.extent)
         faces = oriented_faces(vertices, faces)
@@ -126,9 +130,7 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         eval_lab = inside_mesh(v, f, eval_pts).float()[:, None]
         eval_occ = eval_lab.bool()
         if not (train_lab.any() and eval_occ.any()):
-            raise InputError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the "
-                             f"{'training' if not train_lab.any() else 'evaluation'} points lies inside it; "
-                             "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
+            _no_inside_points(cfg, v, f, "training" if not train_lab.any() else "evaluation")
 
         def evaluate(model: nn.Module) -> Dict[str, float]:
             logits = predict(model, eval_pts, cfg.eval_batch_size)
@@ -139,9 +141,31 @@ def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
         if not result.is_main:  # torchrun: rank 0 writes the outputs
             return result
 
-        grid = grid_coordinates(cfg.resolution, cfg.resolution, cfg.resolution).to(device) * 0.5
-        logits = predict(result.model, grid, cfg.eval_batch_size)
-        logits = logits.reshape(cfg.resolution, cfg.resolution, cfg.resolution).cpu().numpy()
-        atomic_write_bytes(out / "reconstruction.ply", marching_cubes_ply(logits))
-        atomic_write_image(out / "preview.png", depth_preview(logits > 0))
+        with writing_outputs(run):
+            grid = grid_coordinates(cfg.resolution, cfg.resolution, cfg.resolution).to(device) * 0.5
+            logits = predict(result.model, grid, cfg.eval_batch_size)
+            logits = logits.reshape(cfg.resolution, cfg.resolution, cfg.resolution).cpu().numpy()
+            atomic_write_bytes(out / "reconstruction.ply", marching_cubes_ply(logits))
+            atomic_write_image(out / "preview.png", depth_preview(logits > 0))
     return result
+
+
+#: Points drawn, when none of a run's points lies inside the mesh, to tell a mesh without volume from a sample
+#: too small to find it.
+PROBE_POINTS = 30_000
+
+
+def _no_inside_points(cfg: OccupancyFitConfig, v: Tensor, f: Tensor, which: str) -> None:
+    """Raise the :class:`InputError` of a sample whose ``which`` points all lie outside the mesh: blaming the
+    number of points when a larger sample finds the mesh's inside, else the mesh."""
+    count = cfg.num_points if which == "training" else cfg.num_eval_points
+    option = "--num-points" if which == "training" else "--num-eval-points"
+    if count < PROBE_POINTS:
+        probe = sample_occupancy_points(v.cpu().numpy(), f.cpu().numpy(), PROBE_POINTS, cfg.near_sigmas,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+        if inside_mesh(v, f, probe.to(v.device)).any():
+            raise InputError(f"none of the {count} {which} points lies inside mesh {str(cfg.mesh)!r}, which does "
+                             f"enclose a volume: {option} {count} is too few to find it; raise {option} (the "
+                             "paper draws 1,000,000 training points)")
+    raise InputError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the {which} points lies inside it; "
+                     "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
