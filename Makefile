@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (`make lint`: ruff, as CI runs it first).
+# Two entry points for a fresh machine: `make demo` and `make test` (`make lint`: ruff's checks and format check, as CI runs them first).
 # Each creates .venv (once; again when pyproject.toml or constraints.txt change) and then runs.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,6 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor
+
 from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, params_with_grads, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 
@@ -89,13 +90,20 @@ class Shampoo(CheckedOptimizer):
         precondition_frequency: int = 1,
         foreach: Optional[bool] = None,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
-                        precondition_frequency=int(precondition_frequency), foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eps=eps,
+            precondition_frequency=int(precondition_frequency),
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        check_hyperparameters(lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
-                              eps=group["eps"])
+        check_hyperparameters(
+            lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"], eps=group["eps"]
+        )
         check_cadence(precondition_frequency=group["precondition_frequency"])
 
     @torch.no_grad()
@@ -118,8 +126,8 @@ class Shampoo(CheckedOptimizer):
                         m, n = p.shape[0], p[0].numel()
                         state["left"] = eps * torch.eye(m, dtype=p.dtype, device=p.device)
                         state["right"] = eps * torch.eye(n, dtype=p.dtype, device=p.device)
-                        state["left_inv_root"] = torch.eye(m, dtype=p.dtype, device=p.device) * eps ** -0.25
-                        state["right_inv_root"] = torch.eye(n, dtype=p.dtype, device=p.device) * eps ** -0.25
+                        state["left_inv_root"] = torch.eye(m, dtype=p.dtype, device=p.device) * eps**-0.25
+                        state["right_inv_root"] = torch.eye(n, dtype=p.dtype, device=p.device) * eps**-0.25
                     else:
                         state["diag"] = torch.full_like(p, eps, memory_format=torch.preserve_format)
                     if group["momentum"] > 0:
@@ -128,9 +136,16 @@ class Shampoo(CheckedOptimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in ps)
-            shampoo(ps, [p.grad.detach() for p in ps], states, lr=group["lr"],
-                    momentum=group["momentum"], weight_decay=group["weight_decay"],
-                    precondition_frequency=group["precondition_frequency"], foreach=foreach)
+            shampoo(
+                ps,
+                [p.grad.detach() for p in ps],
+                states,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                precondition_frequency=group["precondition_frequency"],
+                foreach=foreach,
+            )
         return loss
 
 
@@ -155,7 +170,7 @@ def shampoo(
     """
     updates: List[Optional[Tensor]] = [None] * len(params)
     diag_idx = []
-    for i, (p, g, st) in enumerate(zip(params, grads, states)):
+    for i, (g, st) in enumerate(zip(grads, states)):
         st["step"].add_(1)
         if "diag" in st:
             diag_idx.append(i)
