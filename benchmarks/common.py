@@ -71,8 +71,15 @@ class TrunkSpec:
 
 
 def make_trunk(spec: TrunkSpec) -> torch.nn.Module:
-    return CoordinateMLP(3, 1 + spec.width, hidden_dim=spec.width, num_layers=spec.layers, activation="gaussian",
-                         activation_kwargs={"sigma": 0.1}, skip_connections=(spec.layers // 2 + 1,))
+    return CoordinateMLP(
+        3,
+        1 + spec.width,
+        hidden_dim=spec.width,
+        num_layers=spec.layers,
+        activation="gaussian",
+        activation_kwargs={"sigma": 0.1},
+        skip_connections=(spec.layers // 2 + 1,),
+    )
 
 
 def make_batch(spec: TrunkSpec) -> Tuple[Tensor, Tensor]:
@@ -124,12 +131,18 @@ def step_stats(times: Sequence[Tuple[float, bool]]) -> Dict[str, float]:
     """Mean seconds over all, plain and curvature steps of ``(seconds, was_curvature_step)`` pairs, and the counts."""
     plain = [t for t, c in times if not c]
     curv = [t for t, c in times if c]
-    return dict(mean=sum(t for t, _ in times) / len(times), plain=sum(plain) / len(plain),
-                curv=sum(curv) / len(curv) if curv else float("nan"), n_curv=len(curv), n=len(times))
+    return dict(
+        mean=sum(t for t, _ in times) / len(times),
+        plain=sum(plain) / len(plain),
+        curv=sum(curv) / len(curv) if curv else float("nan"),
+        n_curv=len(curv),
+        n=len(times),
+    )
 
 
-def interleaved_medians(fns: Dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 2
-                        ) -> Dict[str, float]:
+def interleaved_medians(
+    fns: Dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 2
+) -> Dict[str, float]:
     """Median seconds of each function, the functions run in turn ``reps`` times (noise hits all alike)."""
     for _ in range(warmup):
         for fn in fns.values():

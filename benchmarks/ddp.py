@@ -37,8 +37,9 @@ from gnerf.optim.esgd import ESGDMax
 from gnerf.optim.step import take_step
 
 
-def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, block: int, warmup_steps: int,
-            out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, block: int, warmup_steps: int, out: str
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cuda = is_cuda(spec.device)
     if cuda:
@@ -56,11 +57,21 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         shard = slice(rank * spec.points // world, (rank + 1) * spec.points // world)
         x, y = x[shard], y[shard]
         nets = {"Adam": copy.deepcopy(base), "ESGD-Max": copy.deepcopy(base)}
-        ddps = {k: torch.nn.parallel.DistributedDataParallel(n, device_ids=[rank] if cuda else None)
-                for k, n in nets.items()}
-        opts = {"Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=True),
-                "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
-                                    precondition_frequency=block, foreach=True, seed=0)}
+        ddps = {
+            k: torch.nn.parallel.DistributedDataParallel(n, device_ids=[rank] if cuda else None)
+            for k, n in nets.items()
+        }
+        opts = {
+            "Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=True),
+            "ESGD-Max": ESGDMax(
+                nets["ESGD-Max"].parameters(),
+                lr=PAPER.nerf_lr,
+                precondition_warmup_steps=warmup_steps,
+                precondition_frequency=block,
+                foreach=True,
+                seed=0,
+            ),
+        }
         calls: List[int] = []
         real = dist.all_reduce
 
@@ -88,7 +99,7 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
                 step(name)
         times: Dict[str, List[Tuple[float, bool, int]]] = {k: [] for k in opts}
         for i in range(rounds * block):
-            for name in (list(opts) if i % 2 == 0 else list(opts)[::-1]):
+            for name in list(opts) if i % 2 == 0 else list(opts)[::-1]:
                 dist.barrier()
                 with Timer(dev) as t:
                     curvature, n_reduce = step(name)
@@ -106,8 +117,13 @@ def _worker(rank: int, world: int, port: int, spec: TrunkSpec, rounds: int, bloc
         dist.destroy_process_group()
 
 
-def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = PAPER.precondition_frequency,
-                 warmup_steps: int = PAPER.precondition_warmup_steps) -> Tuple[str, Dict]:
+def ddp_overhead(
+    spec: TrunkSpec,
+    world: int,
+    rounds: int = 2,
+    block: int = PAPER.precondition_frequency,
+    warmup_steps: int = PAPER.precondition_warmup_steps,
+) -> Tuple[str, Dict]:
     """(6): mean step time of ESGD-Max and Adam under DDP with ``world`` processes (rank 0's clock)."""
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_worker, args=(world, free_port(), spec, rounds, block, warmup_steps, out), nprocs=world, join=True)
@@ -117,16 +133,29 @@ def ddp_overhead(spec: TrunkSpec, world: int, rounds: int = 2, block: int = PAPE
         stats[name] = dict(step_stats([(t, c) for t, c, _ in ts]), reduces=sorted({n for _, c, n in ts if c}))
     a, e = stats["Adam"], stats["ESGD-Max"]
     ratio = e["mean"] / a["mean"]
-    rows = [(k, 1e3 * s["mean"], 1e3 * s["plain"], 1e3 * s["curv"], f"{s['n_curv']} / {s['n']}",
-             s["mean"] / a["mean"]) for k, s in stats.items()]
-    body = table(["optimizer", "mean step (ms)", "plain step (ms)", "curvature step (ms)", "curvature steps / timed",
-                  "mean step / Adam"], rows)
+    rows = [
+        (k, 1e3 * s["mean"], 1e3 * s["plain"], 1e3 * s["curv"], f"{s['n_curv']} / {s['n']}", s["mean"] / a["mean"])
+        for k, s in stats.items()
+    ]
+    body = table(
+        [
+            "optimizer",
+            "mean step (ms)",
+            "plain step (ms)",
+            "curvature step (ms)",
+            "curvature steps / timed",
+            "mean step / Adam",
+        ],
+        rows,
+    )
     backend = "NCCL, one GPU each" if is_cuda(spec.device) else "gloo, one CPU thread each"
-    notes = [f"**ratio ESGD-Max / Adam under DDP = {ratio:.3f}**; plain-step ratio {e['plain'] / a['plain']:.3f}",
-             f"all-reduces issued by ESGD-Max's step on a curvature step: {e['reduces']} (gradients and Hv in one "
-             f"flat buffer); on plain steps DDP's own bucketed all-reduce runs in backward, as for Adam",
-             f"{world} processes ({backend}), {spec.points // world:,} points each; {rounds * block} timed steps "
-             f"per optimizer after {warmup_steps} warm-up steps, stepping in turn; "
-             f"ESGD-Max parameters identical on every rank at the end: {result['identical']}"]
+    notes = [
+        f"**ratio ESGD-Max / Adam under DDP = {ratio:.3f}**; plain-step ratio {e['plain'] / a['plain']:.3f}",
+        f"all-reduces issued by ESGD-Max's step on a curvature step: {e['reduces']} (gradients and Hv in one "
+        f"flat buffer); on plain steps DDP's own bucketed all-reduce runs in backward, as for Adam",
+        f"{world} processes ({backend}), {spec.points // world:,} points each; {rounds * block} timed steps "
+        f"per optimizer after {warmup_steps} warm-up steps, stepping in turn; "
+        f"ESGD-Max parameters identical on every rank at the end: {result['identical']}",
+    ]
     title = f"(6) Data parallel: ESGD-Max vs Adam under DDP, {world} processes"
     return section(title, spec.describe(), body, notes), dict(ratio=ratio, **stats, identical=result["identical"])

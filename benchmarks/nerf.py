@@ -76,13 +76,22 @@ def _coarse_only_model_class():
             rgb = self.renderer_rgb(rgb=out[FieldHeadNames.RGB], weights=weights)
             acc = self.renderer_accumulation(weights)
             depth = self.renderer_depth(weights, samples)
-            return {"rgb_coarse": rgb, "rgb_fine": rgb, "accumulation_coarse": acc, "accumulation_fine": acc,
-                    "depth_coarse": depth, "depth_fine": depth, "rgb": rgb}
+            return {
+                "rgb_coarse": rgb,
+                "rgb_fine": rgb,
+                "accumulation_coarse": acc,
+                "accumulation_fine": acc,
+                "depth_coarse": depth,
+                "depth_fine": depth,
+                "rgb": rgb,
+            }
 
         def get_loss_dict(self, outputs, batch, metrics_dict=None):
             pred, image = self.renderer_rgb.blend_background_for_loss_computation(
-                pred_image=outputs["rgb_coarse"], pred_accumulation=outputs["accumulation_coarse"],
-                gt_image=batch["image"].to(outputs["rgb_coarse"].device))
+                pred_image=outputs["rgb_coarse"],
+                pred_accumulation=outputs["accumulation_coarse"],
+                gt_image=batch["image"].to(outputs["rgb_coarse"].device),
+            )
             return {"rgb_loss_coarse": self.rgb_loss(image, pred)}
 
         def get_param_groups(self):
@@ -99,36 +108,64 @@ class NerfSize:
     cadence: Tuple[int, int]  # gaussian-nerf-esgd (precondition_warmup_steps, precondition_frequency)
 
 
-def size(quick: bool, rays: Optional[int] = None, samples: Optional[int] = None,
-         image_scale: Optional[float] = None) -> NerfSize:
+def size(
+    quick: bool, rays: Optional[int] = None, samples: Optional[int] = None, image_scale: Optional[float] = None
+) -> NerfSize:
     """quick: a 2-core CPU; otherwise the paper's rays and samples; each may be overridden."""
     paper = (PAPER.precondition_warmup_steps, PAPER.precondition_frequency)
     sz = NerfSize(64, 32, 0.25, (5, paper[1])) if quick else NerfSize(2048, 128, 1.0, paper)
-    return dataclasses.replace(sz, rays=rays or sz.rays, samples=samples or sz.samples,
-                               image_scale=image_scale or sz.image_scale)
+    return dataclasses.replace(
+        sz, rays=rays or sz.rays, samples=samples or sz.samples, image_scale=image_scale or sz.image_scale
+    )
 
 
-def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, device: str, test_mode: str = "val",
-          architecture: str = "gnerf"):
+def build(
+    method: str,
+    data: Path,
+    out: Path,
+    sz: NerfSize,
+    iterations: int,
+    device: str,
+    test_mode: str = "val",
+    architecture: str = "gnerf",
+):
     """A trainer at ``sz`` for a registered Gaussian method (``benchmarks.recipes.METHODS``, the field's
     ``architecture`` as given) or ``"vanilla-nerf (coarse)"``; ``test_mode="test"``: evaluate on the test split."""
     from benchmarks.recipes import METHODS as GAUSSIAN_METHODS
     from benchmarks.recipes import method_config, setup_trainer
 
     if method in GAUSSIAN_METHODS:  # the registered size: 9 x 256 GARF trunk
-        cfg = method_config(method, data, out, iterations=iterations, rays=sz.rays, samples=sz.samples,
-                            hidden_dim=256, num_layers=9, skip_connections=(5,), image_scale=sz.image_scale,
-                            device=device, curvature_cadence=sz.cadence, experiment_name="gaussian")
+        cfg = method_config(
+            method,
+            data,
+            out,
+            iterations=iterations,
+            rays=sz.rays,
+            samples=sz.samples,
+            hidden_dim=256,
+            num_layers=9,
+            skip_connections=(5,),
+            image_scale=sz.image_scale,
+            device=device,
+            curvature_cadence=sz.cadence,
+            experiment_name="gaussian",
+        )
         cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model, architecture=architecture)
     elif method == "vanilla-nerf (coarse)":
         from nerfstudio.configs.method_configs import method_configs
 
         base = method_configs["vanilla-nerf"]
         cfg = dataclasses.replace(base)
-        dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=sz.rays,
-                                 eval_num_rays_per_batch=sz.rays, camera_res_scale_factor=sz.image_scale)
-        model = dataclasses.replace(cfg.pipeline.model, _target=_coarse_only_model_class(),
-                                    num_coarse_samples=sz.samples)
+        dm = dataclasses.replace(
+            cfg.pipeline.datamanager,
+            data=data,
+            train_num_rays_per_batch=sz.rays,
+            eval_num_rays_per_batch=sz.rays,
+            camera_res_scale_factor=sz.image_scale,
+        )
+        model = dataclasses.replace(
+            cfg.pipeline.model, _target=_coarse_only_model_class(), num_coarse_samples=sz.samples
+        )
         cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
         cfg.max_num_iterations = iterations
         cfg.steps_per_save = 10 * iterations + 1
@@ -137,8 +174,9 @@ def build(method: str, data: Path, out: Path, sz: NerfSize, iterations: int, dev
         cfg.machine = dataclasses.replace(cfg.machine, device_type=device)
         cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "vanilla", "run"
     else:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(GAUSSIAN_METHODS)} or "
-                         "'vanilla-nerf (coarse)'")
+        raise ValueError(
+            f"unknown method {method!r}; choose one of {', '.join(GAUSSIAN_METHODS)} or 'vanilla-nerf (coarse)'"
+        )
     cfg.logging.local_writer.enable = False
     with offline_lpips():
         trainer = setup_trainer(cfg, test_mode=test_mode)
@@ -164,7 +202,7 @@ class TestViews:
         self.indices = list(range(0, n, max(n // count, 1)))[:count]
         self.cameras, self.targets, self.names = [], [], []
         for i in self.indices:
-            camera = dataset.cameras[i: i + 1].to(model.device)
+            camera = dataset.cameras[i : i + 1].to(model.device)
             if scale != 1.0:
                 camera.rescale_output_resolution(scale)
             h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
@@ -189,8 +227,11 @@ class TestViews:
         for camera, target in zip(self.cameras, self.targets):
             pred = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
             total["psnr"] += float(psnr(mse(pred, target)))
-            total["ssim"] += float(structural_similarity_index_measure(
-                pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0, kernel_size=window))
+            total["ssim"] += float(
+                structural_similarity_index_measure(
+                    pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0, kernel_size=window
+                )
+            )
         model.train()
         return {k: v / len(self.cameras) for k, v in total.items()}
 
@@ -207,8 +248,9 @@ def _plain_gaussian(module, x):
     return torch.exp(x.square() * (-0.5 / module.sigma**2))
 
 
-def setup_trainers(data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str,
-           methods: Tuple[str, ...] = METHODS) -> Dict:
+def setup_trainers(
+    data: Path, tmp: Path, sz: NerfSize, iterations: int, device: str, methods: Tuple[str, ...] = METHODS
+) -> Dict:
     """``{method: trainer}`` for ``methods`` (registered names, ``VARIANTS`` keys or vanilla-nerf), each in its own
     folder under ``tmp``, at ``sz`` for ``iterations`` steps."""
     if not (data / "transforms_train.json").exists():
@@ -232,24 +274,36 @@ def image_width(trainers) -> int:
 
 def spec_line(sz: NerfSize, device: str, data: Path, px: int) -> str:
     """The one-line description of a nerf benchmark's set-up that heads its section."""
-    return (f"{data.name} at {px}x{px} px (downscale {sz.image_scale}), {sz.rays} rays x {sz.samples} samples per step for both; gaussian-nerf-esgd: "
-            f"9 x 256 GARF, ESGD-Max lr 1, curvature cadence (warm-up {sz.cadence[0]}, then every {sz.cadence[1]}); "
-            f"vanilla-nerf: nerfstudio's NeRF field, coarse only, RAdam 5e-4; {machine(device)}")
+    return (
+        f"{data.name} at {px}x{px} px (downscale {sz.image_scale}), {sz.rays} rays x {sz.samples} samples per step for both; gaussian-nerf-esgd: "
+        f"9 x 256 GARF, ESGD-Max lr 1, curvature cadence (warm-up {sz.cadence[0]}, then every {sz.cadence[1]}); "
+        f"vanilla-nerf: nerfstudio's NeRF field, coarse only, RAdam 5e-4; {machine(device)}"
+    )
 
 
-LPIPS_NOTE = ("nerfstudio's vanilla-nerf builds LPIPS (AlexNet weights, a download) at start-up: here "
-              "`benchmarks.nerf.offline_lpips` swaps torchmetrics' LearnedPerceptualImagePatchSimilarity for a stub "
-              "that raises if called, during set-up only; nothing here evaluates LPIPS")
-COARSE_NOTE = ("vanilla-nerf's fine network cannot be disabled by config (get_outputs always runs PDF sampling and field_fine), "
-               "so the benchmark-only subclass `CoarseOnlyNeRFModel` trains and renders the coarse field alone")
+LPIPS_NOTE = (
+    "nerfstudio's vanilla-nerf builds LPIPS (AlexNet weights, a download) at start-up: here "
+    "`benchmarks.nerf.offline_lpips` swaps torchmetrics' LearnedPerceptualImagePatchSimilarity for a stub "
+    "that raises if called, during set-up only; nothing here evaluates LPIPS"
+)
+COARSE_NOTE = (
+    "vanilla-nerf's fine network cannot be disabled by config (get_outputs always runs PDF sampling and field_fine), "
+    "so the benchmark-only subclass `CoarseOnlyNeRFModel` trains and renders the coarse field alone"
+)
 
 
 THROUGHPUT_METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam", "vanilla-nerf (coarse)")
 PAPER_STEPS = 200_000  # a paper-length run (supplementary, sec. 4.3)
 
 
-def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None,
-               plain_gaussian: bool = False, tf32: bool = False) -> Tuple[str, Dict]:
+def throughput(
+    data: Path,
+    device: str,
+    quick: bool,
+    sz: Optional[NerfSize] = None,
+    plain_gaussian: bool = False,
+    tf32: bool = False,
+) -> Tuple[str, Dict]:
     """(4): rays per second of both registered methods and coarse vanilla-nerf, stepping in turn over the same steps.
 
     ``plain_gaussian``: also gaussian-nerf-esgd with its Gaussians computed as plain autograd of
@@ -264,29 +318,52 @@ def throughput(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = No
         px = image_width(trainers)
         secs = {m: 0.0 for m in methods}
         for step in range(warm + timed):
-            for m in (methods if step % 2 == 0 else methods[::-1]):
+            for m in methods if step % 2 == 0 else methods[::-1]:
                 dt = _step(trainers[m], step, device, tf32=m == TF32)
                 if step >= warm:
                     secs[m] += dt
     rps = {m: timed * sz.rays / s for m, s in secs.items()}
     ref = rps["vanilla-nerf (coarse)"]
-    rows = [(m, timed, 1e3 * secs[m] / timed, rps[m], rps[m] / ref, secs[m] / timed * PAPER_STEPS / 60)
-            for m in methods]
-    body = table(["method", "timed steps", "mean step (ms)", "rays / s", "rays/s vs vanilla-nerf (coarse)",
-                  f"{PAPER_STEPS:,} steps at this rate (min)"], rows)
-    notes = [f"**throughput gaussian-nerf-esgd / vanilla-nerf (coarse) = {rps[methods[0]] / ref:.2f}**; "
-             f"mean step gaussian-nerf-esgd / gaussian-nerf-adam = {rps[methods[1]] / rps[methods[0]]:.3f}",
-             f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn (train_iteration: "
-             "ray sampling, forward, loss, backward, optimizer and scheduler step)",
-             LPIPS_NOTE, COARSE_NOTE]
+    rows = [
+        (m, timed, 1e3 * secs[m] / timed, rps[m], rps[m] / ref, secs[m] / timed * PAPER_STEPS / 60) for m in methods
+    ]
+    body = table(
+        [
+            "method",
+            "timed steps",
+            "mean step (ms)",
+            "rays / s",
+            "rays/s vs vanilla-nerf (coarse)",
+            f"{PAPER_STEPS:,} steps at this rate (min)",
+        ],
+        rows,
+    )
+    notes = [
+        f"**throughput gaussian-nerf-esgd / vanilla-nerf (coarse) = {rps[methods[0]] / ref:.2f}**; "
+        f"mean step gaussian-nerf-esgd / gaussian-nerf-adam = {rps[methods[1]] / rps[methods[0]]:.3f}",
+        f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn (train_iteration: "
+        "ray sampling, forward, loss, backward, optimizer and scheduler step)",
+        LPIPS_NOTE,
+        COARSE_NOTE,
+    ]
     if plain_gaussian:
-        notes.insert(1, f"fused Gaussian activation: gaussian-nerf-esgd at {rps[methods[0]] / rps[PLAIN]:.2f}x the rays/s "
-                        f"of the same method computing its Gaussians as plain autograd of exp(c x^2) ({PLAIN!r})")
+        notes.insert(
+            1,
+            f"fused Gaussian activation: gaussian-nerf-esgd at {rps[methods[0]] / rps[PLAIN]:.2f}x the rays/s "
+            f"of the same method computing its Gaussians as plain autograd of exp(c x^2) ({PLAIN!r})",
+        )
     return section("(4) End to end: training throughput", spec_line(sz, device, data, px), body, notes), rps
 
 
-def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = None, budget: Optional[float] = None,
-                checkpoints: Optional[int] = None, figure: Optional[Path] = None) -> Tuple[str, Dict]:
+def convergence(
+    data: Path,
+    device: str,
+    quick: bool,
+    sz: Optional[NerfSize] = None,
+    budget: Optional[float] = None,
+    checkpoints: Optional[int] = None,
+    figure: Optional[Path] = None,
+) -> Tuple[str, Dict]:
     """(5): test PSNR against each method's own training wall time, over the same budget.
 
     ``figure``: also plot the two curves there (PNG).
@@ -304,7 +381,7 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
         curve: Dict[str, List[Tuple[float, int, float]]] = {m: [] for m in METHODS}
         nxt = {m: 0 for m in METHODS}
         while any(nxt[m] < checkpoints for m in METHODS):
-            for m in (METHODS if sum(steps.values()) % 2 == 0 else METHODS[::-1]):
+            for m in METHODS if sum(steps.values()) % 2 == 0 else METHODS[::-1]:
                 if nxt[m] >= checkpoints:
                     continue
                 clock[m] += _step(trainers[m], steps[m], device)
@@ -319,14 +396,25 @@ def convergence(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = N
             t, s, p = curve[m][k]
             row += [s, p]
         rows.append(row)
-    body = table(["training time (s)", "gaussian-nerf-esgd steps", "gaussian-nerf-esgd test PSNR (dB)",
-                  "vanilla-nerf (coarse) steps", "vanilla-nerf (coarse) test PSNR (dB)"], rows)
+    body = table(
+        [
+            "training time (s)",
+            "gaussian-nerf-esgd steps",
+            "gaussian-nerf-esgd test PSNR (dB)",
+            "vanilla-nerf (coarse) steps",
+            "vanilla-nerf (coarse) test PSNR (dB)",
+        ],
+        rows,
+    )
     final = {m: curve[m][-1][2] for m in METHODS}
-    notes = [f"**test PSNR after {budget:.0f} s: gaussian-nerf-esgd {final[METHODS[0]]:.2f} dB, vanilla-nerf (coarse) "
-             f"{final[METHODS[1]]:.2f} dB**",
-             f"each method's clock counts only its own training steps (the trainers step in turn); PSNR is the mean "
-             f"over {n_views} test views at the training resolution, rendered off the clock",
-             LPIPS_NOTE, COARSE_NOTE]
+    notes = [
+        f"**test PSNR after {budget:.0f} s: gaussian-nerf-esgd {final[METHODS[0]]:.2f} dB, vanilla-nerf (coarse) "
+        f"{final[METHODS[1]]:.2f} dB**",
+        f"each method's clock counts only its own training steps (the trainers step in turn); PSNR is the mean "
+        f"over {n_views} test views at the training resolution, rendered off the clock",
+        LPIPS_NOTE,
+        COARSE_NOTE,
+    ]
     if figure is not None:
         plot_convergence(curve, figure, f"{data.name}, {sz.rays} rays x {sz.samples} samples, {machine(device)}")
         notes.append(f"figure: `{figure}`")

@@ -27,8 +27,16 @@ from typing import Callable, Dict, Optional, Tuple
 from benchmarks.common import section, sync, table
 from benchmarks.nerf import THROUGHPUT_METHODS, NerfSize, image_width, setup_trainers, size, spec_line
 
-PARTS = ("ray sampling", "sampler", "field forward", "rendering", "loss and metrics", "backward and the rest",
-         "optimizer", "scheduler")
+PARTS = (
+    "ray sampling",
+    "sampler",
+    "field forward",
+    "rendering",
+    "loss and metrics",
+    "backward and the rest",
+    "optimizer",
+    "scheduler",
+)
 
 
 def _timed(fn: Callable, clock: Dict[str, float], part: str, device: str) -> Callable:
@@ -41,6 +49,7 @@ def _timed(fn: Callable, clock: Dict[str, float], part: str, device: str) -> Cal
         finally:
             sync(device)
             clock[part] += time.perf_counter() - t0
+
     return wrapper
 
 
@@ -76,7 +85,7 @@ def breakdown(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = Non
             if step == warm:
                 for c in clocks.values():
                     c.update({p: 0.0 for p in c})
-            for m in (methods if step % 2 == 0 else methods[::-1]):
+            for m in methods if step % 2 == 0 else methods[::-1]:
                 sync(device)
                 t0 = time.perf_counter()
                 trainers[m].train_iteration(step)
@@ -93,7 +102,9 @@ def breakdown(data: Path, device: str, quick: bool, sz: Optional[NerfSize] = Non
         ms[m]["step"] = 1e3 * totals[m] / timed
     rows = [[p] + [ms[m][p] for m in methods] for p in PARTS + ("step",)]
     body = table(["part (ms per step)"] + list(methods), rows)
-    notes = [f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn; the device is "
-             "synchronised around every part (on a GPU this slows the step a little)",
-             "gaussian-nerf-esgd's window holds its curvature steps (the double backward is in 'backward and the rest')"]
+    notes = [
+        f"{warm} warm-up steps then {timed} timed steps each, the trainers stepping in turn; the device is "
+        "synchronised around every part (on a GPU this slows the step a little)",
+        "gaussian-nerf-esgd's window holds its curvature steps (the double backward is in 'backward and the rest')",
+    ]
     return section("(7) Where a train_iteration's time goes", spec_line(sz, device, data, px), body, notes), ms

@@ -26,8 +26,9 @@ from gnerf.optim import OPTIMIZERS, has_train_eval_modes, optimizer_config, take
 
 def _stepper(name: str, options: Dict[str, object], device: str, batch: int) -> Callable[[], None]:
     torch.manual_seed(0)
-    net = CoordinateMLP(2, 3, hidden_dim=256, num_layers=5, activation="gaussian",
-                        activation_kwargs={"sigma": 0.05}).to(device)
+    net = CoordinateMLP(
+        2, 3, hidden_dim=256, num_layers=5, activation="gaussian", activation_kwargs={"sigma": 0.05}
+    ).to(device)
     cfg = optimizer_config(name, **options)
     opt = cfg.build(net.parameters(), seed=0 if cfg.curvature else None)
     if has_train_eval_modes(opt):
@@ -43,8 +44,9 @@ def _stepper(name: str, options: Dict[str, object], device: str, batch: int) -> 
     return step
 
 
-def run(names: List[str], device: str, batch: int, block: int, rounds: int, ns_dtypes: List[str],
-        warmup: int = 60) -> str:
+def run(
+    names: List[str], device: str, batch: int, block: int, rounds: int, ns_dtypes: List[str], warmup: int = 60
+) -> str:
     variants: Dict[str, Callable[[], None]] = {}
     for name in names:
         if name == "muon":
@@ -69,22 +71,35 @@ def run(names: List[str], device: str, batch: int, block: int, rounds: int, ns_d
     for key, ts in times.items():
         med = statistics.median(ts)
         rows.append([key, med * 1e3, med / base if base else float("nan")])
-    return section("Optimizer steps on the image network",
-                   f"{machine(device)}; date {today()}; 5 x 256 Gaussian network, batch {batch}; median over "
-                   f"{rounds} rounds of the mean step in blocks of {block} steps, optimizers interleaved.",
-                   table(["optimizer", "step (ms)", "x adam"], rows))
+    return section(
+        "Optimizer steps on the image network",
+        f"{machine(device)}; date {today()}; 5 x 256 Gaussian network, batch {batch}; median over "
+        f"{rounds} rounds of the mean step in blocks of {block} steps, optimizers interleaved.",
+        table(["optimizer", "step (ms)", "x adam"], rows),
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--names", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS), metavar="NAME",
-                    help="registered optimizers (default: all)")
+    ap.add_argument(
+        "--names",
+        nargs="+",
+        default=list(OPTIMIZERS),
+        choices=list(OPTIMIZERS),
+        metavar="NAME",
+        help="registered optimizers (default: all)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--block", type=int, default=100, help="steps per timed block")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--muon-ns-dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
-                    help="muon's Newton-Schulz precisions to time (bfloat16 is torch.optim.Muon's)")
+    ap.add_argument(
+        "--muon-ns-dtypes",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "float32", "bfloat16"],
+        help="muon's Newton-Schulz precisions to time (bfloat16 is torch.optim.Muon's)",
+    )
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
     if args.threads:

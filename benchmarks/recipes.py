@@ -53,14 +53,28 @@ def method_config(
     # a deep copy: nerfstudio's pixel sampler writes into its config (is_equirectangular, a tensor) when set up, and
     # a shallow one would carry that into every later copy, and into their config.yml
     cfg = copy.deepcopy(CONFIGS[method])
-    dm = dataclasses.replace(cfg.pipeline.datamanager, data=data, train_num_rays_per_batch=rays,
-                             eval_num_rays_per_batch=rays, camera_res_scale_factor=image_scale)
+    dm = dataclasses.replace(
+        cfg.pipeline.datamanager,
+        data=data,
+        train_num_rays_per_batch=rays,
+        eval_num_rays_per_batch=rays,
+        camera_res_scale_factor=image_scale,
+    )
     if dataparser is not None:
         dm.dataparser = dataparser
     skips = tuple(skip_connections) if skip_connections is not None else skip_connections_for(num_layers)
-    heads = {k: v for k, v in (("direction_dim", direction_dim), ("color_hidden_dim", color_hidden_dim)) if v is not None}
-    model = dataclasses.replace(cfg.pipeline.model, num_samples=samples, hidden_dim=hidden_dim, feature_dim=hidden_dim,
-                                num_layers=num_layers, skip_connections=skips, **heads)
+    heads = {
+        k: v for k, v in (("direction_dim", direction_dim), ("color_hidden_dim", color_hidden_dim)) if v is not None
+    }
+    model = dataclasses.replace(
+        cfg.pipeline.model,
+        num_samples=samples,
+        hidden_dim=hidden_dim,
+        feature_dim=hidden_dim,
+        num_layers=num_layers,
+        skip_connections=skips,
+        **heads,
+    )
     cfg.pipeline = dataclasses.replace(cfg.pipeline, datamanager=dm, model=model)
 
     group = cfg.optimizers["fields"]
@@ -68,8 +82,9 @@ def method_config(
     optimizer = group["optimizer"]
     scheduler = dataclasses.replace(scheduler, max_steps=iterations)
     if curvature_cadence is not None and optimizer.curvature:
-        optimizer = dataclasses.replace(optimizer, precondition_warmup_steps=curvature_cadence[0],
-                                        precondition_frequency=curvature_cadence[1])
+        optimizer = dataclasses.replace(
+            optimizer, precondition_warmup_steps=curvature_cadence[0], precondition_frequency=curvature_cadence[1]
+        )
     cfg.optimizers = {"fields": {"optimizer": optimizer, "scheduler": scheduler}}
 
     cfg.max_num_iterations = iterations

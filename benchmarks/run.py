@@ -30,15 +30,26 @@ def main(argv=None) -> str:
     ap.add_argument("--points", type=int, help="points per step for (1)-(3) (default: 262,144; --quick 1,024)")
     ap.add_argument("--rounds", type=int, help="(1): alternating rounds of 100 steps per optimizer")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--data", type=Path, default=SHARED_DATA / "nerf_synthetic" / "lego",
-                    help="(4), (5), (7): a Blender-format scene")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA / "nerf_synthetic" / "lego",
+        help="(4), (5), (7): a Blender-format scene",
+    )
     ap.add_argument("--rays", type=int, help="(4), (5), (7): rays per step (default: 64 with --quick, else 2048)")
     ap.add_argument("--samples", type=int, help="(4), (5), (7): samples per ray (default: 32 with --quick, else 128)")
-    ap.add_argument("--image-scale", type=float, help="(4), (5), (7): image downscale (default: 0.25 with --quick, else 1)")
-    ap.add_argument("--budget", type=float, help="(5): training seconds per method (default: 45 with --quick, else 600)")
+    ap.add_argument(
+        "--image-scale", type=float, help="(4), (5), (7): image downscale (default: 0.25 with --quick, else 1)"
+    )
+    ap.add_argument(
+        "--budget", type=float, help="(5): training seconds per method (default: 45 with --quick, else 600)"
+    )
     ap.add_argument("--checkpoints", type=int, help="(5): evaluations per method over the budget (default 3 / 6)")
-    ap.add_argument("--plain-gaussian", action="store_true",
-                    help="(4): also gaussian-nerf-esgd with its Gaussians as plain autograd (measures the fused activation)")
+    ap.add_argument(
+        "--plain-gaussian",
+        action="store_true",
+        help="(4): also gaussian-nerf-esgd with its Gaussians as plain autograd (measures the fused activation)",
+    )
     ap.add_argument("--tf32", action="store_true", help="(4): also gaussian-nerf-esgd with TF32 matmuls (GPU)")
     ap.add_argument("--figure", type=Path, help="(5): also plot test PSNR against time here (PNG)")
     ap.add_argument("--output", type=Path, help="write the markdown here (default: print only)")
@@ -52,9 +63,11 @@ def main(argv=None) -> str:
     spec = TrunkSpec(points=points, device=args.device)
     rounds = args.rounds or (2 if quick else 3)
     command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
-    parts = [f"## {'GPU' if args.device.startswith('cuda') else 'CPU'} results: {machine(args.device)}\n",
-             f"Command: `{command}`; date {today()}; "
-             f"{'reduced CPU batch' if points < 2048 * 128 else 'the paper batch'} of {points:,} points for (1)-(3).\n"]
+    parts = [
+        f"## {'GPU' if args.device.startswith('cuda') else 'CPU'} results: {machine(args.device)}\n",
+        f"Command: `{command}`; date {today()}; "
+        f"{'reduced CPU batch' if points < 2048 * 128 else 'the paper batch'} of {points:,} points for (1)-(3).\n",
+    ]
     t_all = time.perf_counter()
 
     def emit(text: str) -> None:
@@ -85,15 +98,32 @@ def main(argv=None) -> str:
 
         sz = nerf.size(quick, rays=args.rays, samples=args.samples, image_scale=args.image_scale)
         if 4 in which:
-            emit(nerf.throughput(args.data, device=args.device, quick=quick, sz=sz, plain_gaussian=args.plain_gaussian,
-                                 tf32=args.tf32)[0])
+            emit(
+                nerf.throughput(
+                    args.data,
+                    device=args.device,
+                    quick=quick,
+                    sz=sz,
+                    plain_gaussian=args.plain_gaussian,
+                    tf32=args.tf32,
+                )[0]
+            )
         if 7 in which:
             from benchmarks import nerf_profile
 
             emit(nerf_profile.breakdown(args.data, device=args.device, quick=quick, sz=sz)[0])
         if 5 in which:
-            emit(nerf.convergence(args.data, device=args.device, quick=quick, sz=sz, budget=args.budget,
-                                  checkpoints=args.checkpoints, figure=args.figure)[0])
+            emit(
+                nerf.convergence(
+                    args.data,
+                    device=args.device,
+                    quick=quick,
+                    sz=sz,
+                    budget=args.budget,
+                    checkpoints=args.checkpoints,
+                    figure=args.figure,
+                )[0]
+            )
     emit(f"_Total benchmark time {time.perf_counter() - t_all:.0f} s._\n")
     return "\n".join(parts)
 

@@ -55,8 +55,13 @@ def train_step(net, opt, x, y) -> bool:
     return take_step(opt, lambda create_graph: mse(net(x), y))[1]
 
 
-def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondition_frequency, foreach: bool = True,
-                  warmup_steps: int = PAPER.precondition_warmup_steps) -> Tuple[str, Dict]:
+def step_overhead(
+    spec: TrunkSpec,
+    rounds: int = 3,
+    block: int = PAPER.precondition_frequency,
+    foreach: bool = True,
+    warmup_steps: int = PAPER.precondition_warmup_steps,
+) -> Tuple[str, Dict]:
     """(1): Adam and ESGD-Max (paper cadence: 50 warm-up curvature steps, then one in ``block``=100)
     train copies of one trunk in this process, one step each in turn after the warm-up, over
     ``rounds`` x ``block`` steps each, so ESGD-Max's window holds exactly ``rounds`` curvature steps and
@@ -66,16 +71,23 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
     base = make_trunk(spec).to(dev)
     x, y = make_batch(spec)
     nets = {"Adam": copy.deepcopy(base), "ESGD-Max": copy.deepcopy(base)}
-    opts = {"Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=foreach),
-            "ESGD-Max": ESGDMax(nets["ESGD-Max"].parameters(), lr=PAPER.nerf_lr, precondition_warmup_steps=warmup_steps,
-                                precondition_frequency=block, foreach=foreach)}
+    opts = {
+        "Adam": torch.optim.Adam(nets["Adam"].parameters(), lr=1e-4, foreach=foreach),
+        "ESGD-Max": ESGDMax(
+            nets["ESGD-Max"].parameters(),
+            lr=PAPER.nerf_lr,
+            precondition_warmup_steps=warmup_steps,
+            precondition_frequency=block,
+            foreach=foreach,
+        ),
+    }
     for name in opts:  # warm-up: ESGD-Max's 50 curvature warm-up steps, caches, allocator
         for _ in range(warmup_steps):
             train_step(nets[name], opts[name], x, y)
     times: Dict[str, List[Tuple[float, bool]]] = {k: [] for k in opts}
     peaks = {k: 0.0 for k in opts}
     for i in range(rounds * block):  # step by step in turn (order swapped each step): noise hits both alike
-        for name in (list(opts) if i % 2 == 0 else list(opts)[::-1]):
+        for name in list(opts) if i % 2 == 0 else list(opts)[::-1]:
             if is_cuda(dev):
                 torch.cuda.reset_peak_memory_stats()
             with Timer(dev) as t:
@@ -90,25 +102,53 @@ def step_overhead(spec: TrunkSpec, rounds: int = 3, block: int = PAPER.precondit
     a, e = stats["Adam"], stats["ESGD-Max"]
     ratio = e["mean"] / a["mean"]
     floor = 1 + (e["curv"] - e["plain"]) / (block * a["mean"])
-    rows = [(k, 1e3 * s["mean"], 1e3 * s["plain"], 1e3 * s["curv"], f"{s['n_curv']} / {s['n']}", s["peak"],
-             s["mean"] / a["mean"]) for k, s in stats.items()]
-    body = table(["optimizer", "mean step (ms)", "plain step (ms)", "curvature step (ms)", "curvature steps / timed",
-                  "peak memory (GiB)", "mean step / Adam"], rows)
-    notes = [f"**ratio ESGD-Max / Adam = {ratio:.3f}** (goal <= 1.05); floor 1 + (curvature - plain) / "
-             f"({block} x Adam step) = {floor:.3f}; plain-step ratio {e['plain'] / a['plain']:.3f}",
-             f"{rounds * block} timed steps each, the two optimizers stepping in turn, after "
-             f"{warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
-             f"(both models resident); "
-             f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
-             f"for the renderer); parameters finite at the end: {finite}"]
+    rows = [
+        (
+            k,
+            1e3 * s["mean"],
+            1e3 * s["plain"],
+            1e3 * s["curv"],
+            f"{s['n_curv']} / {s['n']}",
+            s["peak"],
+            s["mean"] / a["mean"],
+        )
+        for k, s in stats.items()
+    ]
+    body = table(
+        [
+            "optimizer",
+            "mean step (ms)",
+            "plain step (ms)",
+            "curvature step (ms)",
+            "curvature steps / timed",
+            "peak memory (GiB)",
+            "mean step / Adam",
+        ],
+        rows,
+    )
+    notes = [
+        f"**ratio ESGD-Max / Adam = {ratio:.3f}** (goal <= 1.05); floor 1 + (curvature - plain) / "
+        f"({block} x Adam step) = {floor:.3f}; plain-step ratio {e['plain'] / a['plain']:.3f}",
+        f"{rounds * block} timed steps each, the two optimizers stepping in turn, after "
+        f"{warmup_steps} warm-up steps; peak memory of the process while that optimizer steps "
+        f"(both models resident); "
+        f"foreach={foreach} for both; ESGD-Max lr 1, Adam lr 1e-4; loss MSE against random targets (stands in "
+        f"for the renderer); parameters finite at the end: {finite}",
+    ]
     flops = matmul_flops(base, spec.points)
     peak = fp32_peak(dev)
-    notes.append(f"trunk matmuls: {flops / 1e9:.1f} GFLOP per plain step (forward + backward); Adam's plain step achieves "
-                 f"**{flops / a['plain'] / 1e12:.3g} TFLOP/s**"
-                 + (f", {100 * flops / a['plain'] / peak:.0f}% of the card's FP32 peak ({peak / 1e12:.0f} TFLOP/s)"
-                    if peak == peak else ""))
-    return section("(1) Step overhead: ESGD-Max vs Adam", spec.describe(), body, notes), dict(ratio=ratio, floor=floor,
-                                                                                              **{k: v for k, v in stats.items()})
+    notes.append(
+        f"trunk matmuls: {flops / 1e9:.1f} GFLOP per plain step (forward + backward); Adam's plain step achieves "
+        f"**{flops / a['plain'] / 1e12:.3g} TFLOP/s**"
+        + (
+            f", {100 * flops / a['plain'] / peak:.0f}% of the card's FP32 peak ({peak / 1e12:.0f} TFLOP/s)"
+            if peak == peak
+            else ""
+        )
+    )
+    return section("(1) Step overhead: ESGD-Max vs Adam", spec.describe(), body, notes), dict(
+        ratio=ratio, floor=floor, **{k: v for k, v in stats.items()}
+    )
 
 
 def curvature_cost(spec: TrunkSpec, reps: int = 10) -> Tuple[str, Dict]:
@@ -135,13 +175,17 @@ def curvature_cost(spec: TrunkSpec, reps: int = 10) -> Tuple[str, Dict]:
     rows = [(k, 1e3 * t, t / base, mem[k]) for k, t in med.items()]
     body = table(["computation", "median time (ms)", "time / plain", "peak memory (GiB)"], rows)
     db = med["double backward (grad + Hv)"]
-    notes = [f"**double backward / plain = {db / base:.2f}**",
-             f"{reps} interleaved repetitions (median) after 2 warm-up rounds; peak memory is measured above the "
-             "parameters and batch (GPU only)",
-             "the double-backward row computes what a curvature step needs, the gradient and Hv: "
-             "backward(create_graph=True) + one more backward"]
-    return (section("(2) Curvature step cost: one Hessian-vector product", spec.describe(), body, notes),
-            dict(plain=base, double_backward=db, mem=mem))
+    notes = [
+        f"**double backward / plain = {db / base:.2f}**",
+        f"{reps} interleaved repetitions (median) after 2 warm-up rounds; peak memory is measured above the "
+        "parameters and batch (GPU only)",
+        "the double-backward row computes what a curvature step needs, the gradient and Hv: "
+        "backward(create_graph=True) + one more backward",
+    ]
+    return (
+        section("(2) Curvature step cost: one Hessian-vector product", spec.describe(), body, notes),
+        dict(plain=base, double_backward=db, mem=mem),
+    )
 
 
 def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
@@ -161,8 +205,12 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ps = params_with_grads()
         opt = ESGDMax(ps, lr=PAPER.nerf_lr, precondition_warmup_steps=0, precondition_frequency=10**9, foreach=foreach)
         for p in ps:  # past the curvature step: plain updates only
-            opt.state[p].update(step=torch.tensor(1.0), curvature_updates=torch.tensor(1.0),
-                                exp_avg=torch.zeros_like(p), curvature=torch.ones_like(p))
+            opt.state[p].update(
+                step=torch.tensor(1.0),
+                curvature_updates=torch.tensor(1.0),
+                exp_avg=torch.zeros_like(p),
+                curvature=torch.ones_like(p),
+            )
         return opt.step
 
     def esgd_curvature_update(foreach):
@@ -172,9 +220,23 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         ds = [torch.ones_like(p) for p in ps]
         hv = [torch.randn_like(p) for p in ps]
         steps, updates = ([torch.tensor(1.0) for _ in ps] for _ in range(2))
-        return lambda: esgd(ps, grads, ms, ds, hv, steps, updates, lr=PAPER.nerf_lr,
-                            beta1=PAPER.betas[0], beta2=PAPER.betas[1], eps=PAPER.eps, weight_decay=0.0,
-                            lr_warmup=PAPER.lr_warmup, use_max=True, foreach=foreach)
+        return lambda: esgd(
+            ps,
+            grads,
+            ms,
+            ds,
+            hv,
+            steps,
+            updates,
+            lr=PAPER.nerf_lr,
+            beta1=PAPER.betas[0],
+            beta2=PAPER.betas[1],
+            eps=PAPER.eps,
+            weight_decay=0.0,
+            lr_warmup=PAPER.lr_warmup,
+            use_max=True,
+            foreach=foreach,
+        )
 
     def adam_step(foreach):
         opt = torch.optim.Adam(params_with_grads(), lr=1e-4, foreach=foreach)
@@ -182,18 +244,25 @@ def update_cost(spec: TrunkSpec, reps: int = 50) -> Tuple[str, Dict]:
         return opt.step
 
     with torch.no_grad():
-        fns = {"ESGD-Max step, foreach": esgd_step(True), "ESGD-Max step, per-tensor loop": esgd_step(False),
-               "Adam(foreach=True) step": adam_step(True), "Adam(foreach=False) step": adam_step(False),
-               "ESGD-Max curvature update (Hv given), foreach": esgd_curvature_update(True),
-               "ESGD-Max curvature update (Hv given), per-tensor loop": esgd_curvature_update(False)}
+        fns = {
+            "ESGD-Max step, foreach": esgd_step(True),
+            "ESGD-Max step, per-tensor loop": esgd_step(False),
+            "Adam(foreach=True) step": adam_step(True),
+            "Adam(foreach=False) step": adam_step(False),
+            "ESGD-Max curvature update (Hv given), foreach": esgd_curvature_update(True),
+            "ESGD-Max curvature update (Hv given), per-tensor loop": esgd_curvature_update(False),
+        }
         med = interleaved_medians(fns, dev, reps, warmup=3)
     ref = med["Adam(foreach=True) step"]
     rows = [(k, 1e3 * t, t / ref) for k, t in med.items()]
     body = table(["update", "median time (ms)", "time / Adam(foreach=True)"], rows)
     f, l = med["ESGD-Max step, foreach"], med["ESGD-Max step, per-tensor loop"]
-    notes = [f"**ESGD-Max foreach / per-tensor loop = {f / l:.2f}; ESGD-Max foreach / Adam(foreach=True) = "
-             f"{f / ref:.2f}**",
-             f"{len(list(base.parameters()))} tensors, {n_params:,} parameters; {reps} interleaved repetitions (median); "
-             "optimizer.step() with gradients already in .grad (no forward / backward)"]
-    return (section("(3) Optimizer update cost", f"parameters of the GARF trunk {spec.layers} x {spec.width}", body, notes),
-            dict(med))
+    notes = [
+        f"**ESGD-Max foreach / per-tensor loop = {f / l:.2f}; ESGD-Max foreach / Adam(foreach=True) = {f / ref:.2f}**",
+        f"{len(list(base.parameters()))} tensors, {n_params:,} parameters; {reps} interleaved repetitions (median); "
+        "optimizer.step() with gradients already in .grad (no forward / backward)",
+    ]
+    return (
+        section("(3) Optimizer update cost", f"parameters of the GARF trunk {spec.layers} x {spec.width}", body, notes),
+        dict(med),
+    )

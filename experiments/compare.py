@@ -48,16 +48,48 @@ from experiments.records import RunRecord, check_protocol, machine_line, read_hi
 from experiments.variants import canonical, parse_variant
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["CompareConfig", "QUICK", "Run", "command_line", "engine", "failures", "failures_markdown", "grid", "optimizer_args",
-           "plot_results", "protocol", "read_results", "record_of", "resolve", "run_args", "run_comparison",
-           "run_history", "summarize", "summary_markdown", "sync_records", "write_results"]
+__all__ = [
+    "CompareConfig",
+    "QUICK",
+    "Run",
+    "command_line",
+    "engine",
+    "failures",
+    "failures_markdown",
+    "grid",
+    "optimizer_args",
+    "plot_results",
+    "protocol",
+    "read_results",
+    "record_of",
+    "resolve",
+    "run_args",
+    "run_comparison",
+    "run_history",
+    "summarize",
+    "summary_markdown",
+    "sync_records",
+    "write_results",
+]
 
 TASKS = ("image", "occupancy", "video")
 #: Each task's headline metric (higher is better) and the config field naming its input file.
 _TASK_METRIC = {"image": "psnr", "occupancy": "iou", "video": "psnr"}
 _TASK_INPUT = {"image": "image", "occupancy": "mesh", "video": "video"}
-RESULT_FIELDS = ("task", "instance", "activation", "optimizer", "seed", "status", "epoch", "iteration",
-                 "wall_time", "loss", "metric", "source")
+RESULT_FIELDS = (
+    "task",
+    "instance",
+    "activation",
+    "optimizer",
+    "seed",
+    "status",
+    "epoch",
+    "iteration",
+    "wall_time",
+    "loss",
+    "metric",
+    "source",
+)
 
 
 @dataclass
@@ -177,8 +209,12 @@ def resolve(cfg: CompareConfig) -> CompareConfig:
 
 def protocol(cfg: CompareConfig) -> Dict[str, Any]:
     """What every run of ``cfg``'s grid shares, besides epochs: the settings a record is tied to."""
-    out: Dict[str, Any] = {"task": cfg.task, "batch_size": cfg.batch_size, "hidden_dim": cfg.hidden_dim,
-                           "num_layers": cfg.num_layers}
+    out: Dict[str, Any] = {
+        "task": cfg.task,
+        "batch_size": cfg.batch_size,
+        "hidden_dim": cfg.hidden_dim,
+        "num_layers": cfg.num_layers,
+    }
     if cfg.task == "occupancy":
         out.update(num_points=cfg.num_points, num_eval_points=cfg.num_eval_points)
     else:
@@ -190,8 +226,13 @@ def protocol(cfg: CompareConfig) -> Dict[str, Any]:
 
 def grid(cfg: CompareConfig) -> List[Run]:
     """Every run of the (resolved) grid, inputs outermost so partial grids cover all cells early."""
-    return [Run(cfg.task, Path(p), a, canonical(o), s) for s in cfg.seeds for p in cfg.inputs
-            for a in cfg.activations for o in cfg.optimizers]
+    return [
+        Run(cfg.task, Path(p), a, canonical(o), s)
+        for s in cfg.seeds
+        for p in cfg.inputs
+        for a in cfg.activations
+        for o in cfg.optimizers
+    ]
 
 
 def optimizer_args(name: str, overrides: Optional[Mapping[str, Any]] = None) -> List[str]:
@@ -206,13 +247,36 @@ def optimizer_args(name: str, overrides: Optional[Mapping[str, Any]] = None) -> 
 
 def run_args(cfg: CompareConfig, run: Run, resume: bool) -> List[str]:
     """The arguments of ``run``'s fitting command (``gnerf-fit-<task>``); ``resume`` continues its checkpoint."""
-    args = ["--output-dir", str(run.folder(cfg.output_dir)), "--epochs", str(cfg.epochs),
-            "--batch-size", str(cfg.batch_size), "--seed", str(run.seed), "--threads", str(cfg.threads),
-            "--no-progress", "--field.activation", run.activation, "--field.hidden-dim", str(cfg.hidden_dim),
-            "--field.num-layers", str(cfg.num_layers)]
+    args = [
+        "--output-dir",
+        str(run.folder(cfg.output_dir)),
+        "--epochs",
+        str(cfg.epochs),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--seed",
+        str(run.seed),
+        "--threads",
+        str(cfg.threads),
+        "--no-progress",
+        "--field.activation",
+        run.activation,
+        "--field.hidden-dim",
+        str(cfg.hidden_dim),
+        "--field.num-layers",
+        str(cfg.num_layers),
+    ]
     if run.task == "occupancy":
-        args += ["--mesh", str(run.input), "--num-points", str(cfg.num_points),
-                 "--num-eval-points", str(cfg.num_eval_points), "--resolution", str(cfg.resolution)]
+        args += [
+            "--mesh",
+            str(run.input),
+            "--num-points",
+            str(cfg.num_points),
+            "--num-eval-points",
+            str(cfg.num_eval_points),
+            "--resolution",
+            str(cfg.resolution),
+        ]
     else:
         args += [f"--{_TASK_INPUT[run.task]}", str(run.input), "--size", *map(str, cfg.size)]
     if run.task == "video" and cfg.max_frames is not None:
@@ -246,8 +310,12 @@ def _finished(cfg: CompareConfig, run: Run) -> bool:
 def _job(cfg: CompareConfig, run: Run) -> JobSpec:
     out = run.folder(cfg.output_dir)
     resume = (out / "checkpoint.pt").is_file() or (out / "checkpoint.prev.pt").is_file()
-    return JobSpec(task=run.task, args=tuple(run_args(cfg, run, resume)), folder=out,
-                   label=f"{run.instance} {run.activation} {run.optimizer} seed{run.seed}")
+    return JobSpec(
+        task=run.task,
+        args=tuple(run_args(cfg, run, resume)),
+        folder=out,
+        label=f"{run.instance} {run.activation} {run.optimizer} seed{run.seed}",
+    )
 
 
 def _record(out: Path, result: Dict[str, Any], command: str) -> None:
@@ -284,11 +352,21 @@ def sync_records(cfg: CompareConfig) -> int:
     for run in grid(cfg):
         out = run.folder(cfg.output_dir)
         if out.is_dir():
-            command = [line[2:] for line in (out / "log.txt").read_text().splitlines() if line.startswith("$ ")] \
-                if (out / "log.txt").is_file() else []
-            n += _record_run(cfg, run, {"command": command[-1] if command else None, "machine": None,
-                                        "source": f"run folder {out}, found finished",
-                                        "recorded_on": machine_line()})
+            command = (
+                [line[2:] for line in (out / "log.txt").read_text().splitlines() if line.startswith("$ ")]
+                if (out / "log.txt").is_file()
+                else []
+            )
+            n += _record_run(
+                cfg,
+                run,
+                {
+                    "command": command[-1] if command else None,
+                    "machine": None,
+                    "source": f"run folder {out}, found finished",
+                    "recorded_on": machine_line(),
+                },
+            )
     return n
 
 
@@ -326,14 +404,38 @@ def read_results(cfg: CompareConfig) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     for run in grid(cfg):
         status, hist, source = run_history(cfg, run)
-        base = dict(task=run.task, instance=run.instance, activation=run.activation, optimizer=run.optimizer,
-                    seed=run.seed, source=source)
+        base = dict(
+            task=run.task,
+            instance=run.instance,
+            activation=run.activation,
+            optimizer=run.optimizer,
+            seed=run.seed,
+            source=source,
+        )
         for r in hist:
-            rows.append(dict(base, status=status, epoch=r["epoch"], iteration=r["iteration"],
-                             wall_time=r["wall_time"], loss=r["loss"], metric=r.get(metric, math.nan)))
+            rows.append(
+                dict(
+                    base,
+                    status=status,
+                    epoch=r["epoch"],
+                    iteration=r["iteration"],
+                    wall_time=r["wall_time"],
+                    loss=r["loss"],
+                    metric=r.get(metric, math.nan),
+                )
+            )
         if status == "diverged":
-            rows.append(dict(base, status="diverged", epoch=math.nan, iteration=math.nan, wall_time=math.nan,
-                             loss=math.nan, metric=math.nan))
+            rows.append(
+                dict(
+                    base,
+                    status="diverged",
+                    epoch=math.nan,
+                    iteration=math.nan,
+                    wall_time=math.nan,
+                    loss=math.nan,
+                    metric=math.nan,
+                )
+            )
     return rows
 
 
@@ -358,8 +460,9 @@ def _final_rows(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str, str, int
     return last
 
 
-def summarize(rows: Sequence[Dict[str, Any]], activations: Sequence[str], optimizers: Sequence[str],
-              epochs: Optional[int] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+def summarize(
+    rows: Sequence[Dict[str, Any]], activations: Sequence[str], optimizers: Sequence[str], epochs: Optional[int] = None
+) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``{activation: {optimizer: {"metric": mean final metric, "loss": mean final loss, "runs": n,
     "diverged": n, "wall_time": mean seconds}}}`` over instances and seeds.
 
@@ -419,8 +522,14 @@ def _curves(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Tuple[List[fl
     return its, times, losses
 
 
-def plot_results(rows: Sequence[Dict[str, Any]], activations: Sequence[str], optimizers: Sequence[str],
-                 out_dir: Path, title: str = "", epochs: Optional[int] = None) -> List[Path]:
+def plot_results(
+    rows: Sequence[Dict[str, Any]],
+    activations: Sequence[str],
+    optimizers: Sequence[str],
+    out_dir: Path,
+    title: str = "",
+    epochs: Optional[int] = None,
+) -> List[Path]:
     """The paper's figures: mean loss (log scale) against iterations and against wall time, one panel per activation.
 
     With ``epochs``, only runs that reached it are averaged (an interrupted grid).
@@ -435,8 +544,10 @@ def plot_results(rows: Sequence[Dict[str, Any]], activations: Sequence[str], opt
 
     names = {"relu": "ReLU + PE", "gaussian": "Gaussian", "sine": "sine", "wavelet": "wavelet"}
     paths = []
-    for xkey, xlabel, fname in (("iteration", "iterations", "loss_vs_iteration.png"),
-                                ("wall_time", "wall time (s)", "loss_vs_time.png")):
+    for xkey, xlabel, fname in (
+        ("iteration", "iterations", "loss_vs_iteration.png"),
+        ("wall_time", "wall time (s)", "loss_vs_time.png"),
+    ):
         fig, axes = plt.subplots(1, len(activations), figsize=(3.2 * len(activations), 3.0), squeeze=False)
         for ax, act in zip(axes[0], activations):
             for opt in optimizers:
@@ -469,8 +580,14 @@ def plot_results(rows: Sequence[Dict[str, Any]], activations: Sequence[str], opt
 
 def engine(cfg: CompareConfig) -> EngineConfig:
     """Where and how ``cfg``'s jobs run."""
-    return EngineConfig(cluster=cfg.cluster, workers=cfg.workers, threads=cfg.threads, timeout_min=cfg.timeout_min,
-                        slurm_partition=cfg.slurm_partition, gpus_per_node=cfg.gpus_per_node)
+    return EngineConfig(
+        cluster=cfg.cluster,
+        workers=cfg.workers,
+        threads=cfg.threads,
+        timeout_min=cfg.timeout_min,
+        slurm_partition=cfg.slurm_partition,
+        gpus_per_node=cfg.gpus_per_node,
+    )
 
 
 def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
@@ -481,8 +598,12 @@ def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
     return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
 
 
-def command_line(module: str, argv: Sequence[str], drop: Sequence[str] = ("--plot-only",),
-                 drop_with_value: Sequence[str] = ("--import-from",)) -> str:
+def command_line(
+    module: str,
+    argv: Sequence[str],
+    drop: Sequence[str] = ("--plot-only",),
+    drop_with_value: Sequence[str] = ("--import-from",),
+) -> str:
     """``python -m MODULE ARGS`` as a report states it: without the options that only rebuild or import."""
     out: List[str] = []
     skip = False
@@ -504,9 +625,15 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
     cfg = resolve(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_config.json").write_text(json.dumps(
-        {k: (list(map(str, v)) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-         for k, v in vars(cfg).items()}, indent=1))
+    (out / "compare_config.json").write_text(
+        json.dumps(
+            {
+                k: (list(map(str, v)) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                for k, v in vars(cfg).items()
+            },
+            indent=1,
+        )
+    )
     runs = grid(cfg)
     statuses: Dict[str, int] = {}
     t0 = time.perf_counter()
@@ -515,8 +642,10 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
         if synced:
             log(f"recorded {synced} run(s) that had finished in {out / 'runs'} in {cfg.record}")
         todo = [r for r in runs if not _finished(cfg, r)]
-        log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to run "
-            f"as {cfg.cluster} jobs, {cfg.workers} at a time x {cfg.threads} thread(s)")
+        log(
+            f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to run "
+            f"as {cfg.cluster} jobs, {cfg.workers} at a time x {cfg.threads} thread(s)"
+        )
         specs = []
         for r in todo:
             (r.folder(out) / "error.json").unlink(missing_ok=True)
@@ -526,26 +655,42 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> Di
         def done(spec: JobSpec, result: Dict[str, Any]) -> None:
             _record(spec.folder, result, spec.command)
             if result["status"] in ("done", "diverged"):
-                _record_run(cfg, by_folder[spec.folder], {"command": spec.command,
-                                                          "machine": result.get("machine") or machine_line()})
+                _record_run(
+                    cfg,
+                    by_folder[spec.folder],
+                    {"command": spec.command, "machine": result.get("machine") or machine_line()},
+                )
             statuses[result["status"]] = statuses.get(result["status"], 0) + 1
             extra = f" ({result['error']})" if "error" in result else ""
-            log(f"[{sum(statuses.values())}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.label}: "
-                f"{result['status']}{extra}")
+            log(
+                f"[{sum(statuses.values())}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec.label}: "
+                f"{result['status']}{extra}"
+            )
 
         if specs:
             run_jobs(specs, engine(cfg), out / "jobs", done)
     rows = read_results(cfg)
     write_results(rows, out / "results.csv")
-    figures = plot_results(rows, cfg.activations, cfg.optimizers, out,
-                           title=f"{cfg.task}: {len(cfg.inputs)} instance(s) x {len(cfg.seeds)} seed(s), "
-                                 f"{cfg.epochs} epochs, {cfg.size[0]}x{cfg.size[1]}, width {cfg.hidden_dim}",
-                           epochs=cfg.epochs)
+    figures = plot_results(
+        rows,
+        cfg.activations,
+        cfg.optimizers,
+        out,
+        title=f"{cfg.task}: {len(cfg.inputs)} instance(s) x {len(cfg.seeds)} seed(s), "
+        f"{cfg.epochs} epochs, {cfg.size[0]}x{cfg.size[1]}, width {cfg.hidden_dim}",
+        epochs=cfg.epochs,
+    )
     summary = summarize(rows, cfg.activations, cfg.optimizers, cfg.epochs)
     failed = failures(cfg)
     table = summary_markdown(summary, _TASK_METRIC[cfg.task]) + failures_markdown(failed)
     (out / "summary.md").write_text(table)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(table)
-    return {"statuses": statuses, "summary": summary, "figures": figures, "results": out / "results.csv",
-            "failures": failed, "seconds": time.perf_counter() - t0}
+    return {
+        "statuses": statuses,
+        "summary": summary,
+        "figures": figures,
+        "results": out / "results.csv",
+        "failures": failed,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -57,8 +57,18 @@ from experiments.variants import base_name, canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["CONTENDERS", "PAPERS", "ContestConfig", "best_contender", "compare_configs", "contest", "first_reaching",
-           "main", "report", "time_to_quality"]
+__all__ = [
+    "CONTENDERS",
+    "PAPERS",
+    "ContestConfig",
+    "best_contender",
+    "compare_configs",
+    "contest",
+    "first_reaching",
+    "main",
+    "report",
+    "time_to_quality",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = SHARED_DATA / "images" / "kodak"
@@ -120,17 +130,36 @@ def compare_configs(cfg: ContestConfig, plot_only: Optional[bool] = None) -> Lis
         raise ValueError(f"--more-optimizers must be among --optimizers; not there: {', '.join(stray)}")
     if canonical(cfg.baseline) not in main:
         raise ValueError(f"--baseline {cfg.baseline!r} must be one of --optimizers")
-    common = dict(task="image", activations=("gaussian",), seeds=(cfg.seed,), epochs=cfg.epochs,
-                  batch_size=cfg.batch_size, size=(cfg.size, cfg.size), hidden_dim=256, num_layers=5,
-                  output_dir=Path(cfg.output_dir), record=Path(cfg.record), workers=cfg.workers, threads=cfg.threads,
-                  cluster=cfg.cluster, slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
-                  gpus_per_node=cfg.gpus_per_node, plot_only=cfg.plot_only if plot_only is None else plot_only)
+    common = dict(
+        task="image",
+        activations=("gaussian",),
+        seeds=(cfg.seed,),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        size=(cfg.size, cfg.size),
+        hidden_dim=256,
+        num_layers=5,
+        output_dir=Path(cfg.output_dir),
+        record=Path(cfg.record),
+        workers=cfg.workers,
+        threads=cfg.threads,
+        cluster=cfg.cluster,
+        slurm_partition=cfg.slurm_partition,
+        timeout_min=cfg.timeout_min,
+        gpus_per_node=cfg.gpus_per_node,
+        plot_only=cfg.plot_only if plot_only is None else plot_only,
+    )
     grids = [CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images), optimizers=main, **common)]
     extra = [s for s in cfg.more_images if s not in cfg.images]
     if more and extra:
         # its own folder for results.csv and the loss figures; the record is shared
-        grids.append(CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in extra), optimizers=more,
-                                   **{**common, "output_dir": Path(cfg.output_dir) / "more-images"}))
+        grids.append(
+            CompareConfig(
+                inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in extra),
+                optimizers=more,
+                **{**common, "output_dir": Path(cfg.output_dir) / "more-images"},
+            )
+        )
     return grids
 
 
@@ -150,17 +179,26 @@ def _final(hist: Sequence[Dict[str, Any]], epochs: int) -> Optional[float]:
     return float(at[0]["psnr"]) if at else None
 
 
-def best_contender(finals: Dict[str, Dict[str, Optional[float]]], photos: Sequence[str],
-                   contenders: Sequence[str]) -> Optional[str]:
+def best_contender(
+    finals: Dict[str, Dict[str, Optional[float]]], photos: Sequence[str], contenders: Sequence[str]
+) -> Optional[str]:
     """The contender with the highest mean final PSNR over ``photos``, among those that finished every one
     (``finals[optimizer][photo]``: final PSNR, None when not finished or diverged); None when none did."""
-    means = {o: sum(finals[o][p] for p in photos) / len(photos) for o in contenders
-             if o in finals and photos and all(finals[o].get(p) is not None for p in photos)}
+    means = {
+        o: sum(finals[o][p] for p in photos) / len(photos)
+        for o in contenders
+        if o in finals and photos and all(finals[o].get(p) is not None for p in photos)
+    }
     return max(means, key=lambda o: means[o]) if means else None
 
 
-def time_to_quality(histories: Dict[str, Dict[str, Sequence[Dict[str, Any]]]], photos: Sequence[str],
-                    optimizers: Sequence[str], targets: Dict[str, float], best: str) -> Dict[str, Dict[str, Any]]:
+def time_to_quality(
+    histories: Dict[str, Dict[str, Sequence[Dict[str, Any]]]],
+    photos: Sequence[str],
+    optimizers: Sequence[str],
+    targets: Dict[str, float],
+    best: str,
+) -> Dict[str, Dict[str, Any]]:
     """Per optimizer: ``{"reached": {photo: row or None}, "ratio": mean steps ratio to ``best`` or None,
     "ratio_photos": how many photos it averages}``.
 
@@ -181,16 +219,20 @@ def time_to_quality(histories: Dict[str, Dict[str, Sequence[Dict[str, Any]]]], p
             ref = best_rows.get(p)
             if row is not None and ref is not None:
                 ratios.append(float(row["iteration"]) / float(ref["iteration"]))
-        out[o] = {"reached": reached, "ratio": sum(ratios) / len(ratios) if ratios else None,
-                  "ratio_photos": len(ratios)}
+        out[o] = {
+            "reached": reached,
+            "ratio": sum(ratios) / len(ratios) if ratios else None,
+            "ratio_photos": len(ratios),
+        }
     return out
 
 
 # -------------------------------------------------------------------------------------------------- report
 
 
-def _collect(grids: Sequence[CompareConfig]) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]],
-                                                      List[Dict[str, Any]], List[Dict[str, Any]]]:
+def _collect(
+    grids: Sequence[CompareConfig],
+) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]], List[Dict[str, Any]], List[Dict[str, Any]]]:
     """``{optimizer: {photo: (status, rows)}}`` over the grids, the provenance and configs of the runs read."""
     runs: Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]] = {}
     infos, configs = [], []
@@ -247,13 +289,18 @@ def _reach_cell(row: Optional[Dict[str, Any]]) -> str:
 
 
 def _ttq_lines(runs, photos, optimizers, epochs, targets: Dict[str, float], best: str, what: str) -> List[str]:
-    histories = {o: {p: h for p, (s, h) in runs.get(o, {}).items() if s == "ok" and _final(h, epochs) is not None}
-                 for o in optimizers}
+    histories = {
+        o: {p: h for p, (s, h) in runs.get(o, {}).items() if s == "ok" and _final(h, epochs) is not None}
+        for o in optimizers
+    }
     ttq = time_to_quality(histories, photos, optimizers, targets, best)
     shown = [p for p in photos if p in targets]
-    lines = [f"Target: {what} (" + ", ".join(f"{p} {targets[p]:.2f} dB" for p in shown) + ").", "",
-             "| optimizer | " + " | ".join(shown) + f" | mean steps / {best}'s |",
-             "|---|" + "---|" * (len(shown) + 1)]
+    lines = [
+        f"Target: {what} (" + ", ".join(f"{p} {targets[p]:.2f} dB" for p in shown) + ").",
+        "",
+        "| optimizer | " + " | ".join(shown) + f" | mean steps / {best}'s |",
+        "|---|" + "---|" * (len(shown) + 1),
+    ]
     for o in optimizers:
         res = ttq[o]
         cells = [_reach_cell(res["reached"][p]) if p in res["reached"] else "-" for p in shown]
@@ -262,37 +309,72 @@ def _ttq_lines(runs, photos, optimizers, epochs, targets: Dict[str, float], best
     return lines
 
 
-def _section(runs, photos: Sequence[str], optimizers: Sequence[str], baseline: str, epochs: int,
-             figure: Optional[Path], rel: Optional[str]) -> List[str]:
+def _section(
+    runs,
+    photos: Sequence[str],
+    optimizers: Sequence[str],
+    baseline: str,
+    epochs: int,
+    figure: Optional[Path],
+    rel: Optional[str],
+) -> List[str]:
     lines, finals = _final_table(runs, photos, optimizers, epochs)
-    out = ["Final PSNR (dB) after epoch " + f"{epochs} (`diverged`: a NaN loss; `(k/N ep)`: a run under way; "
-           "`-`: not run yet); the mean is over the photos that finished, their count in brackets when not all:", ""]
+    out = [
+        "Final PSNR (dB) after epoch " + f"{epochs} (`diverged`: a NaN loss; `(k/N ep)`: a run under way; "
+        "`-`: not run yet); the mean is over the photos that finished, their count in brackets when not all:",
+        "",
+    ]
     out += lines
     if figure is not None:
         out += ["", f"![PSNR against epochs and wall time]({rel})", ""]
     contenders = [o for o in optimizers if base_name(o) in CONTENDERS]
     best = best_contender(finals, photos, contenders)
-    out += ["", "### Time to quality", "",
-            "Cells: the first epoch whose PSNR reaches the target, with its iteration and the run's training wall "
-            "time then (the PSNR is measured after each epoch); the last column is the mean over photos of the "
-            "optimizer's steps divided by the best contender's steps to the same target, over the photos where "
-            "both reached it.", ""]
+    out += [
+        "",
+        "### Time to quality",
+        "",
+        "Cells: the first epoch whose PSNR reaches the target, with its iteration and the run's training wall "
+        "time then (the PSNR is measured after each epoch); the last column is the mean over photos of the "
+        "optimizer's steps divided by the best contender's steps to the same target, over the photos where "
+        "both reached it.",
+        "",
+    ]
     if best is None:
-        out += ["No contender has finished every photo yet, so there is no best contender: the time-to-quality "
-                "tables wait for one.", ""]
+        out += [
+            "No contender has finished every photo yet, so there is no best contender: the time-to-quality "
+            "tables wait for one.",
+            "",
+        ]
         return out
     mean_best = sum(finals[best][p] for p in photos) / len(photos)
-    out += [f"Best contender: **{best}** (mean final PSNR {mean_best:.2f} dB over {len(photos)} photos; "
-            f"contenders are {', '.join(contenders)}).", ""]
+    out += [
+        f"Best contender: **{best}** (mean final PSNR {mean_best:.2f} dB over {len(photos)} photos; "
+        f"contenders are {', '.join(contenders)}).",
+        "",
+    ]
     base_targets = {p: v for p, v in finals.get(baseline, {}).items() if v is not None}
     if base_targets:
-        out += _ttq_lines(runs, photos, optimizers, epochs, base_targets, best,
-                          f"(a) the paper's Adam's (`{baseline}`) final PSNR on the photo") + [""]
+        out += _ttq_lines(
+            runs,
+            photos,
+            optimizers,
+            epochs,
+            base_targets,
+            best,
+            f"(a) the paper's Adam's (`{baseline}`) final PSNR on the photo",
+        ) + [""]
     else:
         out += [f"(a) waits for `{baseline}` to finish a photo.", ""]
     best_targets = {p: finals[best][p] for p in photos}
-    out += _ttq_lines(runs, photos, optimizers, epochs, best_targets, best,
-                      f"(b) the best contender's (`{best}`) final PSNR on the photo") + [""]
+    out += _ttq_lines(
+        runs,
+        photos,
+        optimizers,
+        epochs,
+        best_targets,
+        best,
+        f"(b) the best contender's (`{best}`) final PSNR on the photo",
+    ) + [""]
     return out
 
 
@@ -329,7 +411,7 @@ def plot(runs, photos: Sequence[str], optimizers: Sequence[str], path: Path, tit
     for o, c in curves.items():
         if not c:
             continue
-        line, = axes[0].plot(c["epoch"], c["psnr"], linewidth=1.3, label=o)
+        (line,) = axes[0].plot(c["epoch"], c["psnr"], linewidth=1.3, label=o)
         axes[1].plot(c["time"], c["psnr"], linewidth=1.3, color=line.get_color(), label=o)
     axes[0].set_xlabel("epoch", fontsize=8)
     axes[1].set_xlabel("training wall time (s), mean over photos", fontsize=8)
@@ -353,13 +435,17 @@ def _provenance(infos: Sequence[Dict[str, Any]], configs: Sequence[Dict[str, Any
             tally[v] = tally.get(v, 0) + 1
         return "; ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in sorted(tally.items()))
 
-    machines = counted(i.get("machine") or ("not recorded" if i.get("source_kind") == "record" else
-                                            "read from a run folder, not recorded") for i in infos)
+    machines = counted(
+        i.get("machine")
+        or ("not recorded" if i.get("source_kind") == "record" else "read from a run folder, not recorded")
+        for i in infos
+    )
     threads = counted(str(c.get("threads")) for c in configs)
-    jobs = counted(str(i.get("jobs_at_once")) if i.get("jobs_at_once") is not None else "not recorded"
-                   for i in infos)
-    return (f"Machines the runs were recorded on: {machines or 'none yet'}. torch threads per run: "
-            f"{threads or 'none yet'}. Runs at once: {jobs or 'none yet'}.")
+    jobs = counted(str(i.get("jobs_at_once")) if i.get("jobs_at_once") is not None else "not recorded" for i in infos)
+    return (
+        f"Machines the runs were recorded on: {machines or 'none yet'}. torch threads per run: "
+        f"{threads or 'none yet'}. Runs at once: {jobs or 'none yet'}."
+    )
 
 
 def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -> str:
@@ -368,17 +454,24 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
     runs, infos, configs = _collect(grids)
     main = grids[0]
     steps = cfg.epochs * math.ceil(cfg.size * cfg.size / cfg.batch_size)
-    text = [f"# The optimizer contest on images ({cfg.size} x {cfg.size}, {cfg.epochs} epochs)", "",
-            f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/`; add `--plot-only` "
-            "to rebuild this page from the records, drop it to run what is missing.", "",
-            f"Protocol: Kodak photos resized to {cfg.size} x {cfg.size}, Gaussian network 5 x 256 (sigma 0.05), "
-            f"minibatches of {cfg.batch_size} pixels, {cfg.epochs} epochs ({steps:,} steps), seed {cfg.seed}; "
-            "every optimizer at its registered settings (lr and schedule, `gnerf.optim.configs` and "
-            "`gnerf.optim.contenders`) unless its spec says otherwise. PSNR: the whole image after each epoch.", "",
-            _provenance(infos, configs) + " Wall times are each run's own training clock (evaluation excluded); runs "
-            "that shared the machine with other work (other runs of the grid, other programs) ran slower by an "
-            "unknown amount, so wall times are noisy: compare steps exactly and seconds loosely.", "",
-            f"## All optimizers on {', '.join(p.stem for p in main.inputs)}", ""]
+    text = [
+        f"# The optimizer contest on images ({cfg.size} x {cfg.size}, {cfg.epochs} epochs)",
+        "",
+        f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/`; add `--plot-only` "
+        "to rebuild this page from the records, drop it to run what is missing.",
+        "",
+        f"Protocol: Kodak photos resized to {cfg.size} x {cfg.size}, Gaussian network 5 x 256 (sigma 0.05), "
+        f"minibatches of {cfg.batch_size} pixels, {cfg.epochs} epochs ({steps:,} steps), seed {cfg.seed}; "
+        "every optimizer at its registered settings (lr and schedule, `gnerf.optim.configs` and "
+        "`gnerf.optim.contenders`) unless its spec says otherwise. PSNR: the whole image after each epoch.",
+        "",
+        _provenance(infos, configs) + " Wall times are each run's own training clock (evaluation excluded); runs "
+        "that shared the machine with other work (other runs of the grid, other programs) ran slower by an "
+        "unknown amount, so wall times are noisy: compare steps exactly and seconds loosely.",
+        "",
+        f"## All optimizers on {', '.join(p.stem for p in main.inputs)}",
+        "",
+    ]
     photos = [p.stem for p in main.inputs]
     fig = Path(cfg.figure_dir) / f"{cfg.figure_prefix}_psnr.png"
     made = plot(runs, photos, main.optimizers, fig, f"mean over {len(photos)} photos, {cfg.size} x {cfg.size}")
@@ -395,8 +488,10 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
         baseline = canonical(cfg.baseline)
         text += _section(runs, photos12, more.optimizers, baseline, cfg.epochs, made12, rel12)
         if baseline not in more.optimizers:
-            text += [f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)",
-                     ""]
+            text += [
+                f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)",
+                "",
+            ]
     body = "\n".join(text).rstrip("\n") + "\n" + failures_markdown(failed)
     atomic_write_bytes(Path(cfg.report), body.encode())
     return body

@@ -75,9 +75,15 @@ def published_wants_graph(state: Dict[str, object], warmup: int = 50, every: int
     return not state or state["steps"] < warmup or state["since"] >= every
 
 
-def published_esgd_step(params: List[torch.Tensor], state: Dict[str, object], lr: float = 0.15,
-                        betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-4, warmup: int = 50,
-                        every: int = 100) -> None:
+def published_esgd_step(
+    params: List[torch.Tensor],
+    state: Dict[str, object],
+    lr: float = 0.15,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-4,
+    warmup: int = 50,
+    every: int = 100,
+) -> None:
     """One step of the published ESGD, written out from its equations (probes from the global generator).
 
     The gradients must carry a graph when :func:`published_wants_graph`; the step clears them.
@@ -100,8 +106,8 @@ def published_esgd_step(params: List[torch.Tensor], state: Dict[str, object], lr
             m.mul_(b1).add_(p.grad, alpha=1 - b1)
             if hvps is not None:
                 d.mul_(b2).addcmul_(hvps[i], hvps[i], value=1 - b2)
-            denom = (d.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / (1 - b1 ** t))
+            denom = (d.sqrt() / math.sqrt(1 - b2**t)).add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
     state["since"] += 1
     for p in params:
         p.grad = None
@@ -114,8 +120,9 @@ def _published_loop(cfg: SeedStudyConfig, seed: int, gnerf_class: bool) -> List[
 
     h = w = cfg.size
     image = resize_image(read_image(cfg.image, None), (h, w)).float()
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32) / (h - 1),
-                                torch.arange(w, dtype=torch.float32) / (w - 1), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32) / (h - 1), torch.arange(w, dtype=torch.float32) / (w - 1), indexing="ij"
+    )
     coords = (torch.stack([rows, cols], -1).view(-1, 2) - 0.5) * 2.0
     colors = image.reshape(-1, 3)
     torch.manual_seed(seed)
@@ -126,10 +133,11 @@ def _published_loop(cfg: SeedStudyConfig, seed: int, gnerf_class: bool) -> List[
             self.linear = torch.nn.Linear(n_in, n_out)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (-0.5 * self.linear(x) ** 2 / 0.05 ** 2).exp()
+            return (-0.5 * self.linear(x) ** 2 / 0.05**2).exp()
 
-    net = torch.nn.Sequential(Gaussian(2, 256), Gaussian(256, 256), Gaussian(256, 256), Gaussian(256, 256),
-                              torch.nn.Linear(256, 3))
+    net = torch.nn.Sequential(
+        Gaussian(2, 256), Gaussian(256, 256), Gaussian(256, 256), Gaussian(256, 256), torch.nn.Linear(256, 3)
+    )
     params = list(net.parameters())
     if gnerf_class:
         from gnerf.optim import ESGD
@@ -148,6 +156,7 @@ def _published_loop(cfg: SeedStudyConfig, seed: int, gnerf_class: bool) -> List[
 
         def step() -> None:
             published_esgd_step(params, state)
+
     loader = DataLoader(TensorDataset(coords, colors), batch_size=512, shuffle=True)
     psnrs = []
     for _ in range(cfg.epochs):
@@ -166,10 +175,20 @@ def _gnerf(cfg: SeedStudyConfig, seed: int, folder: Path) -> List[float]:
 
     done = folder / "metrics.jsonl"
     if not (done.is_file() and len(done.read_text().splitlines()) >= cfg.epochs):
-        fit_image(ImageFitConfig(image=cfg.image, size=(cfg.size, cfg.size), epochs=cfg.epochs, seed=seed, threads=1,
-                                 optim=ESGDConfig(lr=None), output_dir=folder, progress=False,
-                                 resume=(folder / "checkpoint.pt").is_file()))
-    return [json.loads(line)["psnr"] for line in done.read_text().splitlines()[:cfg.epochs]]
+        fit_image(
+            ImageFitConfig(
+                image=cfg.image,
+                size=(cfg.size, cfg.size),
+                epochs=cfg.epochs,
+                seed=seed,
+                threads=1,
+                optim=ESGDConfig(lr=None),
+                output_dir=folder,
+                progress=False,
+                resume=(folder / "checkpoint.pt").is_file(),
+            )
+        )
+    return [json.loads(line)["psnr"] for line in done.read_text().splitlines()[: cfg.epochs]]
 
 
 def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> Tuple[str, int, float]:
@@ -226,7 +245,9 @@ def report(cfg: SeedStudyConfig, finals: Dict[str, Dict[int, float]]) -> str:
         ys = [finals[c][s] for s in seeds]
         ax.scatter([i + 0.08 * ((k % 5) - 2) for k in range(len(ys))], ys, s=14)
         ax.hlines(statistics.mean(ys), i - 0.3, i + 0.3, color="k", linewidth=1)
-    ax.axhspan(PUBLISHED_MEAN - 1.5, PUBLISHED_MEAN + 1.5, color="0.85", zorder=0, label="published table: 36.7 +- 1.5 dB")
+    ax.axhspan(
+        PUBLISHED_MEAN - 1.5, PUBLISHED_MEAN + 1.5, color="0.85", zorder=0, label="published table: 36.7 +- 1.5 dB"
+    )
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_ylabel(f"PSNR (dB) at epoch {cfg.epochs}", fontsize=8)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
@@ -235,17 +256,31 @@ def report(cfg: SeedStudyConfig, finals: Dict[str, Dict[int, float]]) -> str:
     fig.savefig(cfg.figure, dpi=90)
     plt.close(fig)
     command = "python -m experiments.esgd_seeds " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
-    text = [f"# The published ESGD over {len(seeds)} seeds: gnerf's `esgd` against the published training loop", "",
-            f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); the protocol and the contenders are "
-            "described in `experiments/esgd_seeds.py`. Final PSNR (dB, predictions clipped to [0, 1]) at epoch "
-            f"{cfg.epochs} of {cfg.image.name} at {cfg.size} x {cfg.size}.", "",
-            table(["seed"] + names, rows), "", "Mean [min-max] and standard deviation over seeds:", "",
-            table(["seeds"] + names, summary), ""]
+    text = [
+        f"# The published ESGD over {len(seeds)} seeds: gnerf's `esgd` against the published training loop",
+        "",
+        f"Written by `{command.strip()}` on {today()} ({machine('cpu')}); the protocol and the contenders are "
+        "described in `experiments/esgd_seeds.py`. Final PSNR (dB, predictions clipped to [0, 1]) at epoch "
+        f"{cfg.epochs} of {cfg.image.name} at {cfg.size} x {cfg.size}.",
+        "",
+        table(["seed"] + names, rows),
+        "",
+        "Mean [min-max] and standard deviation over seeds:",
+        "",
+        table(["seeds"] + names, summary),
+        "",
+    ]
     if len(names) > 1:
-        text.append(f"Welch's t of the means, {names[0]} minus {names[1]}: "
-                    f"{_welch([finals[names[0]][s] for s in seeds], [finals[names[1]][s] for s in seeds])}.")
-    text += [f"The table published with the paper's code: ESGD {PUBLISHED_MEAN} dB [{PUBLISHED_RANGE[0]}-{PUBLISHED_RANGE[1]}] over seeds 0-2.",
-             "", f"![final PSNR per seed](figures/{cfg.figure.name})", ""]
+        text.append(
+            f"Welch's t of the means, {names[0]} minus {names[1]}: "
+            f"{_welch([finals[names[0]][s] for s in seeds], [finals[names[1]][s] for s in seeds])}."
+        )
+    text += [
+        f"The table published with the paper's code: ESGD {PUBLISHED_MEAN} dB [{PUBLISHED_RANGE[0]}-{PUBLISHED_RANGE[1]}] over seeds 0-2.",
+        "",
+        f"![final PSNR per seed](figures/{cfg.figure.name})",
+        "",
+    ]
     return "\n".join(text)
 
 
@@ -260,10 +295,14 @@ def main(cfg: SeedStudyConfig) -> str:
             if _result_path(cfg, c, s).is_file():
                 finals[c][s] = _final(cfg, c, s)
     else:
-        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) if cfg.workers > 1 else \
-                contextlib.nullcontext() as pool:
-            results = pool.map(run_one, [cfg] * len(jobs), *zip(*jobs)) if pool else \
-                (run_one(cfg, c, s) for c, s in jobs)
+        with (
+            ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
+            if cfg.workers > 1
+            else contextlib.nullcontext() as pool
+        ):
+            results = (
+                pool.map(run_one, [cfg] * len(jobs), *zip(*jobs)) if pool else (run_one(cfg, c, s) for c, s in jobs)
+            )
             for c, s, final in results:
                 finals[c][s] = final
                 print(f"{c} seed {s}: {final:.2f} dB", flush=True)

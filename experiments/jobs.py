@@ -32,8 +32,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 __all__ = ["COMMANDS", "EngineConfig", "JobSpec", "error_line", "fit_job", "machine_line", "run_jobs"]
 
 #: The console command of each task and the function behind it (pyproject.toml's [project.scripts]).
-COMMANDS = {"image": ("gnerf-fit-image", "image_main"), "occupancy": ("gnerf-fit-occupancy", "occupancy_main"),
-            "video": ("gnerf-fit-video", "video_main")}
+COMMANDS = {
+    "image": ("gnerf-fit-image", "image_main"),
+    "occupancy": ("gnerf-fit-occupancy", "occupancy_main"),
+    "video": ("gnerf-fit-video", "video_main"),
+}
 #: The fitting loop's words for a NaN or infinite loss (gnerf.tasks.loop): such a run diverged, it did not fail.
 DIVERGED = "the training loss became"
 
@@ -93,8 +96,9 @@ def machine_line() -> str:
     text = f"CPU {cpu}, {os.cpu_count()} visible cores"
     if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
         try:
-            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                   text=True, timeout=20).stdout.split("\n")
+            names = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            ).stdout.split("\n")
             gpus = [n.strip() for n in names if n.strip()]
             if gpus:
                 text += f", GPU {', '.join(gpus)}"
@@ -113,8 +117,9 @@ def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
     with open(spec.folder / "log.txt", "a") as log:
         log.write(f"$ {spec.command}\n")
         log.flush()
-        proc = subprocess.run([sys.executable, "-c", code, *spec.args], stdout=log, stderr=subprocess.PIPE,
-                              text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *spec.args], stdout=log, stderr=subprocess.PIPE, text=True, env=env
+        )
         log.write(proc.stderr)
     if proc.returncode == 0:
         return {"status": "done", "machine": machine_line()}
@@ -142,8 +147,9 @@ def _executor(cfg: EngineConfig, folder: Path):
 
         gpus = 1 if cfg.cluster == "local" and torch.cuda.is_available() else 0
     executor = submitit.AutoExecutor(folder=folder, cluster=cfg.cluster)
-    executor.update_parameters(timeout_min=cfg.timeout_min, cpus_per_task=cfg.threads, gpus_per_node=gpus,
-                               name="gnerf-grid")
+    executor.update_parameters(
+        timeout_min=cfg.timeout_min, cpus_per_task=cfg.threads, gpus_per_node=gpus, name="gnerf-grid"
+    )
     if cfg.cluster == "slurm":
         options: Dict[str, Any] = {"slurm_array_parallelism": cfg.workers}
         if cfg.slurm_partition:
@@ -160,8 +166,12 @@ def _outcome(job) -> Dict[str, Any]:
         return {"status": "failed", "error": f"job {job.job_id}: {lines[-1].strip() if lines else type(err).__name__}"}
 
 
-def run_jobs(specs: Sequence[JobSpec], cfg: EngineConfig, folder: Path,
-             done: Callable[[JobSpec, Dict[str, Any]], None] = lambda spec, result: None) -> List[Dict[str, Any]]:
+def run_jobs(
+    specs: Sequence[JobSpec],
+    cfg: EngineConfig,
+    folder: Path,
+    done: Callable[[JobSpec, Dict[str, Any]], None] = lambda spec, result: None,
+) -> List[Dict[str, Any]]:
     """Run every spec as a job, calling ``done(spec, result)`` as each finishes; returns the results in order.
 
     Local jobs still running when this is interrupted are cancelled (their runs resume next time);
@@ -214,4 +224,3 @@ class _on_pythonpath:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = self.before
-

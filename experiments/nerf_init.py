@@ -45,9 +45,11 @@ def probe(trainer, seed: int) -> Tuple[Dict[str, float], List[Tuple[str, float, 
     hooks = []
     for name, module in model.named_modules():
         if type(module).__name__ in ("Gaussian", "CentredGaussian"):
+
             def hook(m, i, o, name=name):
                 a = o.detach().reshape(-1, o.shape[-1])
                 layers.append((name, float(a.mean()), float(a.std(0).mean())))
+
             hooks.append(module.register_forward_hook(hook))
     torch.manual_seed(seed)
     ray_bundle, batch = trainer.pipeline.datamanager.next_train(0)
@@ -58,8 +60,13 @@ def probe(trainer, seed: int) -> Tuple[Dict[str, float], List[Tuple[str, float, 
         h.remove()
     acc = outputs.get("accumulation", outputs.get("accumulation_coarse")).detach()
     rgb = outputs["rgb"].detach()
-    rays = {"loss": float(loss.detach()), "acc_mean": float(acc.mean()), "acc_min": float(acc.min()),
-            "acc_max": float(acc.max()), "rgb_spread": float(rgb.std(0).mean())}
+    rays = {
+        "loss": float(loss.detach()),
+        "acc_mean": float(acc.mean()),
+        "acc_min": float(acc.min()),
+        "acc_max": float(acc.max()),
+        "rgb_spread": float(rgb.std(0).mean()),
+    }
     grads = [(n, float(p.grad.norm())) for n, p in model.named_parameters() if p.grad is not None and p.dim() > 1]
     return rays, layers, grads
 
@@ -79,8 +86,9 @@ def update_sizes(trainer, steps: int) -> Dict[str, Tuple[float, float]]:
     handle = optimizer.register_step_pre_hook(keep_grads)
     trainer.train_iteration(steps - 1)
     handle.remove()
-    return {n: (float((p.detach() - before[n]).pow(2).mean().sqrt()), grads.get(n, float("nan")))
-            for n, p in params.items()}
+    return {
+        n: (float((p.detach() - before[n]).pow(2).mean().sqrt()), grads.get(n, float("nan"))) for n, p in params.items()
+    }
 
 
 def main(argv: Sequence[str] = None) -> str:
@@ -111,26 +119,57 @@ def main(argv: Sequence[str] = None) -> str:
                 torch.manual_seed(args.seed)
                 trainer = build(method, args.data, Path(tmp) / method, sz, 200_000, "cpu")
                 sizes[method] = update_sizes(trainer, args.steps)
-    lines = [f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
-             f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"
-             + " ".join(["python -m experiments.nerf_init", *(argv if argv is not None else sys.argv[1:])]) + "`", ""]
-    lines.append(table(["field", "loss", "opacity along a ray: mean [min-max]", "rendered colour: std over rays"],
-                       [(m, f"{r['loss']:.4f}", f"{r['acc_mean']:.3f} [{r['acc_min']:.3f}-{r['acc_max']:.3f}]",
-                         f"{r['rgb_spread']:.4f}") for m, (r, _, _) in results.items()]))
+    lines = [
+        f"lego ({args.data}) at scale {args.image_scale}, one batch of {args.rays} rays x {args.samples} samples "
+        f"at initialisation, seed {args.seed}; {machine('cpu')}. Command: `"
+        + " ".join(["python -m experiments.nerf_init", *(argv if argv is not None else sys.argv[1:])])
+        + "`",
+        "",
+    ]
+    lines.append(
+        table(
+            ["field", "loss", "opacity along a ray: mean [min-max]", "rendered colour: std over rays"],
+            [
+                (
+                    m,
+                    f"{r['loss']:.4f}",
+                    f"{r['acc_mean']:.3f} [{r['acc_min']:.3f}-{r['acc_max']:.3f}]",
+                    f"{r['rgb_spread']:.4f}",
+                )
+                for m, (r, _, _) in results.items()
+            ],
+        )
+    )
     for m, (_, layers, grads) in results.items():
         if layers:
             lines += ["", f"{m}: Gaussian layers in forward order", ""]
-            lines.append(table(["layer", "mean activation", "spread over points"],
-                               [(n, f"{mu:.3f}", f"{sd:.3f}") for n, mu, sd in layers]))
+            lines.append(
+                table(
+                    ["layer", "mean activation", "spread over points"],
+                    [(n, f"{mu:.3f}", f"{sd:.3f}") for n, mu, sd in layers],
+                )
+            )
         lines += ["", f"{m}: weight gradient norms", ""]
         lines.append(table(["weight", "gradient norm"], [(n, f"{g:.2e}") for n, g in grads]))
     if sizes:
         esgd, adam = sizes["gaussian-nerf-esgd"], sizes["gaussian-nerf-adam"]
         lines += ["", f"Update and gradient RMS at step {args.steps} (registered methods, same initialisation):", ""]
-        lines.append(table(["weight", "ESGD-Max update", "Adam update", "ESGD-Max / Adam", "ESGD-Max gradient",
-                            "Adam gradient"],
-                           [(n, f"{esgd[n][0]:.2e}", f"{adam[n][0]:.2e}", f"{esgd[n][0] / adam[n][0]:.3g}",
-                             f"{esgd[n][1]:.2e}", f"{adam[n][1]:.2e}") for n in esgd]))
+        lines.append(
+            table(
+                ["weight", "ESGD-Max update", "Adam update", "ESGD-Max / Adam", "ESGD-Max gradient", "Adam gradient"],
+                [
+                    (
+                        n,
+                        f"{esgd[n][0]:.2e}",
+                        f"{adam[n][0]:.2e}",
+                        f"{esgd[n][0] / adam[n][0]:.3g}",
+                        f"{esgd[n][1]:.2e}",
+                        f"{adam[n][1]:.2e}",
+                    )
+                    for n in esgd
+                ],
+            )
+        )
     text = "\n".join(lines)
     print(text)
     if args.output:

@@ -37,8 +37,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from experiments.jobs import machine_line
 from gnerf.files import atomic_write_bytes
 
-__all__ = ["RunRecord", "check_protocol", "config_mismatches", "import_run", "machine_line", "read_history",
-           "record_folder_run"]
+__all__ = [
+    "RunRecord",
+    "check_protocol",
+    "config_mismatches",
+    "import_run",
+    "machine_line",
+    "read_history",
+    "record_folder_run",
+]
 
 
 def _rows(text: str) -> List[Dict[str, Any]]:
@@ -93,8 +100,13 @@ class RunRecord:
         """The provenance (``seed<k>.run.json``); empty when there is none."""
         return json.loads(self.provenance.read_text()) if self.provenance.is_file() else {}
 
-    def write(self, metrics: bytes, config: Optional[bytes], info: Mapping[str, Any],
-              failed: Optional[Mapping[str, Any]] = None) -> None:
+    def write(
+        self,
+        metrics: bytes,
+        config: Optional[bytes],
+        info: Mapping[str, Any],
+        failed: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         """Write the record: config, provenance, metrics, then (a diverged run) failed.json, each atomically."""
         if config is not None:
             atomic_write_bytes(self.config, config)
@@ -109,8 +121,9 @@ class RunRecord:
             self.failed.unlink()
 
 
-def record_folder_run(rec: RunRecord, folder: Path, epochs: int, info: Mapping[str, Any],
-                      diverged: Optional[Mapping[str, Any]] = None) -> bool:
+def record_folder_run(
+    rec: RunRecord, folder: Path, epochs: int, info: Mapping[str, Any], diverged: Optional[Mapping[str, Any]] = None
+) -> bool:
     """Copy run ``folder``'s metrics.jsonl and config.json into ``rec`` if the run finished (``epochs`` rows) or
     ``diverged`` (then with its error, whatever it had done); returns whether it was recorded."""
     metrics = folder / "metrics.jsonl"
@@ -134,11 +147,16 @@ def check_protocol(record: Path, protocol: Mapping[str, Any], write: bool) -> No
     want = json.loads(json.dumps(dict(protocol), default=str))
     if path.is_file():
         have = json.loads(path.read_text())
-        diff = [f"{k} {have.get(k)!r} there, {want.get(k)!r} here" for k in sorted(set(have) | set(want))
-                if have.get(k) != want.get(k)]
+        diff = [
+            f"{k} {have.get(k)!r} there, {want.get(k)!r} here"
+            for k in sorted(set(have) | set(want))
+            if have.get(k) != want.get(k)
+        ]
         if diff:
-            raise ValueError(f"the record {str(record)!r} holds runs of another protocol ({'; '.join(diff)}); "
-                             "give this grid another record folder")
+            raise ValueError(
+                f"the record {str(record)!r} holds runs of another protocol ({'; '.join(diff)}); "
+                "give this grid another record folder"
+            )
     elif write:
         atomic_write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode())
 
@@ -155,9 +173,14 @@ def config_mismatches(config: Mapping[str, Any], expected: Mapping[str, Any], lr
     top-level key of config.json); ``lr`` within ``lr_rel_tol`` (relative) is the same."""
     field = config.get("field", {})
     optim = config.get("optim", {})
-    have = {"activation": field.get("activation"), "hidden_dim": field.get("hidden_dim"),
-            "num_layers": field.get("num_layers"), "optimizer": optim.get("name"), "lr": optim.get("lr"),
-            "schedule": config.get("schedule", {}).get("name")}
+    have = {
+        "activation": field.get("activation"),
+        "hidden_dim": field.get("hidden_dim"),
+        "num_layers": field.get("num_layers"),
+        "optimizer": optim.get("name"),
+        "lr": optim.get("lr"),
+        "schedule": config.get("schedule", {}).get("name"),
+    }
     out = []
     for key, want in expected.items():
         got = have[key] if key in have else config.get(key)
@@ -172,8 +195,9 @@ def config_mismatches(config: Mapping[str, Any], expected: Mapping[str, Any], lr
     return out
 
 
-def import_run(folder: Path, rec: RunRecord, epochs: int, expected: Mapping[str, Any],
-               info: Mapping[str, Any]) -> Tuple[str, str]:
+def import_run(
+    folder: Path, rec: RunRecord, epochs: int, expected: Mapping[str, Any], info: Mapping[str, Any]
+) -> Tuple[str, str]:
     """Record the finished run ``folder`` (a fitting command's run folder of any layout) as ``rec``.
 
     Returns ``(outcome, why)``: ``recorded``; ``present`` (the record exists already: left as it is);
@@ -194,7 +218,16 @@ def import_run(folder: Path, rec: RunRecord, epochs: int, expected: Mapping[str,
         return "mismatch", "; ".join(wrong)
     log = folder / "log.txt"
     commands = [line[2:] for line in log.read_text().splitlines() if line.startswith("$ ")] if log.is_file() else []
-    record_folder_run(rec, folder, epochs, {"command": commands[-1] if commands else None,
-                                            "torch_threads": config.get("threads"), **info,
-                                            "source": f"imported from {folder}", "recorded_on": machine_line()})
+    record_folder_run(
+        rec,
+        folder,
+        epochs,
+        {
+            "command": commands[-1] if commands else None,
+            "torch_threads": config.get("threads"),
+            **info,
+            "source": f"imported from {folder}",
+            "recorded_on": machine_line(),
+        },
+    )
     return "recorded", f"{done} epochs"

@@ -91,8 +91,7 @@ PAPER_WINNER = {"gaussian": "esgd", "sine": "esgd", "wavelet": "esgd", "relu": "
 PROTOCOLS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "paper": {
         "image": dict(size=(256, 256), epochs=200, batch_size=512),
-        "occupancy": dict(num_points=1_000_000, num_eval_points=100_000, batch_size=50_000, epochs=200,
-                          resolution=128),
+        "occupancy": dict(num_points=1_000_000, num_eval_points=100_000, batch_size=50_000, epochs=200, resolution=128),
         "video": dict(size=(272, 640), max_frames=None, epochs=5, batch_size=512),
     },
     "quick": {
@@ -108,13 +107,27 @@ VIDEO_FRAMES = {"bikes": 250}
 #: The suites (see the module docstring), each with its own tasks, activations and optimizers and its report's
 #: name; ``all`` runs every one.
 SUITES: Dict[str, Dict[str, Any]] = {
-    "claims": dict(tasks=("image", "occupancy"), activations=("gaussian", "sine", "wavelet", "relu"),
-                   optimizers=("adam", "esgd"), report="reproduction", title="image and shape comparisons"),
-    "preconditioners": dict(tasks=("image",), activations=("sine", "wavelet"),
-                            optimizers=("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "shampoo"),
-                            report="reproduction_preconditioners", title="preconditioner comparison on images"),
-    "video": dict(tasks=("video",), activations=("gaussian", "sine", "wavelet"), optimizers=("adam", "esgd"),
-                  report="reproduction_video", title="video comparison (supplementary Fig. 11)"),
+    "claims": dict(
+        tasks=("image", "occupancy"),
+        activations=("gaussian", "sine", "wavelet", "relu"),
+        optimizers=("adam", "esgd"),
+        report="reproduction",
+        title="image and shape comparisons",
+    ),
+    "preconditioners": dict(
+        tasks=("image",),
+        activations=("sine", "wavelet"),
+        optimizers=("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "shampoo"),
+        report="reproduction_preconditioners",
+        title="preconditioner comparison on images",
+    ),
+    "video": dict(
+        tasks=("video",),
+        activations=("gaussian", "sine", "wavelet"),
+        optimizers=("adam", "esgd"),
+        report="reproduction_video",
+        title="video comparison (supplementary Fig. 11)",
+    ),
     "contest": dict(report="contest"),
 }
 
@@ -206,9 +219,18 @@ def suite_configs(cfg: ReproduceConfig) -> List[Tuple[str, ReproduceConfig]]:
         if name == "contest":
             continue
         suite = SUITES[name]
-        out.append((name, replace(cfg, suites=(name,), tasks=cfg.tasks or suite["tasks"],
-                                  activations=cfg.activations or suite["activations"],
-                                  optimizers=tuple(canonical(o) for o in (cfg.optimizers or suite["optimizers"])))))
+        out.append(
+            (
+                name,
+                replace(
+                    cfg,
+                    suites=(name,),
+                    tasks=cfg.tasks or suite["tasks"],
+                    activations=cfg.activations or suite["activations"],
+                    optimizers=tuple(canonical(o) for o in (cfg.optimizers or suite["optimizers"])),
+                ),
+            )
+        )
     return out
 
 
@@ -218,19 +240,37 @@ def contest_config(cfg: ReproduceConfig):
     from experiments.contest import ContestConfig
 
     if custom_protocol(cfg):
-        raise ValueError("--size / --epochs / --max-frames: the contest suite keeps its protocol; run "
-                         "python -m experiments.contest --size ... --epochs ... --record ... --report ... for another")
+        raise ValueError(
+            "--size / --epochs / --max-frames: the contest suite keeps its protocol; run "
+            "python -m experiments.contest --size ... --epochs ... --record ... --report ... for another"
+        )
     tag = "contest_quick" if cfg.quick else "contest"
-    record = Path(cfg.record_dir) / "contest" if cfg.record_dir is not None else \
-        ROOT / "docs" / "data" / tag.replace("_", "-")
+    record = (
+        Path(cfg.record_dir) / "contest"
+        if cfg.record_dir is not None
+        else ROOT / "docs" / "data" / tag.replace("_", "-")
+    )
     protocol = PROTOCOLS[protocol_name(cfg)]["image"]
-    return ContestConfig(images=cfg.images or QUICK_IMAGES, kodak=Path(cfg.data_dir) / "images" / "kodak",
-                         size=protocol["size"][0], epochs=protocol["epochs"], batch_size=protocol["batch_size"],
-                         seed=cfg.seeds[0], workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
-                         slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
-                         gpus_per_node=cfg.gpus_per_node, output_dir=Path("outputs") / tag.replace("_", "-"),
-                         record=record, report=ROOT / "docs" / f"{tag}.md", figure_dir=cfg.figure_dir,
-                         figure_prefix=tag, plot_only=cfg.plot_only)
+    return ContestConfig(
+        images=cfg.images or QUICK_IMAGES,
+        kodak=Path(cfg.data_dir) / "images" / "kodak",
+        size=protocol["size"][0],
+        epochs=protocol["epochs"],
+        batch_size=protocol["batch_size"],
+        seed=cfg.seeds[0],
+        workers=cfg.workers,
+        threads=cfg.threads,
+        cluster=cfg.cluster,
+        slurm_partition=cfg.slurm_partition,
+        timeout_min=cfg.timeout_min,
+        gpus_per_node=cfg.gpus_per_node,
+        output_dir=Path("outputs") / tag.replace("_", "-"),
+        record=record,
+        report=ROOT / "docs" / f"{tag}.md",
+        figure_dir=cfg.figure_dir,
+        figure_prefix=tag,
+        plot_only=cfg.plot_only,
+    )
 
 
 def protocol_name(cfg: ReproduceConfig) -> str:
@@ -280,11 +320,25 @@ def task_grids(cfg: ReproduceConfig, suite_name: str = "claims") -> List[Compare
             opts["epochs"] = cfg.epochs
         if cfg.max_frames is not None and task == "video":
             opts["max_frames"] = cfg.max_frames
-        grids.append(CompareConfig(inputs=inputs, task=task, activations=activations, optimizers=optimizers,
-                                   seeds=cfg.seeds, workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
-                                   slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
-                                   gpus_per_node=cfg.gpus_per_node, output_dir=Path(out_root) / task,
-                                   record=records / task, plot_only=cfg.plot_only, **opts))
+        grids.append(
+            CompareConfig(
+                inputs=inputs,
+                task=task,
+                activations=activations,
+                optimizers=optimizers,
+                seeds=cfg.seeds,
+                workers=cfg.workers,
+                threads=cfg.threads,
+                cluster=cfg.cluster,
+                slurm_partition=cfg.slurm_partition,
+                timeout_min=cfg.timeout_min,
+                gpus_per_node=cfg.gpus_per_node,
+                output_dir=Path(out_root) / task,
+                record=records / task,
+                plot_only=cfg.plot_only,
+                **opts,
+            )
+        )
     return grids
 
 
@@ -324,8 +378,14 @@ def curves(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> Dict[str, List
 
 def diverged(rows: Sequence[Dict[str, Any]], act: str, opt: str) -> int:
     """How many runs of one cell stopped on a NaN loss."""
-    return sum(1 for r in rows if r["activation"] == act and r["optimizer"] == opt and r["status"] == "diverged"
-               and math.isnan(float(r["epoch"])))
+    return sum(
+        1
+        for r in rows
+        if r["activation"] == act
+        and r["optimizer"] == opt
+        and r["status"] == "diverged"
+        and math.isnan(float(r["epoch"]))
+    )
 
 
 def final_pairs(rows: Sequence[Dict[str, Any]], act: str, first: str, second: str) -> List[Tuple[float, float]]:
@@ -354,27 +414,37 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
         known = {VIDEO_FRAMES.get(p.stem) for p in grid.inputs}
         n = grid.max_frames if grid.max_frames is not None else (known.pop() if len(known) == 1 else None)
         which = f"the first {grid.max_frames} frames" if grid.max_frames is not None else "all frames"
-        steps = (f" ({epochs * math.ceil(n * grid.size[0] * grid.size[1] / grid.batch_size):,} steps)"
-                 if n is not None else "")
-        lines.append(f"Protocol: {', '.join(p.stem for p in grid.inputs)}, {which} at {grid.size[0]} x "
-                     f"{grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs{steps}, "
-                     f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks over (t, x, y), seeds "
-                     f"{list(grid.seeds)}. Metric: the mean of the frames' PSNRs after each epoch.")
+        steps = (
+            f" ({epochs * math.ceil(n * grid.size[0] * grid.size[1] / grid.batch_size):,} steps)"
+            if n is not None
+            else ""
+        )
+        lines.append(
+            f"Protocol: {', '.join(p.stem for p in grid.inputs)}, {which} at {grid.size[0]} x "
+            f"{grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs{steps}, "
+            f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks over (t, x, y), seeds "
+            f"{list(grid.seeds)}. Metric: the mean of the frames' PSNRs after each epoch."
+        )
     elif grid.task == "image":
-        lines.append(f"Protocol: {n_inst} Kodak photo(s) ({', '.join(p.stem for p in grid.inputs)}) at "
-                     f"{grid.size[0]} x {grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs "
-                     f"({epochs * math.ceil(grid.size[0] * grid.size[1] / grid.batch_size):,} steps), "
-                     f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks, seeds {list(grid.seeds)}. "
-                     "Metric: PSNR of the whole image after each epoch.")
+        lines.append(
+            f"Protocol: {n_inst} Kodak photo(s) ({', '.join(p.stem for p in grid.inputs)}) at "
+            f"{grid.size[0]} x {grid.size[1]}, minibatch {grid.batch_size}, {epochs} epochs "
+            f"({epochs * math.ceil(grid.size[0] * grid.size[1] / grid.batch_size):,} steps), "
+            f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks, seeds {list(grid.seeds)}. "
+            "Metric: PSNR of the whole image after each epoch."
+        )
     else:
-        lines.append(f"Protocol: {', '.join(p.stem for p in grid.inputs)}, {grid.num_points:,} training points, "
-                     f"minibatch {grid.batch_size:,}, {epochs} epochs "
-                     f"({epochs * math.ceil(grid.num_points / grid.batch_size):,} steps), "
-                     f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks, seeds {list(grid.seeds)}. "
-                     f"Metric: IoU on {grid.num_eval_points:,} held-out points drawn the same way.")
+        lines.append(
+            f"Protocol: {', '.join(p.stem for p in grid.inputs)}, {grid.num_points:,} training points, "
+            f"minibatch {grid.batch_size:,}, {epochs} epochs "
+            f"({epochs * math.ceil(grid.num_points / grid.batch_size):,} steps), "
+            f"{grid.num_layers}-layer {grid.hidden_dim}-wide networks, seeds {list(grid.seeds)}. "
+            f"Metric: IoU on {grid.num_eval_points:,} held-out points drawn the same way."
+        )
     lines += ["", f"{label} at epoch, mean [min-max] over instances and seeds:", ""]
-    header = ("| activation | optimizer | " + " | ".join(f"epoch {e}" for e in marks)
-              + " | train time (s) | diverged (NaN) |")
+    header = (
+        "| activation | optimizer | " + " | ".join(f"epoch {e}" for e in marks) + " | train time (s) | diverged (NaN) |"
+    )
     lines += [header, "|---|---|" + "---|" * (len(marks) + 2)]
     for act in grid.activations:
         for opt in grid.optimizers:
@@ -385,12 +455,15 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
             for e in marks:
                 if e in c["epoch"]:
                     i = c["epoch"].index(e)
-                    cells.append(f"{_fmt(c['mean'][i], metric)} [{_fmt(c['lo'][i], metric)}-{_fmt(c['hi'][i], metric)}]")
+                    cells.append(
+                        f"{_fmt(c['mean'][i], metric)} [{_fmt(c['lo'][i], metric)}-{_fmt(c['hi'][i], metric)}]"
+                    )
                 else:
                     cells.append("-")
             t = f"{c['time'][-1]:.0f}" if c["time"] else "-"
-            lines.append(f"| {ACT_NAMES.get(act, act)} | {opt} | " + " | ".join(cells)
-                         + f" | {t} | {diverged(rows, act, opt)} |")
+            lines.append(
+                f"| {ACT_NAMES.get(act, act)} | {opt} | " + " | ".join(cells) + f" | {t} | {diverged(rows, act, opt)} |"
+            )
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
@@ -404,8 +477,14 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
 #: Section titles per task.
 TASK_TITLES = {"image": "Images", "occupancy": "Shapes", "video": "Video"}
 #: The paper's names of the optimizers in its tables.
-PAPER_NAMES = {"adam": "Adam", "esgd": "ESGD", "adahessian-e": "AdaHessian (E)", "adahessian-j": "AdaHessian (J)",
-               "kfac": "K-FAC", "shampoo": "Shampoo"}
+PAPER_NAMES = {
+    "adam": "Adam",
+    "esgd": "ESGD",
+    "adahessian-e": "AdaHessian (E)",
+    "adahessian-j": "AdaHessian (J)",
+    "kfac": "K-FAC",
+    "shampoo": "Shampoo",
+}
 
 
 def record_lines(grid: CompareConfig) -> List[str]:
@@ -426,8 +505,10 @@ def record_lines(grid: CompareConfig) -> List[str]:
     if machines:
         text += " (machines: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items())) + ")"
     if counts.get("folder"):
-        text += (f", {counts['folder']} from run folders on disk only (not recorded: they predate records or are "
-                 "under way; a new checkout cannot rebuild them)")
+        text += (
+            f", {counts['folder']} from run folders on disk only (not recorded: they predate records or are "
+            "under way; a new checkout cannot rebuild them)"
+        )
     if counts.get("none"):
         text += f"; {counts['none']} not run yet"
     return ["", text + "."]
@@ -449,8 +530,10 @@ def video_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str
     if lost:
         here = f"**holds**: {lost} of {lost + finished['runs']} run(s) diverged (NaN loss)"
     elif finished["epoch"]:
-        here = (f"**does not hold**: none of {finished['runs']} run(s) diverged; mean final PSNR "
-                f"{finished['mean'][-1]:.2f} dB")
+        here = (
+            f"**does not hold**: none of {finished['runs']} run(s) diverged; mean final PSNR "
+            f"{finished['mean'][-1]:.2f} dB"
+        )
     else:
         return []
     return [f"- sine, Adam diverges (the paper, supplementary Fig. 11) — {here}."]
@@ -465,10 +548,14 @@ def paper_reference(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List
     opts = [o for o in grid.optimizers if o in PAPER_NAMES]
     if not acts or len([o for o in opts if o not in ("adam", "esgd")]) == 0:
         return []
-    out = ["", "The paper's preconditioner table (final PSNR in dB on DIV2K after 300 epochs: other images, another "
-           "budget; a stated reference, not the same experiment) beside the mean final PSNR here:", "",
-           "| activation | " + " | ".join(f"{PAPER_NAMES[o]} paper / here" for o in opts) + " |",
-           "|---|" + "---|" * len(opts)]
+    out = [
+        "",
+        "The paper's preconditioner table (final PSNR in dB on DIV2K after 300 epochs: other images, another "
+        "budget; a stated reference, not the same experiment) beside the mean final PSNR here:",
+        "",
+        "| activation | " + " | ".join(f"{PAPER_NAMES[o]} paper / here" for o in opts) + " |",
+        "|---|" + "---|" * len(opts),
+    ]
     orders = []
     for act in acts:
         paper = PAPER_DIV2K_EPOCH300[act]
@@ -478,18 +565,22 @@ def paper_reference(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List
             if c["epoch"] and c["epoch"][-1] == grid.epochs:
                 here[o] = c["mean"][-1]
         cells = [f"{paper[o]:.2f} / " if o in paper else "- / " for o in opts]
-        cells = [c + (f"{here[o]:.2f}" if o in here else ("diverged" if diverged(rows, act, o) else "-"))
-                 for c, o in zip(cells, opts)]
+        cells = [
+            c + (f"{here[o]:.2f}" if o in here else ("diverged" if diverged(rows, act, o) else "-"))
+            for c, o in zip(cells, opts)
+        ]
         out.append(f"| {ACT_NAMES.get(act, act)} | " + " | ".join(cells) + " |")
         both = [o for o in opts if o in paper and o in here]
         if len(both) >= 2:
             p_order = sorted(both, key=lambda o: -paper[o])
             h_order = sorted(both, key=lambda o: -here[o])
             same = "the same order" if p_order == h_order else "a different order"
-            orders.append(f"- {ACT_NAMES.get(act, act)}: highest to lowest, the paper: "
-                          f"{', '.join(PAPER_NAMES[o] for o in p_order)}; here: "
-                          f"{', '.join(PAPER_NAMES[o] for o in h_order)} ({same}; best here "
-                          f"{'matches' if p_order[0] == h_order[0] else 'differs from'} the paper's best).")
+            orders.append(
+                f"- {ACT_NAMES.get(act, act)}: highest to lowest, the paper: "
+                f"{', '.join(PAPER_NAMES[o] for o in p_order)}; here: "
+                f"{', '.join(PAPER_NAMES[o] for o in h_order)} ({same}; best here "
+                f"{'matches' if p_order[0] == h_order[0] else 'differs from'} the paper's best)."
+            )
     return out + ([""] + orders if orders else [])
 
 
@@ -505,19 +596,27 @@ def variant_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]], tol: floa
             if not keys:
                 continue
             behind = {k: [e for e, v in runs[k].items() if e in adam[k] and v < adam[k][e] - tol] for k in keys}
-            worst = max((adam[k][e] - runs[k][e], k, e) for k in keys for e in behind[k]) if any(behind.values()) \
-                else None
+            worst = (
+                max((adam[k][e] - runs[k][e], k, e) for k in keys for e in behind[k]) if any(behind.values()) else None
+            )
             ends = [runs[k][max(runs[k])] - ref[k][max(ref[k])] for k in keys]
             never = sum(not b for b in behind.values())
-            text = (f"- {ACT_NAMES.get(act, act)}, {opt}: never behind Adam (by more than {tol}{unit}) in {never} of "
-                    f"{len(keys)} runs")
+            text = (
+                f"- {ACT_NAMES.get(act, act)}, {opt}: never behind Adam (by more than {tol}{unit}) in {never} of "
+                f"{len(keys)} runs"
+            )
             if worst is not None:
                 text += f" (worst: {worst[0]:.2f}{unit} behind, {worst[1][0]} seed {worst[1][1]}, epoch {worst[2]})"
-            text += (f"; final {metric} minus the published ESGD's: mean {sum(ends) / len(ends):+.2f}{unit}, "
-                     f"lowest {min(ends):+.2f}{unit}.")
+            text += (
+                f"; final {metric} minus the published ESGD's: mean {sum(ends) / len(ends):+.2f}{unit}, "
+                f"lowest {min(ends):+.2f}{unit}."
+            )
             out.append(text)
-    return ["", "The other optimizers against Adam (every epoch) and the published ESGD (final epoch), per run:", ""] + out \
-        if out else []
+    return (
+        ["", "The other optimizers against Adam (every epoch) and the published ESGD (final epoch), per run:", ""] + out
+        if out
+        else []
+    )
 
 
 def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -534,22 +633,33 @@ def claims(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
         lost_e, lost_a = diverged(rows, act, "esgd"), diverged(rows, act, "adam")
         if not pairs:
             if lost_e or lost_a:
-                out.append(f"- {ACT_NAMES.get(act, act)}: {claim} — **not judged**: no pair of finished runs to "
-                           f"compare ({lost_e} ESGD and {lost_a} Adam run(s) diverged with a NaN loss).")
+                out.append(
+                    f"- {ACT_NAMES.get(act, act)}: {claim} — **not judged**: no pair of finished runs to "
+                    f"compare ({lost_e} ESGD and {lost_a} Adam run(s) diverged with a NaN loss)."
+                )
             continue
         wins = sum(e > a for e, a in pairs)
         gap = sum(e - a for e, a in pairs) / len(pairs)
         holds = wins == len(pairs) if esgd_should_win else wins == 0
         c_e, c_a = curves(rows, act, "esgd"), curves(rows, act, "adam")
-        behind = [e for e, me in zip(c_e["epoch"], c_e["mean"])
-                  if e in c_a["epoch"] and me < c_a["mean"][c_a["epoch"].index(e)]]
-        lead = (f"; on the mean curve ESGD is behind Adam at {len(behind)} of {len(c_e['epoch'])} epochs"
-                f" (last at epoch {behind[-1]})" if behind else "; on the mean curve ESGD is never behind Adam")
+        behind = [
+            e
+            for e, me in zip(c_e["epoch"], c_e["mean"])
+            if e in c_a["epoch"] and me < c_a["mean"][c_a["epoch"].index(e)]
+        ]
+        lead = (
+            f"; on the mean curve ESGD is behind Adam at {len(behind)} of {len(c_e['epoch'])} epochs"
+            f" (last at epoch {behind[-1]})"
+            if behind
+            else "; on the mean curve ESGD is never behind Adam"
+        )
         verdict = "**holds**" if holds else ("**partly holds**" if 0 < wins < len(pairs) else "**does not hold**")
         lost = lost_e + lost_a
         lost_text = f" ({lost} more run(s) diverged and are left out)" if lost else ""
-        out.append(f"- {ACT_NAMES.get(act, act)}: {claim} — {verdict}: ESGD ahead in {wins} of {len(pairs)} "
-                   f"runs{lost_text}, mean ESGD - Adam = {gap:+.3f}{unit}{lead}.")
+        out.append(
+            f"- {ACT_NAMES.get(act, act)}: {claim} — {verdict}: ESGD ahead in {wins} of {len(pairs)} "
+            f"runs{lost_text}, mean ESGD - Adam = {gap:+.3f}{unit}{lead}."
+        )
     return out
 
 
@@ -569,7 +679,7 @@ def plot(grid: CompareConfig, rows: Sequence[Dict[str, Any]], path: Path) -> Pat
             if not c["epoch"]:
                 continue
             for i, xs in enumerate((c["epoch"], c["time"])):
-                line, = axes[i][j].plot(xs, c["mean"], linewidth=1.3, label=f"{opt} (n={c['runs']})")
+                (line,) = axes[i][j].plot(xs, c["mean"], linewidth=1.3, label=f"{opt} (n={c['runs']})")
                 axes[i][j].fill_between(xs, c["lo"], c["hi"], color=line.get_color(), alpha=0.2, linewidth=0)
         axes[0][j].set_title(ACT_NAMES.get(act, act), fontsize=9)
         axes[0][j].set_xlabel("epoch", fontsize=8)
@@ -600,8 +710,10 @@ def variant_note(optimizers: Sequence[str]) -> str:
     """The report header's words on gnerf's own optimizer, when the grid has it."""
     if "esgd-adam-start" not in optimizers:
         return ""
-    return (f"; gnerf's `esgd-adam-start` is not the paper's: Adam (1e-4) for {ADAM_EPOCHS:g} epochs, then ESGD at lr "
-            f"{OPTIMIZERS['esgd-adam-start']().lr:g} with the same cadence, started 50 steps before the switch")
+    return (
+        f"; gnerf's `esgd-adam-start` is not the paper's: Adam (1e-4) for {ADAM_EPOCHS:g} epochs, then ESGD at lr "
+        f"{OPTIMIZERS['esgd-adam-start']().lr:g} with the same cadence, started 50 steps before the switch"
+    )
 
 
 def lr_note(optimizers: Sequence[str], activations: Sequence[str]) -> str:
@@ -637,24 +749,33 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig], suite_nam
         protocol += " protocol with --size / --epochs / --max-frames changed; see each section for the sizes"
     all_rows = [read_results(g) for g in grids]
     if cfg.plot_only and not any(all_rows):
-        raise ValueError(f"no runs in the records ({', '.join(str(g.record) for g in grids)}) nor in the run folders; "
-                         f"{report} is left as it is")
+        raise ValueError(
+            f"no runs in the records ({', '.join(str(g.record) for g in grids)}) nor in the run folders; "
+            f"{report} is left as it is"
+        )
     command = "python -m experiments.reproduce " + " ".join(a for a in sys.argv[1:] if a != "--plot-only")
     optimizers = tuple(canonical(o) for o in cfg.optimizers or suite["optimizers"])
     activations = cfg.activations or suite["activations"]
-    text = [f"# Reproducing the paper's {suite['title']} ({protocol}{'' if custom else ' protocol'})", "",
-            f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
-            "add `--plot-only` to rebuild this page from the run records. Hyperparameters are the paper's "
-            "(`gnerf.optim.configs`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
-            f"first 50 steps, then every 100th){variant_note(optimizers)}{lr_note(optimizers, activations)}. "
-            "Wall times are each run's own training clock, with "
-            f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
-            "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
-            "times only between runs made together.", ""]
+    text = [
+        f"# Reproducing the paper's {suite['title']} ({protocol}{'' if custom else ' protocol'})",
+        "",
+        f"Written by `{command.strip()}` on {today()} ({machine(DEVICE)}); rerun it to reproduce, "
+        "add `--plot-only` to rebuild this page from the run records. Hyperparameters are the paper's "
+        "(`gnerf.optim.configs`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
+        f"first 50 steps, then every 100th){variant_note(optimizers)}{lr_note(optimizers, activations)}. "
+        "Wall times are each run's own training clock, with "
+        f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
+        "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
+        "times only between runs made together.",
+        "",
+    ]
     if cfg.quick:
-        text += ["**Quick protocol:** the data are reduced to fit a 2-core CPU (see `experiments/reproduce.py`); "
-                 "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
-                 "the comparison, not as a test of the claims.", ""]
+        text += [
+            "**Quick protocol:** the data are reduced to fit a 2-core CPU (see `experiments/reproduce.py`); "
+            "the paper's claims are stated at its own budget, so read these numbers as a smoke test of "
+            "the comparison, not as a test of the claims.",
+            "",
+        ]
     for grid, rows in zip(grids, all_rows):
         fig = cfg.figure_dir / f"{prefix}_{grid.task}.png"
         if rows:
@@ -669,6 +790,7 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig], suite_nam
 def reproduce(cfg: ReproduceConfig) -> str:
     """Run (or resume) every grid of every suite of ``cfg``, writing each suite's report after its grids; returns
     the reports' text."""
+
     def log(line: str) -> None:
         print(line, flush=True)
 
@@ -682,8 +804,13 @@ def reproduce(cfg: ReproduceConfig) -> str:
     if contest_cfg is not None:
         from experiments.contest import contest
 
-        texts.append(contest(contest_cfg, log=log, command="python -m experiments.reproduce --suites contest"
-                             + (" --quick" if cfg.quick else "")))
+        texts.append(
+            contest(
+                contest_cfg,
+                log=log,
+                command="python -m experiments.reproduce --suites contest" + (" --quick" if cfg.quick else ""),
+            )
+        )
     return "\n\n".join(texts)
 
 

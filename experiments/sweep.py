@@ -56,8 +56,20 @@ from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 
-__all__ = ["SweepConfig", "best_runs", "choose_winner", "compare_config", "finals_of", "import_old_sweep", "main",
-           "multiples_of", "registered_lr", "spec", "sweep", "table"]
+__all__ = [
+    "SweepConfig",
+    "best_runs",
+    "choose_winner",
+    "compare_config",
+    "finals_of",
+    "import_old_sweep",
+    "main",
+    "multiples_of",
+    "registered_lr",
+    "spec",
+    "sweep",
+    "table",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = SHARED_DATA / "images" / "kodak"
@@ -67,8 +79,17 @@ KODAK = SHARED_DATA / "images" / "kodak"
 class SweepConfig:
     """The contenders' lr sweep (registered lr x multiples, registered schedules) on Kodak photos, and its table."""
 
-    optimizers: Tuple[str, ...] = ("muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw", "adam", "esgd",
-                                   "esgd-adam-start", "muon-esgd")
+    optimizers: Tuple[str, ...] = (
+        "muon",
+        "adam-cosine",
+        "soap",
+        "psgd-kron",
+        "schedulefree-adamw",
+        "adam",
+        "esgd",
+        "esgd-adam-start",
+        "muon-esgd",
+    )
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)
     """Multiples of each optimizer's registered lr, run in this order."""
@@ -126,14 +147,18 @@ def _specs(cfg: SweepConfig, finals: Optional[Dict[str, Dict[str, Any]]] = None)
     base = [(name, m, spec(name, m)) for m in cfg.multiples for name in cfg.optimizers]
     if finals is None:
         return base
-    return base + [(name, m, spec(name, m)) for name in cfg.optimizers
-                   for m in multiples_of(cfg, name, finals) if m not in cfg.multiples]
+    return base + [
+        (name, m, spec(name, m))
+        for name in cfg.optimizers
+        for m in multiples_of(cfg, name, finals)
+        if m not in cfg.multiples
+    ]
 
 
 def _candidates(cfg: SweepConfig) -> List[Tuple[str, float, str]]:
     """Every ``(name, multiple, spec)`` the sweep could run: the multiples and all possible extensions."""
     lo, hi = min(cfg.multiples), max(cfg.multiples)
-    more = [lo / 3 ** k for k in range(1, cfg.extend + 1)] + [hi * 3 ** k for k in range(1, cfg.extend + 1)]
+    more = [lo / 3**k for k in range(1, cfg.extend + 1)] + [hi * 3**k for k in range(1, cfg.extend + 1)]
     return [(name, m, spec(name, m)) for m in (*cfg.multiples, *more) for name in cfg.optimizers]
 
 
@@ -157,8 +182,9 @@ def multiples_of(cfg: SweepConfig, name: str, finals: Dict[str, Dict[str, Any]])
             return ms
 
 
-def compare_config(cfg: SweepConfig, plot_only: Optional[bool] = None,
-                   specs: Optional[Sequence[Tuple[str, float, str]]] = None) -> CompareConfig:
+def compare_config(
+    cfg: SweepConfig, plot_only: Optional[bool] = None, specs: Optional[Sequence[Tuple[str, float, str]]] = None
+) -> CompareConfig:
     """The sweep as a grid of :mod:`experiments.compare` (of ``specs``, by default the multiples')."""
     unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
     if unknown:
@@ -168,13 +194,27 @@ def compare_config(cfg: SweepConfig, plot_only: Optional[bool] = None,
     if cfg.extend < 0:
         raise ValueError(f"--extend must be 0 or more, got {cfg.extend}")
     specs = _specs(cfg) if specs is None else specs
-    return CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images), task="image",
-                         activations=("gaussian",), optimizers=tuple(dict.fromkeys(s for _, _, s in specs)),
-                         seeds=(cfg.seed,), epochs=cfg.epochs, batch_size=cfg.batch_size, size=(cfg.size, cfg.size),
-                         hidden_dim=256, num_layers=5, output_dir=Path(cfg.output_dir), record=Path(cfg.record),
-                         workers=cfg.workers, threads=cfg.threads, cluster=cfg.cluster,
-                         slurm_partition=cfg.slurm_partition, timeout_min=cfg.timeout_min,
-                         gpus_per_node=cfg.gpus_per_node, plot_only=cfg.plot_only if plot_only is None else plot_only)
+    return CompareConfig(
+        inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images),
+        task="image",
+        activations=("gaussian",),
+        optimizers=tuple(dict.fromkeys(s for _, _, s in specs)),
+        seeds=(cfg.seed,),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        size=(cfg.size, cfg.size),
+        hidden_dim=256,
+        num_layers=5,
+        output_dir=Path(cfg.output_dir),
+        record=Path(cfg.record),
+        workers=cfg.workers,
+        threads=cfg.threads,
+        cluster=cfg.cluster,
+        slurm_partition=cfg.slurm_partition,
+        timeout_min=cfg.timeout_min,
+        gpus_per_node=cfg.gpus_per_node,
+        plot_only=cfg.plot_only if plot_only is None else plot_only,
+    )
 
 
 def _final(status: str, hist: Sequence[Dict[str, Any]], epochs: int) -> Any:
@@ -192,12 +232,16 @@ def choose_winner(entries: Sequence[Dict[str, Any]], images: Sequence[str]) -> T
     a value being the final PSNR (float), ``"diverged"``, ``"failed"`` or anything else for a run not finished.
     See the module docstring for the rule.
     """
+
     def finished(v: Any) -> bool:
         return isinstance(v, float) or v == "diverged"
 
     complete = all(finished(e["finals"].get(i)) for e in entries for i in images)
-    candidates = [(k, sum(e["finals"][i] for i in images) / len(images)) for k, e in enumerate(entries)
-                  if images and all(isinstance(e["finals"].get(i), float) for i in images)]
+    candidates = [
+        (k, sum(e["finals"][i] for i in images) / len(images))
+        for k, e in enumerate(entries)
+        if images and all(isinstance(e["finals"].get(i), float) for i in images)
+    ]
     if not candidates:
         return None, ""
     best = max(round(mean, 2) for _, mean in candidates)
@@ -258,9 +302,14 @@ def best_runs(cfg: SweepConfig) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dic
             continue
         s = spec(name, ms[k])
         runs[f"{name} lr {s.split('lr=', 1)[1]}"] = {
-            image: run_history(grid_cfg, by_spec[(s, image)])[:2] for image in cfg.images if (s, image) in by_spec}
-    photos = [i for i in cfg.images if runs and all(isinstance(finals.get(spec_of, {}).get(i), float)
-                                                    for spec_of in (_spec_of(label) for label in runs))]
+            image: run_history(grid_cfg, by_spec[(s, image)])[:2] for image in cfg.images if (s, image) in by_spec
+        }
+    photos = [
+        i
+        for i in cfg.images
+        if runs
+        and all(isinstance(finals.get(spec_of, {}).get(i), float) for spec_of in (_spec_of(label) for label in runs))
+    ]
     return runs, photos
 
 
@@ -290,30 +339,42 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
     grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_specs(cfg, finals)))
     counts = _sources(grid_cfg)
     total = sum(counts.values())
-    lines = ["# The contenders' lr sweep", "",
-             f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/` "
-             f"({counts.get('record', 0)} of {total} runs recorded finished or diverged"
-             + (f", {_imported(grid_cfg)} of them imported from the sweep's earlier layout" if _imported(grid_cfg)
-                else "")
-             + (f"; {counts['folder']} read from run folders only" if counts.get("folder") else "")
-             + f"); `{command} --plot-only` rebuilds it from the records, and the command without it runs what is "
-               "missing.", "",
-             f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
-             f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
-             f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
-             f"schedule, and up to {cfg.extend} more factors of 3 past an edge where the optimizer's winner lies there "
-             "(the same rule for every optimizer). Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
-             "`-` not started, `diverged` a NaN loss, `failed` an error (rerun next time).", "",
-             "Winner: per optimizer, the lr with the highest mean final PSNR over the photos, among the lrs that "
-             "finished on every photo without diverging; **winner** once every lr of the optimizer has finished or "
-             "diverged on every photo, *leading* before that. Means equal to 0.01 dB are a tie, broken toward the "
-             "registered lr, then the smaller lr.", "",
-             "| optimizer | lr | x registered | " + " | ".join(cfg.images) + " | mean | |",
-             "|---|---|---|" + "---|" * (len(cfg.images) + 2)]
+    lines = [
+        "# The contenders' lr sweep",
+        "",
+        f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/` "
+        f"({counts.get('record', 0)} of {total} runs recorded finished or diverged"
+        + (f", {_imported(grid_cfg)} of them imported from the sweep's earlier layout" if _imported(grid_cfg) else "")
+        + (f"; {counts['folder']} read from run folders only" if counts.get("folder") else "")
+        + f"); `{command} --plot-only` rebuilds it from the records, and the command without it runs what is "
+        "missing.",
+        "",
+        f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
+        f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
+        f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
+        f"schedule, and up to {cfg.extend} more factors of 3 past an edge where the optimizer's winner lies there "
+        "(the same rule for every optimizer). Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
+        "`-` not started, `diverged` a NaN loss, `failed` an error (rerun next time).",
+        "",
+        "Winner: per optimizer, the lr with the highest mean final PSNR over the photos, among the lrs that "
+        "finished on every photo without diverging; **winner** once every lr of the optimizer has finished or "
+        "diverged on every photo, *leading* before that. Means equal to 0.01 dB are a tie, broken toward the "
+        "registered lr, then the smaller lr.",
+        "",
+        "| optimizer | lr | x registered | " + " | ".join(cfg.images) + " | mean | |",
+        "|---|---|---|" + "---|" * (len(cfg.images) + 2),
+    ]
     edges = []
     for name in cfg.optimizers:
-        entries = [{"lr": registered_lr(name) * m, "multiple": m, "spec": spec(name, m),
-                    "finals": finals.get(spec(name, m), {})} for m in multiples_of(cfg, name, finals)]
+        entries = [
+            {
+                "lr": registered_lr(name) * m,
+                "multiple": m,
+                "spec": spec(name, m),
+                "finals": finals.get(spec(name, m), {}),
+            }
+            for m in multiples_of(cfg, name, finals)
+        ]
         k, mark = choose_winner(entries, cfg.images)
         if mark == "winner" and k in (0, len(entries) - 1) and len(entries) > 1:
             edges.append(name)
@@ -333,11 +394,17 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
             label = {"winner": "**winner**", "leading": "*leading*"}.get(mark, "") if j == k else ""
             if j == k and mark == "winner":
                 mean = f"**{mean}**"
-            lines.append(f"| {name} | {lr_text} | {e['multiple']:.3g} | "
-                         + " | ".join(_cell(v, cfg.epochs) for v in values) + f" | {mean} | {label} |")
+            lines.append(
+                f"| {name} | {lr_text} | {e['multiple']:.3g} | "
+                + " | ".join(_cell(v, cfg.epochs) for v in values)
+                + f" | {mean} | {label} |"
+            )
     if edges:
-        lines += ["", f"Winners still on the edge of the lrs tried (the limit of {cfg.extend} extension(s) per side "
-                      f"reached): {', '.join(edges)}."]
+        lines += [
+            "",
+            f"Winners still on the edge of the lrs tried (the limit of {cfg.extend} extension(s) per side "
+            f"reached): {', '.join(edges)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -354,9 +421,17 @@ def import_old_sweep(cfg: SweepConfig, old: Path, log=print) -> Dict[str, int]:
             folder = Path(old) / f"{name}-lr{lr:.3g}" / image
             run = Run("image", Path(cfg.kodak) / f"{image}.png", "gaussian", s, cfg.seed)
             rec = RunRecord(Path(cfg.record), run.instance, run.activation, run.variant, run.seed)
-            expected = {"size": [cfg.size, cfg.size], "batch_size": cfg.batch_size, "seed": cfg.seed,
-                        "activation": "gaussian", "hidden_dim": 256, "num_layers": 5, "optimizer": name, "lr": lr,
-                        "schedule": type(OPTIMIZERS[name].schedule).__name__.replace("Schedule", "").lower()}
+            expected = {
+                "size": [cfg.size, cfg.size],
+                "batch_size": cfg.batch_size,
+                "seed": cfg.seed,
+                "activation": "gaussian",
+                "hidden_dim": 256,
+                "num_layers": 5,
+                "optimizer": name,
+                "lr": lr,
+                "schedule": type(OPTIMIZERS[name].schedule).__name__.replace("Schedule", "").lower(),
+            }
             if not folder.is_dir():
                 continue
             outcome, why = import_run(folder, rec, cfg.epochs, expected, {"machine": None, "jobs_at_once": None})
@@ -385,9 +460,14 @@ def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.swe
     if cfg.figure is not None:
         runs, photos = best_runs(cfg)
         if photos:
-            plot(runs, photos, list(runs), Path(cfg.figure),
-                 f"Each optimizer at its best lr of the sweep: Gaussian 5 x 256, {cfg.size} x {cfg.size}, batch "
-                 f"{cfg.batch_size}, seed {cfg.seed}; {', '.join(photos)}")
+            plot(
+                runs,
+                photos,
+                list(runs),
+                Path(cfg.figure),
+                f"Each optimizer at its best lr of the sweep: Gaussian 5 x 256, {cfg.size} x {cfg.size}, batch "
+                f"{cfg.batch_size}, seed {cfg.seed}; {', '.join(photos)}",
+            )
     return text
 
 

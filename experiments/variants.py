@@ -47,8 +47,11 @@ from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialS
 __all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "schedule_name"]
 
 #: The schedules a spec may name (the fitting commands' ``schedule:KIND`` subcommands).
-SCHEDULES: Dict[str, Type[ScheduleConfig]] = {"constant": ConstantSchedule, "cosine": CosineSchedule,
-                                              "exponential": ExponentialSchedule}
+SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
+    "constant": ConstantSchedule,
+    "cosine": CosineSchedule,
+    "exponential": ExponentialSchedule,
+}
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -214,20 +217,24 @@ def parse_variant(spec: str) -> Variant:
         key, value = _split(text, part)
         if key == "schedule":
             if value.lower() not in SCHEDULES:
-                raise ValueError(f"optimizer spec {text!r}: unknown schedule {value!r}; choose one of: "
-                                 f"{', '.join(SCHEDULES)}")
+                raise ValueError(
+                    f"optimizer spec {text!r}: unknown schedule {value!r}; choose one of: {', '.join(SCHEDULES)}"
+                )
             kind = value.lower()
             continue
         explicit = key.startswith("schedule.")
-        key = key[len("schedule."):] if explicit else key
+        key = key[len("schedule.") :] if explicit else key
         target = raw_sched if explicit or key not in fields else raw_optim
         if key in target:
             raise ValueError(f"optimizer spec {text!r}: {key} is given twice")
         target[key] = value
     if raw_sched and kind is None:  # options of the registered schedule: its kind and settings stay
         kind = schedule_name(registered)
-        base = {f.name: getattr(registered, f.name) for f in dataclasses.fields(registered)
-                if getattr(registered, f.name) != f.default}
+        base = {
+            f.name: getattr(registered, f.name)
+            for f in dataclasses.fields(registered)
+            if getattr(registered, f.name) != f.default
+        }
     else:
         base = {}
     options: Dict[str, Any] = {}
@@ -241,9 +248,11 @@ def parse_variant(spec: str) -> Variant:
         sfields = _fields(SCHEDULES[kind])
         for key, value in raw_sched.items():
             if key not in sfields:
-                raise ValueError(f"optimizer spec {text!r}: neither {name} nor its schedule {kind} has an option "
-                                 f"{key!r}; {name} takes {', '.join(sorted(fields))}; schedule {kind} takes "
-                                 f"{', '.join(sorted(sfields))}")
+                raise ValueError(
+                    f"optimizer spec {text!r}: neither {name} nor its schedule {kind} has an option "
+                    f"{key!r}; {name} takes {', '.join(sorted(fields))}; schedule {kind} takes "
+                    f"{', '.join(sorted(sfields))}"
+                )
             try:
                 sched[key] = _convert(value, sfields[key])
             except ValueError as err:

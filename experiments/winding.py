@@ -39,8 +39,9 @@ BASELINE = "8ea9e8a"
 
 def baseline_module(rev: str) -> types.ModuleType:
     """``gnerf/tasks/mesh.py`` at git revision ``rev``, imported as a module of its own."""
-    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:gnerf/tasks/mesh.py"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:gnerf/tasks/mesh.py"], capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(f"cannot read gnerf/tasks/mesh.py at {rev!r} (a shallow clone?): {done.stderr.strip()}")
     source = done.stdout
@@ -56,8 +57,17 @@ def with_holes(vertices: np.ndarray, faces: np.ndarray, radius: float = 0.08) ->
     return faces[(np.linalg.norm(centroids[:, None] - spots[None], axis=-1) > radius).all(1)]
 
 
-def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Tensor, gnerf: types.ModuleType,
-            rounds: int, wn_points: int, counts: list[int], truth_faces: np.ndarray | None = None) -> list:
+def compare(
+    name: str,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    points: torch.Tensor,
+    gnerf: types.ModuleType,
+    rounds: int,
+    wn_points: int,
+    counts: list[int],
+    truth_faces: np.ndarray | None = None,
+) -> list:
     import igl
 
     vt, ft = torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces)
@@ -80,7 +90,7 @@ def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Te
     }
     labels = {}
     for r in range(rounds):
-        for key in (("gnerf", "libigl") if r % 2 == 0 else ("libigl", "gnerf")):
+        for key in ("gnerf", "libigl") if r % 2 == 0 else ("libigl", "gnerf"):
             t = time.perf_counter()
             labels[key] = runs[key]()
             times[key].append(time.perf_counter() - t)
@@ -95,13 +105,21 @@ def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Te
     group = np.searchsorted(np.cumsum(counts), differ, side="right")
     by_group = "/".join(str(int((group == i).sum())) for i in range(len(counts)))
     t_g, t_l = statistics.median(times["gnerf"]), statistics.median(times["libigl"])
-    row = [name, f"{len(F):,}", f"{len(Q):,}", f"{fallback[0] if fallback else 0:,}",
-           f"{(g == lib).mean() * 100:.4f}%", f"{len(differ)} ({by_group})",
-           f"{dist.max():.1e}" if len(differ) else "-",
-           f"{rays_split}" if len(differ) else "-",
-           f"{exact_w.min():.3f} to {exact_w.max():.3f}" if len(differ) else "-",
-           f"{int((g[differ] == exact).sum())} / {int((lib[differ] == exact).sum())}" if len(differ) else "-",
-           f"{t_g:.2f}", f"{t_l:.2f}", f"{t_g / t_l:.1f}"]
+    row = [
+        name,
+        f"{len(F):,}",
+        f"{len(Q):,}",
+        f"{fallback[0] if fallback else 0:,}",
+        f"{(g == lib).mean() * 100:.4f}%",
+        f"{len(differ)} ({by_group})",
+        f"{dist.max():.1e}" if len(differ) else "-",
+        f"{rays_split}" if len(differ) else "-",
+        f"{exact_w.min():.3f} to {exact_w.max():.3f}" if len(differ) else "-",
+        f"{int((g[differ] == exact).sum())} / {int((lib[differ] == exact).sum())}" if len(differ) else "-",
+        f"{t_g:.2f}",
+        f"{t_l:.2f}",
+        f"{t_g / t_l:.1f}",
+    ]
     if truth_faces is not None:  # errors against the closed mesh's labels
         truth = igl.fast_winding_number(V, np.ascontiguousarray(truth_faces, dtype=np.int64), Q) > 0.5
         row.append(f"{int((g != truth).sum())} / {int((lib != truth).sum())}")
@@ -116,8 +134,15 @@ def compare(name: str, vertices: np.ndarray, faces: np.ndarray, points: torch.Te
     t = time.perf_counter()
     w_l = igl.fast_winding_number(V, F, Q[:wn_points])
     t_wl = time.perf_counter() - t
-    wn_row = [name, f"{len(sub):,}", f"{((w_g > 0.5) == (w_l > 0.5)).mean() * 100:.4f}%",
-              f"{np.abs(w_g - w_l).max():.3f}", f"{t_wg:.2f}", f"{t_wl:.3f}", f"{t_wg / t_wl:.0f}"]
+    wn_row = [
+        name,
+        f"{len(sub):,}",
+        f"{((w_g > 0.5) == (w_l > 0.5)).mean() * 100:.4f}%",
+        f"{np.abs(w_g - w_l).max():.3f}",
+        f"{t_wg:.2f}",
+        f"{t_wl:.3f}",
+        f"{t_wg / t_wl:.0f}",
+    ]
     return [row, wn_row]
 
 
@@ -127,10 +152,18 @@ def main(argv=None) -> str:
     ap.add_argument("--points", type=int, default=1_000_000, help="occupancy points per mesh (the paper: 1M)")
     ap.add_argument("--seed", type=int, default=0, help="fit_occupancy's --seed for the point draw")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds per mesh (median reported)")
-    ap.add_argument("--holes-points", type=int, default=100_000,
-                    help="points for the bunny with holes (gnerf sends about a seventh to its slow winding number)")
-    ap.add_argument("--wn-points", type=int, default=10_000,
-                    help="points on which the two winding numbers alone are compared and timed")
+    ap.add_argument(
+        "--holes-points",
+        type=int,
+        default=100_000,
+        help="points for the bunny with holes (gnerf sends about a seventh to its slow winding number)",
+    )
+    ap.add_argument(
+        "--wn-points",
+        type=int,
+        default=10_000,
+        help="points on which the two winding numbers alone are compared and timed",
+    )
     ap.add_argument("--baseline", default=BASELINE, help="git revision whose gnerf/tasks/mesh.py is 'gnerf'")
     ap.add_argument("--output", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
@@ -148,8 +181,9 @@ def main(argv=None) -> str:
         points = sample_occupancy_points(v, f, n, generator=torch.Generator().manual_seed(args.seed))
         counts = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]  # uniform, sigma 0.1, sigma 0.01
         if name == "bunny with holes":
-            row, wn_row = compare(name, v, with_holes(v, f), points, gnerf, args.rounds, args.wn_points, counts,
-                                  truth_faces=f)
+            row, wn_row = compare(
+                name, v, with_holes(v, f), points, gnerf, args.rounds, args.wn_points, counts, truth_faces=f
+            )
         else:
             row, wn_row = compare(name, v, f, points, gnerf, args.rounds, args.wn_points, counts)
         labels_rows.append(row)
@@ -158,22 +192,48 @@ def main(argv=None) -> str:
 
     command = "python -m experiments.winding " + " ".join(sys.argv[1:] if argv is None else argv)
     threads = os.environ.get("IGL_NUM_THREADS", f"default ({os.cpu_count()} visible cores)")
-    text = "\n".join([
-        f"Command: `{command}`; date {today()}; {machine('cpu')}; libigl {version('libigl')} "
-        f"(threads: {threads}); gnerf = gnerf/tasks/mesh.py at {args.baseline}; median of {args.rounds} "
-        "interleaved round(s).\n",
-        table(["mesh", "faces", "points", "gnerf: points sent to its winding number", "labels identical",
-               "differ (uniform/0.1/0.01)", "max distance to surface where they differ",
-               "of those, gnerf used its winding number (six rays disagreed)", "exact w there",
-               "right by exact winding number (gnerf / libigl)", "gnerf s", "libigl s", "gnerf / libigl",
-               "wrong vs closed bunny (gnerf / libigl)"], labels_rows),
-        "",
-        "The generalised winding numbers alone (gnerf's Barnes-Hut `winding_number` vs `igl.fast_winding_number`), "
-        f"on the first {args.wn_points:,} of those points:\n",
-        table(["mesh", "points", "w > 1/2 identical", "max abs. difference of w", "gnerf s", "libigl s",
-               "gnerf / libigl"], wn_rows),
-        "",
-    ])
+    text = "\n".join(
+        [
+            f"Command: `{command}`; date {today()}; {machine('cpu')}; libigl {version('libigl')} "
+            f"(threads: {threads}); gnerf = gnerf/tasks/mesh.py at {args.baseline}; median of {args.rounds} "
+            "interleaved round(s).\n",
+            table(
+                [
+                    "mesh",
+                    "faces",
+                    "points",
+                    "gnerf: points sent to its winding number",
+                    "labels identical",
+                    "differ (uniform/0.1/0.01)",
+                    "max distance to surface where they differ",
+                    "of those, gnerf used its winding number (six rays disagreed)",
+                    "exact w there",
+                    "right by exact winding number (gnerf / libigl)",
+                    "gnerf s",
+                    "libigl s",
+                    "gnerf / libigl",
+                    "wrong vs closed bunny (gnerf / libigl)",
+                ],
+                labels_rows,
+            ),
+            "",
+            "The generalised winding numbers alone (gnerf's Barnes-Hut `winding_number` vs `igl.fast_winding_number`), "
+            f"on the first {args.wn_points:,} of those points:\n",
+            table(
+                [
+                    "mesh",
+                    "points",
+                    "w > 1/2 identical",
+                    "max abs. difference of w",
+                    "gnerf s",
+                    "libigl s",
+                    "gnerf / libigl",
+                ],
+                wn_rows,
+            ),
+            "",
+        ]
+    )
     print(text)
     if args.output:
         args.output.write_text(text)

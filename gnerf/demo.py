@@ -31,6 +31,7 @@ from gnerf.errors import InputError
 from gnerf.quiet import child_warning_filters
 from gnerf.scenes import make_blender_scene
 
+
 @dataclass
 class DemoConfig:
     """Settings of the CPU demo (reduced from the paper's, see the module docstring)."""
@@ -119,21 +120,47 @@ def run_demo(cfg: DemoConfig) -> dict:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H%M%S")
     train_cmd = [
-        _bin("ns-train"), "gaussian-nerf-esgd",
-        "--output-dir", str(cfg.output_dir), "--experiment-name", "procedural", "--timestamp", stamp,
-        "--vis", "tensorboard", "--machine.device-type", cfg.device,
-        "--max-num-iterations", str(cfg.iterations),
-        "--steps-per-save", str(cfg.iterations), "--steps-per-eval-batch", "250",
-        "--steps-per-eval-image", str(cfg.iterations), "--steps-per-eval-all-images", str(10 * cfg.iterations),
-        "--pipeline.datamanager.train-num-rays-per-batch", str(cfg.rays),
-        "--pipeline.datamanager.eval-num-rays-per-batch", str(cfg.rays),
-        "--pipeline.model.num-samples", str(cfg.samples),
-        "--pipeline.model.hidden-dim", str(cfg.hidden_dim),
-        "--pipeline.model.feature-dim", str(cfg.hidden_dim),
-        "--pipeline.model.num-layers", str(cfg.num_layers),
-        "--pipeline.model.skip-connections", *(str(s) for s in skip_connections_for(cfg.num_layers)),
-        "--optimizers.fields.scheduler.max-steps", str(cfg.iterations),
-        "blender-data", "--data", str(scene),
+        _bin("ns-train"),
+        "gaussian-nerf-esgd",
+        "--output-dir",
+        str(cfg.output_dir),
+        "--experiment-name",
+        "procedural",
+        "--timestamp",
+        stamp,
+        "--vis",
+        "tensorboard",
+        "--machine.device-type",
+        cfg.device,
+        "--max-num-iterations",
+        str(cfg.iterations),
+        "--steps-per-save",
+        str(cfg.iterations),
+        "--steps-per-eval-batch",
+        "250",
+        "--steps-per-eval-image",
+        str(cfg.iterations),
+        "--steps-per-eval-all-images",
+        str(10 * cfg.iterations),
+        "--pipeline.datamanager.train-num-rays-per-batch",
+        str(cfg.rays),
+        "--pipeline.datamanager.eval-num-rays-per-batch",
+        str(cfg.rays),
+        "--pipeline.model.num-samples",
+        str(cfg.samples),
+        "--pipeline.model.hidden-dim",
+        str(cfg.hidden_dim),
+        "--pipeline.model.feature-dim",
+        str(cfg.hidden_dim),
+        "--pipeline.model.num-layers",
+        str(cfg.num_layers),
+        "--pipeline.model.skip-connections",
+        *(str(s) for s in skip_connections_for(cfg.num_layers)),
+        "--optimizers.fields.scheduler.max-steps",
+        str(cfg.iterations),
+        "blender-data",
+        "--data",
+        str(scene),
     ]
     _run(train_cmd, env=_quiet_env())
     run_dir = cfg.output_dir / "procedural" / "gaussian-nerf-esgd" / stamp
@@ -145,14 +172,32 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     check_run_config(config_yml)  # nerfstudio's commands load it with PyYAML's unsafe loader
     _run([_bin("ns-eval"), "--load-config", str(config_yml), "--output-path", str(eval_json)], env=env)
-    _run([_bin("ns-render"), "interpolate", "--load-config", str(config_yml), "--output-path", str(video),
-          "--pose-source", "eval", "--interpolation-steps", str(cfg.interpolation_steps), "--frame-rate", "24",
-          "--order-poses", "True"], env=env)
+    _run(
+        [
+            _bin("ns-render"),
+            "interpolate",
+            "--load-config",
+            str(config_yml),
+            "--output-path",
+            str(video),
+            "--pose-source",
+            "eval",
+            "--interpolation-steps",
+            str(cfg.interpolation_steps),
+            "--frame-rate",
+            "24",
+            "--order-poses",
+            "True",
+        ],
+        env=env,
+    )
     results = json.loads(eval_json.read_text())["results"]
     minutes = (time.perf_counter() - start) / 60
     print("\n" + "=" * 72)
-    print(f"gnerf demo finished in {minutes:.1f} min ({cfg.iterations} ESGD-Max steps, {cfg.rays} rays x "
-          f"{cfg.samples} samples, reduced from the paper's 2048 x 128 for the CPU)")
+    print(
+        f"gnerf demo finished in {minutes:.1f} min ({cfg.iterations} ESGD-Max steps, {cfg.rays} rays x "
+        f"{cfg.samples} samples, reduced from the paper's 2048 x 128 for the CPU)"
+    )
     print(f"  run folder   {run_dir}")
     print(f"  checkpoint   {run_dir / 'nerfstudio_models'}")
     print(f"  evaluation   {eval_json}")

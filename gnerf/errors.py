@@ -14,8 +14,15 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn, Optional
 
-__all__ = ["InputError", "Interrupted", "NonFiniteLossError", "Retry", "RunFolderError", "exit_interrupted",
-           "exit_with_error"]
+__all__ = [
+    "InputError",
+    "Interrupted",
+    "NonFiniteLossError",
+    "Retry",
+    "RunFolderError",
+    "exit_interrupted",
+    "exit_with_error",
+]
 
 
 class InputError(ValueError):

@@ -68,8 +68,9 @@ def require_file(path: PathLike, what: str) -> Path:
 def _atomic_target(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Tuple[Path, str]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
-                               dir=target.parent if tmp_dir is None else tmp_dir)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent if tmp_dir is None else tmp_dir
+    )
     os.close(fd)
     return target, tmp
 
@@ -182,8 +183,13 @@ def _deepest_existing(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if os.path.lexists(p)), Path(path.anchor or "."))
 
 
-def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose another --output-dir",
-                in_use: str = "choose another --output-dir", existed: Optional[Path] = None) -> HeldFolder:
+def lock_folder(
+    out: PathLike,
+    what: str = "--output-dir",
+    change: str = "choose another --output-dir",
+    in_use: str = "choose another --output-dir",
+    existed: Optional[Path] = None,
+) -> HeldFolder:
     """Create the folder ``out`` and take an exclusive, non-blocking ``flock`` on ``out/.lock``, which then holds
     this process's id; the OS releases it when the process ends, however it ends. ``what`` names the folder in the
     messages (the option that set it), ``change`` ends them (how to use another folder) and ``in_use`` ends the one
@@ -206,14 +212,15 @@ def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as err:
         if err.errno == errno.ELOOP and os.path.islink(lock):
-            raise RunFolderError(f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
-                                 f"there and never writes through a link; remove the link, or {change}") from None
+            raise RunFolderError(
+                f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
+                f"there and never writes through a link; remove the link, or {change}"
+            ) from None
         if err.errno == errno.ENAMETOOLONG:
             raise RunFolderError(f"the run folder {_short(out)} has {_too_long(out, existed)}; {change}") from None
         blocker = next((p for p in (out, *out.parents) if os.path.lexists(p) and not os.path.isdir(p)), None)
         if blocker is not None:
-            raise RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
-                                 f"{change}") from None
+            raise RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; {change}") from None
         raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}") from None
     if not os.path.isfile(lock):  # O_NOFOLLOW opened something that is not a plain file (a FIFO, a device)
         os.close(fd)
@@ -224,11 +231,14 @@ def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
         who = f"process {holder}" if holder.isdigit() else "another process"
-        raise RunFolderError(f"{str(out)!r} is in use by another run ({who}); wait for it to finish "
-                             f"or {in_use}") from None
+        raise RunFolderError(
+            f"{str(out)!r} is in use by another run ({who}); wait for it to finish or {in_use}"
+        ) from None
     except OSError as err:  # a file system without locks: run unprotected rather than not at all
-        sys.stderr.write(f"warning: cannot lock {str(lock)!r} ({err.strerror}); nothing stops a second run "
-                         "from writing to the same folder\n")
+        sys.stderr.write(
+            f"warning: cannot lock {str(lock)!r} ({err.strerror}); nothing stops a second run "
+            "from writing to the same folder\n"
+        )
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -240,6 +250,7 @@ def lock_folder(out: PathLike, what: str = "--output-dir", change: str = "choose
 
 def _too_long(path: Path, existing: Path) -> str:
     """What is too long in ``path`` for the file system of ``existing``: a name in it, or the whole path."""
+
     def limit(name: str, default: int) -> int:
         try:
             return os.pathconf(existing, name)
@@ -249,8 +260,10 @@ def _too_long(path: Path, existing: Path) -> str:
     name_max = limit("PC_NAME_MAX", 255)
     if any(len(os.fsencode(part)) > name_max for part in path.parts):
         return f"a name too long for the file system (a folder name may have at most {name_max} characters)"
-    return (f"a path too long for the file system (a path may have at most {limit('PC_PATH_MAX', 4096) - 1} "
-            f"characters; this one has {len(os.fsencode(str(path.absolute())))})")
+    return (
+        f"a path too long for the file system (a path may have at most {limit('PC_PATH_MAX', 4096) - 1} "
+        f"characters; this one has {len(os.fsencode(str(path.absolute())))})"
+    )
 
 
 def release_folder(held: HeldFolder) -> None:
@@ -269,7 +282,7 @@ def load_error_reason(err: BaseException, limit: int = 160) -> str:
     if not lines:
         return type(err).__name__
     reason = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0])
-    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _short(path: Path, keep: int = 60) -> str:
@@ -326,8 +339,16 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
             if writer is None:
                 h, w = frame.shape[:2]
                 pix = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-                writer = iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                                         pixelformat=pix, macro_block_size=1)
+                writer = iio2.get_writer(
+                    tmp,
+                    format="FFMPEG",
+                    mode="I",
+                    fps=fps,
+                    codec="libx264",
+                    quality=8,
+                    pixelformat=pix,
+                    macro_block_size=1,
+                )
             writer.append_data(frame)
         if writer is None:
             raise ValueError(f"no frames to write to {str(target)!r}")

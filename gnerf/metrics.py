@@ -94,8 +94,10 @@ def lpips_metric(device: Union[str, torch.device] = "cpu") -> Optional[Callable[
     def lpips(pred: Tensor, target: Tensor) -> Optional[Tensor]:
         if min(pred.shape[-3:-1]) < 32:
             return None
-        scores = [metric(p[None].permute(0, 3, 1, 2).float(), t[None].permute(0, 3, 1, 2).float())
-                  for p, t in zip(pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:]))]
+        scores = [
+            metric(p[None].permute(0, 3, 1, 2).float(), t[None].permute(0, 3, 1, 2).float())
+            for p, t in zip(pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:]))
+        ]
         return torch.stack(scores).mean()
 
     return lpips

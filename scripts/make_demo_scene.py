@@ -27,8 +27,7 @@ DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "generated" / "
 def main(args: Optional[Sequence[str]] = None) -> Path:
     """Build the scene (skipped when a scene with these parameters is present) and print where it is."""
     start = time.perf_counter()
-    path = tyro.cli(functools.partial(make_blender_scene, out_dir=DEFAULT_OUT_DIR), args=args,
-                    description=main.__doc__)
+    path = tyro.cli(functools.partial(make_blender_scene, out_dir=DEFAULT_OUT_DIR), args=args, description=main.__doc__)
     p = json.loads((path / "scene.json").read_text())
     print(
         f"procedural scene ({p['num_train']} train / {p['num_val']} val / {p['num_test']} test, "

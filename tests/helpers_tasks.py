@@ -53,8 +53,9 @@ def check_run_folder(run: Path, epochs: int, metric: str) -> List[Dict[str, floa
     return rows
 
 
-def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable, key: str, missing: str,
-                               bad_files: Sequence[Tuple[str, str, str]]) -> None:
+def check_bad_inputs_are_named(
+    tmp_path: Path, fit: Callable, make_cfg: Callable, key: str, missing: str, bad_files: Sequence[Tuple[str, str, str]]
+) -> None:
     """``fit(make_cfg(run, **{key: file}))`` names a ``missing`` file and each ``(name, text, match)`` of
     ``bad_files``, written with ``text``, in an ``InputError`` matching ``match``; no run folder is left behind."""
     run = tmp_path / "r"
@@ -70,8 +71,15 @@ def check_bad_inputs_are_named(tmp_path: Path, fit: Callable, make_cfg: Callable
 
 def gaussian_mlp(out_dim: int, hidden_dim: int, sigma: float = 0.5, **kwargs) -> CoordinateMLP:
     """A 3-layer Gaussian-activation coordinate MLP from 2-D inputs (the optimizer tests' tiny network)."""
-    return CoordinateMLP(2, out_dim, hidden_dim=hidden_dim, num_layers=3, activation="gaussian",
-                         activation_kwargs={"sigma": sigma}, **kwargs)
+    return CoordinateMLP(
+        2,
+        out_dim,
+        hidden_dim=hidden_dim,
+        num_layers=3,
+        activation="gaussian",
+        activation_kwargs={"sigma": sigma},
+        **kwargs,
+    )
 
 
 def esgd_counters(opt: Any) -> Set[Tuple[int, int]]:

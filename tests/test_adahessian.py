@@ -10,7 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conft
 
 def _f(w1, w2, A, B):
     z = A @ w1 + B @ w2.reshape(-1)
-    return (torch.tanh(z) ** 2).sum() + (w1 ** 4).sum() + (w1[0] * w2[1, 1]) ** 2
+    return (torch.tanh(z) ** 2).sum() + (w1**4).sum() + (w1[0] * w2[1, 1]) ** 2
 
 
 def _quartic_problem():
@@ -32,13 +32,14 @@ def test_hutchinson_statistic_is_unbiased(statistic):
     # independent Hutchinson estimates whose weights sum to one, hence unbiased.
     w1, w2, A, B, H = _quartic_problem()
     beta2, n = 0.998, 3000
-    opt = AdaHessian([w1, w2], lr=0.0, betas=(0.9, beta2), statistic=statistic,
-                     generator=torch.Generator().manual_seed(3))
+    opt = AdaHessian(
+        [w1, w2], lr=0.0, betas=(0.9, beta2), statistic=statistic, generator=torch.Generator().manual_seed(3)
+    )
     for _ in range(n):
         opt.zero_grad()
         _f(w1, w2, A, B).backward(create_graph=True)
         opt.step()
-    est = torch.cat([opt.state[w1]["curvature"], opt.state[w2]["curvature"].reshape(-1)]) / (1 - beta2 ** n)
+    est = torch.cat([opt.state[w1]["curvature"], opt.state[w2]["curvature"].reshape(-1)]) / (1 - beta2**n)
     if statistic == "jacobi":
         expected = torch.diagonal(H)  # E[v * Hv] = diag(H)
         assert torch.allclose(est, expected, atol=0.06 * expected.abs().max())
@@ -75,11 +76,11 @@ def test_two_steps_follow_the_update_rule(statistic):
             m[i] = b1 * m[i] + (1 - b1) * g
             if statistic == "jacobi":
                 s[i] = b2 * s[i] + (1 - b2) * vs[i] * hv[i]
-                d = s[i].abs() / (1 - b2 ** t)
+                d = s[i].abs() / (1 - b2**t)
             else:
                 s[i] = b2 * s[i] + (1 - b2) * hv[i] ** 2
-                d = (s[i] / (1 - b2 ** t)).sqrt()
-            ps[i] = ps[i] - lr * (m[i] / (1 - b1 ** t)) / (d + eps)
+                d = (s[i] / (1 - b2**t)).sqrt()
+            ps[i] = ps[i] - lr * (m[i] / (1 - b1**t)) / (d + eps)
         opt.zero_grad()
         _f(w1, w2, A, B).backward(create_graph=True)
         opt.step()

@@ -26,9 +26,22 @@ def test_ns_train_help_lists_both_methods():
 
 def test_demo_trains_evaluates_and_renders(tmp_path):
     """Run from another folder, the demo builds its scene and writes its runs there (data/, outputs/)."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"),
-           "--iterations", "8", "--rays", "64", "--samples", "8", "--hidden-dim", "16", "--num-layers", "3",
-           "--interpolation-steps", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "demo.py"),
+        "--iterations",
+        "8",
+        "--rays",
+        "64",
+        "--samples",
+        "8",
+        "--hidden-dim",
+        "16",
+        "--num-layers",
+        "3",
+        "--interpolation-steps",
+        "2",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=tree_env())
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     assert "gnerf demo finished" in out.stdout and "test images  psnr" in out.stdout

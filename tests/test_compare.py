@@ -25,8 +25,18 @@ def image(tmp_path):
 
 def _tiny(tmp_path, inputs, **kw):
     """A grid of 16 x 16 images, 1 epoch, width 8: each run is one job of a second or two plus start-up."""
-    opts = dict(inputs=tuple(inputs), activations=("gaussian",), optimizers=("adam",), epochs=1, size=(16, 16),
-                hidden_dim=8, num_layers=2, batch_size=64, workers=2, output_dir=tmp_path / "cmp")
+    opts = dict(
+        inputs=tuple(inputs),
+        activations=("gaussian",),
+        optimizers=("adam",),
+        epochs=1,
+        size=(16, 16),
+        hidden_dim=8,
+        num_layers=2,
+        batch_size=64,
+        workers=2,
+        output_dir=tmp_path / "cmp",
+    )
     opts.update(kw)
     return CompareConfig(**opts)
 
@@ -88,8 +98,9 @@ def test_slurm_jobs_get_the_partition_time_and_parallelism_asked_for(tmp_path, m
         (fake / tool).write_text("#!/bin/sh\nexit 1\n")
         (fake / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    executor = _executor(EngineConfig(cluster="slurm", workers=3, threads=2, timeout_min=90, slurm_partition="cpu"),
-                         tmp_path / "jobs")
+    executor = _executor(
+        EngineConfig(cluster="slurm", workers=3, threads=2, timeout_min=90, slurm_partition="cpu"), tmp_path / "jobs"
+    )
     params = executor._executor.parameters
     assert (params["partition"], params["time"], params["cpus_per_task"]) == ("cpu", 90, 2)
     assert params["array_parallelism"] == 3
@@ -112,9 +123,18 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
     for stem in ("a", "b"):
         (kodak / f"{stem}.png").write_bytes(image.read_bytes())
     report = tmp_path / "docs" / "report.md"
-    cfg = ReproduceConfig(tasks=("image",), images=("a", "b"), activations=("gaussian",), size=(8, 8), epochs=2,
-                          workers=2, data_dir=tmp_path / "data", output_dir=tmp_path / "runs", report=report,
-                          figure_dir=tmp_path / "docs" / "figures")
+    cfg = ReproduceConfig(
+        tasks=("image",),
+        images=("a", "b"),
+        activations=("gaussian",),
+        size=(8, 8),
+        epochs=2,
+        workers=2,
+        data_dir=tmp_path / "data",
+        output_dir=tmp_path / "runs",
+        report=report,
+        figure_dir=tmp_path / "docs" / "figures",
+    )
     text = reproduce(cfg)
     assert report.read_text() == text
     assert "| Gaussian | adam |" in text and "| Gaussian | esgd |" in text and "epoch 2" in text
@@ -128,8 +148,18 @@ def test_reproduce_writes_a_report_with_tables_figure_and_claims(image, tmp_path
     text = reproduce(replace(cfg, plot_only=True))
     assert "1 run(s) failed" in text and "- b gaussian esgd seed0: `error: out of memory`" in text
     with pytest.raises(ValueError, match="--report"):
-        reproduce(ReproduceConfig(tasks=("image",), images=("a",), size=(8, 8), epochs=1, workers=1,
-                                  data_dir=tmp_path / "data", output_dir=tmp_path / "runs2", plot_only=True))
+        reproduce(
+            ReproduceConfig(
+                tasks=("image",),
+                images=("a",),
+                size=(8, 8),
+                epochs=1,
+                workers=1,
+                data_dir=tmp_path / "data",
+                output_dir=tmp_path / "runs2",
+                plot_only=True,
+            )
+        )
 
 
 def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
@@ -137,13 +167,19 @@ def test_a_claim_whose_runs_all_diverged_is_reported_as_not_judged():
 
     grid = CompareConfig(task="occupancy", activations=("gaussian", "relu"), optimizers=("adam", "esgd"))
     row = dict(task="occupancy", instance="bunny", seed="0", iteration="20", wall_time="1.0", loss="0.1")
-    rows = [{**row, "activation": act, "optimizer": opt, "status": "ok", "epoch": "1", "metric": str(m)}
-            for act, opt, m in (("gaussian", "adam", 0.5), ("gaussian", "esgd", 0.6), ("relu", "adam", 0.7))]
-    rows.append({**row, "activation": "relu", "optimizer": "esgd", "status": "diverged", "epoch": "nan", "metric": "nan"})
+    rows = [
+        {**row, "activation": act, "optimizer": opt, "status": "ok", "epoch": "1", "metric": str(m)}
+        for act, opt, m in (("gaussian", "adam", 0.5), ("gaussian", "esgd", 0.6), ("relu", "adam", 0.7))
+    ]
+    rows.append(
+        {**row, "activation": "relu", "optimizer": "esgd", "status": "diverged", "epoch": "nan", "metric": "nan"}
+    )
     lines = [line for line in claims(grid, rows) if line.startswith("- ")]
     assert lines[0].startswith("- Gaussian: ESGD ends ahead of Adam — **holds**: ESGD ahead in 1 of 1 runs")
-    assert lines[1] == ("- ReLU + PE: Adam ends ahead of ESGD — **not judged**: no pair of finished runs to compare "
-                        "(1 ESGD and 0 Adam run(s) diverged with a NaN loss).")
+    assert lines[1] == (
+        "- ReLU + PE: Adam ends ahead of ESGD — **not judged**: no pair of finished runs to compare "
+        "(1 ESGD and 0 Adam run(s) diverged with a NaN loss)."
+    )
 
 
 def test_reproduce_suites_choose_their_grids_records_and_reports():
@@ -170,21 +206,42 @@ def test_reproduce_suites_choose_their_grids_records_and_reports():
 
 
 def _rows(act, opt, finals, status="ok"):
-    return [dict(task="image", instance=f"p{i}", activation=act, optimizer=opt, seed=0, status=status, epoch=2,
-                 iteration=8, wall_time=1.0, loss=0.1, metric=v) for i, v in enumerate(finals)]
+    return [
+        dict(
+            task="image",
+            instance=f"p{i}",
+            activation=act,
+            optimizer=opt,
+            seed=0,
+            status=status,
+            epoch=2,
+            iteration=8,
+            wall_time=1.0,
+            loss=0.1,
+            metric=v,
+        )
+        for i, v in enumerate(finals)
+    ]
 
 
 def test_the_preconditioner_report_states_the_papers_numbers_beside_its_own():
     from experiments.reproduce import paper_reference
 
-    grid = CompareConfig(task="image", epochs=2, activations=("sine",),
-                         optimizers=("adam", "esgd", "adahessian-e", "shampoo"))
-    rows = _rows("sine", "adam", [25.0, 27.0]) + _rows("sine", "esgd", [40.0, 42.0]) \
-        + _rows("sine", "adahessian-e", [30.0, 30.0]) + _rows("sine", "shampoo", [20.0, 22.0])
+    grid = CompareConfig(
+        task="image", epochs=2, activations=("sine",), optimizers=("adam", "esgd", "adahessian-e", "shampoo")
+    )
+    rows = (
+        _rows("sine", "adam", [25.0, 27.0])
+        + _rows("sine", "esgd", [40.0, 42.0])
+        + _rows("sine", "adahessian-e", [30.0, 30.0])
+        + _rows("sine", "shampoo", [20.0, 22.0])
+    )
     lines = paper_reference(grid, rows)
     assert "| sine | 26.11 / 26.00 | 36.16 / 41.00 | 34.71 / 30.00 | - / 21.00 |" in lines
-    assert ("- sine: highest to lowest, the paper: ESGD, AdaHessian (E), Adam; here: ESGD, AdaHessian (E), Adam "
-            "(the same order; best here matches the paper's best).") in lines
+    assert (
+        "- sine: highest to lowest, the paper: ESGD, AdaHessian (E), Adam; here: ESGD, AdaHessian (E), Adam "
+        "(the same order; best here matches the paper's best)."
+    ) in lines
     assert paper_reference(CompareConfig(task="image", activations=("sine",), optimizers=("adam", "esgd")), rows) == []
 
 
@@ -193,10 +250,13 @@ def test_the_video_section_says_whether_adam_diverged_with_sine():
 
     grid = CompareConfig(task="video", epochs=2, activations=("sine",), optimizers=("adam", "esgd"))
     nan = dict(_rows("sine", "adam", [math.nan])[0], status="diverged", epoch=math.nan)
-    assert video_lines(grid, [nan]) == ["- sine, Adam diverges (the paper, supplementary Fig. 11) — **holds**: 1 of 1 "
-                                        "run(s) diverged (NaN loss)."]
-    assert "**does not hold**: none of 2 run(s) diverged; mean final PSNR 21.00 dB" in \
-        video_lines(grid, _rows("sine", "adam", [20.0, 22.0]))[0]
+    assert video_lines(grid, [nan]) == [
+        "- sine, Adam diverges (the paper, supplementary Fig. 11) — **holds**: 1 of 1 run(s) diverged (NaN loss)."
+    ]
+    assert (
+        "**does not hold**: none of 2 run(s) diverged; mean final PSNR 21.00 dB"
+        in video_lines(grid, _rows("sine", "adam", [20.0, 22.0]))[0]
+    )
 
 
 def test_plot_only_without_any_run_leaves_the_report_as_it_is(tmp_path):
@@ -208,8 +268,14 @@ def test_plot_only_without_any_run_leaves_the_report_as_it_is(tmp_path):
     report = tmp_path / "docs" / "reproduction.md"
     report.parent.mkdir()
     report.write_text("measured before records existed\n")
-    cfg = ReproduceConfig(tasks=("image",), images=("kodim01",), data_dir=tmp_path / "data", report=report,
-                          output_dir=tmp_path / "runs", plot_only=True)
+    cfg = ReproduceConfig(
+        tasks=("image",),
+        images=("kodim01",),
+        data_dir=tmp_path / "data",
+        report=report,
+        output_dir=tmp_path / "runs",
+        plot_only=True,
+    )
     with pytest.raises(ValueError, match="is left as it is"):
         reproduce(cfg)
     assert report.read_text() == "measured before records existed\n"
@@ -223,13 +289,23 @@ def test_the_video_suite_runs_and_reports_a_tiny_video_grid(tmp_path):
     data = tmp_path / "data"
     (data / "video").mkdir(parents=True)
     (data / "video" / "bikes.mp4").symlink_to(require(BIKES))
-    cfg = ReproduceConfig(suites=("video",), activations=("gaussian",), optimizers=("adam",), size=(8, 16), epochs=1,
-                          data_dir=data, output_dir=tmp_path / "runs", report=tmp_path / "docs" / "video.md",
-                          figure_dir=tmp_path / "docs" / "figures", workers=1)
-    grid = CompareConfig(task="video", inputs=(data / "video" / "bikes.mp4",), size=(8, 16), max_frames=2,
-                         output_dir=tmp_path)
+    cfg = ReproduceConfig(
+        suites=("video",),
+        activations=("gaussian",),
+        optimizers=("adam",),
+        size=(8, 16),
+        epochs=1,
+        data_dir=data,
+        output_dir=tmp_path / "runs",
+        report=tmp_path / "docs" / "video.md",
+        figure_dir=tmp_path / "docs" / "figures",
+        workers=1,
+    )
+    grid = CompareConfig(
+        task="video", inputs=(data / "video" / "bikes.mp4",), size=(8, 16), max_frames=2, output_dir=tmp_path
+    )
     args = run_args(resolve(grid), Run("video", grid.inputs[0], "gaussian", "adam", 0), resume=False)
-    assert args[args.index("--max-frames") + 1] == "2" and args[args.index("--size") + 1:][:2] == ["8", "16"]
+    assert args[args.index("--max-frames") + 1] == "2" and args[args.index("--size") + 1 :][:2] == ["8", "16"]
     text = reproduce(replace(cfg, max_frames=2))
     assert "## Video" in text and "the first 2 frames at 8 x 16" in text and "| Gaussian | adam |" in text
     assert (tmp_path / "docs" / "data" / "video" / "video" / "bikes" / "gaussian" / "adam" / "seed0.jsonl").is_file()

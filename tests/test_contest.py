@@ -26,8 +26,10 @@ CURVES = {
 
 
 def _hist(values):
-    return [{"epoch": e, "iteration": 10 * e, "wall_time": 2.0 * e, "loss": 0.1, "psnr": float(v)}
-            for e, v in enumerate(values, 1)]
+    return [
+        {"epoch": e, "iteration": 10 * e, "wall_time": 2.0 * e, "loss": 0.1, "psnr": float(v)}
+        for e, v in enumerate(values, 1)
+    ]
 
 
 def test_first_reaching_and_the_best_contender():
@@ -58,16 +60,28 @@ def test_the_report_is_built_from_the_records_alone(tmp_path):
 
     for stem in ("a", "b", "c"):
         atomic_write_image(tmp_path / "kodak" / f"{stem}.png", np.zeros((4, 4, 3), dtype=np.uint8))
-    cfg = ContestConfig(optimizers=tuple(CURVES), images=("a", "b"), more_optimizers=("adam", "muon"),
-                        more_images=("c",), kodak=tmp_path / "kodak", size=16, epochs=4, record=tmp_path / "rec",
-                        report=tmp_path / "contest.md", figure_dir=tmp_path / "figures", output_dir=tmp_path / "runs",
-                        plot_only=True)
+    cfg = ContestConfig(
+        optimizers=tuple(CURVES),
+        images=("a", "b"),
+        more_optimizers=("adam", "muon"),
+        more_images=("c",),
+        kodak=tmp_path / "kodak",
+        size=16,
+        epochs=4,
+        record=tmp_path / "rec",
+        report=tmp_path / "contest.md",
+        figure_dir=tmp_path / "figures",
+        output_dir=tmp_path / "runs",
+        plot_only=True,
+    )
     assert [g.optimizers for g in compare_configs(cfg)] == [tuple(CURVES), ("adam", "muon")]
     for opt, runs in CURVES.items():
         for photo, values in runs.items():
             RunRecord(cfg.record, photo, "gaussian", opt, 0).write(
-                "".join(json.dumps(r) + "\n" for r in _hist(values)).encode(), json.dumps({"threads": 1}).encode(),
-                {"machine": "CPU test", "jobs_at_once": 2})
+                "".join(json.dumps(r) + "\n" for r in _hist(values)).encode(),
+                json.dumps({"threads": 1}).encode(),
+                {"machine": "CPU test", "jobs_at_once": 2},
+            )
     text = contest(cfg)
     assert (tmp_path / "contest.md").read_text() == text
     assert "| muon | 40.00 | 38.00 | 39.00 |" in text and "Best contender: **muon** (mean final PSNR 39.00 dB" in text

@@ -27,7 +27,6 @@ def _tiny_problem(seed=0):
     return net, x, torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:])
 
 
-
 def _reference_start(net, seed, buffers):
     """The reference optimizers' parameters, probe generator and ``buffers`` zero state lists."""
     params = list(net.parameters())
@@ -107,8 +106,13 @@ def test_a_param_group_added_later_keeps_its_settings_and_its_own_cadence():
     steps (one probe serves every group); the first group uses the products on its own curvature steps only."""
     net, x, y = _tiny_problem()
     first, *rest = list(net.parameters())
-    opt = ESGDMax([first], lr=0.05, precondition_warmup_steps=2, precondition_frequency=4,
-                  generator=torch.Generator().manual_seed(0))
+    opt = ESGDMax(
+        [first],
+        lr=0.05,
+        precondition_warmup_steps=2,
+        precondition_frequency=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     flags = []
     for _ in range(3):
         flags.append(opt.is_curvature_step())
@@ -137,8 +141,9 @@ def test_a_param_group_added_later_keeps_its_settings_and_its_own_cadence():
     assert _counters(resumed, [first]) == {(9, 3)}
 
 
-def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.9, beta2=0.999,
-                    eps=1e-4, lr_warmup=0.99, wd=0.0):
+def _reference_esgd(
+    net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.9, beta2=0.999, eps=1e-4, lr_warmup=0.99, wd=0.0
+):
     """ESGD and ESGD-Max written out from their published equations, one tensor at a time.
 
     ESGD: plain momentum corrected by 1 - beta1^t, D a running mean corrected by 1 - beta2^t
@@ -177,8 +182,15 @@ def _reference_esgd(net, x, y, steps, lr, use_max, warmup, every, seed, beta1=0.
 def test_matches_reference_equations(cls, foreach):
     net, x, y = _tiny_problem()
     ref = copy.deepcopy(net)
-    opt = cls(net.parameters(), lr=0.05, precondition_warmup_steps=3, precondition_frequency=4, weight_decay=0.01,
-              foreach=foreach, generator=torch.Generator().manual_seed(7))
+    opt = cls(
+        net.parameters(),
+        lr=0.05,
+        precondition_warmup_steps=3,
+        precondition_frequency=4,
+        weight_decay=0.01,
+        foreach=foreach,
+        generator=torch.Generator().manual_seed(7),
+    )
     train_steps(net, opt, x, y, 11)
     expected = _reference_esgd(ref, x, y, 11, 0.05, cls.use_max, 3, 4, seed=7, wd=0.01)
     for p, q in zip(net.parameters(), expected):
@@ -189,8 +201,15 @@ def test_matches_reference_equations(cls, foreach):
 def test_esgd_bias_corrects_curvature_with_the_step_count():
     """After the warm-up the published ESGD's step grows although D is not updated: sqrt(1 - beta2^t) grows."""
     p = nn.Parameter(torch.zeros(1))
-    opt = ESGD([p], lr=0.1, betas=(0.0, 0.999), eps=1e-12, precondition_warmup_steps=1, precondition_frequency=10**6,
-               generator=torch.Generator().manual_seed(0))
+    opt = ESGD(
+        [p],
+        lr=0.1,
+        betas=(0.0, 0.999),
+        eps=1e-12,
+        precondition_warmup_steps=1,
+        precondition_frequency=10**6,
+        generator=torch.Generator().manual_seed(0),
+    )
     moves = []
     for _ in range(4):
         p.grad = None
@@ -232,16 +251,22 @@ def test_a_state_of_another_variant_or_of_an_older_gnerf_is_refused():
     net, x, y = _tiny_problem()
     adam_start = ESGDAdamStart(net.parameters(), adam_steps=2, seed=0)
     train_steps(net, adam_start, x, y, 3)
-    with pytest.raises(ValueError, match=r"^ESGD\.load_state_dict: the state dict was saved by another optimizer "
-                                         r"\(its param group 0 holds adam_eps, adam_lr, adam_lr_ratio, adam_steps\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^ESGD\.load_state_dict: the state dict was saved by another optimizer "
+        r"\(its param group 0 holds adam_eps, adam_lr, adam_lr_ratio, adam_steps\)",
+    ):
         ESGD(net.parameters()).load_state_dict(adam_start.state_dict())
     esgd = ESGD(net.parameters(), seed=0)
     train_steps(net, esgd, x, y, 2)
     with pytest.raises(ValueError, match=r"its param group 0 lacks adam_eps, adam_lr, adam_steps\)"):
         ESGDAdamStart(net.parameters()).load_state_dict(esgd.state_dict())
     older = {**esgd.state_dict(), "esgd": {"num_steps": 2, "num_curvature_updates": 2}}
-    with pytest.raises(ValueError, match=r"holds 'esgd' beside torch's 'state' and 'param_groups': it was saved by an "
-                                         r"older gnerf and cannot be resumed") as refused:
+    with pytest.raises(
+        ValueError,
+        match=r"holds 'esgd' beside torch's 'state' and 'param_groups': it was saved by an "
+        r"older gnerf and cannot be resumed",
+    ) as refused:
         ESGD(net.parameters()).load_state_dict(older)
     assert "\n" not in str(refused.value)
     resumed = ESGD(net.parameters())
@@ -270,8 +295,9 @@ def test_esgd_max_fits_a_small_image_faster_than_sgd():
     assert esgd_losses[-1] < sgd_losses[-1] / 3  # measured 0.0033 vs 0.0226
 
 
-def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, every, seed, beta1=0.9,
-                          beta2=0.999, eps=1e-4, adam_eps=1e-8):
+def _reference_adam_start(
+    net, x, y, steps, lr, adam_steps, adam_lr, warmup, every, seed, beta1=0.9, beta2=0.999, eps=1e-4, adam_eps=1e-8
+):
     """ESGDAdamStart written out from its docstring's equations."""
     params, gen, (m, s, D) = _reference_start(net, seed, 3)
     k = 0
@@ -300,9 +326,17 @@ def _reference_adam_start(net, x, y, steps, lr, adam_steps, adam_lr, warmup, eve
 def test_adam_start_matches_its_equations_and_starts_as_adam(foreach):
     net, x, y = _tiny_problem()
     ref, adam_net = copy.deepcopy(net), copy.deepcopy(net)
-    opt = ESGDAdamStart(net.parameters(), lr=0.05, adam_steps=5, adam_lr=0.01, adam_eps=1e-7,
-                        precondition_warmup_steps=3, precondition_frequency=4, foreach=foreach,
-                        generator=torch.Generator().manual_seed(7))
+    opt = ESGDAdamStart(
+        net.parameters(),
+        lr=0.05,
+        adam_steps=5,
+        adam_lr=0.01,
+        adam_eps=1e-7,
+        precondition_warmup_steps=3,
+        precondition_frequency=4,
+        foreach=foreach,
+        generator=torch.Generator().manual_seed(7),
+    )
     flags = []
     adam = torch.optim.Adam(adam_net.parameters(), lr=0.01, eps=1e-7, foreach=foreach)
     for step in range(5):  # the first adam_steps steps are torch.optim.Adam's, to the bit

@@ -39,15 +39,27 @@ def test_seed_study_runs_the_contenders_and_reports_them(tmp_path):
 
     g = torch.linspace(0, 1, 8)
     image = tmp_path / "tiny.png"
-    atomic_write_image(image, torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1))
-    cfg = SeedStudyConfig(seeds=(0, 1), image=image, size=8, epochs=2, workers=1,
-                          contenders=("published", "gnerf", "published+gnerf-esgd"),
-                          output_dir=tmp_path / "runs", report=tmp_path / "report.md", figure=tmp_path / "seeds.png")
+    atomic_write_image(
+        image, torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)
+    )
+    cfg = SeedStudyConfig(
+        seeds=(0, 1),
+        image=image,
+        size=8,
+        epochs=2,
+        workers=1,
+        contenders=("published", "gnerf", "published+gnerf-esgd"),
+        output_dir=tmp_path / "runs",
+        report=tmp_path / "report.md",
+        figure=tmp_path / "seeds.png",
+    )
     text = main(cfg)
     assert (tmp_path / "report.md").read_text() == text and (tmp_path / "seeds.png").stat().st_size > 0
     assert "| seed | published | gnerf | published+gnerf-esgd |" in text and "Welch's t" in text
-    finals = {c: [json.loads((tmp_path / "runs" / c / f"seed{s}.json").read_text())["psnr"] for s in (0, 1)]
-              for c in ("published", "gnerf", "published+gnerf-esgd")}
+    finals = {
+        c: [json.loads((tmp_path / "runs" / c / f"seed{s}.json").read_text())["psnr"] for s in (0, 1)]
+        for c in ("published", "gnerf", "published+gnerf-esgd")
+    }
     assert all(len(p) == 2 for runs in finals.values() for p in runs)
     for a, b in zip(finals["published"], finals["published+gnerf-esgd"]):  # the same streams, the same ESGD
         assert abs(a[-1] - b[-1]) < 1e-3

@@ -74,8 +74,9 @@ def test_siren_init_bounds():
 
 
 def test_skip_connections_and_positional_encoding():
-    net = CoordinateMLP(3, 4, hidden_dim=32, num_layers=6, activation="relu",
-                        skip_connections=[3], positional_encoding=8)
+    net = CoordinateMLP(
+        3, 4, hidden_dim=32, num_layers=6, activation="relu", skip_connections=[3], positional_encoding=8
+    )
     assert net.layers[0].in_features == 3 * 2 * 8
     assert net.layers[3].in_features == 32 + 3 * 2 * 8
     assert net(torch.rand(5, 3)).shape == (5, 4)
@@ -88,8 +89,9 @@ def test_skip_connections_and_positional_encoding():
 
 
 def test_per_layer_activations_and_errors():
-    net = CoordinateMLP(1, 1, hidden_dim=8, num_layers=3, activation=["gaussian", "relu"],
-                        activation_kwargs=[{"sigma": 0.5}, {}])
+    net = CoordinateMLP(
+        1, 1, hidden_dim=8, num_layers=3, activation=["gaussian", "relu"], activation_kwargs=[{"sigma": 0.5}, {}]
+    )
     assert type(net.activations[0]).__name__ == "Gaussian" and isinstance(net.activations[1], nn.ReLU)
     with pytest.raises(ValueError, match="2 hidden layers"):
         CoordinateMLP(1, 1, num_layers=3, activation=["gaussian"])
@@ -126,8 +128,11 @@ def test_fused_gaussian_matches_the_plain_expression(monkeypatch, sigma):
         grads = torch.autograd.grad(loss, params, create_graph=True)
         hv = hessian_vector_product(params, grads, v)
         names = [n for n, _ in net.named_parameters()]
-        _, jv = torch.func.jvp(lambda *ps: torch.func.functional_call(net, dict(zip(names, ps)), (x,)),
-                               tuple(p.detach() for p in params), tuple(v))
+        _, jv = torch.func.jvp(
+            lambda *ps: torch.func.functional_call(net, dict(zip(names, ps)), (x,)),
+            tuple(p.detach() for p in params),
+            tuple(v),
+        )
         return [out.detach()], list(first_order), [g.detach() for g in grads], hv, [jv]
 
     fused = measure()

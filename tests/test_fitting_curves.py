@@ -27,16 +27,27 @@ CURVES = {
     "esgd-max": ({}, 1e-4, {1: 0.225302, 3: 0.0721307, 5: 0.0424721, 13: 0.0209855}),
     "adam": ({}, 1e-4, {1: 0.249438, 3: 0.209823, 5: 0.177774, 13: 0.0950195}),
     # Adam's first 40 steps (2.5 epochs), curvature from step 30 on, ESGD from step 41
-    "esgd-adam-start": (dict(adam_steps=40, precondition_warmup_steps=10), 1e-4,
-                        {1: 0.249438, 3: 0.154771, 5: 0.0265379, 13: 0.009285}),
+    "esgd-adam-start": (
+        dict(adam_steps=40, precondition_warmup_steps=10),
+        1e-4,
+        {1: 0.249438, 3: 0.154771, 5: 0.0265379, 13: 0.009285},
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(CURVES))
 def test_the_fitting_curve_is_the_recorded_one(tmp_path: Path, name: str):
     options, rtol, losses = CURVES[name]
-    cfg = ImageFitConfig(image=require(KODIM01), size=(32, 32), epochs=13, batch_size=64, threads=1, progress=False,
-                         field=FieldConfig(hidden_dim=32, num_layers=3), output_dir=tmp_path / "run",
-                         optim=OPTIMIZERS[name](lr=None, **options))
+    cfg = ImageFitConfig(
+        image=require(KODIM01),
+        size=(32, 32),
+        epochs=13,
+        batch_size=64,
+        threads=1,
+        progress=False,
+        field=FieldConfig(hidden_dim=32, num_layers=3),
+        output_dir=tmp_path / "run",
+        optim=OPTIMIZERS[name](lr=None, **options),
+    )
     history = fit_image(cfg).history
     assert {e: history[e - 1]["loss"] for e in losses} == pytest.approx(losses, rel=rtol)

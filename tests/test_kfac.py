@@ -30,7 +30,7 @@ def _explicit_factors(net, x, y, loss):
     s1 = net[0](x)
     h = torch.tanh(s1)
     s2 = net[2](h)
-    per_sample = torch.stack([loss(s2[i:i + 1], y[i:i + 1]) for i in range(x.shape[0])])
+    per_sample = torch.stack([loss(s2[i : i + 1], y[i : i + 1]) for i in range(x.shape[0])])
     g1, g2 = torch.autograd.grad(per_sample.sum(), [s1, s2])  # row i is d loss_i / d s_i
     ones = torch.ones(x.shape[0], 1)
     out = []

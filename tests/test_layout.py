@@ -47,7 +47,7 @@ def _imported(name: str, path: Path, modules: Set[str]) -> Iterator[str]:
             base = node.module or ""
             if node.level:  # relative: from . import x / from ..y import z
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
@@ -121,8 +121,13 @@ def _top_level_imports(folder: str) -> Set[Tuple[str, str]]:
     out = set()
     for path in sorted((ROOT / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             out |= {(str(path.relative_to(ROOT)), n.split(".")[0]) for n in names if n.split(".")[0] in TOP_LEVEL}
     return out
 
@@ -136,8 +141,11 @@ def test_the_top_level_packages_import_one_way():
 
 
 def test_no_gnerf_file_is_over_the_line_limit():
-    long = {str(p.relative_to(ROOT)): n for p in sorted(PACKAGE.rglob("*.py"))
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert {p: n for p, n in long.items() if p not in KNOWN_LONG_FILES} == {}
 
 

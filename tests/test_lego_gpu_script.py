@@ -26,15 +26,40 @@ def test_step_marks():
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return make_blender_scene(tmp_path_factory.mktemp("scene") / "scene", image_size=16, num_train=4, num_val=1,
-                              num_test=4, supersample=1)
+    return make_blender_scene(
+        tmp_path_factory.mktemp("scene") / "scene", image_size=16, num_train=4, num_val=1, num_test=4, supersample=1
+    )
 
 
 def test_lego_convergence_tiny(scene, tmp_path):
-    runs = lego_convergence.main(["--data", str(scene), "--out", str(tmp_path / "out"), "--device", "cpu",
-                                  "--threads", "1", "--budget", "600", "--max-steps", "12", "--rays", "32",
-                                  "--samples", "8", "--hidden", "16", "--layers", "3", "--views", "2",
-                                  "--lr-warmup", "0.5"])
+    runs = lego_convergence.main(
+        [
+            "--data",
+            str(scene),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--budget",
+            "600",
+            "--max-steps",
+            "12",
+            "--rays",
+            "32",
+            "--samples",
+            "8",
+            "--hidden",
+            "16",
+            "--layers",
+            "3",
+            "--views",
+            "2",
+            "--lr-warmup",
+            "0.5",
+        ]
+    )
     assert set(runs) == set(lego_convergence.METHODS)
     esgd = runs["gaussian-nerf-esgd"].trainer.optimizers.optimizers["fields"]
     assert esgd.param_groups[0]["lr_warmup"] == 0.5  # ESGD-Max only; Adam has no warm-up to change
@@ -58,9 +83,24 @@ def test_contest_methods_are_every_registered_method_and_vanilla_nerf():
 
 
 def _contest(scene, out, *extra):
-    return lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
-                              "--checkpoints", str(out / "ckpt"), "--methods", "gaussian-nerf-adam",
-                              "gaussian-nerf-esgd", *extra])
+    return lego_contest.main(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            str(scene),
+            "--image-scale",
+            "1",
+            "--out",
+            str(out),
+            "--checkpoints",
+            str(out / "ckpt"),
+            "--methods",
+            "gaussian-nerf-adam",
+            "gaussian-nerf-esgd",
+            *extra,
+        ]
+    )
 
 
 def _curves(records):
@@ -104,35 +144,80 @@ def test_lego_contest_resumes_from_checkpoints_and_skips_recorded_methods(scene,
 
 def test_lego_contest_restarts_a_partial_run_without_its_checkpoint(scene, tmp_path, capsys):
     out = tmp_path / "out"
-    lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
-                       "--checkpoints", str(tmp_path / "gone"), "--methods", "gaussian-nerf-adam", "--stop-at-step", "5"])
+    lego_contest.main(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            str(scene),
+            "--image-scale",
+            "1",
+            "--out",
+            str(out),
+            "--checkpoints",
+            str(tmp_path / "gone"),
+            "--methods",
+            "gaussian-nerf-adam",
+            "--stop-at-step",
+            "5",
+        ]
+    )
     shutil.rmtree(tmp_path / "gone")
-    records = lego_contest.main(["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--out", str(out),
-                                 "--checkpoints", str(tmp_path / "gone"), "--methods", "gaussian-nerf-adam"])
+    records = lego_contest.main(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            str(scene),
+            "--image-scale",
+            "1",
+            "--out",
+            str(out),
+            "--checkpoints",
+            str(tmp_path / "gone"),
+            "--methods",
+            "gaussian-nerf-adam",
+        ]
+    )
     assert "starting again from step 0" in capsys.readouterr().out
     assert records["gaussian-nerf-adam"]["complete"] and records["gaussian-nerf-adam"]["resumed_from"] == []
 
 
 def _bash(script: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_run_until_stops_the_whole_process_group(tmp_path):
-    child = ("import signal, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; "
-             f"time.sleep(60)']); signal.signal(signal.SIGTERM, lambda *a: (open({str(tmp_path / 'term')!r}, 'w'), "
-             "sys.exit(3))); time.sleep(60)")
+    child = (
+        "import signal, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; "
+        f"time.sleep(60)']); signal.signal(signal.SIGTERM, lambda *a: (open({str(tmp_path / 'term')!r}, 'w'), "
+        "sys.exit(3))); time.sleep(60)"
+    )
     t0 = time.perf_counter()
-    done = _bash(f'GNERF_DEVICE_ENV=1 source benchmarks/gpu/env.sh; run_until 2 {sys.executable} -c "{child}"; '
-                 'echo "rc=$?"', {}, timeout=60)
+    done = _bash(
+        f'GNERF_DEVICE_ENV=1 source benchmarks/gpu/env.sh; run_until 2 {sys.executable} -c "{child}"; echo "rc=$?"',
+        {},
+        timeout=60,
+    )
     assert "rc=124" in done.stdout and time.perf_counter() - t0 < 20
     assert (tmp_path / "term").exists()  # SIGTERM reached the Python (its handler ran)
 
 
 def test_contest_skips_a_phase_that_does_not_fit(tmp_path):
-    done = _bash("bash benchmarks/gpu/contest.sh", {"TINY": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
-                                                    "WORK": str(tmp_path / "work"), "LIMIT": "60", "PHASES": "images"},
-                 timeout=120)
+    done = _bash(
+        "bash benchmarks/gpu/contest.sh",
+        {
+            "TINY": "1",
+            "PYTHON": sys.executable,
+            "OUT": str(tmp_path / "out"),
+            "WORK": str(tmp_path / "work"),
+            "LIMIT": "60",
+            "PHASES": "images",
+        },
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== images skipped" in done.stdout
 
@@ -145,17 +230,35 @@ def test_contest_rehearsal_every_phase_tiny(scene, tmp_path):
     kodak.mkdir(parents=True)
     iio.imwrite(kodak / "kodim01.png", (np.random.default_rng(0).random((12, 12, 3)) * 255).astype(np.uint8))
     out, work = tmp_path / "out", tmp_path / "work"
-    env = {"TINY": "1", "PYTHON": sys.executable, "OUT": str(out), "WORK": str(work), "LEGO_DATA": str(scene),
-           "TINY_SCALE": "1", "IMAGE_DATA": str(tmp_path / "data"), "IMAGES": "kodim01",
-           "IMAGE_OPTIMIZERS": "soap schedulefree-adamw", "SPEED_ONLY": "7", "LIMIT": "400"}
+    env = {
+        "TINY": "1",
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "WORK": str(work),
+        "LEGO_DATA": str(scene),
+        "TINY_SCALE": "1",
+        "IMAGE_DATA": str(tmp_path / "data"),
+        "IMAGES": "kodim01",
+        "IMAGE_OPTIMIZERS": "soap schedulefree-adamw",
+        "SPEED_ONLY": "7",
+        "LIMIT": "400",
+    }
     done = _bash("bash benchmarks/gpu/contest.sh", env, timeout=480)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     assert "skipped" not in log and "stopped after" not in log, log[-4000:]
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all(p.is_file() for p in out.iterdir())  # what the device tool brings back
-    assert {"contest.log", "lego_tiny_contest.md", "lego_tiny_contest.png", "lego_tiny_contest.json", "speed.md",
-            "lego_tf32.md", "image_runs.tgz", "contest.tgz"} == set(files)
+    assert {
+        "contest.log",
+        "lego_tiny_contest.md",
+        "lego_tiny_contest.png",
+        "lego_tiny_contest.json",
+        "speed.md",
+        "lego_tf32.md",
+        "image_runs.tgz",
+        "contest.tgz",
+    } == set(files)
     data = json.loads((out / "lego_tiny_contest.json").read_text())
     assert len(data["methods"]) == 5 and all(r["complete"] for r in data["methods"].values())
     assert "(7) Where a train_iteration's time goes" in (out / "speed.md").read_text()

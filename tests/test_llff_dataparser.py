@@ -35,7 +35,9 @@ def _make_opengl_poses() -> np.ndarray:
     poses = []
     for i in range(N_VIEWS):
         gx, gy = i % 5 - 2.0, i // 5 - 1.5
-        rot = _rot("x", rng.uniform(-0.1, 0.1)) @ _rot("y", rng.uniform(-0.1, 0.1)) @ _rot("z", rng.uniform(-0.05, 0.05))
+        rot = (
+            _rot("x", rng.uniform(-0.1, 0.1)) @ _rot("y", rng.uniform(-0.1, 0.1)) @ _rot("z", rng.uniform(-0.05, 0.05))
+        )
         t = np.array([0.3 * gx, 0.3 * gy, rng.uniform(-0.05, 0.05)])
         poses.append(np.concatenate([g_rot @ rot, (g_rot @ t + g_t)[:, None]], axis=1))
     return np.stack(poses)
@@ -463,9 +465,15 @@ def test_image_size_writes_nothing_into_the_scene_folder(sized_scene, tmp_path, 
         ((0, 16), r"--image-size 0 16 is not a size: give two positive integers"),
         ((12, -16), r"--image-size 12 -16 is not a size"),
         ((12, 16, 3), r"--image-size 12 16 3 is not a size"),
-        ((31, 41), r"--image-size 31 41 is larger than every copy .*images/ 30 x 40, images_2/ 15 x 20.* at most 30 x 40"),
-        ((12, 20), r"--image-size 12 20 \(height x width\) has aspect ratio 1.667 but the images .* are 15 x 20 "
-                   r"\(images_2/\), aspect ratio 1.333.*--image-size 12 16"),
+        (
+            (31, 41),
+            r"--image-size 31 41 is larger than every copy .*images/ 30 x 40, images_2/ 15 x 20.* at most 30 x 40",
+        ),
+        (
+            (12, 20),
+            r"--image-size 12 20 \(height x width\) has aspect ratio 1.667 but the images .* are 15 x 20 "
+            r"\(images_2/\), aspect ratio 1.333.*--image-size 12 16",
+        ),
     ],
 )
 def test_image_size_bad_values_refused_in_one_line(sized_scene, size, match):
@@ -484,12 +492,18 @@ def test_image_size_cache_inside_the_scene_refused(sized_scene):
     assert "\n" not in str(err.value) and not (data / "cache").exists()
 
 
-@pytest.mark.parametrize("factors, message", [
-    ({"near_factor": -1.0}, r"--near-factor must be a finite number > 0 \(the near and far planes .*\), got -1.0"),
-    ({"far_factor": float("nan")}, r"--far-factor must be a finite number > 0 .*, got nan"),
-    ({"near_factor": 50.0}, r"--near-factor 50.0 and --far-factor 1.0 put the near plane .* at or beyond the far "
-                            r"plane .*; lower --near-factor or raise --far-factor"),
-])
+@pytest.mark.parametrize(
+    "factors, message",
+    [
+        ({"near_factor": -1.0}, r"--near-factor must be a finite number > 0 \(the near and far planes .*\), got -1.0"),
+        ({"far_factor": float("nan")}, r"--far-factor must be a finite number > 0 .*, got nan"),
+        (
+            {"near_factor": 50.0},
+            r"--near-factor 50.0 and --far-factor 1.0 put the near plane .* at or beyond the far "
+            r"plane .*; lower --near-factor or raise --far-factor",
+        ),
+    ],
+)
 def test_error_near_and_far_factors_are_named(scene, factors, message):
     data, _, _ = scene
     with pytest.raises(InputError, match=message):

@@ -11,7 +11,9 @@ from gnerf.optim.muon import hidden_matrices, newton_schulz
 
 
 def _net(hidden_dim=24):
-    return CoordinateMLP(2, 3, hidden_dim=hidden_dim, num_layers=4, activation="gaussian", activation_kwargs={"sigma": 0.3})
+    return CoordinateMLP(
+        2, 3, hidden_dim=hidden_dim, num_layers=4, activation="gaussian", activation_kwargs={"sigma": 0.3}
+    )
 
 
 def _problem(seed=0):
@@ -35,11 +37,21 @@ def test_bfloat16_steps_are_torch_muon_and_adam_bit_for_bit():
     net, x, y = _problem()
     ref = _problem()[0]
     hidden, rest = hidden_matrices(list(ref.parameters()))
-    torch_opts = [torch.optim.Muon(hidden, lr=2e-3, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw",
-                                   weight_decay=0.01),
-                  torch.optim.Adam(rest, lr=1e-3, betas=(0.9, 0.99), eps=1e-7)]
-    ours = MuonAdam(net.parameters(), lr=2e-3, adam_lr=1e-3, weight_decay=0.01, ns_dtype="bfloat16",
-                    adam_betas=(0.9, 0.99), adam_eps=1e-7)
+    torch_opts = [
+        torch.optim.Muon(
+            hidden, lr=2e-3, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw", weight_decay=0.01
+        ),
+        torch.optim.Adam(rest, lr=1e-3, betas=(0.9, 0.99), eps=1e-7),
+    ]
+    ours = MuonAdam(
+        net.parameters(),
+        lr=2e-3,
+        adam_lr=1e-3,
+        weight_decay=0.01,
+        ns_dtype="bfloat16",
+        adam_betas=(0.9, 0.99),
+        adam_eps=1e-7,
+    )
     _train(ref, torch_opts, x, y, 12)
     _train(net, [ours], x, y, 12)
     for a, b in zip(net.parameters(), ref.parameters()):
@@ -73,13 +85,20 @@ def test_the_split_takes_the_hidden_matrices():
     params = list(net.parameters())
     hidden, rest = hidden_matrices(params)
     assert [tuple(p.shape) for p in hidden] == [(24, 24), (24, 24)]
-    assert len(hidden) + len(rest) == len(params) and all(p.ndim == 1 or p.shape[1] == 2 or p.shape[0] == 3
-                                                          for p in rest)
+    assert len(hidden) + len(rest) == len(params) and all(
+        p.ndim == 1 or p.shape[1] == 2 or p.shape[0] == 3 for p in rest
+    )
 
 
-@pytest.mark.parametrize("option, value, match", [
-    ("ns_dtype", "float16", "ns_dtype"), ("adjust_lr_fn", "sqrt", "adjust_lr_fn"), ("ns_steps", 0, "ns_steps"),
-    ("momentum", 1.0, "momentum")])
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("ns_dtype", "float16", "ns_dtype"),
+        ("adjust_lr_fn", "sqrt", "adjust_lr_fn"),
+        ("ns_steps", 0, "ns_steps"),
+        ("momentum", 1.0, "momentum"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(option, value, match):
     with pytest.raises(ValueError, match=match):
         MuonAdam(_net(8).parameters(), **{option: value})

@@ -11,8 +11,9 @@ from gnerf.optim import ESGDAdamStart, MuonESGD, build_optimizer, take_step
 
 def _net(num_layers=4, hidden_dim=12, seed=0):
     torch.manual_seed(seed)
-    return CoordinateMLP(2, 3, hidden_dim=hidden_dim, num_layers=num_layers, activation="gaussian",
-                         activation_kwargs={"sigma": 0.3})
+    return CoordinateMLP(
+        2, 3, hidden_dim=hidden_dim, num_layers=num_layers, activation="gaussian", activation_kwargs={"sigma": 0.3}
+    )
 
 
 def _data():
@@ -40,8 +41,9 @@ def test_without_hidden_matrices_it_is_esgd_averaged_over_its_updates():
     """No square matrix: every parameter takes ESGD's update, as ESGDAdamStart's after a switch at step 0."""
     a, b = _net(num_layers=2), _net(num_layers=2)
     opt_a = MuonESGD(a.parameters(), esgd_lr=0.05, precondition_warmup_steps=3, precondition_frequency=4, seed=5)
-    opt_b = ESGDAdamStart(b.parameters(), lr=0.05, adam_steps=0, precondition_warmup_steps=3,
-                          precondition_frequency=4, seed=5)
+    opt_b = ESGDAdamStart(
+        b.parameters(), lr=0.05, adam_steps=0, precondition_warmup_steps=3, precondition_frequency=4, seed=5
+    )
     assert [g["algorithm"] for g in opt_a.param_groups] == ["esgd"]
     _train(a, opt_a, 12)
     _train(b, opt_b, 12)

@@ -29,19 +29,23 @@ def _worker(rank: int, scene: str, out: str) -> None:
     trainer.setup()
     losses = [float(trainer.train_iteration(step)[0]) for step in range(STEPS)]
     opt = trainer.optimizers.optimizers["fields"]
-    torch.save({
-        "params": {k: v.detach().clone() for k, v in trainer.pipeline.model.named_parameters()},
-        "curvature": [opt.state[p]["curvature"].clone() for p in trainer.optimizers.parameters["fields"]],
-        "counters": esgd_counters(opt),
-        "losses": losses,
-        "wrapped": type(trainer.pipeline._model).__name__,
-    }, Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "params": {k: v.detach().clone() for k, v in trainer.pipeline.model.named_parameters()},
+            "curvature": [opt.state[p]["curvature"].clone() for p in trainer.optimizers.parameters["fields"]],
+            "counters": esgd_counters(opt),
+            "losses": losses,
+            "wrapped": type(trainer.pipeline._model).__name__,
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    scene = make_blender_scene(tmp_path_factory.mktemp("scenes") / "procedural", image_size=24,
-                               num_train=8, num_val=2, num_test=3)
+    scene = make_blender_scene(
+        tmp_path_factory.mktemp("scenes") / "procedural", image_size=24, num_train=8, num_val=2, num_test=3
+    )
     out = tmp_path_factory.mktemp("ddp")
     run_on_ranks(_worker, str(scene), str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]

@@ -32,16 +32,22 @@ def _llff_scene(folder: Path) -> Path:
 
 def _ns_train(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     """Run nerfstudio's own `ns-train` main on a config built by ``body`` (which defines ``cfg``), in a fresh process."""
-    script = textwrap.dedent(f"""
+    script = (
+        textwrap.dedent(f"""
         from pathlib import Path
         from nerf_helpers import tiny_config
         from gnerf.nerf.llff_dataparser import LLFFDataParserConfig
         from nerfstudio.scripts.train import main
         tmp = Path({str(tmp_path)!r})
-    """) + textwrap.dedent(body) + "\nmain(cfg)\n"
+    """)
+        + textwrap.dedent(body)
+        + "\nmain(cfg)\n"
+    )
     env = tree_env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -54,10 +60,13 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 def test_bad_scene_is_one_line_and_leaves_no_run_folder(tmp_path):
     _llff_scene(tmp_path)
-    proc = _ns_train(tmp_path, """
+    proc = _ns_train(
+        tmp_path,
+        """
         cfg = tiny_config("gaussian-nerf-esgd", tmp, tmp / "out", iterations=2,
                           dataparser=LLFFDataParserConfig(downscale_factor=1, holdout_every=1))
-    """)
+    """,
+    )
     line = _one_error_line(proc)
     assert line.startswith("error: --holdout-every 1 holds out every one of the 17 view(s)")
     assert not any((tmp_path / "out").rglob("config.yml"))  # config.yml was written, then the empty run removed
@@ -67,13 +76,16 @@ def test_nan_loss_is_one_line_that_says_no_checkpoint_exists(tmp_path):
     from gnerf.scenes import make_blender_scene
 
     make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
-    proc = _ns_train(tmp_path, """
+    proc = _ns_train(
+        tmp_path,
+        """
         from gnerf.nerf.model import GaussianNeRFModel
         real = GaussianNeRFModel.get_loss_dict
         GaussianNeRFModel.get_loss_dict = lambda self, o, b, m=None: {
             k: v * float("nan") for k, v in real(self, o, b, m).items()}
         cfg = tiny_config("gaussian-nerf-esgd", tmp / "scene", tmp / "out", iterations=3)
-    """)
+    """,
+    )
     line = _one_error_line(proc)
     assert "became NaN or infinite at step 0" in line and "start again (no checkpoint had been saved)" in line
 
@@ -84,13 +96,16 @@ def test_a_bug_keeps_its_traceback(tmp_path):
     from gnerf.scenes import make_blender_scene
 
     make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
-    proc = _ns_train(tmp_path, """
+    proc = _ns_train(
+        tmp_path,
+        """
         from gnerf.nerf.model import GaussianNeRFModel
         def broken(self, ray_bundle):
             raise ValueError("a bug inside get_outputs")
         GaussianNeRFModel.get_outputs = broken
         cfg = tiny_config("gaussian-nerf-esgd", tmp / "scene", tmp / "out", iterations=2)
-    """)
+    """,
+    )
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "ValueError: a bug inside get_outputs" in proc.stderr, proc.stderr
     assert not any(line.startswith("error:") for line in proc.stderr.splitlines()), proc.stderr
@@ -145,8 +160,7 @@ def test_first_order_optimizers_are_not_curvature_optimizers(tmp_path):
 
     params = [torch.nn.Parameter(torch.zeros(2, 2))]
     assert needs_hessian_vector_products(ESGDMax(params))
-    assert not any(needs_hessian_vector_products(o) for o in (Shampoo(params), KFAC(params),
-                                                               torch.optim.Adam(params)))
+    assert not any(needs_hessian_vector_products(o) for o in (Shampoo(params), KFAC(params), torch.optim.Adam(params)))
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
     cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=2)
     shampoo = OptimizerConfig(_target=Shampoo, lr=0.1, eps=1e-4)  # any gnerf.optim optimizer runs so
@@ -162,8 +176,11 @@ def test_nan_message_points_at_a_saved_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=12)
     cfg.steps_per_save = 5
     nan_loss_after(monkeypatch, 6)
-    with pytest.raises(NonFiniteLossError, match=r"resume from the last checkpoint \(step-000000005.ckpt\) "
-                                                 r"with --load-dir .*nerfstudio_models"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"resume from the last checkpoint \(step-000000005.ckpt\) "
+        r"with --load-dir .*nerfstudio_models",
+    ):
         train(cfg)
 
 
@@ -178,8 +195,11 @@ def test_a_checkpoint_that_cannot_be_written_is_an_input_error(tmp_path, monkeyp
 
     scene = make_blender_scene(tmp_path / "scene", image_size=16, num_train=4, num_val=1, num_test=1)
     monkeypatch.setattr(trainer_module.CurvatureTrainer, "_write_checkpoint", full)
-    with pytest.raises(InputError, match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
-                                         r"free disk space or choose another --output-dir"):
+    with pytest.raises(
+        InputError,
+        match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
+        r"free disk space or choose another --output-dir",
+    ):
         train(tiny_config("gaussian-nerf-adam", scene, tmp_path / "out", iterations=2))
 
 
@@ -212,8 +232,10 @@ def test_a_second_run_on_the_same_run_folder_stops_at_once_naming_the_folder_and
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(InputError) as raised:
             train(cfg)
-        assert str(raised.value) == (f"{str(base)!r} is in use by another run (process {holder.pid}); wait for it to "
-                                     "finish or give this run another --timestamp or --output-dir")
+        assert str(raised.value) == (
+            f"{str(base)!r} is in use by another run (process {holder.pid}); wait for it to "
+            "finish or give this run another --timestamp or --output-dir"
+        )
         assert sorted(p.name for p in base.iterdir()) == [".lock"]  # the first run's config.yml is not replaced
     finally:
         holder.kill()
@@ -255,20 +277,29 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_no_temporary_file_nor_do_k
     left = [".step-000000005.ckpt.tmp", ".step-000000007.ab12cd34.tmp.ckpt"]  # saves killed mid-write
     for name in left:
         (base / name).write_bytes(b"half a checkpoint")
-    monkeypatch.setattr(files, "open", lambda path, mode="r", *a, **k: _FullDisk(builtins.open(path, mode, *a, **k)),
-                        raising=False)
-    with pytest.raises(InputError, match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
-                                         r"free disk space or choose another --output-dir"):
+    monkeypatch.setattr(
+        files, "open", lambda path, mode="r", *a, **k: _FullDisk(builtins.open(path, mode, *a, **k)), raising=False
+    )
+    with pytest.raises(
+        InputError,
+        match=r"cannot write the checkpoint .*step-000000001.ckpt: No space left on device; "
+        r"free disk space or choose another --output-dir",
+    ):
         train(cfg)
     assert not [p.name for p in base.iterdir() if ".tmp" in p.name]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: setattr(c, "max_num_iterations", 0), "--max-num-iterations must be >= 1, got 0"),
-    (lambda c: setattr(c.pipeline.model, "num_samples", 0), "--pipeline.model.num-samples must be >= 1, got 0"),
-    (lambda c: setattr(c.pipeline.datamanager, "train_num_rays_per_batch", 0),
-     "--pipeline.datamanager.train-num-rays-per-batch must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: setattr(c, "max_num_iterations", 0), "--max-num-iterations must be >= 1, got 0"),
+        (lambda c: setattr(c.pipeline.model, "num_samples", 0), "--pipeline.model.num-samples must be >= 1, got 0"),
+        (
+            lambda c: setattr(c.pipeline.datamanager, "train_num_rays_per_batch", 0),
+            "--pipeline.datamanager.train-num-rays-per-batch must be >= 1, got 0",
+        ),
+    ],
+)
 def test_counts_below_one_are_named_before_a_folder_is_made(tmp_path, change, message):
     cfg = tiny_config("gaussian-nerf-esgd", tmp_path / "scene", tmp_path / "out", iterations=2)
     change(cfg)
@@ -295,10 +326,14 @@ def test_malformed_blender_scenes_are_named_before_training(tmp_path):
 
     cases = [
         (broken("empty", no_frames), r"transforms_train.json lists no frames"),
-        (broken("notest", lambda f: (f / "transforms_test.json").unlink()),
-         r"the Blender scene .*notest has no transforms_test.json, whose views it needs for ns-eval to evaluate on"),
-        (broken("syntax", lambda f: (f / "transforms_val.json").write_text('{"frames": [,]}')),
-         r"syntax/transforms_val.json is not valid JSON: Expecting value at line 1, column 13; fix the file"),
+        (
+            broken("notest", lambda f: (f / "transforms_test.json").unlink()),
+            r"the Blender scene .*notest has no transforms_test.json, whose views it needs for ns-eval to evaluate on",
+        ),
+        (
+            broken("syntax", lambda f: (f / "transforms_val.json").write_text('{"frames": [,]}')),
+            r"syntax/transforms_val.json is not valid JSON: Expecting value at line 1, column 13; fix the file",
+        ),
     ]
     for folder, message in cases:
         out = tmp_path / f"out-{folder.name}"
@@ -332,11 +367,17 @@ def test_load_dir_without_a_usable_checkpoint_is_named(tmp_path):
     pickled.mkdir()
     torch.save({**state, "extra": _RunsCode(marker)}, pickled / "step-000000001.ckpt")
     cases = [
-        (empty, rf"--load-dir {empty} holds no checkpoint \(step-NNNNNNNNN.ckpt\); point it at the nerfstudio_models "
-                r"folder of an earlier run"),
+        (
+            empty,
+            rf"--load-dir {empty} holds no checkpoint \(step-NNNNNNNNN.ckpt\); point it at the nerfstudio_models "
+            r"folder of an earlier run",
+        ),
         (garbage, r"the checkpoint .*step-000000003.ckpt is unreadable \(truncated, or not a torch checkpoint\)"),
-        (pickled, r"the checkpoint .*step-000000001.ckpt holds a pickled Python object \(io.open\) that could run "
-                  r"code when loaded"),
+        (
+            pickled,
+            r"the checkpoint .*step-000000001.ckpt holds a pickled Python object \(io.open\) that could run "
+            r"code when loaded",
+        ),
     ]
     for i, (folder, message) in enumerate(cases):
         cfg = tiny_config("gaussian-nerf-adam", scene, tmp_path / f"out{i}", iterations=2)
@@ -348,8 +389,11 @@ def test_load_dir_without_a_usable_checkpoint_is_named(tmp_path):
     wider = tiny_config("gaussian-nerf-adam", scene, tmp_path / "wider", iterations=2)
     wider.pipeline.model.hidden_dim = wider.pipeline.model.feature_dim = 48  # tensors of other shapes
     wider.load_dir = trained.checkpoint_dir
-    with pytest.raises(InputError, match=r"the checkpoint .*step-000000001.ckpt does not fit this model \(size "
-                                         r"mismatch for .*\): load it with the options of the run that wrote it"):
+    with pytest.raises(
+        InputError,
+        match=r"the checkpoint .*step-000000001.ckpt does not fit this model \(size "
+        r"mismatch for .*\): load it with the options of the run that wrote it",
+    ):
         train(wider)
 
 
@@ -398,16 +442,18 @@ def test_known_upstream_deprecation_warnings_are_shown_once_while_training(tmp_p
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
-            warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated", UserWarning,
-                          stacklevel=1)
+            warnings.warn(
+                "Using a non-tuple sequence for multidimensional indexing is deprecated", UserWarning, stacklevel=1
+            )
     assert len(caught) == 2
 
 
 def test_the_demo_silences_the_known_warnings_in_the_commands_it_runs(tmp_path):
     from gnerf.quiet import KNOWN_UPSTREAM, child_warning_filters
 
-    code = "import warnings\n" + "".join(f"warnings.warn({start!r} + ' more', {category.__name__})\n"
-                                          for category, start in KNOWN_UPSTREAM)
+    code = "import warnings\n" + "".join(
+        f"warnings.warn({start!r} + ' more', {category.__name__})\n" for category, start in KNOWN_UPSTREAM
+    )
     env = {**os.environ, "PYTHONWARNINGS": child_warning_filters()}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""
@@ -426,10 +472,16 @@ def test_ns_eval_on_a_run_without_a_usable_checkpoint_folder_is_one_line(tmp_pat
     base, models = cfg.get_base_dir(), cfg.get_checkpoint_dir()
     models.mkdir()
     cases = [
-        (None, f"error: the run {base} saved no checkpoint ({models} is empty: the run stopped before its first "
-               "save); train it again, or load the config.yml of a run that saved a checkpoint"),
-        ("notes.txt", f"error: {models} holds 'notes.txt', which is not a checkpoint (step-NNNNNNNNN.ckpt); "
-                      "nerfstudio reads every name in that folder as a step: move the file out"),
+        (
+            None,
+            f"error: the run {base} saved no checkpoint ({models} is empty: the run stopped before its first "
+            "save); train it again, or load the config.yml of a run that saved a checkpoint",
+        ),
+        (
+            "notes.txt",
+            f"error: {models} holds 'notes.txt', which is not a checkpoint (step-NNNNNNNNN.ckpt); "
+            "nerfstudio reads every name in that folder as a step: move the file out",
+        ),
     ]
     for stray, message in cases:
         if stray is not None:
@@ -441,7 +493,8 @@ def test_ns_eval_on_a_run_without_a_usable_checkpoint_folder_is_one_line(tmp_pat
 
 
 def test_an_empty_camera_path_is_refused_before_ns_render_and_the_demo_refuses_zero_interpolation_steps(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     import json
 
     from gnerf import demo

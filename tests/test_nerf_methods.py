@@ -21,8 +21,9 @@ from shared_data import LEGO
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return make_blender_scene(tmp_path_factory.mktemp("scenes") / "procedural", image_size=16,
-                              num_train=6, num_val=2, num_test=2)
+    return make_blender_scene(
+        tmp_path_factory.mktemp("scenes") / "procedural", image_size=16, num_train=6, num_val=2, num_test=2
+    )
 
 
 def _render(trainer, tmp_path, monkeypatch):
@@ -32,8 +33,13 @@ def _render(trainer, tmp_path, monkeypatch):
     from nerfstudio.utils import install_checks
 
     monkeypatch.setattr(install_checks, "check_ffmpeg_installed", lambda: None)  # frames as images need no ffmpeg
-    render.RenderInterpolated(load_config=trainer.base_dir / "config.yml", output_path=tmp_path / "render",
-                              output_format="images", image_format="png", interpolation_steps=1).main()
+    render.RenderInterpolated(
+        load_config=trainer.base_dir / "config.yml",
+        output_path=tmp_path / "render",
+        output_format="images",
+        image_format="png",
+        interpolation_steps=1,
+    ).main()
     return [imageio.imread(p) for p in sorted((tmp_path / "render").glob("*.png"))]
 
 
@@ -49,8 +55,19 @@ def test_contender_method_trains_evaluates_and_renders(method, scene, tmp_path, 
 
 
 def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path):
-    cfg = method_config("gaussian-nerf-muon", scene, tmp_path, iterations=2, rays=32, samples=8, hidden_dim=16,
-                        num_layers=5, skip_connections=(3,), direction_dim=4, color_hidden_dim=8)
+    cfg = method_config(
+        "gaussian-nerf-muon",
+        scene,
+        tmp_path,
+        iterations=2,
+        rays=32,
+        samples=8,
+        hidden_dim=16,
+        num_layers=5,
+        skip_connections=(3,),
+        direction_dim=4,
+        color_hidden_dim=8,
+    )
     trainer = train(cfg)  # trunk 16x3, 16x16, 16x16, 16x19 (skip), 17x16
     opt = trainer.optimizers.optimizers["fields"]
     assert isinstance(opt, MuonAdam)

@@ -28,21 +28,25 @@ from shared_data import LEGO
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return make_blender_scene(tmp_path_factory.mktemp("scenes") / "procedural", image_size=24,
-                              num_train=8, num_val=2, num_test=3)
+    return make_blender_scene(
+        tmp_path_factory.mktemp("scenes") / "procedural", image_size=24, num_train=8, num_val=2, num_test=3
+    )
 
 
 def _rays(n: int, near=None) -> RayBundle:
     origins = torch.tensor([[0.0, 0.0, 4.0]]).expand(n, 3)
     dirs = torch.nn.functional.normalize(torch.randn(n, 3) * 0.1 + torch.tensor([0.0, 0.0, -1.0]), dim=-1)
-    return RayBundle(origins=origins, directions=dirs, pixel_area=torch.ones(n, 1),
-                     camera_indices=torch.zeros(n, 1, dtype=torch.long))
+    return RayBundle(
+        origins=origins,
+        directions=dirs,
+        pixel_area=torch.ones(n, 1),
+        camera_indices=torch.zeros(n, 1, dtype=torch.long),
+    )
 
 
 def _model(**overrides):
     cfg = GaussianNeRFModelConfig(**overrides)
-    return cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4,
-                     metadata={})
+    return cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4, metadata={})
 
 
 def test_default_model_is_the_papers():
@@ -75,8 +79,11 @@ def test_field_density_and_colour_shapes_and_ranges():
 
 def test_forward_facing_metadata_switches_sampling_and_planes():
     cfg = GaussianNeRFModelConfig(num_samples=8)
-    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-5.0] * 3, [5.0] * 3])), num_train_data=2,
-                      metadata={"near_plane": 1.2, "far_plane": 9.0, "forward_facing": True})
+    model = cfg.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-5.0] * 3, [5.0] * 3])),
+        num_train_data=2,
+        metadata={"near_plane": 1.2, "far_plane": 9.0, "forward_facing": True},
+    )
     assert model.sampling == "disparity" and (model.near_plane, model.far_plane) == (1.2, 9.0)
     samples = model.sampler(model.collider(_rays(3)))
     mids = ((samples.frustums.starts + samples.frustums.ends) / 2)[0, :, 0]
@@ -84,7 +91,8 @@ def test_forward_facing_metadata_switches_sampling_and_planes():
     assert mids[0] >= 1.2 and torch.all(gaps < 0)
     with pytest.raises(InputError, match="collider-params: need 0 <= near_plane < far_plane"):
         GaussianNeRFModelConfig(collider_params={"near_plane": 5.0, "far_plane": 1.0}).setup(
-            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata={})
+            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata={}
+        )
 
 
 def test_the_collider_is_nerfstudios_from_collider_params():
@@ -92,11 +100,15 @@ def test_the_collider_is_nerfstudios_from_collider_params():
     from nerfstudio.model_components.scene_colliders import NearFarCollider
 
     forward_facing = {"near_plane": 1.2, "far_plane": 9.0}
-    for params, metadata, planes in [(None, {}, (2.0, 6.0)), (None, forward_facing, (1.2, 9.0)),
-                                     ({"far_plane": 4.0}, forward_facing, (1.2, 4.0)),
-                                     ({"near_plane": 0.5, "far_plane": 3.0}, forward_facing, (0.5, 3.0))]:
+    for params, metadata, planes in [
+        (None, {}, (2.0, 6.0)),
+        (None, forward_facing, (1.2, 9.0)),
+        ({"far_plane": 4.0}, forward_facing, (1.2, 4.0)),
+        ({"near_plane": 0.5, "far_plane": 3.0}, forward_facing, (0.5, 3.0)),
+    ]:
         model = GaussianNeRFModelConfig(collider_params=params, num_samples=4).setup(
-            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata=metadata)
+            scene_box=SceneBox(aabb=torch.ones(2, 3)), num_train_data=1, metadata=metadata
+        )
         assert isinstance(model.collider, NearFarCollider) and not model.collider.reset_near_plane
         assert (model.collider.near_plane, model.collider.far_plane) == planes == (model.near_plane, model.far_plane)
     assert _model(reset_near_plane=True).collider.reset_near_plane  # nerfstudio's behaviour, when asked for
@@ -107,8 +119,11 @@ def test_the_collider_is_nerfstudios_from_collider_params():
 
 
 def test_garf_architecture_refuses_the_size_fields():
-    with pytest.raises(InputError, match=r"garf has fixed sizes and does not take --pipeline.model.hidden-dim, "
-                                         r"--pipeline.model.direction-dim: leave"):
+    with pytest.raises(
+        InputError,
+        match=r"garf has fixed sizes and does not take --pipeline.model.hidden-dim, "
+        r"--pipeline.model.direction-dim: leave",
+    ):
         _model(architecture="garf", hidden_dim=32, direction_dim=8)
     _model(architecture="garf", skip_connections=[5])  # the defaults, as a config.yml gives them back
 
@@ -142,8 +157,13 @@ def test_garf_architecture_computes_the_published_forward():
     def keep(name):
         return lambda module, args, out: seen.update({name: (args[0], out)})
 
-    for name, module in [("z", trunk.embedding[0]), ("embedding", trunk.embedding), ("last", trunk.layers[-1]),
-                         ("zd", field.direction_embedding[0]), ("direction", field.direction_embedding)]:
+    for name, module in [
+        ("z", trunk.embedding[0]),
+        ("embedding", trunk.embedding),
+        ("last", trunk.layers[-1]),
+        ("zd", field.direction_embedding[0]),
+        ("direction", field.direction_embedding),
+    ]:
         module.register_forward_hook(keep(name))
     samples = model.sampler(model.collider(_rays(3)))
     out = field(samples)
@@ -184,7 +204,9 @@ def test_garf_architecture_trains_through_the_method_config(scene, tmp_path):
     from benchmarks.recipes import setup_trainer
     from gnerf.nerf.field import GARFTrunk
 
-    cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1)
+    cfg = tiny_config(
+        "gaussian-nerf-esgd", scene, tmp_path, iterations=3, precondition_warmup_steps=2, precondition_frequency=1
+    )
     cfg.pipeline.model = GaussianNeRFModelConfig(architecture="garf", num_samples=cfg.pipeline.model.num_samples)
     trainer = setup_trainer(cfg)
     model = trainer.pipeline.model
@@ -219,7 +241,14 @@ def test_esgd_training_protocol_checkpoint_and_resume(scene, tmp_path, monkeypat
         return real_backward(*args, **kwargs)
 
     def config(iterations, timestamp):  # one 16-step schedule, run as 12 steps then 4 resumed ones
-        cfg = tiny_config("gaussian-nerf-esgd", scene, tmp_path, iterations=iterations, precondition_warmup_steps=3, precondition_frequency=4)
+        cfg = tiny_config(
+            "gaussian-nerf-esgd",
+            scene,
+            tmp_path,
+            iterations=iterations,
+            precondition_warmup_steps=3,
+            precondition_frequency=4,
+        )
         sched = cfg.optimizers["fields"]["scheduler"]
         cfg.optimizers["fields"]["scheduler"] = dataclasses.replace(sched, max_steps=16)
         cfg.timestamp = timestamp
@@ -314,8 +343,9 @@ def test_grad_scaler_is_refused_with_curvature_optimizers(scene, tmp_path):
 def test_adam_method_trains_with_first_order_steps_only(scene, tmp_path, monkeypatch):
     calls = []
     real_backward = torch.autograd.backward
-    monkeypatch.setattr(torch.autograd, "backward",
-                        lambda *a, **k: calls.append(k.get("create_graph", False)) or real_backward(*a, **k))
+    monkeypatch.setattr(
+        torch.autograd, "backward", lambda *a, **k: calls.append(k.get("create_graph", False)) or real_backward(*a, **k)
+    )
     trainer = train(tiny_config("gaussian-nerf-adam", scene, tmp_path, iterations=4))
     assert calls == [False] * 4
     opt = trainer.optimizers.optimizers["fields"]
@@ -324,7 +354,9 @@ def test_adam_method_trains_with_first_order_steps_only(scene, tmp_path, monkeyp
 
 @pytest.mark.skipif(not LEGO.exists(), reason="needs ../shared/data/nerf_synthetic/lego")
 def test_lego_downscaled_trains_and_evaluates(tmp_path):
-    cfg = tiny_config("gaussian-nerf-esgd", LEGO, tmp_path, iterations=6, precondition_warmup_steps=2, precondition_frequency=3)
+    cfg = tiny_config(
+        "gaussian-nerf-esgd", LEGO, tmp_path, iterations=6, precondition_warmup_steps=2, precondition_frequency=3
+    )
     cfg.pipeline.datamanager.camera_res_scale_factor = 0.1  # 40x40
     trainer = train(cfg)
     assert esgd_counters(trainer.optimizers.optimizers["fields"]) == {(6, 3)}  # curvature on steps 0, 1, 3
@@ -347,8 +379,13 @@ def _llff_config(tmp_path, iterations: int):
     bounds = np.stack([np.full(llff.N_VIEWS, 2.0), np.full(llff.N_VIEWS, 9.0)], axis=1)
     np.save(tmp_path / "poses_bounds.npy", llff._to_llff_rows(c2w, bounds))
     llff._write_images(tmp_path / "images", llff.H0, llff.W0)
-    return tiny_config("gaussian-nerf-esgd", tmp_path, tmp_path / "out", iterations=iterations,
-                       dataparser=LLFFDataParserConfig(downscale_factor=1))
+    return tiny_config(
+        "gaussian-nerf-esgd",
+        tmp_path,
+        tmp_path / "out",
+        iterations=iterations,
+        dataparser=LLFFDataParserConfig(downscale_factor=1),
+    )
 
 
 def test_forward_facing_lr_final(tmp_path):
@@ -400,8 +437,13 @@ def test_ns_render_of_forward_facing_scene_is_not_blank(tmp_path, monkeypatch):
 
     trainer = train(_llff_config(tmp_path, iterations=3))
     monkeypatch.setattr(install_checks, "check_ffmpeg_installed", lambda: None)  # frames as images need no ffmpeg
-    render.RenderInterpolated(load_config=trainer.base_dir / "config.yml", output_path=tmp_path / "render" / "frames",
-                              output_format="images", image_format="png", interpolation_steps=1).main()
+    render.RenderInterpolated(
+        load_config=trainer.base_dir / "config.yml",
+        output_path=tmp_path / "render" / "frames",
+        output_format="images",
+        image_format="png",
+        interpolation_steps=1,
+    ).main()
     frames = sorted((tmp_path / "render" / "frames").glob("*.png"))
     assert frames
     for frame in frames:

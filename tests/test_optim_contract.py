@@ -118,10 +118,10 @@ def _image_problem(seed=0):
     net = gaussian_mlp(3, hidden_dim=32, sigma=0.1)
     g = torch.linspace(-1, 1, 12)
     x = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-    y = torch.stack([0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]),
-                     0.5 + 0.3 * x[:, 0] * x[:, 1]], -1)
+    y = torch.stack(
+        [0.5 + 0.4 * torch.sin(3 * x[:, 0]), 0.5 + 0.4 * torch.cos(2 * x[:, 1]), 0.5 + 0.3 * x[:, 0] * x[:, 1]], -1
+    )
     return net, x, y
-
 
 
 def test_short_run_and_bad_value_options_are_real_options():
@@ -153,8 +153,13 @@ def test_learns_a_small_image(name, one_thread):
 NOT_EXACT = {"psgd-kron": "heavyball's PSGDKron continues differently after a state_dict round trip (cause not found)"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=NOT_EXACT[n], strict=True))
-                                  if n in NOT_EXACT else n for n in OPTIMIZERS])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason=NOT_EXACT[n], strict=True)) if n in NOT_EXACT else n
+        for n in OPTIMIZERS
+    ],
+)
 def test_state_dict_round_trip_continues_identically(name, one_thread):
     options = _accepted(name, SHORT_RUN)
     net, x, y = _image_problem()
@@ -218,8 +223,9 @@ def test_an_option_it_does_not_take_is_refused_by_name(name):
 
 # torch's and other packages' optimizers check only the parameter layout of a state they load; gnerf's check
 # whose state it is.
-GNERF_OPTIMIZERS = [n for n in OPTIMIZERS if type(_build(n, [torch.nn.Parameter(torch.zeros(2, 2))])).__module__
-                    .startswith("gnerf.")]
+GNERF_OPTIMIZERS = [
+    n for n in OPTIMIZERS if type(_build(n, [torch.nn.Parameter(torch.zeros(2, 2))])).__module__.startswith("gnerf.")
+]
 
 
 # The paper's optimizers and gnerf's variant (the contenders wrap other packages' optimizers).

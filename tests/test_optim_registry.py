@@ -19,12 +19,26 @@ def _params():
 
 def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     assert [n for n in OPTIMIZERS if not n.startswith("toy-")] == [  # a test may register a toy
-        "adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac",
-                                "shampoo", "muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw",
-                                "muon-esgd"]
+        "adam",
+        "esgd",
+        "esgd-max",
+        "esgd-adam-start",
+        "adahessian-e",
+        "adahessian-j",
+        "kfac",
+        "shampoo",
+        "muon",
+        "adam-cosine",
+        "soap",
+        "psgd-kron",
+        "schedulefree-adamw",
+        "muon-esgd",
+    ]
     lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
     assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
-    assert lrs["esgd-adam-start"] == 0.1 and lrs["kfac"] == lrs["shampoo"] == 0.1  # gnerf's choice: docs/reproduction.md
+    assert (
+        lrs["esgd-adam-start"] == 0.1 and lrs["kfac"] == lrs["shampoo"] == 0.1
+    )  # gnerf's choice: docs/reproduction.md
     for name in ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo"):
         assert OPTIMIZERS[name].schedule == ConstantSchedule()  # the paper trains at a constant lr
     assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
@@ -63,8 +77,17 @@ def test_unknown_name_lists_the_valid_names():
         build_optimizer("lbfgs", _params())
 
 
-@pytest.mark.parametrize("option,value", [("lr", float("inf")), ("lr", 1e300 * 1e10), ("lr", -1.0),
-                                          ("eps", 0.0), ("betas", (0.9, 1.0)), ("weight_decay", float("nan"))])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("lr", float("inf")),
+        ("lr", 1e300 * 1e10),
+        ("lr", -1.0),
+        ("eps", 0.0),
+        ("betas", (0.9, 1.0)),
+        ("weight_decay", float("nan")),
+    ],
+)
 def test_a_bad_value_is_refused_by_name_before_anything_is_built(option, value):
     with pytest.raises(ValueError, match=option):
         build_optimizer("esgd", _params(), **{option: value})
@@ -97,7 +120,9 @@ def test_registering_is_one_decorator_and_duplicates_are_refused(monkeypatch):
 
 def test_muon_takes_the_hidden_matrices_and_adam_the_rest():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(2, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)
+    )
     opt = build_optimizer("muon", net.parameters())
     assert isinstance(opt, MuonAdam)
     muon, adam = opt.param_groups

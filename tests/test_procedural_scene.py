@@ -64,7 +64,9 @@ def test_layout_counts_and_rgba_images(scene):
 
 def test_test_ring_is_distinct_from_training_views(scene):
     positions = {
-        split: np.array([f["transform_matrix"] for f in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]])[:, :3, 3]
+        split: np.array(
+            [f["transform_matrix"] for f in json.loads((scene / f"transforms_{split}.json").read_text())["frames"]]
+        )[:, :3, 3]
         for split in COUNTS
     }
     elevation = np.degrees(np.arcsin(positions["test"][:, 2] / procedural.CAMERA_RADIUS))
@@ -192,7 +194,15 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
 
 @pytest.mark.parametrize(
     "option, value",
-    [("image_size", 4), ("num_train", 0), ("num_val", 0), ("num_test", -1), ("seed", -1), ("supersample", 0), ("image_size", 32.0)],
+    [
+        ("image_size", 4),
+        ("num_train", 0),
+        ("num_val", 0),
+        ("num_test", -1),
+        ("seed", -1),
+        ("supersample", 0),
+        ("image_size", 32.0),
+    ],
 )
 def test_bad_options_are_named(tmp_path, option, value):
     kwargs = dict(image_size=16, num_train=1, num_val=1, num_test=1)

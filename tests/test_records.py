@@ -23,9 +23,19 @@ def image(tmp_path):
 
 
 def _tiny(tmp_path, image, **kw):
-    opts = dict(inputs=(image,), activations=("gaussian",), optimizers=("adam",), epochs=1, size=(16, 16),
-                hidden_dim=8, num_layers=2, batch_size=64, workers=2, output_dir=tmp_path / "cmp",
-                record=tmp_path / "rec")
+    opts = dict(
+        inputs=(image,),
+        activations=("gaussian",),
+        optimizers=("adam",),
+        epochs=1,
+        size=(16, 16),
+        hidden_dim=8,
+        num_layers=2,
+        batch_size=64,
+        workers=2,
+        output_dir=tmp_path / "cmp",
+        record=tmp_path / "rec",
+    )
     opts.update(kw)
     return CompareConfig(**opts)
 
@@ -49,8 +59,10 @@ def test_finished_and_diverged_runs_are_recorded_and_not_run_again_without_their
     res = run_comparison(cfg, log=logs.append)
     assert res["statuses"] == {} and any("2 already finished, 0 to run" in line for line in logs)
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
-    assert {(r["optimizer"], r["status"], r["source"]) for r in rows} == {("adam", "ok", "record"),
-                                                                          ("esgd:lr=1e+20", "diverged", "record")}
+    assert {(r["optimizer"], r["status"], r["source"]) for r in rows} == {
+        ("adam", "ok", "record"),
+        ("esgd:lr=1e+20", "diverged", "record"),
+    }
     assert "| adam | " in (tmp_path / "cmp" / "summary.md").read_text()
     assert not (tmp_path / "cmp" / "runs").exists()
     # --plot-only rebuilds the same results from the records alone
@@ -61,16 +73,19 @@ def test_finished_and_diverged_runs_are_recorded_and_not_run_again_without_their
 
 def test_a_record_refuses_a_grid_of_another_protocol(image, tmp_path):
     (tmp_path / "rec").mkdir()
-    (tmp_path / "rec" / "grid.json").write_text(json.dumps({"task": "image", "batch_size": 64, "hidden_dim": 8,
-                                                             "num_layers": 2, "size": [32, 32]}))
+    (tmp_path / "rec" / "grid.json").write_text(
+        json.dumps({"task": "image", "batch_size": 64, "hidden_dim": 8, "num_layers": 2, "size": [32, 32]})
+    )
     with pytest.raises(ValueError, match=r"another protocol \(size \[32, 32\] there, \[16, 16\] here\)"):
         run_comparison(_tiny(tmp_path, image), log=lambda line: None)
 
 
 def _fake_run(folder, epochs, config):
     folder.mkdir(parents=True)
-    rows = [{"epoch": e, "iteration": 4 * e, "wall_time": 0.1 * e, "loss": 1.0 / e, "psnr": 10.0 + e}
-            for e in range(1, epochs + 1)]
+    rows = [
+        {"epoch": e, "iteration": 4 * e, "wall_time": 0.1 * e, "loss": 1.0 / e, "psnr": 10.0 + e}
+        for e in range(1, epochs + 1)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "config.json").write_text(json.dumps(config))
 
@@ -79,22 +94,46 @@ def test_the_record_is_read_when_the_run_folder_is_gone_and_the_longer_history_w
     cfg = _tiny(tmp_path, image, epochs=3)
     run = Run("image", image, "gaussian", "adam", 0)
     rec = RunRecord(tmp_path / "rec", "tiny", "gaussian", "adam", 0)
-    rec.write(b"".join(json.dumps({"epoch": e, "iteration": e, "wall_time": e, "loss": 1.0, "psnr": 20.0}).encode()
-                       + b"\n" for e in (1, 2, 3)), b"{}", {"machine": "m"})
+    rec.write(
+        b"".join(
+            json.dumps({"epoch": e, "iteration": e, "wall_time": e, "loss": 1.0, "psnr": 20.0}).encode() + b"\n"
+            for e in (1, 2, 3)
+        ),
+        b"{}",
+        {"machine": "m"},
+    )
     rows = read_results(cfg)
-    assert [(r["epoch"], r["metric"], r["source"]) for r in rows] == [(1, 20.0, "record"), (2, 20.0, "record"),
-                                                                       (3, 20.0, "record")]
+    assert [(r["epoch"], r["metric"], r["source"]) for r in rows] == [
+        (1, 20.0, "record"),
+        (2, 20.0, "record"),
+        (3, 20.0, "record"),
+    ]
     # a run folder with more epochs (a run extending the recorded one) is read instead
     _fake_run(run.folder(tmp_path / "cmp"), 4, {})
     assert [r["source"] for r in read_results(cfg)] == ["folder"] * 4
 
 
 def test_a_finished_run_folder_of_another_layout_is_imported_after_its_config_is_checked(tmp_path):
-    config = {"size": [16, 16], "batch_size": 64, "seed": 0, "threads": 1,
-              "field": {"activation": "gaussian", "hidden_dim": 8, "num_layers": 2},
-              "optim": {"name": "muon", "lr": 6.666666666666667e-05}, "schedule": {"name": "cosine"}}
-    expected = {"size": [16, 16], "batch_size": 64, "seed": 0, "activation": "gaussian", "hidden_dim": 8,
-                "num_layers": 2, "optimizer": "muon", "lr": 6.67e-05, "schedule": "cosine"}
+    config = {
+        "size": [16, 16],
+        "batch_size": 64,
+        "seed": 0,
+        "threads": 1,
+        "field": {"activation": "gaussian", "hidden_dim": 8, "num_layers": 2},
+        "optim": {"name": "muon", "lr": 6.666666666666667e-05},
+        "schedule": {"name": "cosine"},
+    }
+    expected = {
+        "size": [16, 16],
+        "batch_size": 64,
+        "seed": 0,
+        "activation": "gaussian",
+        "hidden_dim": 8,
+        "num_layers": 2,
+        "optimizer": "muon",
+        "lr": 6.67e-05,
+        "schedule": "cosine",
+    }
     _fake_run(tmp_path / "old" / "done", 3, config)
     _fake_run(tmp_path / "old" / "short", 2, config)
     _fake_run(tmp_path / "old" / "other", 3, {**config, "size": [32, 32]})

@@ -12,7 +12,7 @@ def test_inverse_root_matches_eigendecomposition():
     x = torch.randn(6, 6, dtype=torch.float64)
     m = x @ x.T + 1e-3 * torch.eye(6, dtype=torch.float64)
     d, q = torch.linalg.eigh(m)
-    expected = q @ torch.diag(d ** -0.25) @ q.T
+    expected = q @ torch.diag(d**-0.25) @ q.T
     r = matrix_inverse_root(m, 4.0)
     assert torch.allclose(r, expected, atol=1e-9)
     assert torch.allclose(torch.linalg.matrix_power(r, 4) @ m, torch.eye(6, dtype=torch.float64), atol=1e-8)
@@ -23,7 +23,7 @@ def test_inverse_root_matches_eigendecomposition():
     r32 = matrix_inverse_root(m32, 4.0)
     assert torch.isfinite(r32).all() and torch.allclose(r32, r32.T, atol=1e-5)
     d64, q64 = torch.linalg.eigh(0.5 * (m32.double() + m32.double().T))
-    assert torch.allclose(r32.double(), q64 @ torch.diag(d64 ** -0.25) @ q64.T, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(r32.double(), q64 @ torch.diag(d64**-0.25) @ q64.T, rtol=1e-5, atol=1e-5)
 
 
 def test_two_steps_follow_the_update_rule():
@@ -44,7 +44,7 @@ def test_two_steps_follow_the_update_rule():
 
         def inv4(m):
             d, q = torch.linalg.eigh(m)
-            return q @ torch.diag(d ** -0.25) @ q.T
+            return q @ torch.diag(d**-0.25) @ q.T
 
         w_ref = w_ref - lr * (inv4(L) @ gw.double() @ inv4(R)).float()
         b_ref = b_ref - lr * gb / h.sqrt()

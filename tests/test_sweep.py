@@ -24,9 +24,16 @@ def test_the_sweep_is_a_grid_of_lr_variants_with_the_registered_schedules(tmp_pa
     assert spec("muon", 1.0) == "muon:lr=0.0002" and spec("muon", 1 / 3) == "muon:lr=6.67e-05"
     assert spec("esgd", 3.0) == "esgd:lr=0.45"
     cfg = compare_config(SweepConfig(record=tmp_path / "rec"))
-    assert cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 27  # 9 optimizers x 3 lrs
-    assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.seeds, cfg.activations) == ((128, 128), 100, 512, (0,),
-                                                                                   ("gaussian",))
+    assert (
+        cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 27
+    )  # 9 optimizers x 3 lrs
+    assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.seeds, cfg.activations) == (
+        (128, 128),
+        100,
+        512,
+        (0,),
+        ("gaussian",),
+    )
     assert [p.stem for p in cfg.inputs] == ["kodim01", "kodim02", "kodim03", "kodim04"]
     with pytest.raises(ValueError, match="unknown lbfgs"):
         compare_config(SweepConfig(optimizers=("lbfgs",)))
@@ -38,8 +45,11 @@ def _entry(lr, multiple, **finals):
 
 def test_the_winner_is_the_best_complete_lr_and_ties_go_to_the_registered_lr():
     images = ("a", "b")
-    entries = [_entry(1.0, 1 / 3, a=30.0, b=31.0), _entry(3.0, 1.0, a=35.0, b=35.0), _entry(9.0, 3.0, a=40.0,
-                                                                                              b="diverged")]
+    entries = [
+        _entry(1.0, 1 / 3, a=30.0, b=31.0),
+        _entry(3.0, 1.0, a=35.0, b=35.0),
+        _entry(9.0, 3.0, a=40.0, b="diverged"),
+    ]
     assert choose_winner(entries, images) == (1, "winner")  # the higher mean diverged on b: it cannot win
     tie = [_entry(1.0, 1 / 3, a=35.004, b=35.0), _entry(3.0, 1.0, a=35.0, b=35.0), _entry(9.0, 3.0, a=35.0, b=35.001)]
     assert choose_winner(tie, images) == (1, "winner")  # equal to 0.01 dB: the registered lr
@@ -61,17 +71,29 @@ def _kodak(tmp_path, stems):
 
 def _record(cfg, name, multiple, image, psnr_final, epochs):
     rec = RunRecord(cfg.record, image, "gaussian", spec(name, multiple).replace(":", "+"), 0)
-    rows = [{"epoch": e, "iteration": 32 * e, "wall_time": float(e), "loss": 0.1, "psnr": psnr_final - epochs + e}
-            for e in range(1, epochs + 1)]
+    rows = [
+        {"epoch": e, "iteration": 32 * e, "wall_time": float(e), "loss": 0.1, "psnr": psnr_final - epochs + e}
+        for e in range(1, epochs + 1)
+    ]
     rec.write("".join(json.dumps(r) + "\n" for r in rows).encode(), b"{}", {"machine": "test"})
     return rec
 
 
 def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path):
     kodak = tmp_path / "kodak"  # no photos: the table needs only the records
-    cfg = SweepConfig(optimizers=("adam", "soap"), multiples=(1.0, 3.0), images=("a", "b"), kodak=kodak, epochs=5,
-                      extend=0, record=tmp_path / "rec", report=tmp_path / "sweep.md", output_dir=tmp_path / "runs",
-                      figure=tmp_path / "sweep.png", plot_only=True)
+    cfg = SweepConfig(
+        optimizers=("adam", "soap"),
+        multiples=(1.0, 3.0),
+        images=("a", "b"),
+        kodak=kodak,
+        epochs=5,
+        extend=0,
+        record=tmp_path / "rec",
+        report=tmp_path / "sweep.md",
+        output_dir=tmp_path / "runs",
+        figure=tmp_path / "sweep.png",
+        plot_only=True,
+    )
     for image, (x1, x3) in {"a": (30.0, 33.0), "b": (31.0, 32.0)}.items():
         _record(cfg, "adam", 1.0, image, x1, 5)
         _record(cfg, "adam", 3.0, image, x3, 5)
@@ -81,7 +103,9 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
     text = sweep(cfg)
     assert (tmp_path / "sweep.md").read_text() == text
     assert (tmp_path / "sweep.png").is_file()  # adam's winner and soap's leading lr have finished on a and b
-    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    lines = {
+        tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")
+    }
     assert lines[("adam", "0.0003")].endswith("| 33.00 | 32.00 | **32.50** | **winner** |")
     assert lines[("adam", "0.0001")].endswith("| 30.00 | 31.00 | 30.50 |  |")
     assert lines[("soap", "0.0003")].endswith("| 40.00 | 41.00 | 40.50 | *leading* |")
@@ -91,9 +115,18 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
 
 
 def test_a_winner_on_an_edge_extends_the_sweep_by_factors_of_3_up_to_the_limit(tmp_path):
-    cfg = SweepConfig(optimizers=("adam",), multiples=(1.0, 3.0), images=("a", "b"), kodak=tmp_path / "kodak",
-                      epochs=5, extend=2, record=tmp_path / "rec", report=None, output_dir=tmp_path / "runs",
-                      plot_only=True)
+    cfg = SweepConfig(
+        optimizers=("adam",),
+        multiples=(1.0, 3.0),
+        images=("a", "b"),
+        kodak=tmp_path / "kodak",
+        epochs=5,
+        extend=2,
+        record=tmp_path / "rec",
+        report=None,
+        output_dir=tmp_path / "runs",
+        plot_only=True,
+    )
     for image in ("a", "b"):
         _record(cfg, "adam", 1.0, image, 30.0, 5)
         _record(cfg, "adam", 3.0, image, 33.0, 5)  # the largest multiple wins: 9 is added
@@ -117,17 +150,35 @@ def test_a_winner_on_an_edge_extends_the_sweep_by_factors_of_3_up_to_the_limit(t
 
 def test_the_old_sweep_layout_is_imported_into_the_record(tmp_path):
     kodak = _kodak(tmp_path, ("a", "b"))
-    cfg = SweepConfig(optimizers=("muon",), multiples=(1.0, 1 / 3), images=("a", "b"), kodak=kodak, epochs=3,
-                      size=16, record=tmp_path / "rec", report=None, output_dir=tmp_path / "runs")
-    config = {"size": [16, 16], "batch_size": 512, "seed": 0, "threads": 1,
-              "field": {"activation": "gaussian", "hidden_dim": 256, "num_layers": 5},
-              "optim": {"name": "muon", "lr": 2e-4 / 3}, "schedule": {"name": "cosine"}}
+    cfg = SweepConfig(
+        optimizers=("muon",),
+        multiples=(1.0, 1 / 3),
+        images=("a", "b"),
+        kodak=kodak,
+        epochs=3,
+        size=16,
+        record=tmp_path / "rec",
+        report=None,
+        output_dir=tmp_path / "runs",
+    )
+    config = {
+        "size": [16, 16],
+        "batch_size": 512,
+        "seed": 0,
+        "threads": 1,
+        "field": {"activation": "gaussian", "hidden_dim": 256, "num_layers": 5},
+        "optim": {"name": "muon", "lr": 2e-4 / 3},
+        "schedule": {"name": "cosine"},
+    }
     for folder, epochs in (("muon-lr6.67e-05/a", 3), ("muon-lr6.67e-05/b", 2)):
         path = tmp_path / "old" / folder
         path.mkdir(parents=True)
-        path.joinpath("metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e, "iteration": e, "wall_time": e, "loss": 0.1, "psnr": 20.0 + e}) + "\n"
-            for e in range(1, epochs + 1)))
+        path.joinpath("metrics.jsonl").write_text(
+            "".join(
+                json.dumps({"epoch": e, "iteration": e, "wall_time": e, "loss": 0.1, "psnr": 20.0 + e}) + "\n"
+                for e in range(1, epochs + 1)
+            )
+        )
         path.joinpath("config.json").write_text(json.dumps(config))
     logs = []
     assert import_old_sweep(cfg, tmp_path / "old", logs.append) == {"recorded": 1, "unfinished": 1}

@@ -46,10 +46,30 @@ def test_esgd_adam_start_switches_from_adam_on_the_command_line(tmp_path):
     runs = {}
     for name in ("adam", "esgd-adam-start"):
         runs[name] = tmp_path / name
-        image_main(["--image", str(require(KODIM01)), "--size", "32", "32", "--epochs", "12", "--batch-size", "128",
-                    "--field.hidden-dim", "64", "--field.num-layers", "3", "--threads", "1", "--no-progress",
-                    "--output-dir", str(runs[name]), f"optim:{name}",
-                    *(["--optim.adam-steps", "24", "--optim.precondition-warmup-steps", "4"] if name != "adam" else [])])
+        image_main(
+            [
+                "--image",
+                str(require(KODIM01)),
+                "--size",
+                "32",
+                "32",
+                "--epochs",
+                "12",
+                "--batch-size",
+                "128",
+                "--field.hidden-dim",
+                "64",
+                "--field.num-layers",
+                "3",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--output-dir",
+                str(runs[name]),
+                f"optim:{name}",
+                *(["--optim.adam-steps", "24", "--optim.precondition-warmup-steps", "4"] if name != "adam" else []),
+            ]
+        )
     # 3 epochs of 32 x 32 / 128 = 8 steps are Adam's
     adam, variant = (check_run_folder(runs[n], 12, "psnr") for n in ("adam", "esgd-adam-start"))
     assert [r["psnr"] for r in variant[:3]] == pytest.approx([r["psnr"] for r in adam[:3]], abs=1e-3)  # Adam's
@@ -61,7 +81,10 @@ def test_the_adam_phase_is_25_epochs_unless_given_in_steps():
 
     model = torch.nn.Linear(2, 3)
     lrs = []
-    for opt, steps in ((ESGDAdamStartConfig(lr=None), round(ADAM_EPOCHS * 128)), (ESGDAdamStartConfig(adam_steps=7), 7)):
+    for opt, steps in (
+        (ESGDAdamStartConfig(lr=None), round(ADAM_EPOCHS * 128)),
+        (ESGDAdamStartConfig(adam_steps=7), 7),
+    ):
         built = build_run_optimizer(ImageFitConfig(image=Path("x.png"), optim=opt), model, 128)
         lrs.append(built.param_groups[0]["lr"])
         assert built.param_groups[0]["adam_steps"] == steps
@@ -119,8 +142,12 @@ def test_schedule_free_is_evaluated_on_its_averaged_weights(tmp_path):
 
 
 def test_adam_loss_falls_with_the_relu_pe_learning_rate(tmp_path):
-    cfg = _cfg(tmp_path / "adam", epochs=3, optim=AdamConfig(lr=None),
-               field=FieldConfig(activation="relu", hidden_dim=64, num_layers=3))
+    cfg = _cfg(
+        tmp_path / "adam",
+        epochs=3,
+        optim=AdamConfig(lr=None),
+        field=FieldConfig(activation="relu", hidden_dim=64, num_layers=3),
+    )
     result = fit_image(cfg)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.history[-1]["psnr"] > result.history[0]["psnr"]
@@ -151,8 +178,9 @@ def test_resume_refuses_a_changed_configuration_and_a_run_folder_is_not_overwrit
 
 
 def test_missing_and_unreadable_images_are_named(tmp_path):
-    check_bad_inputs_are_named(tmp_path, fit_image, _cfg, "image", "nope.png",
-                               [("bad.png", "not an image", "cannot read image .*bad.png")])
+    check_bad_inputs_are_named(
+        tmp_path, fit_image, _cfg, "image", "nope.png", [("bad.png", "not an image", "cannot read image .*bad.png")]
+    )
 
 
 def test_unknown_optimizer_and_activation_are_named(tmp_path, capsys):
@@ -198,7 +226,9 @@ def test_initialisation_shuffling_and_probes_draw_independent_streams():
     from gnerf.tasks.build import stream_seeds
 
     shuffle, probes = stream_seeds(0)
-    assert stream_seeds(0) == (shuffle, probes) and len({0, shuffle, probes}) == 3 and stream_seeds(1) != (shuffle, probes)
+    assert (
+        stream_seeds(0) == (shuffle, probes) and len({0, shuffle, probes}) == 3 and stream_seeds(1) != (shuffle, probes)
+    )
     torch.manual_seed(0)
     init_words = torch.randint(0, 2, (4096,))
     for seed in (shuffle, probes):

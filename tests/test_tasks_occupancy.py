@@ -143,9 +143,19 @@ def test_esgd_fits_the_bunny_and_writes_every_output(tmp_path):
 
 
 def test_bad_meshes_are_named(tmp_path):
-    check_bad_inputs_are_named(tmp_path, fit_occupancy, _cfg, "mesh", "nope.obj", [
-        ("empty.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty.obj' has 3 vertices but no faces"),
-        ("flat.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n",
-         "flat.off' is empty: all of its 1 triangles have zero area"),
-        ("shape.stl", "solid x\nendsolid x\n", "unsupported file type '.stl'"),
-    ])
+    check_bad_inputs_are_named(
+        tmp_path,
+        fit_occupancy,
+        _cfg,
+        "mesh",
+        "nope.obj",
+        [
+            ("empty.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty.obj' has 3 vertices but no faces"),
+            (
+                "flat.off",
+                "OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n",
+                "flat.off' is empty: all of its 1 triangles have zero area",
+            ),
+            ("shape.stl", "solid x\nendsolid x\n", "unsupported file type '.stl'"),
+        ],
+    )

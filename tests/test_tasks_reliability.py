@@ -25,8 +25,21 @@ from gnerf.tasks.cli import image_main, occupancy_main, video_main
 from helpers_tasks import read_metrics
 from shared_data import tree_env
 
-TINY = ["--epochs", "1", "--batch-size", "32", "--field.hidden-dim", "8", "--field.num-layers", "3",
-        "--threads", "1", "--no-progress", "--device", "cpu"]
+TINY = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--field.hidden-dim",
+    "8",
+    "--field.num-layers",
+    "3",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _image(tmp_path: Path, h: int = 8, w: int = 8) -> Path:
@@ -78,10 +91,13 @@ def test_a_held_run_folder_stops_a_second_run_and_a_dead_holder_does_not_block_r
         assert holder.stdout.readline().strip() == "held"
         before = _snapshot(out)
         for extra in (["--resume", "--epochs", "2"], []):
-            err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                                      *extra], capsys)
-            assert err == (f"error: {str(out)!r} is in use by another run (process {holder.pid}); "
-                           "wait for it to finish or choose another --output-dir")
+            err = _fails(
+                image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, *extra], capsys
+            )
+            assert err == (
+                f"error: {str(out)!r} is in use by another run (process {holder.pid}); "
+                "wait for it to finish or choose another --output-dir"
+            )
             assert _snapshot(out) == before
     finally:
         holder.kill()
@@ -95,17 +111,41 @@ def test_a_held_run_folder_stops_a_second_run_and_a_dead_holder_does_not_block_r
 def test_two_concurrent_runs_on_one_folder_leave_exactly_one_runs_files(tmp_path):
     """Two real fits started together on one folder: one trains, the other stops at once, writing nothing."""
     image, out = _image(tmp_path), tmp_path / "run"
-    code = ("import sys; from gnerf.tasks.cli import image_main; image_main(sys.argv[1:])")
-    runs = [subprocess.Popen([sys.executable, "-c", code, "--image", str(image), "--output-dir", str(out),
-                              "--size", "8", "8", *TINY, "--epochs", "100", "--seed", str(seed)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tree_env()) for seed in (1, 2)]
+    code = "import sys; from gnerf.tasks.cli import image_main; image_main(sys.argv[1:])"
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--image",
+                str(image),
+                "--output-dir",
+                str(out),
+                "--size",
+                "8",
+                "8",
+                *TINY,
+                "--epochs",
+                "100",
+                "--seed",
+                str(seed),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=tree_env(),
+        )
+        for seed in (1, 2)
+    ]
     results = [(r.wait(timeout=300), r.stderr.read()) for r in runs]
     assert sorted(rc for rc, _ in results) == [0, 1], results
     winner = [seed for seed, (rc, _) in zip((1, 2), results) if rc == 0][0]
     loser_err = [err for rc, err in results if rc == 1][0].strip().splitlines()
     # the loser found the folder locked, or (if it started late) already holding the winner's run
-    assert len(loser_err) == 1 and ("is in use by another run (process" in loser_err[0]
-                                    or "already holds a run" in loser_err[0]), loser_err
+    assert len(loser_err) == 1 and (
+        "is in use by another run (process" in loser_err[0] or "already holds a run" in loser_err[0]
+    ), loser_err
     assert json.loads((out / "config.json").read_text())["seed"] == winner
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["seed"] == winner
     assert [r["epoch"] for r in read_metrics(out)] == list(range(1, 101))
@@ -128,11 +168,16 @@ def test_resume_refuses_a_checkpoint_holding_a_pickled_object_without_running_it
     ckpt["history"] = [_RunsCode(marker)]
     torch.save(ckpt, out / "checkpoint.pt")
     before = _snapshot(out)
-    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                              "--resume", "--epochs", "2"], capsys)
-    assert err == (f"error: checkpoint.pt in {str(out)!r} holds a pickled Python object (io.open) that could "
-                   "run code when loaded; gnerf checkpoints hold only tensors and plain values, so --resume refuses "
-                   "it: delete it or restore the original")
+    err = _fails(
+        image_main,
+        ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, "--resume", "--epochs", "2"],
+        capsys,
+    )
+    assert err == (
+        f"error: checkpoint.pt in {str(out)!r} holds a pickled Python object (io.open) that could "
+        "run code when loaded; gnerf checkpoints hold only tensors and plain values, so --resume refuses "
+        "it: delete it or restore the original"
+    )
     assert not marker.exists() and _snapshot(out) == before
     torch.load(out / "checkpoint.pt", weights_only=False)  # the payload is live: unpickled, it runs
     assert marker.exists()
@@ -146,12 +191,14 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_names_the_way_ou
     assert _ckpt_epoch(out) == 2
     assert torch.load(out / "checkpoint.prev.pt", weights_only=True)["epoch"] == 1
     data = (out / "checkpoint.pt").read_bytes()
-    (out / "checkpoint.pt").write_bytes(data[:len(data) // 2])  # truncated
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # truncated
     capsys.readouterr()
     _fit(image, out, "--resume", "--epochs", "3")
     captured = capsys.readouterr()
-    assert captured.err == (f"warning: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch "
-                            "checkpoint); resuming from the one before, checkpoint.prev.pt (epoch 1)\n")
+    assert captured.err == (
+        f"warning: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch "
+        "checkpoint); resuming from the one before, checkpoint.prev.pt (epoch 1)\n"
+    )
     rows, rows_straight = read_metrics(out), read_metrics(straight)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and _ckpt_epoch(out) == 3
     for a, b in zip(rows, rows_straight):  # epoch 2 trained again from the same state
@@ -161,15 +208,25 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_names_the_way_ou
     (out / "checkpoint.pt").write_text("not a checkpoint\n")
     (out / "checkpoint.prev.pt").write_bytes(b"")
     before = _snapshot(out)
-    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                              "--resume", "--epochs", "4"], capsys)
-    assert err == (f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint; "
-                   "so is checkpoint.prev.pt): delete it to start over, or restore it")
+    err = _fails(
+        image_main,
+        ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, "--resume", "--epochs", "4"],
+        capsys,
+    )
+    assert err == (
+        f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint; "
+        "so is checkpoint.prev.pt): delete it to start over, or restore it"
+    )
     (out / "checkpoint.prev.pt").unlink()
-    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                              "--resume", "--epochs", "4"], capsys)
-    assert err == (f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint): "
-                   "delete it to start over, or restore it")
+    err = _fails(
+        image_main,
+        ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, "--resume", "--epochs", "4"],
+        capsys,
+    )
+    assert err == (
+        f"error: checkpoint.pt in {str(out)!r} is unreadable (truncated, or not a torch checkpoint): "
+        "delete it to start over, or restore it"
+    )
     before.pop("checkpoint.prev.pt")
     assert _snapshot(out) == before
 
@@ -180,16 +237,20 @@ def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(
     blocker.write_text("a file")
     for out in (blocker / "run", blocker):
         err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), *TINY], capsys)
-        assert err == (f"error: --output-dir {str(out)!r}: {str(blocker)!r} is a file, not a folder; "
-                       "choose another --output-dir")
+        assert err == (
+            f"error: --output-dir {str(out)!r}: {str(blocker)!r} is a file, not a folder; choose another --output-dir"
+        )
     assert blocker.read_text() == "a file"
 
     locked = tmp_path / "readonly"
     locked.mkdir()
     if os.geteuid() == 0:  # root writes through any mode bits: deny the access check instead
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked and mode & os.W_OK
-                            else real_access(p, mode, **kw))
+        monkeypatch.setattr(
+            os,
+            "access",
+            lambda p, mode, **kw: False if Path(p) == locked and mode & os.W_OK else real_access(p, mode, **kw),
+        )
     else:
         locked.chmod(0o555)
     try:
@@ -197,13 +258,15 @@ def test_unwritable_output_folders_are_one_line_and_failed_starts_leave_nothing(
     finally:
         locked.chmod(0o755)
         monkeypatch.undo()
-    assert err == (f"error: cannot write the run folder {str(locked)!r} (Permission denied); "
-                   "choose another --output-dir")
+    assert err == (
+        f"error: cannot write the run folder {str(locked)!r} (Permission denied); choose another --output-dir"
+    )
     assert list(locked.iterdir()) == []
 
     # a start that fails on its input removes the folders it created, and leaves a folder that was there as it was
-    err = _fails(image_main, ["--image", str(tmp_path / "missing.png"), "--output-dir", str(tmp_path / "a" / "b"),
-                              *TINY], capsys)
+    err = _fails(
+        image_main, ["--image", str(tmp_path / "missing.png"), "--output-dir", str(tmp_path / "a" / "b"), *TINY], capsys
+    )
     assert "missing.png" in err and not (tmp_path / "a").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -225,10 +288,15 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "atomic_save_torch", full)
-    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                              "--resume", "--epochs", "2"], capsys)
-    assert err == (f"error: cannot write to the run folder {str(out)!r} after epoch 2 (No space left on device); "
-                   "free disk space or fix the folder, then --resume from the last complete checkpoint")
+    err = _fails(
+        image_main,
+        ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, "--resume", "--epochs", "2"],
+        capsys,
+    )
+    assert err == (
+        f"error: cannot write to the run folder {str(out)!r} after epoch 2 (No space left on device); "
+        "free disk space or fix the folder, then --resume from the last complete checkpoint"
+    )
     assert (out / "checkpoint.prev.pt").read_bytes() == kept  # epoch 1 is still there to resume from
     monkeypatch.setattr(checkpoint, "atomic_save_torch", real)
     _fit(image, out, "--resume", "--epochs", "2")
@@ -241,16 +309,23 @@ def test_epochs_below_one_and_resume_without_new_epochs_are_said(tmp_path, capsy
     assert err == "error: --epochs must be >= 1, got 0" and not out.exists()
     _fit(image, out, "--epochs", "2")
     before = _snapshot(out)
-    err = _fails(image_main, ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY,
-                              "--resume", "--epochs", "1"], capsys)
-    assert err == (f"error: --resume --epochs 1: the run in {str(out)!r} has already trained 2 epochs; "
-                   "pass a larger --epochs to train it further")
+    err = _fails(
+        image_main,
+        ["--image", str(image), "--output-dir", str(out), "--size", "8", "8", *TINY, "--resume", "--epochs", "1"],
+        capsys,
+    )
+    assert err == (
+        f"error: --resume --epochs 1: the run in {str(out)!r} has already trained 2 epochs; "
+        "pass a larger --epochs to train it further"
+    )
     assert _snapshot(out) == before
     capsys.readouterr()
     _fit(image, out, "--resume", "--epochs", "2")  # exit status 0: the outputs are written again, nothing trains
     captured = capsys.readouterr()
-    assert (f"the run in {str(out)!r} has already trained all 2 epochs: nothing to train (pass a larger --epochs "
-            "to train further); writing its outputs again\n") in captured.out
+    assert (
+        f"the run in {str(out)!r} has already trained all 2 epochs: nothing to train (pass a larger --epochs "
+        "to train further); writing its outputs again\n"
+    ) in captured.out
     assert captured.err == "" and _ckpt_epoch(out) == 2 and len(read_metrics(out)) == 2
 
 
@@ -274,11 +349,15 @@ def test_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
 def test_size_errors_blame_size_not_the_input(tmp_path, capsys):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 64)
-    err = _fails(video_main, ["--video", str(clip), "--output-dir", str(tmp_path / "v"), "--size", "0", "10", *TINY],
-                 capsys)
+    err = _fails(
+        video_main, ["--video", str(clip), "--output-dir", str(tmp_path / "v"), "--size", "0", "10", *TINY], capsys
+    )
     assert err == "error: --size must be two positive integers, height and width (or None), got 0 10"
-    err = _fails(image_main, ["--image", str(_image(tmp_path)), "--output-dir", str(tmp_path / "i"),
-                              "--size", "16", "-1", *TINY], capsys)
+    err = _fails(
+        image_main,
+        ["--image", str(_image(tmp_path)), "--output-dir", str(tmp_path / "i"), "--size", "16", "-1", *TINY],
+        capsys,
+    )
     assert err == "error: --size must be two positive integers, height and width (or None), got 16 -1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "photo8x8.png"]
 
@@ -288,13 +367,17 @@ def test_meshes_without_faces_or_volume_are_named(tmp_path, capsys):
     points.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
     args = ["--num-points", "300", "--num-eval-points", "300", "--resolution", "4", *TINY]
     err = _fails(occupancy_main, ["--mesh", str(points), "--output-dir", str(tmp_path / "p"), *args], capsys)
-    assert err == (f"error: mesh {str(points)!r} has 3 vertices but no faces (a point cloud?); "
-                   "occupancy fitting needs a triangle mesh")
+    assert err == (
+        f"error: mesh {str(points)!r} has 3 vertices but no faces (a point cloud?); "
+        "occupancy fitting needs a triangle mesh"
+    )
     square = tmp_path / "square.obj"  # an open, flat surface with area
     square.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3\nf 1 3 4\n")
     err = _fails(occupancy_main, ["--mesh", str(square), "--output-dir", str(tmp_path / "s"), *args], capsys)
-    assert err == (f"error: mesh {str(square)!r} encloses no volume: none of the training points lies inside it; "
-                   "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
+    assert err == (
+        f"error: mesh {str(square)!r} encloses no volume: none of the training points lies inside it; "
+        "occupancy needs a closed (or nearly closed) surface, not an open or flat one"
+    )
     assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
 
 
@@ -305,8 +388,10 @@ def test_first_use_prints_the_run_folder_and_a_squashed_aspect(tmp_path, capsys)
     _fit(wide, out)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"run folder: {out}"
-    assert lines[1] == (f"note: image {str(wide)!r} (8 x 12, height x width) is squashed to 8 x 8; to keep its "
-                        "aspect ratio pass --size 8 12, or --size None to fit it at its own size")
+    assert lines[1] == (
+        f"note: image {str(wide)!r} (8 x 12, height x width) is squashed to 8 x 8; to keep its "
+        "aspect ratio pass --size 8 12, or --size None to fit it at its own size"
+    )
     image_main(["--image", str(wide), "--output-dir", str(tmp_path / "native"), "--size", "None", *TINY])
     assert "note:" not in capsys.readouterr().out
     assert iio.imread(tmp_path / "native" / "target.png").shape == (8, 12, 3)
@@ -327,8 +412,10 @@ def test_an_input_inside_the_run_folder_is_never_written_over(tmp_path, capsys):
     iio.imwrite(photo, np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8))
     before = _snapshot(tmp_path)
     err = _fails(image_main, _args(photo, photos), capsys)
-    assert err == (f"error: --image {str(photo)!r} lies inside --output-dir {str(photos)!r}, whose files a run "
-                   "replaces; move the file out of that folder, or choose another --output-dir")
+    assert err == (
+        f"error: --image {str(photo)!r} lies inside --output-dir {str(photos)!r}, whose files a run "
+        "replaces; move the file out of that folder, or choose another --output-dir"
+    )
     assert _snapshot(tmp_path) == before
 
 
@@ -339,12 +426,16 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, capsys)
     (mine / "metrics.csv").write_text("my,own\n1,2\n")
     before = _snapshot(mine)
     err = _fails(image_main, _args(image, mine), capsys)
-    assert err == (f"error: --output-dir {str(mine)!r} holds files that are not a gnerf run (metrics.csv, "
-                   "target.png); a run starts in a new or empty folder and never writes over other files: choose "
-                   "another --output-dir")
+    assert err == (
+        f"error: --output-dir {str(mine)!r} holds files that are not a gnerf run (metrics.csv, "
+        "target.png); a run starts in a new or empty folder and never writes over other files: choose "
+        "another --output-dir"
+    )
     err = _fails(image_main, _args(image, mine, "--resume"), capsys)
-    assert err == (f"error: --resume: {str(mine)!r} holds no gnerf run (it holds metrics.csv, target.png, but no "
-                   "config.json of a run); point --output-dir at the folder of an earlier run")
+    assert err == (
+        f"error: --resume: {str(mine)!r} holds no gnerf run (it holds metrics.csv, target.png, but no "
+        "config.json of a run); point --output-dir at the folder of an earlier run"
+    )
     assert _snapshot(mine) == before  # not even a lock file was left
 
     # the records a job runner keeps beside a run (the reproduction grid's log.txt, error.json) are no obstacle
@@ -373,8 +464,10 @@ def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_kept(tmp_
     out.mkdir()
     (out / ".lock").symlink_to(precious)
     err = _fails(image_main, _args(image, out), capsys)
-    assert err == (f"error: {str(out / '.lock')!r} is a symbolic link: gnerf locks a run folder with a plain file "
-                   "there and never writes through a link; remove the link, or choose another --output-dir")
+    assert err == (
+        f"error: {str(out / '.lock')!r} is a symbolic link: gnerf locks a run folder with a plain file "
+        "there and never writes through a link; remove the link, or choose another --output-dir"
+    )
     assert precious.read_text() == "do not truncate me\n" and (out / ".lock").is_symlink()
 
 
@@ -384,8 +477,10 @@ def test_resume_refuses_an_input_whose_content_changed(tmp_path, capsys):
     iio.imwrite(image, np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8))  # same path, new image
     before = _snapshot(out)
     err = _fails(image_main, _args(image, out, "--resume", "--epochs", "2"), capsys)
-    assert err == (f"error: --resume: --image {str(image)!r} is not the file the run in {str(out)!r} was trained on "
-                   "(its content changed since); restore that file, or start a new run in another --output-dir")
+    assert err == (
+        f"error: --resume: --image {str(image)!r} is not the file the run in {str(out)!r} was trained on "
+        "(its content changed since); restore that file, or start a new run in another --output-dir"
+    )
     assert _snapshot(out) == before
 
 
@@ -423,8 +518,10 @@ def test_a_checkpoint_that_does_not_fit_the_model_falls_back_to_the_previous_one
     capsys.readouterr()
     _fit(image, out, "--resume", "--epochs", "3")
     err = capsys.readouterr().err
-    assert err.startswith(f"warning: checkpoint.pt in {str(out)!r} is unreadable (it does not fit the model: "
-                          f"size mismatch for {name}: copying a param with shape torch.Size([3, 3, 3]) from checkpoint")
+    assert err.startswith(
+        f"warning: checkpoint.pt in {str(out)!r} is unreadable (it does not fit the model: "
+        f"size mismatch for {name}: copying a param with shape torch.Size([3, 3, 3]) from checkpoint"
+    )
     assert err.endswith("resuming from the one before, checkpoint.prev.pt (epoch 1)\n") and err.count("\n") == 1
     assert _ckpt_epoch(out) == 3 and [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
@@ -432,16 +529,24 @@ def test_a_checkpoint_that_does_not_fit_the_model_falls_back_to_the_previous_one
 # -- option values: refused before any work, naming the option ------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--field.positional-encoding", "-1"], "--field.positional-encoding must be >= 0 frequencies (0: none), got -1"),
-    (["--field.sigma", "nan"], "--field.sigma must be a finite number > 0, got nan"),
-    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
-    (["optim:esgd", "--optim.lr", "1e300"], "--optim.lr 1e+300: must be a finite number from 0 to 1e+06"),
-    (["optim:adam", "--optim.lr", "inf"], "--optim.lr inf: must be a finite number from 0 to 1e+06"),
-    (["optim:muon", "--optim.adam-lr", "inf"], "--optim.adam-lr inf: must be a finite number from 0 to 1e+06"),
-    (["--allow-changed-optim"], "--allow-changed-optim applies to --resume only: a new run takes any --optim.lr "
-                                "and schedule"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--field.positional-encoding", "-1"],
+            "--field.positional-encoding must be >= 0 frequencies (0: none), got -1",
+        ),
+        (["--field.sigma", "nan"], "--field.sigma must be a finite number > 0, got nan"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
+        (["optim:esgd", "--optim.lr", "1e300"], "--optim.lr 1e+300: must be a finite number from 0 to 1e+06"),
+        (["optim:adam", "--optim.lr", "inf"], "--optim.lr inf: must be a finite number from 0 to 1e+06"),
+        (["optim:muon", "--optim.adam-lr", "inf"], "--optim.adam-lr inf: must be a finite number from 0 to 1e+06"),
+        (
+            ["--allow-changed-optim"],
+            "--allow-changed-optim applies to --resume only: a new run takes any --optim.lr and schedule",
+        ),
+    ],
+)
 def test_bad_option_values_are_refused_before_any_work(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     err = _fails(image_main, [*_args(_image(tmp_path), out), *extra], capsys)
@@ -452,16 +557,24 @@ def test_sizes_above_the_limit_are_refused_naming_size(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--image", str(_image(tmp_path)), "--output-dir", str(out), *TINY]
     err = _fails(image_main, [*args, "--size", "40000", "40000"], capsys)
-    assert err == ("error: --size 40000 40000 asks for 1,600,000,000 pixels; at most 67,108,864 (8192 x 8192) can "
-                   "be fitted: choose a smaller --size") and not out.exists()
+    assert (
+        err
+        == (
+            "error: --size 40000 40000 asks for 1,600,000,000 pixels; at most 67,108,864 (8192 x 8192) can "
+            "be fitted: choose a smaller --size"
+        )
+        and not out.exists()
+    )
 
 
 def test_a_file_that_is_not_an_image_is_named_as_such(tmp_path, capsys):
     text = tmp_path / "notes.png"
     text.write_text("not an image\n")
     err = _fails(image_main, _args(text, tmp_path / "run"), capsys)
-    assert err == (f"error: cannot read image {str(text)!r}: it is not an image file that Pillow or imageio can "
-                   "decode (PNG, JPEG, TIFF, ...); check the file")
+    assert err == (
+        f"error: cannot read image {str(text)!r}: it is not an image file that Pillow or imageio can "
+        "decode (PNG, JPEG, TIFF, ...); check the file"
+    )
 
 
 def test_a_run_folder_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
@@ -469,12 +582,14 @@ def test_a_run_folder_name_too_long_for_the_file_system_is_one_line(tmp_path, ca
     err = _fails(image_main, _args(_image(tmp_path), out), capsys)
     assert err.startswith("error: the run folder ") and err.endswith(
         "has a name too long for the file system (a folder name may have at most 255 characters); "
-        "choose another --output-dir")
+        "choose another --output-dir"
+    )
     deep = tmp_path.joinpath(*["y" * 200] * 25)  # each name fits, the whole path does not
     err = _fails(image_main, _args(_image(tmp_path), deep), capsys)
     assert err.startswith("error: the run folder ") and err.endswith(
         f"has a path too long for the file system (a path may have at most {os.pathconf(tmp_path, 'PC_PATH_MAX') - 1} "
-        f"characters; this one has {len(str(deep))}); choose another --output-dir")
+        f"characters; this one has {len(str(deep))}); choose another --output-dir"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo8x8.png"]
 
 
@@ -488,8 +603,9 @@ def _command_in(err: str) -> List[str]:
     return shlex.split(err.split("`")[1])[1:]
 
 
-def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to_continue(tmp_path, capsys,
-                                                                                         monkeypatch):
+def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to_continue(
+    tmp_path, capsys, monkeypatch
+):
     from gnerf.tasks import loop
 
     image, out = _image(tmp_path), tmp_path / "run"
@@ -509,7 +625,8 @@ def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(
         f"error: interrupted (Ctrl-C) in epoch 2; the run folder {str(out)!r} keeps the checkpoint of epoch 1: "
-        "to continue, run `gnerf-fit-image "), lines
+        "to continue, run `gnerf-fit-image "
+    ), lines
     assert _ckpt_epoch(out) == 1
     monkeypatch.setattr(loop, "_step", real)
     image_main(_command_in(lines[0]))
@@ -529,7 +646,8 @@ def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(
         f"error: interrupted (Ctrl-C) after epoch 1; the run folder {str(between)!r} keeps the checkpoint of epoch 1: "
-        "to continue, run `gnerf-fit-image "), lines
+        "to continue, run `gnerf-fit-image "
+    ), lines
     monkeypatch.setattr(loop._Training, "_finish_epoch", finish)
 
     # interrupted in its first epoch, a run keeps nothing and leaves nothing behind
@@ -539,13 +657,14 @@ def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to
     with pytest.raises(SystemExit):
         image_main(_args(image, fresh))
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert lines == [f"error: interrupted (Ctrl-C) in epoch 1, before the first checkpoint: nothing was kept: to "
-                     f"start over, run `gnerf-fit-image {' '.join(_args(image, fresh))}`"]
+    assert lines == [
+        f"error: interrupted (Ctrl-C) in epoch 1, before the first checkpoint: nothing was kept: to "
+        f"start over, run `gnerf-fit-image {' '.join(_args(image, fresh))}`"
+    ]
     assert not fresh.exists()
 
 
-def test_a_full_disk_while_writing_the_reconstruction_is_one_line_and_resume_writes_it(tmp_path, capsys,
-                                                                                         monkeypatch):
+def test_a_full_disk_while_writing_the_reconstruction_is_one_line_and_resume_writes_it(tmp_path, capsys, monkeypatch):
     import errno
 
     from gnerf.tasks import image as image_task
@@ -558,9 +677,11 @@ def test_a_full_disk_while_writing_the_reconstruction_is_one_line_and_resume_wri
 
     monkeypatch.setattr(image_task, "atomic_write_image", full)
     err = _fails(image_main, _args(image, out), capsys)
-    assert err == (f"error: cannot write target.png to the run folder {str(out)!r} (No space left on device); the "
-                   f"checkpoint of the last epoch is kept: free disk space, then run the same command with --resume "
-                   f"--output-dir {out} (the same --epochs trains nothing and writes the outputs again)")
+    assert err == (
+        f"error: cannot write target.png to the run folder {str(out)!r} (No space left on device); the "
+        f"checkpoint of the last epoch is kept: free disk space, then run the same command with --resume "
+        f"--output-dir {out} (the same --epochs trains nothing and writes the outputs again)"
+    )
     monkeypatch.setattr(image_task, "atomic_write_image", real)
     _fit(image, out, "--resume")
     assert (out / "reconstruction.png").is_file() and _ckpt_epoch(out) == 1
@@ -579,12 +700,30 @@ def test_after_a_nan_stop_the_message_gives_a_command_that_continues_with_a_lowe
 
     monkeypatch.setattr(loop, "_step", nan_in_epoch_2)
     err = _fails(image_main, _args(image, out, "--epochs", "3", "--log-every", "1", "optim:esgd"), capsys)
-    assert err.startswith("error: the training loss became nan in epoch 2 between iterations 3 and 3 (optim:esgd, "
-                          "lr 0.15); the checkpoint of epoch 1 is kept: with a 10x lower lr, run `gnerf-fit-image ")
+    assert err.startswith(
+        "error: the training loss became nan in epoch 2 between iterations 3 and 3 (optim:esgd, "
+        "lr 0.15); the checkpoint of epoch 1 is kept: with a 10x lower lr, run `gnerf-fit-image "
+    )
     command = _command_in(err)
-    assert command == ["--image", str(image), "--size", "8", "8", *TINY, "--epochs", "3", "--log-every", "1",
-                       "--output-dir", str(out), "--resume", "--allow-changed-optim", "optim:esgd", "--optim.lr",
-                       "0.015"]
+    assert command == [
+        "--image",
+        str(image),
+        "--size",
+        "8",
+        "8",
+        *TINY,
+        "--epochs",
+        "3",
+        "--log-every",
+        "1",
+        "--output-dir",
+        str(out),
+        "--resume",
+        "--allow-changed-optim",
+        "optim:esgd",
+        "--optim.lr",
+        "0.015",
+    ]
     monkeypatch.setattr(loop, "_step", real)
 
     # without --allow-changed-optim a changed lr is refused, and the refusal names the option
@@ -664,13 +803,16 @@ def _slab(tmp_path: Path) -> Path:
 def test_occupancy_options_that_cannot_work_are_named(tmp_path, capsys):
     cube = _slab(tmp_path)
     base = ["--mesh", str(cube), "--output-dir", str(tmp_path / "o"), "--resolution", "4", *TINY, "--seed", "1"]
-    err = _fails(occupancy_main, [*base, "--num-points", "300", "--num-eval-points", "300", "--near-sigmas", "nan"],
-                 capsys)
+    err = _fails(
+        occupancy_main, [*base, "--num-points", "300", "--num-eval-points", "300", "--near-sigmas", "nan"], capsys
+    )
     assert err == "error: --near-sigmas must be one or more finite numbers > 0 (in unit-cube units), got nan"
     err = _fails(occupancy_main, [*base, "--num-points", "2", "--num-eval-points", "3000"], capsys)
-    assert err == (f"error: none of the 2 training points lies inside mesh {str(cube)!r}, which does enclose a volume: "
-                   "--num-points 2 is too few to find it; raise --num-points (the paper draws 1,000,000 training "
-                   "points)")
+    assert err == (
+        f"error: none of the 2 training points lies inside mesh {str(cube)!r}, which does enclose a volume: "
+        "--num-points 2 is too few to find it; raise --num-points (the paper draws 1,000,000 training "
+        "points)"
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -681,8 +823,9 @@ def test_image_fits_report_ssim_each_epoch_and_lpips_only_with_weights_on_disk(t
     from gnerf import metrics
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no AlexNet weights there
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
-                        lambda *a, **k: pytest.fail("LPIPS must never download its weights"))
+    monkeypatch.setattr(
+        torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("LPIPS must never download its weights")
+    )
     assert metrics.lpips_metric() is None
     image, out = _image(tmp_path), tmp_path / "run"
     capsys.readouterr()

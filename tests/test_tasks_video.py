@@ -60,8 +60,24 @@ def test_bad_videos_are_named(tmp_path):
     import imageio_ffmpeg
 
     silent = tmp_path / "silent.mp4"  # a valid mp4 whose only stream is audio
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "anullsrc=r=8000:cl=mono", "-t", "0.2", "-c:a", "aac", str(silent)], check=True)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=8000:cl=mono",
+            "-t",
+            "0.2",
+            "-c:a",
+            "aac",
+            str(silent),
+        ],
+        check=True,
+    )
     with pytest.raises(ValueError, match="silent.mp4' has no frames"):
         fit_video(_cfg(tmp_path / "r", video=silent))
     with pytest.raises(ValueError, match="--max-frames"):

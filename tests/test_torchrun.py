@@ -19,9 +19,31 @@ from gnerf.tasks.image import ImageFitConfig, fit_image
 from helpers_tasks import esgd_counters, read_metrics
 from shared_data import KODIM01, ROOT, require, tree_env
 
-ARGS = ["--size", "16", "16", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
-        "--no-progress", "--field.hidden-dim", "16", "--field.num-layers", "3", "--dist-timeout", "60", "optim:esgd-max",
-        "--optim.precondition-warmup-steps", "2", "--optim.precondition-frequency", "3"]
+ARGS = [
+    "--size",
+    "16",
+    "16",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--field.hidden-dim",
+    "16",
+    "--field.num-layers",
+    "3",
+    "--dist-timeout",
+    "60",
+    "optim:esgd-max",
+    "--optim.precondition-warmup-steps",
+    "2",
+    "--optim.precondition-frequency",
+    "3",
+]
 
 
 def _torchrun(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -33,10 +55,20 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     image = require(KODIM01)
     run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "ddp"), *ARGS)
     assert run.returncode == 0, run.stderr[-3000:]
-    single = fit_image(ImageFitConfig(
-        image=image, size=(16, 16), epochs=2, batch_size=64, device="cpu", threads=1, progress=False,
-        field=FieldConfig(hidden_dim=16, num_layers=3), optim=ESGDMaxConfig(precondition_warmup_steps=2, precondition_frequency=3),
-        output_dir=tmp_path / "single"))
+    single = fit_image(
+        ImageFitConfig(
+            image=image,
+            size=(16, 16),
+            epochs=2,
+            batch_size=64,
+            device="cpu",
+            threads=1,
+            progress=False,
+            field=FieldConfig(hidden_dim=16, num_layers=3),
+            optim=ESGDMaxConfig(precondition_warmup_steps=2, precondition_frequency=3),
+            output_dir=tmp_path / "single",
+        )
+    )
     assert run.stdout.count("run folder: ") == 1  # rank 0 alone says where it writes
     ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     one = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)
@@ -54,20 +86,39 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
 
 def test_a_nan_loss_stops_every_rank_with_the_message(tmp_path):
     image = require(KODIM01)
-    run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "nan"),
-                    "--log-every", "2", *ARGS, "--optim.lr", "1e12")
+    run = _torchrun(
+        "scripts/fit_image.py",
+        "--image",
+        str(image),
+        "--output-dir",
+        str(tmp_path / "nan"),
+        "--log-every",
+        "2",
+        *ARGS,
+        "--optim.lr",
+        "1e12",
+    )
     assert run.returncode != 0
     # every rank raises at the same step (the loss is averaged first); torchrun stops the others as
     # soon as the first has exited, so one or both messages get printed
-    assert re.search(r"error: rank [01]: the training loss became (nan|inf) in epoch 1 between iterations \d+ and \d+ ", run.stderr)
+    assert re.search(
+        r"error: rank [01]: the training loss became (nan|inf) in epoch 1 between iterations \d+ and \d+ ", run.stderr
+    )
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
 
 def test_a_failing_rank_stops_the_run_instead_of_hanging(tmp_path):
     image = require(KODIM01)
     start = time.monotonic()
-    run = _torchrun(str(Path(__file__).with_name("torchrun_failing_rank.py")), "--image", str(image),
-                    "--output-dir", str(tmp_path / "fail"), *ARGS, timeout=180)
+    run = _torchrun(
+        str(Path(__file__).with_name("torchrun_failing_rank.py")),
+        "--image",
+        str(image),
+        "--output-dir",
+        str(tmp_path / "fail"),
+        *ARGS,
+        timeout=180,
+    )
     elapsed = time.monotonic() - start
     assert run.returncode != 0
     assert "injected failure on rank 1" in run.stderr
@@ -83,6 +134,9 @@ def test_a_held_run_folder_stops_every_rank(tmp_path):
         lock.flush()
         run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(out), *ARGS, timeout=180)
     assert run.returncode != 0
-    assert re.search(rf"error: rank [01]: {re.escape(repr(str(out)))} is in use by another run "
-                     rf"\(process {os.getpid()}\)", run.stderr), run.stderr[-3000:]
+    assert re.search(
+        rf"error: rank [01]: {re.escape(repr(str(out)))} is in use by another run "
+        rf"\(process {os.getpid()}\)",
+        run.stderr,
+    ), run.stderr[-3000:]
     assert [p.name for p in out.iterdir()] == [".lock"]

@@ -70,17 +70,64 @@ from gnerf.files import atomic_write_bytes
 
 REFERENCE = "gaussian-nerf-adam"  # target (a): this method's final PSNR (the paper's Adam)
 PRESETS: Dict[str, Dict[str, object]] = {
-    "gpu": dict(image_scale=1.0, rays=2048, samples=128, views=4, eval_scale=0.5, steps=1500, every=100,
-                order="interleaved", checkpoint_every=0, name="lego_gpu_contest", out=Path("outputs/lego_gpu_contest")),
-    "cpu": dict(image_scale=0.25, rays=128, samples=64, views=2, eval_scale=0.5, steps=5000, every=100,
-                order="sequential", checkpoint_every=100, name="lego_cpu_contest", out=Path("docs/lego_cpu_contest"),
-                device="cpu"),
-    "tiny": dict(image_scale=0.05, rays=32, samples=8, hidden=16, layers=3, views=2, eval_scale=0.5, steps=12, every=5,
-                 order="interleaved", checkpoint_every=5, name="lego_tiny_contest", out=Path("outputs/lego_tiny_contest"),
-                 device="cpu", threads=1),
+    "gpu": dict(
+        image_scale=1.0,
+        rays=2048,
+        samples=128,
+        views=4,
+        eval_scale=0.5,
+        steps=1500,
+        every=100,
+        order="interleaved",
+        checkpoint_every=0,
+        name="lego_gpu_contest",
+        out=Path("outputs/lego_gpu_contest"),
+    ),
+    "cpu": dict(
+        image_scale=0.25,
+        rays=128,
+        samples=64,
+        views=2,
+        eval_scale=0.5,
+        steps=5000,
+        every=100,
+        order="sequential",
+        checkpoint_every=100,
+        name="lego_cpu_contest",
+        out=Path("docs/lego_cpu_contest"),
+        device="cpu",
+    ),
+    "tiny": dict(
+        image_scale=0.05,
+        rays=32,
+        samples=8,
+        hidden=16,
+        layers=3,
+        views=2,
+        eval_scale=0.5,
+        steps=12,
+        every=5,
+        order="interleaved",
+        checkpoint_every=5,
+        name="lego_tiny_contest",
+        out=Path("outputs/lego_tiny_contest"),
+        device="cpu",
+        threads=1,
+    ),
 }
-PROTOCOL_KEYS = ("image_scale", "rays", "samples", "hidden", "layers", "views", "eval_scale", "steps", "every", "seed",
-                 "lr_warmup")
+PROTOCOL_KEYS = (
+    "image_scale",
+    "rays",
+    "samples",
+    "hidden",
+    "layers",
+    "views",
+    "eval_scale",
+    "steps",
+    "every",
+    "seed",
+    "lr_warmup",
+)
 
 
 def default_methods() -> List[str]:
@@ -97,21 +144,38 @@ def now() -> str:
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from benchmarks.recipes import METHODS as REGISTERED
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="gpu", help="sizes and schedule (see the module docstring)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="gpu", help="sizes and schedule (see the module docstring)"
+    )
     p.add_argument("--data", type=Path, default=lc.default_data(), help="Blender-format lego (train and test splits)")
     p.add_argument("--out", type=Path, help="folder of the report NAME.md/.png/.json (default: the preset's)")
     p.add_argument("--name", help="file stem of the report (default: the preset's)")
     p.add_argument("--records", type=Path, help="folder of the per-method records <method>.json (default: --out)")
-    p.add_argument("--checkpoints", type=Path, help="folder of the per-method checkpoints (default: outputs/<name>_checkpoints)")
-    p.add_argument("--methods", nargs="+", choices=REGISTERED + (VANILLA,), help="default: every registered method and "
-                   f"{VANILLA}, {REFERENCE} first")
+    p.add_argument(
+        "--checkpoints", type=Path, help="folder of the per-method checkpoints (default: outputs/<name>_checkpoints)"
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=REGISTERED + (VANILLA,),
+        help=f"default: every registered method and {VANILLA}, {REFERENCE} first",
+    )
     p.add_argument("--steps", type=int, help="N: steps per method; every registered schedule is compressed to N steps")
     p.add_argument("--every", type=int, help="evaluate every this many steps (also at steps 10, 20, 30, 50)")
     p.add_argument("--order", choices=("interleaved", "sequential"))
     p.add_argument("--checkpoint-every", type=int, help="save a resumable checkpoint every this many steps (0: never)")
-    p.add_argument("--deadline", type=float, default=0.0, help="stop (resumably) once the script has run this many seconds (0: none)")
-    p.add_argument("--stop-at-step", type=int, default=0, help="pause every method at this step (resumably; 0: run to N)")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="stop (resumably) once the script has run this many seconds (0: none)",
+    )
+    p.add_argument(
+        "--stop-at-step", type=int, default=0, help="pause every method at this step (resumably; 0: run to N)"
+    )
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, training nothing")
     p.add_argument("--rays", type=int)
     p.add_argument("--samples", type=int)
@@ -121,14 +185,21 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, help="test views, evenly spaced over the test split")
     p.add_argument("--eval-scale", type=float, help="evaluation resolution / training resolution")
     p.add_argument("--eval-chunk", type=int, default=16384, help="rays rendered at once when evaluating")
-    p.add_argument("--chunk", type=int, default=100, help="interleaved: most steps of one method before the next's turn")
+    p.add_argument(
+        "--chunk", type=int, default=100, help="interleaved: most steps of one method before the next's turn"
+    )
     p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
     p.add_argument("--lr-warmup", type=float, default=None, help="ESGD-Max's lr warm-up base (registered 0.99)")
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    preset = {"hidden": 0, "layers": 0, "threads": 0, "device": "cuda" if torch.cuda.is_available() else "cpu",
-              **PRESETS[args.preset]}
+    preset = {
+        "hidden": 0,
+        "layers": 0,
+        "threads": 0,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        **PRESETS[args.preset],
+    }
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -137,10 +208,13 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.checkpoints = args.checkpoints or Path("outputs") / f"{args.name}_checkpoints"
     if args.steps < 1 or args.every < 1 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--steps, --every, --views, --chunk must be positive and --eval-scale in (0, 1]")
-    if not args.report_only and not ((args.data / "transforms_train.json").exists()
-                                     and (args.data / "transforms_test.json").exists()):
-        p.error(f"{args.data} is not a Blender-format scene with train and test splits; run "
-                "`bash benchmarks/gpu/prepare.sh` or pass --data")
+    if not args.report_only and not (
+        (args.data / "transforms_train.json").exists() and (args.data / "transforms_test.json").exists()
+    ):
+        p.error(
+            f"{args.data} is not a Blender-format scene with train and test splits; run "
+            "`bash benchmarks/gpu/prepare.sh` or pass --data"
+        )
     # what lego_convergence's build() and turn() read
     args.schedule_steps, args.max_steps, args.budget = args.steps, args.steps, math.inf
     return args
@@ -171,8 +245,10 @@ def load_records(args, protocol: Dict[str, object]) -> Dict[str, dict]:
         if path.exists():
             rec = json.loads(path.read_text())
             if rec.get("protocol") != protocol:
-                raise SystemExit(f"{path} was recorded under another protocol ({rec.get('protocol')}; now {protocol}): "
-                                 "pass another --records folder, or delete the record to run the method again")
+                raise SystemExit(
+                    f"{path} was recorded under another protocol ({rec.get('protocol')}; now {protocol}): "
+                    "pass another --records folder, or delete the record to run the method again"
+                )
             records[m] = rec
     return records
 
@@ -190,18 +266,31 @@ def schedule_of(trainer) -> str:
     kind = getattr(sched, "kind", type(sched).__name__)
     words += f", {kind} to {getattr(sched, 'lr_final', float('nan')):g} over {sched.max_steps:,} steps"
     if getattr(opt, "curvature", False):
-        words += (f"; curvature on each of the first {opt.precondition_warmup_steps} steps, then every "
-                  f"{opt.precondition_frequency}th; lr warm-up base {getattr(opt, 'lr_warmup', 'n/a')}")
+        words += (
+            f"; curvature on each of the first {opt.precondition_warmup_steps} steps, then every "
+            f"{opt.precondition_frequency}th; lr warm-up base {getattr(opt, 'lr_warmup', 'n/a')}"
+        )
     return words
 
 
 def record_of(run: Run, args, protocol, previous: Optional[dict], complete: bool, note: Optional[str]) -> dict:
     started = (previous or {}).get("started_utc") or now()
     return {
-        "method": run.method, "protocol": protocol, "complete": complete, "steps": run.steps, "seconds": run.seconds,
-        "cpu_seconds": run.cpu_seconds, "stopped": run.stopped, "note": note, "schedule": schedule_of(run.trainer),
-        "machine": machine(args.device), "threads": torch.get_num_threads(), "order": args.order,
-        "started_utc": started, "updated_utc": now(), "resumed_from": run.resumed_from,
+        "method": run.method,
+        "protocol": protocol,
+        "complete": complete,
+        "steps": run.steps,
+        "seconds": run.seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "stopped": run.stopped,
+        "note": note,
+        "schedule": schedule_of(run.trainer),
+        "machine": machine(args.device),
+        "threads": torch.get_num_threads(),
+        "order": args.order,
+        "started_utc": started,
+        "updated_utc": now(),
+        "resumed_from": run.resumed_from,
         "command": "python -m benchmarks.gpu.lego_contest " + " ".join(sys.argv[1:]),
         "curve": [dataclasses.asdict(e) for e in run.curve],
     }
@@ -218,13 +307,21 @@ def checkpoint_path(args, method: str) -> Path:
 
 def save_checkpoint(run: Run, args, protocol) -> None:
     t = run.trainer
-    state = {"protocol": protocol, "step": run.steps,
-             "pipeline": t.pipeline.state_dict(),
-             "optimizers": {k: v.state_dict() for k, v in t.optimizers.optimizers.items()},
-             "schedulers": {k: v.state_dict() for k, v in t.optimizers.schedulers.items()},
-             "scalers": t.grad_scaler.state_dict(), "rng": run.rng,
-             "run": {"seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "resumed_from": run.resumed_from,
-                     "curve": [dataclasses.asdict(e) for e in run.curve]}}
+    state = {
+        "protocol": protocol,
+        "step": run.steps,
+        "pipeline": t.pipeline.state_dict(),
+        "optimizers": {k: v.state_dict() for k, v in t.optimizers.optimizers.items()},
+        "schedulers": {k: v.state_dict() for k, v in t.optimizers.schedulers.items()},
+        "scalers": t.grad_scaler.state_dict(),
+        "rng": run.rng,
+        "run": {
+            "seconds": run.seconds,
+            "cpu_seconds": run.cpu_seconds,
+            "resumed_from": run.resumed_from,
+            "curve": [dataclasses.asdict(e) for e in run.curve],
+        },
+    }
     path = checkpoint_path(args, run.method)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -277,14 +374,22 @@ def train_group(group: Sequence[str], args, protocol, records: Dict[str, dict], 
             if not resume(r, args, protocol) and m in records:
                 print(f"{m}: no checkpoint of its partial record here; starting again from step 0", flush=True)
         px = int(runs[group[0]].trainer.pipeline.datamanager.train_dataset.cameras.width[0].item())
-        print(f"set up {', '.join(group)} in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}: "
-              f"{px}x{px} px, {args.rays} rays x {args.samples} samples, N = {args.steps} steps", flush=True)
+        print(
+            f"set up {', '.join(group)} in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}: "
+            f"{px}x{px} px, {args.rays} rays x {args.samples} samples, N = {args.steps} steps",
+            flush=True,
+        )
 
         def save(r: Run, complete: bool, note: Optional[str] = None, checkpoint: bool = True) -> None:
             records[r.method] = record_of(r, args, protocol, records.get(r.method), complete, note)
             write_record(args, records[r.method])
-            if checkpoint and args.checkpoint_every and not complete and r.stopped is None and (
-                    r.steps % args.checkpoint_every == 0 or note is not None):
+            if (
+                checkpoint
+                and args.checkpoint_every
+                and not complete
+                and r.stopped is None
+                and (r.steps % args.checkpoint_every == 0 or note is not None)
+            ):
                 save_checkpoint(r, args, protocol)
             write_report(records, args, protocol, figure=False)
 
@@ -344,8 +449,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
             continue
         train_group(group, args, protocol, records, t_start)
     md = write_report(records, args, protocol)
-    print(f"wrote {md}, {md.with_suffix('.png')}, {md.with_suffix('.json')} "
-          f"({time.perf_counter() - t_start:.0f} s in all)", flush=True)
+    print(
+        f"wrote {md}, {md.with_suffix('.png')}, {md.with_suffix('.json')} "
+        f"({time.perf_counter() - t_start:.0f} s in all)",
+        flush=True,
+    )
     return records
 
 
@@ -368,8 +476,11 @@ def targets(records: Dict[str, dict]) -> Dict[str, Tuple[str, float, bool]]:
     ref = records.get(REFERENCE)
     if ref and final_of(ref) and math.isfinite(final_of(ref).psnr):
         out["a"] = (REFERENCE, final_of(ref).psnr, bool(ref["complete"]))
-    finals = [(final_of(r).psnr, m, bool(r["complete"])) for m, r in records.items()
-              if final_of(r) and math.isfinite(final_of(r).psnr)]
+    finals = [
+        (final_of(r).psnr, m, bool(r["complete"]))
+        for m, r in records.items()
+        if final_of(r) and math.isfinite(final_of(r).psnr)
+    ]
     if finals:
         psnr, m, complete = max(finals)
         out["b"] = (m, psnr, complete)
@@ -389,12 +500,21 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
     p = protocol
     lines = [f"# Time to quality on lego: {len(args.methods)} methods, N = {p['steps']:,} steps each", ""]
     complete = [m for m in args.methods if records.get(m, {}).get("complete")]
-    state = "Complete." if len(complete) == len(args.methods) else (
-        f"Partial: {len(complete)} of {len(args.methods)} methods complete" + (", written while training" if training else "")
-        + ".")
+    state = (
+        "Complete."
+        if len(complete) == len(args.methods)
+        else (
+            f"Partial: {len(complete)} of {len(args.methods)} methods complete"
+            + (", written while training" if training else "")
+            + "."
+        )
+    )
     machines = sorted({records[m]["machine"] for m in methods})
-    lines += [f"{state} Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines) or 'n/a'}. "
-              f"Records: `{args.records}` (one JSON per method); report rebuilt {now()} (UTC).", ""]
+    lines += [
+        f"{state} Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines) or 'n/a'}. "
+        f"Records: `{args.records}` (one JSON per method); report rebuilt {now()} (UTC).",
+        "",
+    ]
     lines.append(
         f"Protocol: `{p['data']}`, training images at scale {p['image_scale']} of their own resolution, "
         f"{p['rays']} rays x {p['samples']} samples per step for every method, Gaussian trunk {p['layers']} x "
@@ -404,14 +524,22 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
         f"vanilla-nerf (coarse network only, `benchmarks/nerf.py`). Test PSNR and SSIM: mean over {p['views']} fixed "
         f"test views rendered at {p['eval_scale']} of the training resolution against the area-downscaled ground "
         f"truth, at steps 10, 20, 30, 50 and every {p['every']}, off the training clock. Time is each method's own "
-        "training wall time (the device synchronised at each turn's ends).")
+        "training wall time (the device synchronised at each turn's ends)."
+    )
     orders = sorted({records[m]["order"] for m in methods})
     if "sequential" in orders:
-        lines += ["", "Methods ran one after another (some perhaps in other sessions): their wall times are "
-                  "comparable only as far as the machine's load was alike (mean load average per run below); the CPU "
-                  "time (this process, all threads) is less sensitive to other work on the machine."]
-    lines += ["", "| method | schedule (as run) | steps | training time (s) | mean step (ms) | CPU s / step | "
-              "final test PSNR (dB) | final SSIM | best PSNR (dB) | mean load | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Methods ran one after another (some perhaps in other sessions): their wall times are "
+            "comparable only as far as the machine's load was alike (mean load average per run below); the CPU "
+            "time (this process, all threads) is less sensitive to other work on the machine.",
+        ]
+    lines += [
+        "",
+        "| method | schedule (as run) | steps | training time (s) | mean step (ms) | CPU s / step | "
+        "final test PSNR (dB) | final SSIM | best PSNR (dB) | mean load | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in methods:
         r, e = records[m], final_of(records[m])
         loads = [x.load for x in curve_of(r) if x.load is not None]
@@ -420,10 +548,12 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
             note = (note + "; " if note else "") + "resumed at step " + ", ".join(map(str, r["resumed_from"]))
         ms = 1e3 * r["seconds"] / r["steps"] if r["steps"] else float("nan")
         cpu = r["cpu_seconds"] / r["steps"] if r["steps"] else float("nan")
-        lines.append(f"| {m} | {r['schedule']} | {r['steps']} | {r['seconds']:.1f} | {ms:.1f} | {cpu:.2f} | "
-                     f"{_db(e.psnr if e else None)} | {_ssim(e.ssim if e else None)} | "
-                     f"{_db(max((x.psnr for x in curve_of(r) if math.isfinite(x.psnr)), default=None))} | "
-                     f"{f'{sum(loads) / len(loads):.1f}' if loads else 'n/a'} | {note} |")
+        lines.append(
+            f"| {m} | {r['schedule']} | {r['steps']} | {r['seconds']:.1f} | {ms:.1f} | {cpu:.2f} | "
+            f"{_db(e.psnr if e else None)} | {_ssim(e.ssim if e else None)} | "
+            f"{_db(max((x.psnr for x in curve_of(r) if math.isfinite(x.psnr)), default=None))} | "
+            f"{f'{sum(loads) / len(loads):.1f}' if loads else 'n/a'} | {note} |"
+        )
     missing = [m for m in args.methods if m not in records]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
@@ -438,8 +568,12 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
             if key in goal:
                 m, v, ok = goal[key]
                 words.append(f"{label}: **{v:.2f} dB** ({m}{'' if ok else ', partial run'})")
-        lines += ["; ".join(words) + ". First evaluated step at or above each target and the method's training "
-                  "time there (evaluations every " f"{p['every']} steps bound the resolution):", ""]
+        lines += [
+            "; ".join(words) + ". First evaluated step at or above each target and the method's training "
+            "time there (evaluations every "
+            f"{p['every']} steps bound the resolution):",
+            "",
+        ]
         head = ["method"]
         for key in ("a", "b"):
             if key in goal:
@@ -450,8 +584,11 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
             for key in ("a", "b"):
                 if key in goal:
                     e = first_reaching(curve_of(records[m]), goal[key][1])
-                    row += ([e.step, f"{e.seconds:.1f}", f"{e.cpu_seconds:.0f}" if e.cpu_seconds is not None else "n/a"]
-                            if e else [f"not by step {records[m]['steps']}", "", ""])
+                    row += (
+                        [e.step, f"{e.seconds:.1f}", f"{e.cpu_seconds:.0f}" if e.cpu_seconds is not None else "n/a"]
+                        if e
+                        else [f"not by step {records[m]['steps']}", "", ""]
+                    )
             rows.append(row)
         lines.append(table(head, rows))
 
@@ -467,8 +604,13 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
     head = ["step"] + [f"{m} {k}" for m in methods for k in ("PSNR", "SSIM")]
     lines.append(table(head, rows) if rows else "(no evaluation yet)")
 
-    lines += ["", "## Test PSNR (dB) against training wall time", "",
-              "Each method's last evaluation at or before each time (its step in brackets).", ""]
+    lines += [
+        "",
+        "## Test PSNR (dB) against training wall time",
+        "",
+        "Each method's last evaluation at or before each time (its step in brackets).",
+        "",
+    ]
     longest = max((records[m]["seconds"] for m in methods), default=0.0)
     rows = []
     for k in range(1, 9):
@@ -498,15 +640,21 @@ def plot(records: Dict[str, dict], args, path: Path, title: str) -> None:
         pts = [e for e in curve_of(records[m]) if math.isfinite(e.psnr)]
         if not pts:
             continue
-        line, = ax_s.plot([e.step for e in pts], [e.psnr for e in pts], marker="o", ms=2.5, label=m)
+        (line,) = ax_s.plot([e.step for e in pts], [e.psnr for e in pts], marker="o", ms=2.5, label=m)
         ax_t.plot([e.seconds for e in pts], [e.psnr for e in pts], marker="o", ms=2.5, label=m, color=line.get_color())
         q = [e for e in pts if e.ssim is not None and math.isfinite(e.ssim)]
         ax_q.plot([e.step for e in q], [e.ssim for e in q], marker="o", ms=2.5, label=m, color=line.get_color())
     for key, (_, v, _) in targets(records).items():
         for ax in (ax_s, ax_t):
             ax.axhline(v, color="grey", ls="--", lw=0.8)
-            ax.annotate(f"({key}) {v:.2f} dB", (0.01, v), xycoords=("axes fraction", "data"), fontsize=7,
-                        va="bottom", color="grey")
+            ax.annotate(
+                f"({key}) {v:.2f} dB",
+                (0.01, v),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                va="bottom",
+                color="grey",
+            )
     ax_s.set_xlabel("training step")
     ax_t.set_xlabel("training wall time (s)")
     ax_q.set_xlabel("training step")
@@ -534,9 +682,13 @@ def write_report(records: Dict[str, dict], args, protocol, figure: bool = True) 
         data = {"protocol": protocol, "targets": goal, "methods": {m: records[m] for m in args.methods if m in records}}
         atomic_write_bytes(md.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode())
         machines = "; ".join(sorted({r["machine"] for r in records.values()}))
-        plot(records, args, md.with_suffix(".png"),
-             f"lego, {protocol['rays']} rays x {protocol['samples']} samples, scale {protocol['image_scale']}, "
-             f"N = {protocol['steps']}, schedules compressed to N; {machines}")
+        plot(
+            records,
+            args,
+            md.with_suffix(".png"),
+            f"lego, {protocol['rays']} rays x {protocol['samples']} samples, scale {protocol['image_scale']}, "
+            f"N = {protocol['steps']}, schedules compressed to N; {machines}",
+        )
     return md
 
 

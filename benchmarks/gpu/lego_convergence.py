@@ -99,16 +99,27 @@ def build(method: str, args, out: Path):
     method = method.removesuffix("+tf32")  # TF32 is switched on around each of its turns (turn())
     if method == VANILLA:
         sz = NerfSize(args.rays, args.samples, args.image_scale, cadence=(0, 0))
-        trainer = build_nerf("vanilla-nerf (coarse)", args.data, out, sz, args.schedule_steps, args.device,
-                             test_mode="test")
+        trainer = build_nerf(
+            "vanilla-nerf (coarse)", args.data, out, sz, args.schedule_steps, args.device, test_mode="test"
+        )
         trainer.pipeline.model.config.eval_num_rays_per_chunk = args.eval_chunk
         return trainer, None
     registered = GaussianNeRFModelConfig()
     layers = args.layers or registered.num_layers
-    cfg = method_config(method, args.data, out, iterations=args.schedule_steps, rays=args.rays,
-                        samples=args.samples, hidden_dim=args.hidden or registered.hidden_dim, num_layers=layers,
-                        skip_connections=skip_connections_for(layers), image_scale=args.image_scale, device=args.device,
-                        experiment_name=method)
+    cfg = method_config(
+        method,
+        args.data,
+        out,
+        iterations=args.schedule_steps,
+        rays=args.rays,
+        samples=args.samples,
+        hidden_dim=args.hidden or registered.hidden_dim,
+        num_layers=layers,
+        skip_connections=skip_connections_for(layers),
+        image_scale=args.image_scale,
+        device=args.device,
+        experiment_name=method,
+    )
     if args.lr_warmup is not None and hasattr(cfg.optimizers["fields"]["optimizer"], "lr_warmup"):
         group = cfg.optimizers["fields"]
         group["optimizer"] = dataclasses.replace(group["optimizer"], lr_warmup=args.lr_warmup)
@@ -168,8 +179,15 @@ def turn(run: Run, args, marks: Sequence[int], time_marks: Sequence[float], view
         run.rng = rng_state()
 
 
-def _turn(run: Run, args, marks: Sequence[int], next_mark: Optional[int], next_time: Optional[float], limit: int,
-          views: TestViews) -> None:
+def _turn(
+    run: Run,
+    args,
+    marks: Sequence[int],
+    next_mark: Optional[int],
+    next_time: Optional[float],
+    limit: int,
+    views: TestViews,
+) -> None:
     from gnerf.nerf.trainer import NonFiniteLossError
 
     trainer, device = run.trainer, args.device
@@ -218,8 +236,10 @@ def evaluate(run: Run, views: TestViews, why: str, diverged: bool = False) -> Ev
     m = {"psnr": nan, "ssim": nan} if diverged else views.metrics(run.trainer)
     e = Evaluation(run.steps, run.seconds, m["psnr"], why, m["ssim"], run.cpu_seconds, load_average())
     run.curve.append(e)
-    print(f"{run.method}: step {run.steps}, {run.seconds:.1f} s, test PSNR {e.psnr:.2f} dB, SSIM {e.ssim:.3f} ({why})",
-          flush=True)
+    print(
+        f"{run.method}: step {run.steps}, {run.seconds:.1f} s, test PSNR {e.psnr:.2f} dB, SSIM {e.ssim:.3f} ({why})",
+        flush=True,
+    )
     return e
 
 
@@ -233,8 +253,7 @@ def stop(run: Run, views: TestViews, why: str) -> None:
     print(f"{run.method}: {why}; step {run.steps}, test PSNR {run.curve[-1].psnr:.2f} dB", flush=True)
 
 
-def lookup(curve: Sequence[Evaluation], step: Optional[int] = None, why: Optional[str] = None
-           ) -> List[Evaluation]:
+def lookup(curve: Sequence[Evaluation], step: Optional[int] = None, why: Optional[str] = None) -> List[Evaluation]:
     return [e for e in curve if (step is None or e.step == step) and (why is None or e.why == why)]
 
 
@@ -242,11 +261,13 @@ def _db(psnr: float) -> str:
     return f"{psnr:.2f}" if math.isfinite(psnr) else "n/a"
 
 
-def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], train_px: int, started: str,
-           final: bool) -> str:
+def report(
+    runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], train_px: int, started: str, final: bool
+) -> str:
     lines = [f"# Test PSNR on lego against steps and training time: {' vs '.join(runs)}", ""]
-    lines.append(f"{started} (UTC), {machine(args.device)}. "
-                 f"{'Complete' if final else 'Partial (written while training)'}.")
+    lines.append(
+        f"{started} (UTC), {machine(args.device)}. {'Complete' if final else 'Partial (written while training)'}."
+    )
     lines.append("")
     lines.append(
         f"Data `{args.data}`: {train_px}x{train_px} px training images (scale {args.image_scale}), "
@@ -257,30 +278,75 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
         f"(registered skip / direction / colour sizes when at the registered depth); learning-rate schedules as "
         f"registered for {args.schedule_steps:,} steps (these are a run's first steps); training budget "
         f"{args.budget:.0f} s of wall time per method, the methods taking turns of up to {args.chunk} steps; "
-        f"seed {args.seed}" + (f"; ESGD-Max lr warm-up base {args.lr_warmup}" if args.lr_warmup is not None else "")
-        + ".")
+        f"seed {args.seed}"
+        + (f"; ESGD-Max lr warm-up base {args.lr_warmup}" if args.lr_warmup is not None else "")
+        + "."
+    )
     lines.append("")
     summary = []
     for m, r in runs.items():
         end = r.curve[-1] if r.curve else None
         ms = 1e3 * r.seconds / r.steps if r.steps else float("nan")
-        summary.append((m, r.steps, f"{r.seconds:.1f}", f"{ms:.1f}", _db(end.psnr if end else float("nan")),
-                        _db(max((e.psnr for e in r.curve), default=float("nan"))), r.stopped or ""))
-    lines.append(table(["method", "steps", "training time (s)", "mean step (ms)", "final test PSNR (dB)",
-                        "best test PSNR (dB)", "note"], summary))
-    lines += ["", "## Leaving the plateau and equal wall time", "",
-              f"First evaluated step with test PSNR above {PLATEAU_DB:.0f} dB (a constant image scores about 10.8 dB), "
-              "and each method's last evaluation within the shortest method's training time:", ""]
+        summary.append(
+            (
+                m,
+                r.steps,
+                f"{r.seconds:.1f}",
+                f"{ms:.1f}",
+                _db(end.psnr if end else float("nan")),
+                _db(max((e.psnr for e in r.curve), default=float("nan"))),
+                r.stopped or "",
+            )
+        )
+    lines.append(
+        table(
+            [
+                "method",
+                "steps",
+                "training time (s)",
+                "mean step (ms)",
+                "final test PSNR (dB)",
+                "best test PSNR (dB)",
+                "note",
+            ],
+            summary,
+        )
+    )
+    lines += [
+        "",
+        "## Leaving the plateau and equal wall time",
+        "",
+        f"First evaluated step with test PSNR above {PLATEAU_DB:.0f} dB (a constant image scores about 10.8 dB), "
+        "and each method's last evaluation within the shortest method's training time:",
+        "",
+    ]
     equal_t = min((r.curve[-1].seconds for r in runs.values() if r.curve), default=0.0)
     rows = []
     for m, r in runs.items():
         left = next((e for e in r.curve if e.psnr > PLATEAU_DB), None)
         at_t = [e for e in r.curve if e.seconds <= equal_t + 1e-9]
         e_t = at_t[-1] if at_t else None
-        rows.append((m, f"step {left.step} ({left.seconds:.0f} s)" if left else f"not by step {r.steps}",
-                     f"{e_t.seconds:.0f}" if e_t else "", e_t.step if e_t else "", _db(e_t.psnr) if e_t else ""))
-    lines.append(table(["method", f"first test PSNR > {PLATEAU_DB:.0f} dB", "time (s)", "step",
-                        f"test PSNR (dB) within {equal_t:.0f} s"], rows))
+        rows.append(
+            (
+                m,
+                f"step {left.step} ({left.seconds:.0f} s)" if left else f"not by step {r.steps}",
+                f"{e_t.seconds:.0f}" if e_t else "",
+                e_t.step if e_t else "",
+                _db(e_t.psnr) if e_t else "",
+            )
+        )
+    lines.append(
+        table(
+            [
+                "method",
+                f"first test PSNR > {PLATEAU_DB:.0f} dB",
+                "time (s)",
+                "step",
+                f"test PSNR (dB) within {equal_t:.0f} s",
+            ],
+            rows,
+        )
+    )
     lines += ["", "## Test PSNR against steps", ""]
     marked = set(marks)
     steps = sorted({e.step for r in runs.values() for e in r.curve if e.step in marked})
@@ -295,9 +361,14 @@ def report(runs: Dict[str, Run], args, views: TestViews, marks: Sequence[int], t
     for m in runs:
         headers += [f"{m} time (s)", f"{m} PSNR (dB)"]
     lines.append(table(headers, rows) if rows else "(no step mark reached yet)")
-    lines += ["", "## Test PSNR against training wall time", "",
-              "At evenly spaced points of the budget (each method evaluated at its first step past the point) "
-              "and where the budget ran out.", ""]
+    lines += [
+        "",
+        "## Test PSNR against training wall time",
+        "",
+        "At evenly spaced points of the budget (each method evaluated at its first step past the point) "
+        "and where the budget ran out.",
+        "",
+    ]
     timed = {m: lookup(r.curve, why="time") + lookup(r.curve, why="end") for m, r in runs.items()}
     rows = []
     for k in range(max((len(v) for v in timed.values()), default=0)):
@@ -343,20 +414,30 @@ def plot(runs: Dict[str, Run], path: Path, title: str) -> None:
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=default_data(), help="Blender-format lego (train and test splits)")
     p.add_argument("--out", type=Path, default=Path("outputs/lego_gpu"), help="folder for NAME.md/.png/.json")
     p.add_argument("--name", default="lego_gpu", help="file name (stem) of the report, figure and JSON")
     p.add_argument("--budget", type=float, default=140.0, help="seconds of training wall time per method")
-    p.add_argument("--deadline", type=float, default=0.0,
-                   help="stop both methods once the script has run this many seconds, set-up included (0: none)")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="stop both methods once the script has run this many seconds, set-up included (0: none)",
+    )
     p.add_argument("--max-steps", type=int, default=0, help="also stop each method after this many steps (0: none)")
     from benchmarks.recipes import METHODS as REGISTERED  # every registered Gaussian-NeRF method
 
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=REGISTERED + (VANILLA, TF32),
-                   help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples; "
-                        f"{TF32}: gaussian-nerf-esgd with TF32 matmuls (GPU tensor cores), its curvature steps too")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=REGISTERED + (VANILLA, TF32),
+        help=f"{VANILLA}: also nerfstudio's vanilla-nerf, coarse network only, at the same rays x samples; "
+        f"{TF32}: gaussian-nerf-esgd with TF32 matmuls (GPU tensor cores), its curvature steps too",
+    )
     p.add_argument("--every", type=int, default=0, help="also evaluate every this many steps (0: log-spaced only)")
     p.add_argument("--rays", type=int, default=2048)
     p.add_argument("--samples", type=int, default=128)
@@ -368,19 +449,29 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--eval-chunk", type=int, default=16384, help="rays rendered at once when evaluating")
     p.add_argument("--time-marks", type=int, default=8, help="evaluations at evenly spaced points of the budget")
     p.add_argument("--chunk", type=int, default=100, help="most steps of one method before the other's turn")
-    p.add_argument("--schedule-steps", type=int, default=SCHEDULE_STEPS,
-                   help="length of the lr schedules (registered: 200,000; fewer compresses the decay)")
+    p.add_argument(
+        "--schedule-steps",
+        type=int,
+        default=SCHEDULE_STEPS,
+        help="length of the lr schedules (registered: 200,000; fewer compresses the decay)",
+    )
     p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
-    p.add_argument("--lr-warmup", type=float, default=None,
-                   help="ESGD-Max's lr warm-up base (step x 1 - base^k; registered 0.99; 0 turns it off)")
+    p.add_argument(
+        "--lr-warmup",
+        type=float,
+        default=None,
+        help="ESGD-Max's lr warm-up base (step x 1 - base^k; registered 0.99; 0 turns it off)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
     if args.budget <= 0 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--budget, --views, --chunk must be positive and --eval-scale in (0, 1]")
     if not (args.data / "transforms_train.json").exists() or not (args.data / "transforms_test.json").exists():
-        p.error(f"{args.data} is not a Blender-format scene with train and test splits; run "
-                "`bash benchmarks/gpu/prepare.sh` or pass --data")
+        p.error(
+            f"{args.data} is not a Blender-format scene with train and test splits; run "
+            "`bash benchmarks/gpu/prepare.sh` or pass --data"
+        )
     return args
 
 
@@ -414,9 +505,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
             warm_up(r.trainer, args.device)
             torch.manual_seed(args.seed)  # every run starts training from the same RNG state
             r.rng = rng_state()
-        print(f"set up in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}; training "
-              f"{' and '.join(runs)} for {args.budget:.0f} s each at {train_px}x{train_px} px, {args.rays} rays x "
-              f"{args.samples} samples", flush=True)
+        print(
+            f"set up in {time.perf_counter() - t_start:.1f} s on {machine(args.device)}; training "
+            f"{' and '.join(runs)} for {args.budget:.0f} s each at {train_px}x{train_px} px, {args.rays} rays x "
+            f"{args.samples} samples",
+            flush=True,
+        )
         md, rounds = args.out / f"{args.name}.md", 0
         try:
             while not all(r.done for r in runs.values()):
@@ -431,19 +525,34 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Run]:
                         n = len(r.curve)
                         turn(r, args, marks, time_marks, views)
                         if len(r.curve) > n:
-                            atomic_write_bytes(md, report(runs, args, views, marks, train_px, started, final=False).encode())
+                            atomic_write_bytes(
+                                md, report(runs, args, views, marks, train_px, started, final=False).encode()
+                            )
                 rounds += 1
         finally:
-            data = {m: {"steps": r.steps, "seconds": r.seconds, "stopped": r.stopped,
-                        "curve": [dataclasses.asdict(e) for e in r.curve]} for m, r in runs.items()}
+            data = {
+                m: {
+                    "steps": r.steps,
+                    "seconds": r.seconds,
+                    "stopped": r.stopped,
+                    "curve": [dataclasses.asdict(e) for e in r.curve],
+                }
+                for m, r in runs.items()
+            }
             data["machine"], data["started_utc"], data["argv"] = machine(args.device), started, sys.argv[1:]
             atomic_write_bytes(args.out / f"{args.name}.json", json.dumps(data, indent=1).encode())
             complete = all(r.done for r in runs.values())
             atomic_write_bytes(md, report(runs, args, views, marks, train_px, started, final=complete).encode())
-            plot(runs, args.out / f"{args.name}.png",
-                 f"lego {train_px}px, {args.rays} rays x {args.samples} samples, {machine(args.device)}")
-    print(f"wrote {md}, {md.with_suffix('.png')}, {md.with_suffix('.json')} "
-          f"({time.perf_counter() - t_start:.0f} s in all)", flush=True)
+            plot(
+                runs,
+                args.out / f"{args.name}.png",
+                f"lego {train_px}px, {args.rays} rays x {args.samples} samples, {machine(args.device)}",
+            )
+    print(
+        f"wrote {md}, {md.with_suffix('.png')}, {md.with_suffix('.json')} "
+        f"({time.perf_counter() - t_start:.0f} s in all)",
+        flush=True,
+    )
     return runs
 
 

@@ -41,8 +41,16 @@ from gnerf.files import (
     remove_orphaned_temporaries,
 )
 
-__all__ = ["check_options", "check_saved_checkpoint", "check_scene", "checkpoint_to_load", "hold_run_folder",
-           "near_far_planes", "read_checkpoint", "release_run_folder"]
+__all__ = [
+    "check_options",
+    "check_saved_checkpoint",
+    "check_scene",
+    "checkpoint_to_load",
+    "hold_run_folder",
+    "near_far_planes",
+    "read_checkpoint",
+    "release_run_folder",
+]
 
 
 def check_options(config: Any) -> None:
@@ -66,19 +74,24 @@ def check_options(config: Any) -> None:
 # -- the scene ---------------------------------------------------------------------------------------------------
 
 
-def near_far_planes(near_factor: float, far_factor: float, bounds: Any, data: Optional[Path] = None
-                    ) -> Tuple[float, float]:
+def near_far_planes(
+    near_factor: float, far_factor: float, bounds: Any, data: Optional[Path] = None
+) -> Tuple[float, float]:
     """``llff-data``'s near and far planes, ``near_factor * min(bounds)`` and ``far_factor * max(bounds)``; refuses
     factors that are not finite and > 0, or that put the near plane at or beyond the far one (scene ``data``)."""
     for option, value in (("--near-factor", near_factor), ("--far-factor", far_factor)):
         if not (math.isfinite(value) and value > 0):
-            raise InputError(f"{option} must be a finite number > 0 (the near and far planes are these factors "
-                             f"times the scene's nearest and farthest bounds), got {value}")
+            raise InputError(
+                f"{option} must be a finite number > 0 (the near and far planes are these factors "
+                f"times the scene's nearest and farthest bounds), got {value}"
+            )
     near, far = float(near_factor * bounds.min()), float(far_factor * bounds.max())
     if not near < far:
-        raise InputError(f"--near-factor {near_factor} and --far-factor {far_factor} put the near plane "
-                         f"({near:.4g}) at or beyond the far plane ({far:.4g}) of {data}; lower "
-                         "--near-factor or raise --far-factor")
+        raise InputError(
+            f"--near-factor {near_factor} and --far-factor {far_factor} put the near plane "
+            f"({near:.4g}) at or beyond the far plane ({far:.4g}) of {data}; lower "
+            "--near-factor or raise --far-factor"
+        )
     return near, far
 
 
@@ -93,8 +106,10 @@ def check_scene(data: Optional[Path], dataparser: Any) -> None:
         return
     data = Path(data)
     if not data.exists():
-        raise InputError(f"the scene {data} does not exist: point --data at a scene folder (a Blender scene "
-                         "with transforms_train.json, or llff-data --data with poses_bounds.npy)")
+        raise InputError(
+            f"the scene {data} does not exist: point --data at a scene folder (a Blender scene "
+            "with transforms_train.json, or llff-data --data with poses_bounds.npy)"
+        )
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
     if isinstance(dataparser, BlenderDataParserConfig):
@@ -110,8 +125,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}; "
-                         "fix the file or generate it again") from None
+        raise InputError(
+            f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}; "
+            "fix the file or generate it again"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
 
@@ -120,18 +137,25 @@ def _check_blender_split(data: Path, split: str) -> None:
     path = data / f"transforms_{split}.json"
     if not path.is_file():
         if split == "train" and (data / "poses_bounds.npy").is_file():
-            raise InputError(f"{data} holds poses_bounds.npy, not transforms_train.json: it is an LLFF scene; "
-                             f"add llff-data to the command (ns-train gaussian-nerf-esgd llff-data --data {data})")
-        need = {"train": "to train on", "val": "to evaluate during training on",
-                "test": "for ns-eval to evaluate on"}[split]
-        raise InputError(f"the Blender scene {data} has no transforms_{split}.json, whose views it needs {need}; "
-                         f"add the file (a Blender scene has transforms_train.json, transforms_val.json and "
-                         "transforms_test.json)")
+            raise InputError(
+                f"{data} holds poses_bounds.npy, not transforms_train.json: it is an LLFF scene; "
+                f"add llff-data to the command (ns-train gaussian-nerf-esgd llff-data --data {data})"
+            )
+        need = {"train": "to train on", "val": "to evaluate during training on", "test": "for ns-eval to evaluate on"}[
+            split
+        ]
+        raise InputError(
+            f"the Blender scene {data} has no transforms_{split}.json, whose views it needs {need}; "
+            f"add the file (a Blender scene has transforms_train.json, transforms_val.json and "
+            "transforms_test.json)"
+        )
     meta = _read_json(path)
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
-        raise InputError(f"{path} lists no frames (its \"frames\" must be a non-empty list of views, each with "
-                         "file_path and transform_matrix)")
+        raise InputError(
+            f'{path} lists no frames (its "frames" must be a non-empty list of views, each with '
+            "file_path and transform_matrix)"
+        )
     if "camera_angle_x" not in meta:
         raise InputError(f"{path} has no camera_angle_x (the horizontal field of view in radians)")
     for i, frame in enumerate(frames):
@@ -139,8 +163,10 @@ def _check_blender_split(data: Path, split: str) -> None:
             raise InputError(f"{path}: frame {i} needs file_path and transform_matrix")
     first = data / (str(frames[0]["file_path"]).replace("./", "") + ".png")
     if not first.is_file():
-        raise InputError(f"{path}: the image of its first frame, {first}, does not exist (file_path is read "
-                         "relative to the scene folder, with .png appended)")
+        raise InputError(
+            f"{path}: the image of its first frame, {first}, does not exist (file_path is read "
+            "relative to the scene folder, with .png appended)"
+        )
 
 
 # -- the run folder ----------------------------------------------------------------------------------------------
@@ -159,8 +185,9 @@ def hold_run_folder(base_dir: Path) -> None:
     key = Path(base_dir).resolve()
     if key in _HELD:
         return
-    _HELD[key] = lock_folder(base_dir, what="the run folder",
-                             in_use="give this run another --timestamp or --output-dir")
+    _HELD[key] = lock_folder(
+        base_dir, what="the run folder", in_use="give this run another --timestamp or --output-dir"
+    )
     remove_orphaned_temporaries(base_dir)
 
 
@@ -191,18 +218,24 @@ def checkpoint_to_load(load_dir: Optional[Path], load_step: Optional[int], load_
     if load_dir is not None:
         load_dir = Path(load_dir)
         if not load_dir.is_dir():
-            raise InputError(f"--load-dir {load_dir} is not a folder; point it at the nerfstudio_models folder of "
-                             "an earlier run")
-        steps = {int(m.group(1)): load_dir / name for name in os.listdir(load_dir)
-                 if (m := _CHECKPOINT_NAME.match(name))}
+            raise InputError(
+                f"--load-dir {load_dir} is not a folder; point it at the nerfstudio_models folder of an earlier run"
+            )
+        steps = {
+            int(m.group(1)): load_dir / name for name in os.listdir(load_dir) if (m := _CHECKPOINT_NAME.match(name))
+        }
         if not steps:
-            raise InputError(f"--load-dir {load_dir} holds no checkpoint (step-NNNNNNNNN.ckpt); point it at the "
-                             "nerfstudio_models folder of an earlier run")
+            raise InputError(
+                f"--load-dir {load_dir} holds no checkpoint (step-NNNNNNNNN.ckpt); point it at the "
+                "nerfstudio_models folder of an earlier run"
+            )
         if load_step is None:
             return steps[max(steps)]
         if load_step not in steps:
-            raise InputError(f"--load-step {load_step}: {load_dir} holds no step-{load_step:09d}.ckpt (it holds "
-                             f"steps {', '.join(str(s) for s in sorted(steps))})")
+            raise InputError(
+                f"--load-step {load_step}: {load_dir} holds no step-{load_step:09d}.ckpt (it holds "
+                f"steps {', '.join(str(s) for s in sorted(steps))})"
+            )
         return steps[load_step]
     path = Path(load_checkpoint)
     if not path.is_file():
@@ -217,20 +250,28 @@ def check_saved_checkpoint(checkpoint_dir: Path, load_step: Optional[int] = None
     an ``IndexError`` and any other file a ``ValueError``; here each is an :class:`InputError` naming the folder."""
     run = checkpoint_dir.parent
     if not checkpoint_dir.is_dir():
-        raise InputError(f"the run {run} has no checkpoint folder {checkpoint_dir.name} (it stopped before its first "
-                         "save, or the folder was moved); train it again, or load the config.yml of a run that saved "
-                         "a checkpoint")
+        raise InputError(
+            f"the run {run} has no checkpoint folder {checkpoint_dir.name} (it stopped before its first "
+            "save, or the folder was moved); train it again, or load the config.yml of a run that saved "
+            "a checkpoint"
+        )
     names = sorted(os.listdir(checkpoint_dir))
     other = [name for name in names if not _CHECKPOINT_NAME.match(name)]
     if other:
-        raise InputError(f"{checkpoint_dir} holds {other[0]!r}, which is not a checkpoint (step-NNNNNNNNN.ckpt); "
-                         "nerfstudio reads every name in that folder as a step: move the file out")
+        raise InputError(
+            f"{checkpoint_dir} holds {other[0]!r}, which is not a checkpoint (step-NNNNNNNNN.ckpt); "
+            "nerfstudio reads every name in that folder as a step: move the file out"
+        )
     if not names:
-        raise InputError(f"the run {run} saved no checkpoint ({checkpoint_dir} is empty: the run stopped before its "
-                         "first save); train it again, or load the config.yml of a run that saved a checkpoint")
+        raise InputError(
+            f"the run {run} saved no checkpoint ({checkpoint_dir} is empty: the run stopped before its "
+            "first save); train it again, or load the config.yml of a run that saved a checkpoint"
+        )
     if load_step is not None and f"step-{load_step:09d}.ckpt" not in names:
-        raise InputError(f"load_step {load_step} in the run's config.yml: {checkpoint_dir} holds no "
-                         f"step-{load_step:09d}.ckpt (it holds {', '.join(names)})")
+        raise InputError(
+            f"load_step {load_step} in the run's config.yml: {checkpoint_dir} holds no "
+            f"step-{load_step:09d}.ckpt (it holds {', '.join(names)})"
+        )
     return checkpoint_dir / (f"step-{load_step:09d}.ckpt" if load_step is not None else names[-1])
 
 
@@ -239,13 +280,18 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
     try:
         state = read_weights_only(path)
     except PickledObject as err:
-        raise InputError(f"the checkpoint {path} holds a pickled Python object ({err}) that could run code when "
-                         "loaded; checkpoints of gnerf's methods hold only tensors and plain values, so it is refused: "
-                         "delete it or restore the original") from None
+        raise InputError(
+            f"the checkpoint {path} holds a pickled Python object ({err}) that could run code when "
+            "loaded; checkpoints of gnerf's methods hold only tensors and plain values, so it is refused: "
+            "delete it or restore the original"
+        ) from None
     except UnreadableFile as err:
-        raise InputError(f"the checkpoint {path} is unreadable ({err}): delete it, or load another "
-                         "(--load-step, --load-checkpoint)") from None
+        raise InputError(
+            f"the checkpoint {path} is unreadable ({err}): delete it, or load another (--load-step, --load-checkpoint)"
+        ) from None
     if not isinstance(state, dict) or any(key not in state for key in _REQUIRED):
-        raise InputError(f"{path} is not a nerfstudio checkpoint (it lacks {', '.join(_REQUIRED)}): load another "
-                         "(--load-step, --load-checkpoint)")
+        raise InputError(
+            f"{path} is not a nerfstudio checkpoint (it lacks {', '.join(_REQUIRED)}): load another "
+            "(--load-step, --load-checkpoint)"
+        )
     return state

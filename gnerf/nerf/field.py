@@ -99,18 +99,29 @@ class GaussianRadianceField(Field):
             color_hidden_dim, color_num_layers = GARFTrunk.width // 2, 2
             direction_activation: nn.Module = CentredGaussian(sigma)
         elif architecture == "gnerf":
-            self.trunk = CoordinateMLP(3, 1 + feature_dim, hidden_dim=hidden_dim, num_layers=num_layers,
-                                       activation="gaussian", activation_kwargs=gaussian,
-                                       skip_connections=skip_connections)
+            self.trunk = CoordinateMLP(
+                3,
+                1 + feature_dim,
+                hidden_dim=hidden_dim,
+                num_layers=num_layers,
+                activation="gaussian",
+                activation_kwargs=gaussian,
+                skip_connections=skip_connections,
+            )
             direction_activation = Gaussian(sigma)
         else:
             raise ValueError(f"unknown architecture {architecture!r}; choose gnerf or garf")
         self.direction_embedding: Optional[nn.Module] = (
             nn.Sequential(nn.Linear(3, direction_dim), direction_activation) if direction_dim > 0 else None
         )
-        self.color_head = CoordinateMLP(feature_dim + max(direction_dim, 0), 3, hidden_dim=color_hidden_dim,
-                                        num_layers=color_num_layers, activation="gaussian",
-                                        activation_kwargs=gaussian)
+        self.color_head = CoordinateMLP(
+            feature_dim + max(direction_dim, 0),
+            3,
+            hidden_dim=color_hidden_dim,
+            num_layers=color_num_layers,
+            activation="gaussian",
+            activation_kwargs=gaussian,
+        )
 
     def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
         positions = ray_samples.frustums.get_positions() * self.position_scale
@@ -118,7 +129,9 @@ class GaussianRadianceField(Field):
         density = F.softplus(out[..., :1])
         return density, out[..., 1:]
 
-    def get_outputs(self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None) -> Dict[FieldHeadNames, Tensor]:
+    def get_outputs(
+        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
+    ) -> Dict[FieldHeadNames, Tensor]:
         assert density_embedding is not None
         features = [density_embedding]
         if self.direction_embedding is not None:

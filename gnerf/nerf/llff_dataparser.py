@@ -207,8 +207,9 @@ class LLFF(DataParser):
         try:
             arr = np.load(path)
         except (ValueError, OSError, EOFError) as err:
-            raise InputError(f"{path} is not a readable .npy array ({err}); regenerate it with LLFF's imgs2poses.py."
-                             ) from None
+            raise InputError(
+                f"{path} is not a readable .npy array ({err}); regenerate it with LLFF's imgs2poses.py."
+            ) from None
         if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
             raise InputError(
                 f"{path} has shape {tuple(arr.shape)}, expected (N, 17) with N >= 1: one row per image holding a "
@@ -388,10 +389,16 @@ class LLFF(DataParser):
         def sel(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x[indices])).float()
 
-        cameras = Cameras(camera_to_worlds=sel(c2w), fx=sel(fx)[:, None], fy=sel(fy)[:, None], cx=sel(cx)[:, None],
-                          cy=sel(cy)[:, None], width=torch.from_numpy(widths[indices]).long()[:, None],
-                          height=torch.from_numpy(heights[indices]).long()[:, None],
-                          camera_type=CameraType.PERSPECTIVE)
+        cameras = Cameras(
+            camera_to_worlds=sel(c2w),
+            fx=sel(fx)[:, None],
+            fy=sel(fy)[:, None],
+            cx=sel(cx)[:, None],
+            cy=sel(cy)[:, None],
+            width=torch.from_numpy(widths[indices]).long()[:, None],
+            height=torch.from_numpy(heights[indices]).long()[:, None],
+            camera_type=CameraType.PERSPECTIVE,
+        )
 
         return DataparserOutputs(
             image_filenames=[image_files[i] for i in indices],

@@ -20,18 +20,26 @@ from nerfstudio.engine.optimizers import OptimizerConfig
 
 from gnerf.nerf.model import GaussianNeRFModelConfig
 from gnerf.nerf.optimizers import NERF_OPTIMIZERS, GnerfSchedulerConfig
-from gnerf.optim.defaults import PAPER
 from gnerf.nerf.pipeline import GNerfPipelineConfig
 from gnerf.nerf.trainer import CurvatureTrainerConfig, default_device_type
+from gnerf.optim.defaults import PAPER
 
-__all__ = ["CONFIGS", "GAUSSIAN_NERF_ADAM", "GAUSSIAN_NERF_ADAM_COSINE", "GAUSSIAN_NERF_ESGD", "GAUSSIAN_NERF_MUON",
-           "MAX_ITERATIONS", "gaussian_nerf_config"]
+__all__ = [
+    "CONFIGS",
+    "GAUSSIAN_NERF_ADAM",
+    "GAUSSIAN_NERF_ADAM_COSINE",
+    "GAUSSIAN_NERF_ESGD",
+    "GAUSSIAN_NERF_MUON",
+    "MAX_ITERATIONS",
+    "gaussian_nerf_config",
+]
 
 MAX_ITERATIONS = 200_000
 
 
-def gaussian_nerf_config(method_name: str, optimizer: OptimizerConfig,
-                         scheduler: GnerfSchedulerConfig) -> CurvatureTrainerConfig:
+def gaussian_nerf_config(
+    method_name: str, optimizer: OptimizerConfig, scheduler: GnerfSchedulerConfig
+) -> CurvatureTrainerConfig:
     """The shared Gaussian-NeRF trainer config; only the optimizer and its schedule differ."""
     return CurvatureTrainerConfig(
         method_name=method_name,
@@ -85,7 +93,9 @@ GAUSSIAN_NERF_ADAM_COSINE = gaussian_nerf_config(
 )
 
 #: The methods by their ``ns-train`` name.
-CONFIGS: Dict[str, CurvatureTrainerConfig] = {"gaussian-nerf-esgd": GAUSSIAN_NERF_ESGD,
-                                              "gaussian-nerf-adam": GAUSSIAN_NERF_ADAM,
-                                              "gaussian-nerf-muon": GAUSSIAN_NERF_MUON,
-                                              "gaussian-nerf-adam-cosine": GAUSSIAN_NERF_ADAM_COSINE}
+CONFIGS: Dict[str, CurvatureTrainerConfig] = {
+    "gaussian-nerf-esgd": GAUSSIAN_NERF_ESGD,
+    "gaussian-nerf-adam": GAUSSIAN_NERF_ADAM,
+    "gaussian-nerf-muon": GAUSSIAN_NERF_MUON,
+    "gaussian-nerf-adam-cosine": GAUSSIAN_NERF_ADAM_COSINE,
+}

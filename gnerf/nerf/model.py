@@ -87,8 +87,15 @@ def skip_connections_for(num_layers: int) -> Tuple[int, ...]:
 
 
 #: The fields that size the gnerf network; GARF's published network has fixed sizes.
-SIZE_FIELDS = ("hidden_dim", "num_layers", "skip_connections", "feature_dim", "direction_dim", "color_hidden_dim",
-               "color_num_layers")
+SIZE_FIELDS = (
+    "hidden_dim",
+    "num_layers",
+    "skip_connections",
+    "feature_dim",
+    "direction_dim",
+    "color_hidden_dim",
+    "color_num_layers",
+)
 
 
 def field_sizes(config: GaussianNeRFModelConfig) -> Dict[str, object]:
@@ -100,8 +107,10 @@ def field_sizes(config: GaussianNeRFModelConfig) -> Dict[str, object]:
     changed = [name for name in SIZE_FIELDS if _as_tuple(getattr(config, name)) != getattr(defaults, name)]
     if changed:
         options = ", ".join("--pipeline.model." + name.replace("_", "-") for name in changed)
-        raise InputError(f"--pipeline.model.architecture garf has fixed sizes and does not take {options}: leave "
-                         "the size options at their defaults, or use --pipeline.model.architecture gnerf")
+        raise InputError(
+            f"--pipeline.model.architecture garf has fixed sizes and does not take {options}: leave "
+            "the size options at their defaults, or use --pipeline.model.architecture gnerf"
+        )
     return {}
 
 
@@ -113,8 +122,10 @@ def collider_planes(config: GaussianNeRFModelConfig, metadata: Dict) -> Dict[str
     """``collider_params`` completed with the dataparser's planes (``metadata``), else Blender's; checked."""
     option = "--pipeline.model.collider-params"
     if not config.enable_collider:
-        raise InputError("--pipeline.model.enable-collider False: Gaussian-NeRF samples between the collider's near "
-                         f"and far planes and has no other bounds; keep it True and set the planes with {option}")
+        raise InputError(
+            "--pipeline.model.enable-collider False: Gaussian-NeRF samples between the collider's near "
+            f"and far planes and has no other bounds; keep it True and set the planes with {option}"
+        )
     given = dict(config.collider_params or {})
     unknown = sorted(set(given) - {"near_plane", "far_plane"})
     if unknown:
@@ -122,8 +133,10 @@ def collider_planes(config: GaussianNeRFModelConfig, metadata: Dict) -> Dict[str
     near = float(given.get("near_plane", metadata.get("near_plane", BLENDER_NEAR)))
     far = float(given.get("far_plane", metadata.get("far_plane", BLENDER_FAR)))
     if not 0 <= near < far < math.inf:
-        raise InputError(f"{option}: need 0 <= near_plane < far_plane, got near_plane {near}, far_plane {far}; "
-                         f"set both, e.g. {option} near_plane 2 far_plane 6")
+        raise InputError(
+            f"{option}: need 0 <= near_plane < far_plane, got near_plane {near}, far_plane {far}; "
+            f"set both, e.g. {option} near_plane 2 far_plane 6"
+        )
     return {"near_plane": near, "far_plane": far}
 
 
@@ -150,7 +163,10 @@ class GaussianNeRFModel(Model):
         self.sampler = sampler_cls(num_samples=c.num_samples, train_stratified=True)
 
         self.field = GaussianRadianceField(
-            sigma=c.sigma, position_scale=c.position_scale, architecture=c.architecture, **field_sizes(c),
+            sigma=c.sigma,
+            position_scale=c.position_scale,
+            architecture=c.architecture,
+            **field_sizes(c),
         )
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)
         self.renderer_accumulation = AccumulationRenderer()
@@ -188,7 +204,8 @@ class GaussianNeRFModel(Model):
         rgb = outputs["rgb"]
         metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
         acc = colormaps.apply_colormap(outputs["accumulation"])
-        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"],
-                                               near_plane=self.near_plane, far_plane=self.far_plane)
+        depth = colormaps.apply_depth_colormap(
+            outputs["depth"], accumulation=outputs["accumulation"], near_plane=self.near_plane, far_plane=self.far_plane
+        )
         images = {"img": torch.cat([image, rgb], dim=1), "accumulation": acc, "depth": depth}
         return metrics, images

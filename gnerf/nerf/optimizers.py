@@ -15,9 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional, Type
 
+from torch.optim import Optimizer, lr_scheduler
+
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
-from torch.optim import Optimizer, lr_scheduler
 
 from gnerf.errors import InputError
 from gnerf.optim import OPTIMIZERS
@@ -32,10 +33,14 @@ def nerfstudio_optimizer(config: Type[GnerfOptimizerConfig]) -> Type[OptimizerCo
 
     def setup(self, params) -> Optimizer:
         if self.lr is None:
-            raise InputError(f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)")
+            raise InputError(
+                f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)"
+            )
         try:
             return config.build(self, params)
-        except ValueError as err:  # the config's and the optimizer's checks of the --optimizers.<group>.optimizer options
+        except (
+            ValueError
+        ) as err:  # the config's and the optimizer's checks of the --optimizers.<group>.optimizer options
             raise InputError(f"--optimizers.<group>.optimizer ({config.name}): {err}") from None
 
     cls = dataclasses.make_dataclass(
@@ -48,14 +53,21 @@ def nerfstudio_optimizer(config: Type[GnerfOptimizerConfig]) -> Type[OptimizerCo
 
 
 #: The nerfstudio optimizer config of every registered optimizer, by name.
-NERF_OPTIMIZERS: Dict[str, Type[OptimizerConfig]] = {name: nerfstudio_optimizer(cls) for name, cls in OPTIMIZERS.items()}
-globals().update({cls.__name__: cls for cls in NERF_OPTIMIZERS.values()})  # importable by name, e.g. ESGDMaxOptimizerConfig
+NERF_OPTIMIZERS: Dict[str, Type[OptimizerConfig]] = {
+    name: nerfstudio_optimizer(cls) for name, cls in OPTIMIZERS.items()
+}
+globals().update(
+    {cls.__name__: cls for cls in NERF_OPTIMIZERS.values()}
+)  # importable by name, e.g. ESGDMaxOptimizerConfig
 __all__ += [cls.__name__ for cls in NERF_OPTIMIZERS.values()]
 
 
 #: The schedules of :mod:`gnerf.optim.schedules` by the name GnerfSchedulerConfig.kind gives them.
-SCHEDULES: Dict[str, Type[ScheduleConfig]] = {"constant": ConstantSchedule, "cosine": CosineSchedule,
-                                              "exponential": ExponentialSchedule}
+SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
+    "constant": ConstantSchedule,
+    "cosine": CosineSchedule,
+    "exponential": ExponentialSchedule,
+}
 
 
 @dataclass
@@ -86,7 +98,7 @@ class GnerfSchedulerConfig(SchedulerConfig):
             return ConstantSchedule(**common)
         return SCHEDULES[self.kind](lr_final=self.lr_final, **common)
 
-    def for_forward_facing(self) -> "GnerfSchedulerConfig":
+    def for_forward_facing(self) -> GnerfSchedulerConfig:
         """This config with ``lr_final_forward_facing`` as its ``lr_final`` (itself when unset)."""
         if self.lr_final_forward_facing is None:
             return self

@@ -41,11 +41,16 @@ class GNerfPipeline(VanillaPipeline):
     ) -> None:
         # Build everything as one process, then wrap the model ourselves. (The datamanager only
         # sizes its evaluation dataloader workers by world_size; each rank samples its own rays.)
-        super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
-                         grad_scaler=grad_scaler)
+        super().__init__(
+            config, device, test_mode=test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler
+        )
         self.world_size = world_size
         if world_size > 1:
             on_gpu = next(self._model.parameters()).is_cuda
-            self._model = typing.cast(Model, DistributedDataParallel(
-                self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True))
+            self._model = typing.cast(
+                Model,
+                DistributedDataParallel(
+                    self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True
+                ),
+            )
             dist.barrier(device_ids=[local_rank] if on_gpu else None)  # NCCL: this rank's GPU, not GPU 0

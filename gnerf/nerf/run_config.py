@@ -34,15 +34,27 @@ import yaml
 
 from gnerf.errors import InputError, exit_with_error
 
-__all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_PACKAGES", "SafeRunConfigLoader", "check_camera_path", "check_run_config",
-           "load_run_config"]
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "ALLOWED_PACKAGES",
+    "SafeRunConfigLoader",
+    "check_camera_path",
+    "check_run_config",
+    "load_run_config",
+]
 
 #: The packages whose classes a run's configuration may name.
 ALLOWED_PACKAGES = ("nerfstudio", "gnerf", "method_configs")
 #: The functions a run's configuration may name (as values, never called while loading).
 ALLOWED_FUNCTIONS = ("nerfstudio.data.utils.nerfstudio_collate.nerfstudio_collate",)
-_PATHS = (pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePath, pathlib.PurePosixPath,
-          pathlib.PureWindowsPath)
+_PATHS = (
+    pathlib.Path,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+)
 
 
 def _in_allowed_package(module: str) -> bool:
@@ -95,8 +107,11 @@ class SafeRunConfigLoader(yaml.SafeLoader):
             cls = self._resolve(suffix, node)
             if not (inspect.isclass(cls) and issubclass(cls, enum.Enum)):
                 self._refuse(node, "is a call of something that is neither a path nor an enumeration")
-        args: List[Any] = (self.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
-                           else self.construct_mapping(node, deep=True).get("args", []))
+        args: List[Any] = (
+            self.construct_sequence(node, deep=True)
+            if isinstance(node, yaml.SequenceNode)
+            else self.construct_mapping(node, deep=True).get("args", [])
+        )
         if not all(isinstance(a, (str, int, float)) for a in args):
             self._refuse(node, "takes arguments that are not plain values")
         return cls(*args)
@@ -106,12 +121,13 @@ class SafeRunConfigLoader(yaml.SafeLoader):
 
 
 SafeRunConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", SafeRunConfigLoader.construct_python_tuple)
-SafeRunConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/name:",
-                                          SafeRunConfigLoader.construct_python_name)
-SafeRunConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/object:",
-                                          SafeRunConfigLoader.construct_python_object)
-SafeRunConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/object/apply:",
-                                          SafeRunConfigLoader.construct_python_object_apply)
+SafeRunConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", SafeRunConfigLoader.construct_python_name)
+SafeRunConfigLoader.add_multi_constructor(
+    "tag:yaml.org,2002:python/object:", SafeRunConfigLoader.construct_python_object
+)
+SafeRunConfigLoader.add_multi_constructor(
+    "tag:yaml.org,2002:python/object/apply:", SafeRunConfigLoader.construct_python_object_apply
+)
 
 
 def load_run_config(path: Path) -> Any:
@@ -130,9 +146,10 @@ def load_run_config(path: Path) -> Any:
         config = yaml.load(text, Loader=SafeRunConfigLoader)  # noqa: S506 (the loader is the safe one above)
     except yaml.constructor.ConstructorError as err:
         line = f" (line {err.problem_mark.line + 1})" if err.problem_mark is not None else ""
-        raise InputError(f"{path} is not safe to load: {err.problem}{line}; it could run code when nerfstudio's "
-                         "commands (ns-eval, ns-render, ns-train --load-config) load it, so do not pass it to them"
-                         ) from None
+        raise InputError(
+            f"{path} is not safe to load: {err.problem}{line}; it could run code when nerfstudio's "
+            "commands (ns-eval, ns-render, ns-train --load-config) load it, so do not pass it to them"
+        ) from None
     except yaml.YAMLError as err:
         raise InputError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     from nerfstudio.engine.trainer import TrainerConfig
@@ -174,14 +191,17 @@ def check_camera_path(path: Path) -> int:
         raise InputError(f"the camera path {path} has no {', '.join(missing)}")
     cameras = meta["camera_path"]
     if not isinstance(cameras, list) or not cameras:
-        raise InputError(f"the camera path {path} has no cameras (its camera_path is empty): ns-render would fail "
-                         "after loading the model; add cameras, e.g. in ns-viewer's camera path editor")
+        raise InputError(
+            f"the camera path {path} has no cameras (its camera_path is empty): ns-render would fail "
+            "after loading the model; add cameras, e.g. in ns-viewer's camera path editor"
+        )
     panoramic = str(meta.get("camera_type", "perspective")).lower() in ("equirectangular", "omnidirectional", "vr180")
     for i, camera in enumerate(cameras):
         matrix = camera.get("camera_to_world") if isinstance(camera, dict) else None
         if not (isinstance(matrix, list) and len(matrix) == 16 and all(isinstance(v, numbers.Real) for v in matrix)):
-            raise InputError(f"the camera path {path}: camera {i} needs a camera_to_world of 16 numbers (a 4 x 4 "
-                             "matrix, row by row)")
+            raise InputError(
+                f"the camera path {path}: camera {i} needs a camera_to_world of 16 numbers (a 4 x 4 matrix, row by row)"
+            )
         if not panoramic and "fov" not in camera:
             raise InputError(f"the camera path {path}: camera {i} needs a fov (the vertical field of view in degrees)")
     return len(cameras)

@@ -40,13 +40,12 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError, NonFiniteLossError, exit_with_error
-from gnerf.files import LOCK, atomic_save_torch, load_error_reason
+from gnerf.files import LOCK, atomic_save_torch, load_error_reason, remove_if_unused
 from gnerf.nerf import checks
 from gnerf.nerf.optimizers import GnerfSchedulerConfig
 from gnerf.optim.base import needs_hessian_vector_products
 from gnerf.optim.distributed import is_distributed
 from gnerf.optim.step import take_step
-from gnerf.files import remove_if_unused
 from gnerf.quiet import upstream_warnings_once
 
 T = TypeVar("T")
@@ -122,8 +121,9 @@ class CurvatureTrainerConfig(TrainerConfig):
         ``ns-train`` into gnerf)."""
         checks.check_options(self)
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
-            raise InputError("--machine.device-type cuda, but torch sees no CUDA device: "
-                             "pass --machine.device-type cpu")
+            raise InputError(
+                "--machine.device-type cuda, but torch sees no CUDA device: pass --machine.device-type cpu"
+            )
         if self.machine.device_type == "cpu" and not torch.cuda.is_available():
             CONSOLE.print("gnerf: no CUDA device, training on the CPU (--machine.device-type cpu)")
         base_dir = self.get_base_dir()
@@ -132,8 +132,9 @@ class CurvatureTrainerConfig(TrainerConfig):
             super().save_config()
         except OSError as err:
             checks.release_run_folder(base_dir, remove_if_empty=True)
-            raise InputError(f"cannot write the run folder {base_dir}: {err.strerror or err}; "
-                             "choose another --output-dir") from None
+            raise InputError(
+                f"cannot write the run folder {base_dir}: {err.strerror or err}; choose another --output-dir"
+            ) from None
 
 
 class CurvatureTrainer(Trainer):
@@ -191,8 +192,10 @@ class CurvatureTrainer(Trainer):
                 self.optimizers.load_schedulers(state["schedulers"])
             self.grad_scaler.load_state_dict(state["scalers"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            raise InputError(f"the checkpoint {path} does not fit this model ({load_error_reason(err)}): load it with the "
-                             "options of the run that wrote it (ns-train --load-config its config.yml)") from None
+            raise InputError(
+                f"the checkpoint {path} does not fit this model ({load_error_reason(err)}): load it with the "
+                "options of the run that wrote it (ns-train --load-config its config.yml)"
+            ) from None
         self._start_step = int(state["step"]) + 1
         CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")
 
@@ -209,8 +212,10 @@ class CurvatureTrainer(Trainer):
                 sched = group.get("scheduler")
                 if isinstance(sched, GnerfSchedulerConfig) and sched.for_forward_facing() is not sched:
                     config[name] = {**group, "scheduler": sched.for_forward_facing()}
-                    CONSOLE.print(f"gnerf: forward-facing scene: the {name} schedule decays to lr_final "
-                                  f"{sched.lr_final_forward_facing} (its lr_final_forward_facing)")
+                    CONSOLE.print(
+                        f"gnerf: forward-facing scene: the {name} schedule decays to lr_final "
+                        f"{sched.lr_final_forward_facing} (its lr_final_forward_facing)"
+                    )
         optimizers = Optimizers(config, self.pipeline.get_param_groups())
         curvature = [name for name, opt in optimizers.optimizers.items() if needs_hessian_vector_products(opt)]
         if curvature:
@@ -222,8 +227,10 @@ class CurvatureTrainer(Trainer):
                 )
             accumulating = [n for n in curvature if self.gradient_accumulation_steps[n] != 1]
             if accumulating:
-                raise InputError(f"param group(s) {accumulating} use a curvature optimizer, which does not support "
-                                 "gradient accumulation: remove them from --gradient-accumulation-steps.")
+                raise InputError(
+                    f"param group(s) {accumulating} use a curvature optimizer, which does not support "
+                    "gradient accumulation: remove them from --gradient-accumulation-steps."
+                )
         return optimizers
 
     def _forward_facing(self) -> bool:
@@ -256,10 +263,14 @@ class CurvatureTrainer(Trainer):
             return loss
 
         loss, _ = take_step(
-            stepping, forward, model=getattr(self.pipeline, "_model", self.pipeline),
+            stepping,
+            forward,
+            model=getattr(self.pipeline, "_model", self.pipeline),
             backward=lambda value, graph: self.grad_scaler.scale(value).backward(create_graph=graph),
             step=lambda plain: self.optimizers.optimizer_scaler_step_some(
-                self.grad_scaler, [name_of[id(o)] for o in plain]))
+                self.grad_scaler, [name_of[id(o)] for o in plain]
+            ),
+        )
         loss_dict, metrics_dict = dicts["loss"], dicts["metrics"]
 
         if self.config.log_gradients:
@@ -301,8 +312,11 @@ class CurvatureTrainer(Trainer):
         window = f"at step {step}" if since is None else f"between steps {since} and {step}"
         terms = "" if loss_dict is None else " (" + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items()) + ")"
         saved = sorted(self.checkpoint_dir.glob("*.ckpt")) if self.checkpoint_dir.is_dir() else []
-        way_out = (f"or resume from the last checkpoint ({saved[-1].name}) with --load-dir {self.checkpoint_dir}"
-                   if saved else "and start again (no checkpoint had been saved)")
+        way_out = (
+            f"or resume from the last checkpoint ({saved[-1].name}) with --load-dir {self.checkpoint_dir}"
+            if saved
+            else "and start again (no checkpoint had been saved)"
+        )
         raise NonFiniteLossError(
             f"the training loss became NaN or infinite {window}{terms}; stopped without saving these weights. "
             f"Lower the learning rate (--optimizers.fields.optimizer.lr) {way_out}."
@@ -316,8 +330,10 @@ class CurvatureTrainer(Trainer):
         try:
             self._write_checkpoint(step, ckpt_path)
         except OSError as err:
-            raise InputError(f"cannot write the checkpoint {ckpt_path}: {err.strerror or err}; free disk space "
-                             "or choose another --output-dir") from None
+            raise InputError(
+                f"cannot write the checkpoint {ckpt_path}: {err.strerror or err}; free disk space "
+                "or choose another --output-dir"
+            ) from None
         if self.config.save_only_latest_checkpoint:
             for f in self.checkpoint_dir.glob("*.ckpt"):
                 if f != ckpt_path:

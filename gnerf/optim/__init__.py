@@ -1,5 +1,10 @@
 """Optimizers for neural fields, the shared curvature (Hessian-vector product) machinery and the training step."""
 
+from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
+from gnerf.optim.adam_start import ESGDAdamStart
+from gnerf.optim.base import needs_hessian_vector_products
+from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
+from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.curvature import (
     HutchinsonProbe,
     MissingGraphError,
@@ -7,12 +12,7 @@ from gnerf.optim.curvature import (
     rademacher_like,
     release_graph,
 )
-from gnerf.optim.base import needs_hessian_vector_products
-from gnerf.optim.adam_start import ESGDAdamStart
 from gnerf.optim.esgd import ESGD, ESGDMax, esgd
-from gnerf.optim.configs import OPTIMIZERS, OptimizerConfig, build_optimizer, optimizer_config, register_optimizer
-from gnerf.optim import contenders  # noqa: F401  (registers the contenders)
-from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.muon import MuonAdam
 from gnerf.optim.muon_esgd import MuonESGD
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig

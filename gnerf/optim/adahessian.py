@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
@@ -85,13 +86,21 @@ class AdaHessian(HutchinsonOptimizer):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
-                        statistic=statistic, foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            hessian_power=hessian_power,
+            statistic=statistic,
+            foreach=foreach,
+        )
         super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                              weight_decay=group["weight_decay"])
+        check_hyperparameters(
+            lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"]
+        )
         if not 0.0 < group["hessian_power"] <= 1.0:
             raise ValueError(f"invalid hessian_power={group['hessian_power']}: must lie in (0, 1]")
         if group["statistic"] not in STATISTICS:
@@ -103,10 +112,23 @@ class AdaHessian(HutchinsonOptimizer):
 
     def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
         beta1, beta2 = group["betas"]
-        adahessian(params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
-                   [s["curvature"] for s in states], hvps, vectors, [s["step"] for s in states], lr=group["lr"],
-                   beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-                   hessian_power=group["hessian_power"], statistic=group["statistic"], foreach=foreach)
+        adahessian(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["curvature"] for s in states],
+            hvps,
+            vectors,
+            [s["step"] for s in states],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            hessian_power=group["hessian_power"],
+            statistic=group["statistic"],
+            foreach=foreach,
+        )
 
 
 class _FixedStatistic(AdaHessian):
@@ -128,15 +150,28 @@ class _FixedStatistic(AdaHessian):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, hessian_power, self.statistic, foreach=foreach,
-                         generator=generator, seed=seed, process_group=process_group)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            hessian_power,
+            self.statistic,
+            foreach=foreach,
+            generator=generator,
+            seed=seed,
+            process_group=process_group,
+        )
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         super()._check_group(group)
         if group["statistic"] != self.statistic:
-            raise ValueError(f"invalid statistic={group['statistic']!r}: {type(self).__name__} always uses "
-                             f"statistic={self.statistic!r}; use AdaHessian(statistic=...) or the other variant "
-                             "(AdaHessianE / AdaHessianJ)")
+            raise ValueError(
+                f"invalid statistic={group['statistic']!r}: {type(self).__name__} always uses "
+                f"statistic={self.statistic!r}; use AdaHessian(statistic=...) or the other variant "
+                "(AdaHessianE / AdaHessianJ)"
+            )
 
 
 class AdaHessianE(_FixedStatistic):
@@ -184,15 +219,46 @@ def adahessian(
     bias_corrections1 = [1.0 - beta1 ** int(t) for t in state_steps]
     bias_corrections2 = [1.0 - beta2 ** int(t) for t in state_steps]
     fn = _multi_tensor_adahessian if foreach else _single_tensor_adahessian
-    fn(params, grads, exp_avgs, curvatures, hvps, vectors, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-       weight_decay=weight_decay, hessian_power=hessian_power, jacobi=statistic == "jacobi",
-       bias_corrections1=bias_corrections1, bias_corrections2=bias_corrections2)
+    fn(
+        params,
+        grads,
+        exp_avgs,
+        curvatures,
+        hvps,
+        vectors,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        hessian_power=hessian_power,
+        jacobi=statistic == "jacobi",
+        bias_corrections1=bias_corrections1,
+        bias_corrections2=bias_corrections2,
+    )
 
 
-def _single_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
-                              weight_decay, hessian_power, jacobi, bias_corrections1, bias_corrections2) -> None:
-    for p, g, m, s, h, v, bc1, bc2 in zip(params, grads, exp_avgs, curvatures, hvps, vectors, bias_corrections1,
-                                          bias_corrections2):
+def _single_tensor_adahessian(
+    params,
+    grads,
+    exp_avgs,
+    curvatures,
+    hvps,
+    vectors,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    hessian_power,
+    jacobi,
+    bias_corrections1,
+    bias_corrections2,
+) -> None:
+    for p, g, m, s, h, v, bc1, bc2 in zip(
+        params, grads, exp_avgs, curvatures, hvps, vectors, bias_corrections1, bias_corrections2
+    ):
         if weight_decay != 0:
             p.mul_(1.0 - lr * weight_decay)
         m.lerp_(g, 1.0 - beta1)
@@ -207,8 +273,24 @@ def _single_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors
         p.addcdiv_(m, d.add_(eps), value=-lr / bc1)
 
 
-def _multi_tensor_adahessian(params, grads, exp_avgs, curvatures, hvps, vectors, *, lr, beta1, beta2, eps,
-                             weight_decay, hessian_power, jacobi, bias_corrections1, bias_corrections2) -> None:
+def _multi_tensor_adahessian(
+    params,
+    grads,
+    exp_avgs,
+    curvatures,
+    hvps,
+    vectors,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    hessian_power,
+    jacobi,
+    bias_corrections1,
+    bias_corrections2,
+) -> None:
     if weight_decay != 0:
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)

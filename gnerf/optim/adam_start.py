@@ -73,9 +73,14 @@ class ESGDAdamStart(EquilibratedSGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        defaults = dict(self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
-                                           precondition_frequency, foreach),
-                        adam_steps=adam_steps, adam_lr=adam_lr, adam_eps=adam_eps)
+        defaults = dict(
+            self.esgd_defaults(
+                lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
+            ),
+            adam_steps=adam_steps,
+            adam_lr=adam_lr,
+            adam_eps=adam_eps,
+        )
         super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
@@ -111,7 +116,19 @@ class ESGDAdamStart(EquilibratedSGD):
                     d.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
             for s in states:
                 s["curvature_updates"].add_(1)
-        adam(params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
-             [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], foreach=foreach,
-             amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"] * group["adam_lr_ratio"], weight_decay=0.0,
-             eps=group["adam_eps"], maximize=False)
+        adam(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            foreach=foreach,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"] * group["adam_lr_ratio"],
+            weight_decay=0.0,
+            eps=group["adam_eps"],
+            maximize=False,
+        )

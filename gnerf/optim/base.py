@@ -24,8 +24,19 @@ HYPERPARAMETER_RULES = {
 
 #: Keys that torch adds to param groups (and ``differentiable`` to the defaults, when it loads a state) beside an
 #: optimizer's settings: ``params``, ``param_names``, and those of torch's learning-rate schedulers.
-GROUP_BOOKKEEPING = frozenset({"params", "param_names", "differentiable", "initial_lr", "max_lr", "min_lr",
-                               "base_momentum", "max_momentum", "swa_lr"})
+GROUP_BOOKKEEPING = frozenset(
+    {
+        "params",
+        "param_names",
+        "differentiable",
+        "initial_lr",
+        "max_lr",
+        "min_lr",
+        "base_momentum",
+        "max_momentum",
+        "swa_lr",
+    }
+)
 
 #: Where a Hutchinson optimizer's ``state_dict`` holds its probe generator's state: in the state of the first
 #: parameter (index 0).
@@ -128,25 +139,38 @@ def _checked_state(optimizer: CheckedOptimizer, state_dict: Dict[str, Any]) -> D
     did not save it (see :class:`CheckedOptimizer`)."""
     extra = sorted(set(state_dict) - {"state", "param_groups"})
     if extra:
-        raise _refusal(optimizer, f"holds {', '.join(map(repr, extra))} beside torch's 'state' and 'param_groups': "
-                                  "it was saved by an older gnerf and cannot be resumed; start the run afresh")
+        raise _refusal(
+            optimizer,
+            f"holds {', '.join(map(repr, extra))} beside torch's 'state' and 'param_groups': "
+            "it was saved by an older gnerf and cannot be resumed; start the run afresh",
+        )
     settings = set(optimizer.defaults) - GROUP_BOOKKEEPING
     known = settings | GROUP_BOOKKEEPING | {k for g in optimizer.param_groups for k in g}
     for i, group in enumerate(state_dict["param_groups"]):
         missing, foreign = sorted(settings - set(group)), sorted(set(group) - known)
         if missing or foreign:
-            held = "; ".join(([f"lacks {', '.join(missing)}"] if missing else [])
-                             + ([f"holds {', '.join(foreign)}"] if foreign else []))
-            raise _refusal(optimizer, f"was saved by another optimizer (its param group {i} {held}); "
-                                      "resume it with the optimizer that saved it")
+            held = "; ".join(
+                ([f"lacks {', '.join(missing)}"] if missing else [])
+                + ([f"holds {', '.join(foreign)}"] if foreign else [])
+            )
+            raise _refusal(
+                optimizer,
+                f"was saved by another optimizer (its param group {i} {held}); "
+                "resume it with the optimizer that saved it",
+            )
         try:
             optimizer._check_group(group)
         except ValueError as err:
-            raise _refusal(optimizer, f"was saved with settings this optimizer does not take (param group {i}: "
-                                      f"{err})") from None
+            raise _refusal(
+                optimizer, f"was saved with settings this optimizer does not take (param group {i}: {err})"
+            ) from None
     counters = optimizer.counter_keys
-    return {**state_dict, "state": {i: {k: float(v) if k in counters else v for k, v in s.items()}
-                                    for i, s in state_dict["state"].items()}}
+    return {
+        **state_dict,
+        "state": {
+            i: {k: float(v) if k in counters else v for k, v in s.items()} for i, s in state_dict["state"].items()
+        },
+    }
 
 
 class HutchinsonOptimizer(CheckedOptimizer):
@@ -189,8 +213,15 @@ class HutchinsonOptimizer(CheckedOptimizer):
     #: Per-parameter state tensors, created as zeros at a parameter's first step.
     state_tensors: Tuple[str, ...] = ("exp_avg", "curvature")
 
-    def __init__(self, params: Any, defaults: Dict[str, Any], *, generator: Optional[torch.Generator],
-                 seed: Optional[int], process_group: ProcessGroupSetting) -> None:
+    def __init__(
+        self,
+        params: Any,
+        defaults: Dict[str, Any],
+        *,
+        generator: Optional[torch.Generator],
+        seed: Optional[int],
+        process_group: ProcessGroupSetting,
+    ) -> None:
         super().__init__(params, defaults)
         self.probe = HutchinsonProbe(generator, seed, process_group)
 
@@ -240,8 +271,15 @@ class HutchinsonOptimizer(CheckedOptimizer):
                 state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _update_group(self, group: Dict[str, Any], params: List[Tensor], states: List[dict], foreach: bool,
-                      vectors: Optional[List[Tensor]], hvps: Optional[List[Tensor]]) -> None:
+    def _update_group(
+        self,
+        group: Dict[str, Any],
+        params: List[Tensor],
+        states: List[dict],
+        foreach: bool,
+        vectors: Optional[List[Tensor]],
+        hvps: Optional[List[Tensor]],
+    ) -> None:
         """Update one param group's ``params`` (with gradients) and count the step in their states;
         ``vectors`` and ``hvps`` are ``None`` unless the group is due."""
         raise NotImplementedError
@@ -267,10 +305,14 @@ class HutchinsonOptimizer(CheckedOptimizer):
             n = len(ps)
             if n:
                 foreach = group["foreach"]
-                self._update_group(group, ps, [self._state_for(p) for p in ps],
-                                   all(p.is_cuda for p in ps) if foreach is None else foreach,
-                                   vs[offset:offset + n] if is_due else None,
-                                   hvps[offset:offset + n] if is_due else None)
+                self._update_group(
+                    group,
+                    ps,
+                    [self._state_for(p) for p in ps],
+                    all(p.is_cuda for p in ps) if foreach is None else foreach,
+                    vs[offset : offset + n] if is_due else None,
+                    hvps[offset : offset + n] if is_due else None,
+                )
             offset += n
         release_graph(all_params)
         return loss

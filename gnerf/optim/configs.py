@@ -36,9 +36,9 @@ import torch
 from torch.optim import Optimizer
 
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
+from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
 from gnerf.optim.esgd import ESGD, ESGDMax
 from gnerf.optim.kfac import KFAC
 from gnerf.optim.schedules import ConstantSchedule, ScheduleConfig
@@ -79,8 +79,7 @@ class OptimizerConfig:
         """``lr``, or the class's default when ``lr`` is None."""
         return float(self.lr if self.lr is not None else type(self)().lr)
 
-    def build(self, params: Iterable[Any], *, seed: Optional[int] = None,
-              process_group: Any = "auto") -> Optimizer:
+    def build(self, params: Iterable[Any], *, seed: Optional[int] = None, process_group: Any = "auto") -> Optimizer:
         """The optimizer over ``params`` (an ordered iterable of parameters, or param groups).
 
         ``seed`` seeds a curvature optimizer's own probe generator and ``process_group`` sets its data
@@ -106,8 +105,13 @@ class OptimizerConfig:
                 raise ValueError(f"invalid {f.name}={value}: must be >= 1")
             if f.name.endswith("_steps") and value is not None and value < 0:
                 raise ValueError(f"invalid {f.name}={value}: must be >= 0")
-        check_hyperparameters(**{k: (tuple(v) if k == "betas" else v) for k, v in self.hyperparameters().items()
-                                 if k in HYPERPARAMETER_RULES})
+        check_hyperparameters(
+            **{
+                k: (tuple(v) if k == "betas" else v)
+                for k, v in self.hyperparameters().items()
+                if k in HYPERPARAMETER_RULES
+            }
+        )
 
     def _make(self, params: Iterable[Any], *, seed: Optional[int], process_group: Any) -> Optimizer:
         """Build the optimizer from the checked hyperparameters."""
@@ -151,13 +155,16 @@ def optimizer_config(name: str, **options: Any) -> OptimizerConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     rejected = sorted(k for k in options if k not in fields)
     if rejected:
-        raise ValueError(f"optimizer {cls.name!r} does not take the option(s) {', '.join(rejected)}; "
-                         f"it takes {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"optimizer {cls.name!r} does not take the option(s) {', '.join(rejected)}; "
+            f"it takes {', '.join(sorted(fields))}"
+        )
     return cls(**options)
 
 
-def build_optimizer(name: str, params: Iterable[Any], *, seed: Optional[int] = None, process_group: Any = "auto",
-                    **options: Any) -> Optimizer:
+def build_optimizer(
+    name: str, params: Iterable[Any], *, seed: Optional[int] = None, process_group: Any = "auto", **options: Any
+) -> Optimizer:
     """Build the optimizer registered as ``name`` over ``params`` with ``options`` replacing its defaults."""
     return optimizer_config(name, **options).build(params, seed=seed, process_group=process_group)
 
@@ -181,8 +188,14 @@ class AdamConfig(OptimizerConfig):
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         h = self.hyperparameters()
-        return torch.optim.Adam(params, lr=h["lr"], betas=tuple(self.betas), eps=self.eps,
-                                weight_decay=self.weight_decay, foreach=self.foreach)
+        return torch.optim.Adam(
+            params,
+            lr=h["lr"],
+            betas=tuple(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            foreach=self.foreach,
+        )
 
 
 @dataclass
@@ -206,9 +219,15 @@ class _ESGDFamilyConfig(_HutchinsonConfig):
     """After them, the curvature is estimated on every precondition_frequency-th step."""
 
     def _common(self) -> Dict[str, Any]:
-        return dict(lr=self.resolved_lr(), betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay,
-                    precondition_warmup_steps=self.precondition_warmup_steps,
-                    precondition_frequency=self.precondition_frequency, foreach=self.foreach)
+        return dict(
+            lr=self.resolved_lr(),
+            betas=tuple(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            precondition_warmup_steps=self.precondition_warmup_steps,
+            precondition_frequency=self.precondition_frequency,
+            foreach=self.foreach,
+        )
 
 
 @register_optimizer
@@ -256,8 +275,14 @@ class ESGDAdamStartConfig(_ESGDFamilyConfig):
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         steps = self.default_adam_steps if self.adam_steps is None else self.adam_steps
-        return ESGDAdamStart(params, **self._common(), adam_steps=steps, adam_lr=self.adam_lr, adam_eps=self.adam_eps,
-                             **_hutchinson(seed, process_group))
+        return ESGDAdamStart(
+            params,
+            **self._common(),
+            adam_steps=steps,
+            adam_lr=self.adam_lr,
+            adam_eps=self.adam_eps,
+            **_hutchinson(seed, process_group),
+        )
 
 
 @dataclass
@@ -268,9 +293,16 @@ class _AdaHessianConfig(_HutchinsonConfig):
     cls: ClassVar[type] = AdaHessianE
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return self.cls(params, lr=self.resolved_lr(), betas=tuple(self.betas), eps=self.eps,
-                        weight_decay=self.weight_decay, hessian_power=self.hessian_power, foreach=self.foreach,
-                        **_hutchinson(seed, process_group))
+        return self.cls(
+            params,
+            lr=self.resolved_lr(),
+            betas=tuple(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            hessian_power=self.hessian_power,
+            foreach=self.foreach,
+            **_hutchinson(seed, process_group),
+        )
 
 
 @register_optimizer

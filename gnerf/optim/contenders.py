@@ -70,9 +70,17 @@ class MuonConfig(OptimizerConfig):
     bfloat16, float32 or float64."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return MuonAdam(params, lr=self.resolved_lr(), adam_lr=self.adam_lr, momentum=self.momentum,
-                        nesterov=self.nesterov, ns_steps=self.ns_steps, adjust_lr_fn=self.adjust_lr_fn,
-                        weight_decay=self.weight_decay, ns_dtype=self.ns_dtype)
+        return MuonAdam(
+            params,
+            lr=self.resolved_lr(),
+            adam_lr=self.adam_lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            ns_steps=self.ns_steps,
+            adjust_lr_fn=self.adjust_lr_fn,
+            weight_decay=self.weight_decay,
+            ns_dtype=self.ns_dtype,
+        )
 
 
 @register_optimizer
@@ -89,8 +97,9 @@ class AdamCosineConfig(OptimizerConfig):
     weight_decay: float = 0.0
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return torch.optim.Adam(params, lr=self.resolved_lr(), betas=tuple(self.betas), eps=self.eps,
-                                weight_decay=self.weight_decay)
+        return torch.optim.Adam(
+            params, lr=self.resolved_lr(), betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay
+        )
 
 
 def _heavyball():
@@ -119,9 +128,15 @@ class SOAPConfig(OptimizerConfig):
     """Steps between eigenbasis updates."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return _heavyball().SOAP(params, lr=self.resolved_lr(), betas=tuple(self.betas),
-                                 shampoo_beta=self.shampoo_beta, eps=self.eps, weight_decay=self.weight_decay,
-                                 precondition_frequency=self.precondition_frequency)
+        return _heavyball().SOAP(
+            params,
+            lr=self.resolved_lr(),
+            betas=tuple(self.betas),
+            shampoo_beta=self.shampoo_beta,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            precondition_frequency=self.precondition_frequency,
+        )
 
 
 @register_optimizer
@@ -139,8 +154,9 @@ class PSGDKronConfig(OptimizerConfig):
     """Step size of the preconditioner's own update."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return _heavyball().PSGDKron(params, lr=self.resolved_lr(), beta=self.beta, weight_decay=self.weight_decay,
-                                     precond_lr=self.precond_lr)
+        return _heavyball().PSGDKron(
+            params, lr=self.resolved_lr(), beta=self.beta, weight_decay=self.weight_decay, precond_lr=self.precond_lr
+        )
 
 
 @register_optimizer
@@ -159,5 +175,11 @@ class ScheduleFreeAdamWConfig(OptimizerConfig):
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         import schedulefree
 
-        return schedulefree.AdamWScheduleFree(params, lr=self.resolved_lr(), betas=tuple(self.betas), eps=self.eps,
-                                              weight_decay=self.weight_decay, warmup_steps=self.warmup_steps)
+        return schedulefree.AdamWScheduleFree(
+            params,
+            lr=self.resolved_lr(),
+            betas=tuple(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+        )

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from gnerf.optim.distributed import ProcessGroupSetting, all_reduce_mean_, broadcast_seed, curvature_process_group
 
+
 class MissingGraphError(RuntimeError):
     """A curvature step found gradients that were computed without ``create_graph=True``."""
 
@@ -93,8 +94,12 @@ class HutchinsonProbe:
             (see :data:`gnerf.optim.distributed.ProcessGroupSetting`).
     """
 
-    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                 process_group: "ProcessGroupSetting" = "auto") -> None:
+    def __init__(
+        self,
+        generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group: ProcessGroupSetting = "auto",
+    ) -> None:
         curvature_process_group(process_group)  # reject a bad setting now
         self.generator = generator
         self.seed = seed

@@ -38,7 +38,7 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def curvature_process_group(setting: ProcessGroupSetting) -> Optional["dist.ProcessGroup"]:
+def curvature_process_group(setting: ProcessGroupSetting) -> Optional[dist.ProcessGroup]:
     """The group a curvature optimizer averages over, or ``None`` for a single process."""
     if setting is None:
         return None
@@ -49,7 +49,7 @@ def curvature_process_group(setting: ProcessGroupSetting) -> Optional["dist.Proc
     return setting if dist.get_world_size(setting) > 1 else None
 
 
-def broadcast_seed(seed: Optional[int], group: Optional["dist.ProcessGroup"], device: torch.device) -> int:
+def broadcast_seed(seed: Optional[int], group: Optional[dist.ProcessGroup], device: torch.device) -> int:
     """``seed``, or one drawn on the group's first rank and shared with all of them."""
     if seed is not None:
         return int(seed)
@@ -61,7 +61,7 @@ def broadcast_seed(seed: Optional[int], group: Optional["dist.ProcessGroup"], de
     return int(value.cpu())
 
 
-def all_reduce_mean_(tensors: Sequence[Tensor], group: Optional["dist.ProcessGroup"]) -> None:
+def all_reduce_mean_(tensors: Sequence[Tensor], group: Optional[dist.ProcessGroup]) -> None:
     """Average ``tensors`` in place across ``group`` with one all-reduce of one flat buffer.
 
     (One buffer per dtype and device; gnerf's fields are float32 on one device, so one in all.)
@@ -79,6 +79,5 @@ def all_reduce_mean_(tensors: Sequence[Tensor], group: Optional["dist.ProcessGro
         offset = 0
         for t in ts:
             n = t.numel()
-            t.copy_(flat[offset:offset + n].view_as(t))
+            t.copy_(flat[offset : offset + n].view_as(t))
             offset += n
-

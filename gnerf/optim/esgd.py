@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
 from gnerf.optim.base import HutchinsonOptimizer, check_hyperparameters
 from gnerf.optim.defaults import PAPER, check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import ProcessGroupSetting
@@ -39,35 +40,64 @@ class EquilibratedSGD(HutchinsonOptimizer):
     counter_keys = ("step", "curvature_updates")
 
     @staticmethod
-    def esgd_defaults(lr: float, betas: Tuple[float, float], eps: float, weight_decay: float,
-                      precondition_warmup_steps: int, precondition_frequency: int,
-                      foreach: Optional[bool]) -> Dict[str, Any]:
+    def esgd_defaults(
+        lr: float,
+        betas: Tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        precondition_warmup_steps: int,
+        precondition_frequency: int,
+        foreach: Optional[bool],
+    ) -> Dict[str, Any]:
         """The settings every optimizer of the family takes, as param group defaults."""
-        return dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                    precondition_warmup_steps=int(precondition_warmup_steps),
-                    precondition_frequency=int(precondition_frequency), foreach=foreach)
+        return dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            precondition_warmup_steps=int(precondition_warmup_steps),
+            precondition_frequency=int(precondition_frequency),
+            foreach=foreach,
+        )
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                              weight_decay=group["weight_decay"])
-        check_cadence(precondition_warmup_steps=group["precondition_warmup_steps"],
-                      precondition_frequency=group["precondition_frequency"])
+        check_hyperparameters(
+            lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"]
+        )
+        check_cadence(
+            precondition_warmup_steps=group["precondition_warmup_steps"],
+            precondition_frequency=group["precondition_frequency"],
+        )
 
     def _is_due(self, group: Dict[str, Any]) -> bool:
         """The group's cadence (see :func:`~gnerf.optim.defaults.is_preconditioning_step`) at its step count."""
-        return is_preconditioning_step(self._group_step(group), group["precondition_frequency"],
-                                       group["precondition_warmup_steps"])
+        return is_preconditioning_step(
+            self._group_step(group), group["precondition_frequency"], group["precondition_warmup_steps"]
+        )
 
     def _lr_warmup(self, group: Dict[str, Any]) -> float:
         return 0.0
 
     def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
         beta1, beta2 = group["betas"]
-        esgd(params, [p.grad.detach() for p in params], [s["exp_avg"] for s in states],
-             [s["curvature"] for s in states], hvps, [s["step"] for s in states],
-             [s["curvature_updates"] for s in states], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-             weight_decay=group["weight_decay"], lr_warmup=self._lr_warmup(group), use_max=self.use_max,
-             foreach=foreach, correct_by_updates=self.correct_by_updates)
+        esgd(
+            params,
+            [p.grad.detach() for p in params],
+            [s["exp_avg"] for s in states],
+            [s["curvature"] for s in states],
+            hvps,
+            [s["step"] for s in states],
+            [s["curvature_updates"] for s in states],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            lr_warmup=self._lr_warmup(group),
+            use_max=self.use_max,
+            foreach=foreach,
+            correct_by_updates=self.correct_by_updates,
+        )
 
 
 class ESGD(EquilibratedSGD):
@@ -121,8 +151,9 @@ class ESGD(EquilibratedSGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        defaults = self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
-                                      precondition_frequency, foreach)
+        defaults = self.esgd_defaults(
+            lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
+        )
         super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
 
@@ -161,8 +192,12 @@ class ESGDMax(EquilibratedSGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        defaults = dict(self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
-                                           precondition_frequency, foreach), lr_warmup=lr_warmup)
+        defaults = dict(
+            self.esgd_defaults(
+                lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
+            ),
+            lr_warmup=lr_warmup,
+        )
         super().__init__(params, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
@@ -210,21 +245,47 @@ def esgd(
     lrs, bias_corrections1, bias_corrections2_sqrt = [], [], []
     for step_t, k_t in zip(state_steps, curvature_updates):
         step, k = int(step_t), int(k_t)
-        lrs.append(lr * (1.0 - lr_warmup ** k) if lr_warmup > 0 else lr)
+        lrs.append(lr * (1.0 - lr_warmup**k) if lr_warmup > 0 else lr)
         if use_max:  # Nesterov look-ahead, no correction of the maximum
             bias_corrections1.append(1.0 - beta1 ** (step + 1))
             bias_corrections2_sqrt.append(1.0)
         else:  # plain momentum; both statistics corrected with the step count (or D by its updates)
-            bias_corrections1.append(1.0 - beta1 ** step)
+            bias_corrections1.append(1.0 - beta1**step)
             bias_corrections2_sqrt.append(math.sqrt(1.0 - beta2 ** (max(k, 1) if correct_by_updates else step)))
     fn = _multi_tensor_esgd if foreach else _single_tensor_esgd
-    fn(params, grads, exp_avgs, curvatures, hvps, lrs=lrs, beta1=beta1, beta2=beta2, eps=eps,
-       weight_decay=weight_decay, use_max=use_max, bias_corrections1=bias_corrections1,
-       bias_corrections2_sqrt=bias_corrections2_sqrt)
+    fn(
+        params,
+        grads,
+        exp_avgs,
+        curvatures,
+        hvps,
+        lrs=lrs,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        use_max=use_max,
+        bias_corrections1=bias_corrections1,
+        bias_corrections2_sqrt=bias_corrections2_sqrt,
+    )
 
 
-def _single_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lrs, beta1, beta2, eps, weight_decay,
-                        use_max, bias_corrections1, bias_corrections2_sqrt) -> None:
+def _single_tensor_esgd(
+    params,
+    grads,
+    exp_avgs,
+    curvatures,
+    hvps,
+    *,
+    lrs,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    use_max,
+    bias_corrections1,
+    bias_corrections2_sqrt,
+) -> None:
     for i, (p, g, m, d) in enumerate(zip(params, grads, exp_avgs, curvatures)):
         if weight_decay != 0:
             p.mul_(1.0 - lrs[i] * weight_decay)
@@ -240,8 +301,22 @@ def _single_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lrs, beta1
         p.addcdiv_(step_dir, denom, value=-lrs[i] / bias_corrections1[i])
 
 
-def _multi_tensor_esgd(params, grads, exp_avgs, curvatures, hvps, *, lrs, beta1, beta2, eps, weight_decay,
-                       use_max, bias_corrections1, bias_corrections2_sqrt) -> None:
+def _multi_tensor_esgd(
+    params,
+    grads,
+    exp_avgs,
+    curvatures,
+    hvps,
+    *,
+    lrs,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    use_max,
+    bias_corrections1,
+    bias_corrections2_sqrt,
+) -> None:
     if weight_decay != 0:
         torch._foreach_mul_(params, [1.0 - lr * weight_decay for lr in lrs])
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)

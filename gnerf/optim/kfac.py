@@ -108,9 +108,16 @@ class KFAC(CheckedOptimizer):
         statistics_frequency: int = 1,
     ) -> None:
         params, modules = self._params_and_layers(params)
-        defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay, weight_decay=weight_decay,
-                        kl_clip=kl_clip, precondition_frequency=int(precondition_frequency),
-                        statistics_frequency=int(statistics_frequency))
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            damping=damping,
+            stat_decay=stat_decay,
+            weight_decay=weight_decay,
+            kl_clip=kl_clip,
+            precondition_frequency=int(precondition_frequency),
+            statistics_frequency=int(statistics_frequency),
+        )
         self._param_ids: set = set()  # filled by add_param_group
         super().__init__(params, defaults)
         self._layers: List[nn.Linear] = []
@@ -127,8 +134,12 @@ class KFAC(CheckedOptimizer):
 
             def discover(module: nn.Module, inputs: Any, output: Any) -> None:
                 opt = ref()
-                if (opt is not None and isinstance(module, nn.Linear) and id(module) not in opt._layer_ids
-                        and id(module.weight) in opt._param_ids):
+                if (
+                    opt is not None
+                    and isinstance(module, nn.Linear)
+                    and id(module) not in opt._layer_ids
+                    and id(module.weight) in opt._param_ids
+                ):
                     opt._track(module)
                     opt._record(module, inputs, output)  # this forward ran before the new hook existed
 
@@ -144,8 +155,9 @@ class KFAC(CheckedOptimizer):
             raise ValueError(f"invalid stat_decay={group['stat_decay']}: must lie in [0, 1)")
         if not group["kl_clip"] >= 0.0:
             raise ValueError(f"invalid kl_clip={group['kl_clip']}: must be >= 0 (0 disables it)")
-        check_cadence(precondition_frequency=group["precondition_frequency"],
-                      statistics_frequency=group["statistics_frequency"])
+        check_cadence(
+            precondition_frequency=group["precondition_frequency"], statistics_frequency=group["statistics_frequency"]
+        )
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -159,8 +171,10 @@ class KFAC(CheckedOptimizer):
         params = list(params)
         if params and all(isinstance(m, nn.Module) for m in params):
             if not all(isinstance(m, nn.Linear) for m in params):
-                raise ValueError("KFAC: a list of modules must hold only nn.Linear layers; "
-                                 "pass the model itself to hook all of its linear layers")
+                raise ValueError(
+                    "KFAC: a list of modules must hold only nn.Linear layers; "
+                    "pass the model itself to hook all of its linear layers"
+                )
             return [p for m in params for p in m.parameters()], list(params)
         return params, None
 
@@ -184,8 +198,12 @@ class KFAC(CheckedOptimizer):
         self._handles.append(module.register_forward_hook(hook))
 
     def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if (id(module) not in self._layer_ids  # a copy of a hooked layer (deepcopy copies its hooks)
-                or not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad):
+        if (
+            id(module) not in self._layer_ids  # a copy of a hooked layer (deepcopy copies its hooks)
+            or not torch.is_grad_enabled()
+            or not isinstance(output, Tensor)
+            or not output.requires_grad
+        ):
             return
         w = module.weight
         if not is_preconditioning_step(self._steps_taken(w), self._group_of(w)["statistics_frequency"]):
@@ -259,8 +277,9 @@ class KFAC(CheckedOptimizer):
             if bias:
                 gb = layer.bias.grad.detach() if layer.bias.grad is not None else torch.zeros_like(layer.bias)
                 grad = torch.cat([grad, gb[:, None]], dim=1)
-            u = kfac_precondition(grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"],
-                                  group["damping"])
+            u = kfac_precondition(
+                grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"], group["damping"]
+            )
             vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
             if bias:
                 preconditioned[id(w)] = (i, u[:, :-1])
@@ -268,8 +287,10 @@ class KFAC(CheckedOptimizer):
             else:
                 preconditioned[id(w)] = (i, u)
         self._captures.clear()
-        nus = [min(1.0, math.sqrt(g["kl_clip"] / vg)) if g["kl_clip"] > 0 and vg > 0 else 1.0
-               for g, vg in zip(self.param_groups, vg_sums)]
+        nus = [
+            min(1.0, math.sqrt(g["kl_clip"] / vg)) if g["kl_clip"] > 0 and vg > 0 else 1.0
+            for g, vg in zip(self.param_groups, vg_sums)
+        ]
         return {pid: u * nus[i] for pid, (i, u) in preconditioned.items()}
 
     @torch.no_grad()
@@ -279,7 +300,8 @@ class KFAC(CheckedOptimizer):
             raise RuntimeError(
                 "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
                 "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
-                "adahessian-e/-j, shampoo or adam, which keep every rank identical.")
+                "adahessian-e/-j, shampoo or adam, which keep every rank identical."
+            )
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -309,4 +331,3 @@ class KFAC(CheckedOptimizer):
             self._discovery.remove()
             self._discovery = None
         return loss
-

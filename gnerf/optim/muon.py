@@ -19,8 +19,16 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["MuonAdam", "NS_COEFFICIENTS", "adjusted_lr", "check_muon_settings", "hidden_matrices", "muon_update",
-           "newton_schulz", "ns_dtype_for"]
+__all__ = [
+    "MuonAdam",
+    "NS_COEFFICIENTS",
+    "adjusted_lr",
+    "check_muon_settings",
+    "hidden_matrices",
+    "muon_update",
+    "newton_schulz",
+    "ns_dtype_for",
+]
 
 #: The quintic Newton-Schulz coefficients of Keller Jordan's Muon (``torch.optim.Muon``'s defaults).
 NS_COEFFICIENTS: Tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
@@ -47,8 +55,13 @@ def ns_dtype_for(setting: str, device: torch.device) -> torch.dtype:
     return NS_DTYPES[setting]
 
 
-def newton_schulz(matrix: Tensor, steps: int = 5, coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
-                  eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> Tensor:
+def newton_schulz(
+    matrix: Tensor,
+    steps: int = 5,
+    coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = 1e-7,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Tensor:
     r"""The quintic Newton-Schulz iteration towards the orthogonal factor :math:`UV^\top` of ``matrix`` (in ``dtype``).
 
     :math:`X_0 = G / \max(\|G\|_F, \epsilon)` (transposed when it has more rows than columns), then
@@ -79,15 +92,18 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape: torch.Size) -> fl
 
 
 @torch.no_grad()
-def muon_update(params: List[Tensor], grads: List[Tensor], momentum_buffers: List[Tensor], group: Dict[str, Any]) -> None:
+def muon_update(
+    params: List[Tensor], grads: List[Tensor], momentum_buffers: List[Tensor], group: Dict[str, Any]
+) -> None:
     """``torch.optim.Muon``'s update of ``params`` with the settings of param ``group`` (lr, momentum, nesterov,
     ns_steps, ns_coefficients, eps, adjust_lr_fn, weight_decay, ns_dtype); see :class:`MuonAdam`."""
     momentum = group["momentum"]
     for p, grad, buf in zip(params, grads, momentum_buffers):
         buf.lerp_(grad, 1 - momentum)
         update = grad.lerp(buf, momentum) if group["nesterov"] else buf
-        update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["eps"],
-                               ns_dtype_for(group["ns_dtype"], p.device))
+        update = newton_schulz(
+            update, group["ns_steps"], group["ns_coefficients"], group["eps"], ns_dtype_for(group["ns_dtype"], p.device)
+        )
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.add_(update, alpha=-adjusted_lr(group["lr"], group["adjust_lr_fn"], p.shape))
 
@@ -132,31 +148,54 @@ class MuonAdam(Optimizer):
         adam_betas, adam_eps: Adam's.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 2e-4, adam_lr: float = 1e-4, *, momentum: float = 0.95,
-                 nesterov: bool = True, ns_steps: int = 5, ns_coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
-                 eps: float = 1e-7, adjust_lr_fn: Optional[str] = "match_rms_adamw", weight_decay: float = 0.0,
-                 ns_dtype: str = "auto", adam_betas: Tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-4,
+        adam_lr: float = 1e-4,
+        *,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_coefficients: Tuple[float, float, float] = NS_COEFFICIENTS,
+        eps: float = 1e-7,
+        adjust_lr_fn: Optional[str] = "match_rms_adamw",
+        weight_decay: float = 0.0,
+        ns_dtype: str = "auto",
+        adam_betas: Tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+    ) -> None:
         check_muon_settings(momentum, ns_steps, adjust_lr_fn, ns_dtype)
         items = list(params)
         if items and isinstance(items[0], dict):
             groups = items
         else:
             hidden, rest = hidden_matrices(items)
-            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + \
-                     ([{"params": rest, "algorithm": "adam"}] if rest else [])
+            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + (
+                [{"params": rest, "algorithm": "adam"}] if rest else []
+            )
         if any(g.get("algorithm") not in ("muon", "adam") for g in groups):
             raise ValueError("MuonAdam param groups must each give 'algorithm': 'muon' or 'adam'")
-        muon = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                    ns_coefficients=tuple(ns_coefficients), eps=eps, adjust_lr_fn=adjust_lr_fn,
-                    weight_decay=weight_decay, ns_dtype=ns_dtype)
+        muon = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            ns_coefficients=tuple(ns_coefficients),
+            eps=eps,
+            adjust_lr_fn=adjust_lr_fn,
+            weight_decay=weight_decay,
+            ns_dtype=ns_dtype,
+        )
         adam = dict(lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps)
         groups = [dict(muon if g["algorithm"] == "muon" else adam, **g) for g in groups]
         for g in groups:
             if g["algorithm"] == "muon" and any(p.ndim != 2 for p in g["params"]):
                 raise ValueError("MuonAdam: a 'muon' param group may hold only 2-D weight matrices")
         adam_groups = [g for g in groups if g["algorithm"] == "adam"]
-        self._adam = torch.optim.Adam(adam_groups, lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps) \
-            if adam_groups else None
+        self._adam = (
+            torch.optim.Adam(adam_groups, lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps) if adam_groups else None
+        )
         super().__init__(groups, {})
         self._link()
 
@@ -169,8 +208,10 @@ class MuonAdam(Optimizer):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         saved = [g.get("algorithm") for g in state_dict["param_groups"]]
         if saved != [g["algorithm"] for g in self.param_groups]:
-            raise ValueError(f"MuonAdam.load_state_dict: the state dict's groups are {saved}, this optimizer's "
-                             f"{[g['algorithm'] for g in self.param_groups]}; it was saved by another optimizer")
+            raise ValueError(
+                f"MuonAdam.load_state_dict: the state dict's groups are {saved}, this optimizer's "
+                f"{[g['algorithm'] for g in self.param_groups]}; it was saved by another optimizer"
+            )
         super().load_state_dict(state_dict)
         self._link()
 

@@ -92,13 +92,22 @@ class MuonESGD(EquilibratedSGD):
             groups = items
         else:
             hidden, rest = hidden_matrices(items)
-            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + \
-                     ([{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else [])
-        defaults = dict(self.esgd_defaults(lr, betas, eps, weight_decay, precondition_warmup_steps,
-                                           precondition_frequency, foreach),
-                        algorithm="esgd", momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                        ns_coefficients=tuple(ns_coefficients), ns_eps=ns_eps, adjust_lr_fn=adjust_lr_fn,
-                        ns_dtype=ns_dtype)
+            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + (
+                [{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else []
+            )
+        defaults = dict(
+            self.esgd_defaults(
+                lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
+            ),
+            algorithm="esgd",
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            ns_coefficients=tuple(ns_coefficients),
+            ns_eps=ns_eps,
+            adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
+        )
         self._algorithm: Dict[Tensor, str] = {}
         super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
 
@@ -135,8 +144,12 @@ class MuonESGD(EquilibratedSGD):
             return super()._update_group(group, params, states, foreach, vectors, hvps)
         for s in states:
             s["step"].add_(1)
-        muon_update(params, [p.grad.detach() for p in params], [s["momentum_buffer"] for s in states],
-                    dict(group, eps=group["ns_eps"]))
+        muon_update(
+            params,
+            [p.grad.detach() for p in params],
+            [s["momentum_buffer"] for s in states],
+            dict(group, eps=group["ns_eps"]),
+        )
 
 
 @register_optimizer
@@ -166,9 +179,21 @@ class MuonESGDConfig(OptimizerConfig):
     foreach: Optional[bool] = None
 
     def _make(self, params, *, seed=None, process_group="auto"):
-        return MuonESGD(params, lr=self.resolved_lr(), esgd_lr=self.esgd_lr, momentum=self.momentum,
-                        nesterov=self.nesterov, ns_steps=self.ns_steps, adjust_lr_fn=self.adjust_lr_fn,
-                        ns_dtype=self.ns_dtype, betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay,
-                        precondition_warmup_steps=self.precondition_warmup_steps,
-                        precondition_frequency=self.precondition_frequency, foreach=self.foreach, seed=seed,
-                        process_group=process_group)
+        return MuonESGD(
+            params,
+            lr=self.resolved_lr(),
+            esgd_lr=self.esgd_lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            ns_steps=self.ns_steps,
+            adjust_lr_fn=self.adjust_lr_fn,
+            ns_dtype=self.ns_dtype,
+            betas=tuple(self.betas),
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            precondition_warmup_steps=self.precondition_warmup_steps,
+            precondition_frequency=self.precondition_frequency,
+            foreach=self.foreach,
+            seed=seed,
+            process_group=process_group,
+        )

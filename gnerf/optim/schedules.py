@@ -101,8 +101,9 @@ class ExponentialSchedule(ScheduleConfig):
     def check(self, lr_init: float) -> None:
         super().check(lr_init)
         if not (0.0 < self.lr_final < math.inf and lr_init > 0):
-            raise ValueError(f"exponential decay needs positive learning rates, got lr={lr_init}, "
-                             f"lr_final={self.lr_final}")
+            raise ValueError(
+                f"exponential decay needs positive learning rates, got lr={lr_init}, lr_final={self.lr_final}"
+            )
 
     def factor(self, step: int, lr_init: float, max_steps: int) -> float:
         return (self.lr_final / lr_init) ** min(step / max_steps, 1.0)

@@ -105,8 +105,9 @@ def take_step(
         value = loss(create_graph)
         with warnings.catch_warnings():
             # the graph lives in .grad until release_graph below breaks the cycle torch warns about
-            warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"Using backward\(\) with create_graph=True", category=UserWarning
+            )
             backward(value, create_graph)
     step(opts)
     if create_graph:  # also the gradients of parameters no stepping optimizer holds

@@ -65,7 +65,9 @@ _TEST_ELEVATION_DEG = 30.0
 _RAYS_PER_CHUNK = 1 << 17
 
 
-def look_at(position: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0), up: Sequence[float] = (0.0, 0.0, 1.0)) -> Array:
+def look_at(
+    position: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0), up: Sequence[float] = (0.0, 0.0, 1.0)
+) -> Array:
     """Camera-to-world 4x4 matrix (OpenGL convention) of a camera at ``position`` looking at ``target``.
 
     Raises:

@@ -27,8 +27,9 @@ def stream_seeds(seed: int) -> Tuple[int, int]:
     """
     import numpy as np
 
-    shuffle, probes = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))
-                       for s in np.random.SeedSequence(seed).spawn(2))
+    shuffle, probes = (
+        int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(2)
+    )
     return shuffle, probes
 
 
@@ -46,8 +47,15 @@ def build_field(cfg: FieldConfig, in_dim: int, out_dim: int, default_sigma: floa
     }.get(act, {})
     pe = cfg.positional_encoding if cfg.positional_encoding is not None else (8 if act == "relu" else 0)
     try:
-        return CoordinateMLP(in_dim, out_dim, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers,
-                             activation=act, activation_kwargs=kwargs, positional_encoding=pe)
+        return CoordinateMLP(
+            in_dim,
+            out_dim,
+            hidden_dim=cfg.hidden_dim,
+            num_layers=cfg.num_layers,
+            activation=act,
+            activation_kwargs=kwargs,
+            positional_encoding=pe,
+        )
     except ValueError as err:  # the constructor's checks of the --field options
         raise InputError(f"--field: {err}") from None
 
@@ -74,17 +82,19 @@ def build_run_optimizer(cfg: FitConfig, model: nn.Module, steps_per_epoch: int) 
     return optimizer
 
 
-def schedule_for(cfg: FitConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                 done_steps: int = 0) -> LambdaLR:
+def schedule_for(
+    cfg: FitConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, done_steps: int = 0
+) -> LambdaLR:
     """The run's scheduler over ``optimizer``: ``cfg.schedule`` or the optimizer's registered one, over the run's
     ``cfg.epochs * steps_per_epoch`` steps, continuing after ``done_steps`` steps (a resumed run, whose
     optimizer state is loaded already)."""
     schedule = cfg.schedule if cfg.schedule is not None else cfg.optim.schedule
-    return schedule.build(optimizer, task_lr(cfg.optim, cfg.field.activation), cfg.epochs * steps_per_epoch,
-                          last_step=done_steps - 1)
+    return schedule.build(
+        optimizer, task_lr(cfg.optim, cfg.field.activation), cfg.epochs * steps_per_epoch, last_step=done_steps - 1
+    )
 
 
 @torch.no_grad()
 def predict(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
     """``model(inputs)`` in chunks of ``batch_size`` rows (no gradients)."""
-    return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])

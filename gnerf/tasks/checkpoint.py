@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from gnerf.errors import InputError
-from gnerf.tasks import dist as gdist
 from gnerf.files import PickledObject, UnreadableFile, atomic_save_torch, load_error_reason, read_weights_only
+from gnerf.tasks import dist as gdist
 
 __all__ = [
     "CHECKPOINT",
@@ -35,8 +35,17 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 PREV_CHECKPOINT = "checkpoint.prev.pt"
 #: Configuration keys that may change when a run is resumed.
-RESUMABLE_CHANGES = ("epochs", "resume", "allow_changed_optim", "output_dir", "device", "progress",
-                     "eval_batch_size", "threads", "dist_timeout")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "resume",
+    "allow_changed_optim",
+    "output_dir",
+    "device",
+    "progress",
+    "eval_batch_size",
+    "threads",
+    "dist_timeout",
+)
 #: What --allow-changed-optim lets change besides those: the optimizer's lr and the schedule.
 OPTIM_CHANGES = ("optim.lr", "schedule.")
 #: The param-group entries that follow from --optim.lr, taken from the optimizer built at the new lr when
@@ -72,8 +81,17 @@ def _optim_change(key: str) -> bool:
     return key == "optim.lr" or key.startswith("schedule.") or key == "schedule"
 
 
-_REQUIRED_KEYS = ("model", "optimizer", "shuffle_rng", "torch_rng", "epoch", "iteration", "wall_time", "history",
-                  "config")
+_REQUIRED_KEYS = (
+    "model",
+    "optimizer",
+    "shuffle_rng",
+    "torch_rng",
+    "epoch",
+    "iteration",
+    "wall_time",
+    "history",
+    "config",
+)
 
 
 def _read_checkpoint(path: Path) -> Dict[str, Any]:
@@ -82,10 +100,11 @@ def _read_checkpoint(path: Path) -> Dict[str, Any]:
     try:
         ckpt = read_weights_only(path)
     except PickledObject as err:  # a pickled Python object: loading it could run code
-        raise InputError(f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
-                         f"({err}) that could run code when loaded; gnerf checkpoints hold only "
-                         "tensors and plain values, so --resume refuses it: delete it or restore the original"
-                         ) from None
+        raise InputError(
+            f"{path.name} in {str(path.parent)!r} holds a pickled Python object "
+            f"({err}) that could run code when loaded; gnerf checkpoints hold only "
+            "tensors and plain values, so --resume refuses it: delete it or restore the original"
+        ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
         raise UnreadableFile("not a checkpoint of a fitting run")
     return ckpt
@@ -110,8 +129,7 @@ def _first_usable(out: Path, use) -> Dict[str, Any]:
     """
     latest, prev = out / CHECKPOINT, out / PREV_CHECKPOINT
     if not latest.is_file() and not prev.is_file():
-        raise InputError(f"--resume: no checkpoint {str(latest)!r}; "
-                         "point --output-dir at the folder of an earlier run")
+        raise InputError(f"--resume: no checkpoint {str(latest)!r}; point --output-dir at the folder of an earlier run")
     reason = None
     if latest.is_file():
         try:
@@ -129,8 +147,10 @@ def _first_usable(out: Path, use) -> Dict[str, Any]:
         else:
             if gdist.rank() == 0:
                 problem = "is missing" if reason is None else f"is unreadable ({reason})"
-                sys.stderr.write(f"warning: {CHECKPOINT} in {str(out)!r} {problem}; resuming from the one before, "
-                                 f"{PREV_CHECKPOINT} (epoch {ckpt['epoch']})\n")
+                sys.stderr.write(
+                    f"warning: {CHECKPOINT} in {str(out)!r} {problem}; resuming from the one before, "
+                    f"{PREV_CHECKPOINT} (epoch {ckpt['epoch']})\n"
+                )
             return ckpt
     raise InputError(f"{CHECKPOINT} in {str(out)!r} is unreadable ({reason}): delete it to start over, or restore it")
 
@@ -140,9 +160,17 @@ def holds_checkpoint(out: Path) -> bool:
     return (out / CHECKPOINT).exists() or (out / PREV_CHECKPOINT).exists()
 
 
-def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            shuffle: torch.Generator, device: torch.device, inputs: Optional[Dict[str, Dict[str, str]]] = None,
-            allow_changed_optim: bool = False) -> Progress:
+def restore(
+    out: Path,
+    epochs: int,
+    config: Dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+    device: torch.device,
+    inputs: Optional[Dict[str, Dict[str, str]]] = None,
+    allow_changed_optim: bool = False,
+) -> Progress:
     """Load the checkpoint in ``out`` into ``model``, ``optimizer``, the RNGs, and return its progress.
 
     A latest checkpoint that cannot be read or does not fit the model (tensors of other shapes) gives way to the
@@ -170,11 +198,16 @@ def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, op
     ckpt = _first_usable(out, fits)
     changed = _diff(ckpt["config"], config)
     if epochs < ckpt["epoch"]:
-        raise InputError(f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
-                         f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further")
+        raise InputError(
+            f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
+            f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further"
+        )
     if epochs == ckpt["epoch"] and gdist.rank() == 0:
-        print(f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "
-              "(pass a larger --epochs to train further); writing its outputs again", flush=True)
+        print(
+            f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "
+            "(pass a larger --epochs to train further); writing its outputs again",
+            flush=True,
+        )
     if allow_changed_optim and changed:
         for group, lrs in zip(optimizer.param_groups, fresh):
             group.update(lrs)
@@ -189,27 +222,46 @@ def restore(out: Path, epochs: int, config: Dict[str, Any], model: nn.Module, op
     return Progress(ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"], list(ckpt["history"]))
 
 
-def _check_resumable(out: Path, ckpt: Dict[str, Any], config: Dict[str, Any],
-                     inputs: Optional[Dict[str, Dict[str, str]]], allow_changed_optim: bool) -> None:
+def _check_resumable(
+    out: Path,
+    ckpt: Dict[str, Any],
+    config: Dict[str, Any],
+    inputs: Optional[Dict[str, Dict[str, str]]],
+    allow_changed_optim: bool,
+) -> None:
     """Raise :class:`InputError` if the run of ``ckpt`` cannot continue under ``config`` and ``inputs``."""
     changed = _diff(ckpt["config"], config)
     refused = [text for key, text in changed if not (allow_changed_optim and _optim_change(key))]
     if refused:
-        hint = ("; pass --allow-changed-optim to continue with another lr or schedule"
-                if all(_optim_change(key) for key, _ in changed) else "")
-        raise InputError(f"--resume: the configuration differs from the run in {str(out)!r} "
-                         f"({'; '.join(refused)}); only {', '.join(RESUMABLE_CHANGES)} may change{hint}")
+        hint = (
+            "; pass --allow-changed-optim to continue with another lr or schedule"
+            if all(_optim_change(key) for key, _ in changed)
+            else ""
+        )
+        raise InputError(
+            f"--resume: the configuration differs from the run in {str(out)!r} "
+            f"({'; '.join(refused)}); only {', '.join(RESUMABLE_CHANGES)} may change{hint}"
+        )
     for option, now in (inputs or {}).items():
         then = (ckpt.get("inputs") or {}).get(option)
         if then is not None and then.get("sha256") != now.get("sha256"):
-            raise InputError(f"--resume: {option} {now['path']!r} is not the file the run in {str(out)!r} was trained "
-                             "on (its content changed since); restore that file, or start a new run in another "
-                             "--output-dir")
+            raise InputError(
+                f"--resume: {option} {now['path']!r} is not the file the run in {str(out)!r} was trained "
+                "on (its content changed since); restore that file, or start a new run in another "
+                "--output-dir"
+            )
 
 
-def save_checkpoint(out: Path, progress: Progress, config: Dict[str, Any], model: nn.Module,
-                    optimizer: torch.optim.Optimizer, shuffle: torch.Generator, device: torch.device,
-                    inputs: Optional[Dict[str, Dict[str, str]]] = None) -> None:
+def save_checkpoint(
+    out: Path,
+    progress: Progress,
+    config: Dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+    device: torch.device,
+    inputs: Optional[Dict[str, Dict[str, str]]] = None,
+) -> None:
     """Write the checkpoint of ``progress`` to ``out`` atomically, keeping the previous one beside it; ``inputs``
     (the input files' paths and hashes, by option) are saved with it for :func:`restore` to compare."""
     state = {

@@ -28,8 +28,9 @@ __all__ = ["image_main", "occupancy_main", "retry_command", "run_cli", "video_ma
 C = TypeVar("C")
 
 
-def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequence[str]] = None,
-            prog: Optional[str] = None) -> None:
+def run_cli(
+    config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequence[str]] = None, prog: Optional[str] = None
+) -> None:
     """Parse ``args`` (default: ``sys.argv``) into ``config_cls`` and call ``run`` on it; an
     :class:`~gnerf.errors.InputError` ends the process with one ``error:`` line (naming the rank under torchrun),
     Ctrl-C with one ``error: interrupted ...`` line. ``prog`` names the command in the commands those lines
@@ -42,8 +43,10 @@ def run_cli(config_cls: Type[C], run: Callable[[C], object], args: Optional[Sequ
             run(cfg)
     except InputError as err:
         if isinstance(err, NonFiniteLossError) and err.retry is not None and _rank_prefix() == "":
-            err = NonFiniteLossError(f"{err.what}; {_kept(err.retry)}: with a 10x lower lr, run "
-                                     f"`{retry_command(prog, argv, err.retry)}`; or check the input data")
+            err = NonFiniteLossError(
+                f"{err.what}; {_kept(err.retry)}: with a 10x lower lr, run "
+                f"`{retry_command(prog, argv, err.retry)}`; or check the input data"
+            )
         exit_with_error(err, where=_rank_prefix())
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted) and err.retry is not None and _rank_prefix() == "":
@@ -90,7 +93,7 @@ def retry_command(prog: str, argv: Sequence[str], retry: Retry) -> str:
         if optim is None:
             tail = [f"optim:{retry.optim}"] + tail
             optim = 0
-        tail = tail[:optim + 1] + ["--optim.lr", f"{retry.lr:g}"] + tail[optim + 1:]
+        tail = tail[: optim + 1] + ["--optim.lr", f"{retry.lr:g}"] + tail[optim + 1 :]
     return shlex.join([prog or "gnerf-fit", *head, *tail])
 
 

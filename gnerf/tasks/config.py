@@ -75,7 +75,8 @@ def _schedule_union() -> Any:
     import tyro
 
     return tyro.extras.subcommand_type_from_defaults(
-        {"constant": ConstantSchedule(), "cosine": CosineSchedule(), "exponential": ExponentialSchedule()})
+        {"constant": ConstantSchedule(), "cosine": CosineSchedule(), "exponential": ExponentialSchedule()}
+    )
 
 
 #: The optimizer of a fitting run: one of the registered configs (gnerf.optim.configs.OPTIMIZERS).
@@ -189,8 +190,10 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
     if isinstance(getattr(cfg, "optim", None), OptimizerConfig):
         out["optim"] = {"name": cfg.optim.name, **out["optim"]}
         schedule = cfg.schedule or cfg.optim.schedule
-        out["schedule"] = {"name": type(schedule).__name__.replace("Schedule", "").lower(),
-                           **json.loads(json.dumps(dataclasses.asdict(schedule)))}
+        out["schedule"] = {
+            "name": type(schedule).__name__.replace("Schedule", "").lower(),
+            **json.loads(json.dumps(dataclasses.asdict(schedule))),
+        }
     return out
 
 
@@ -220,8 +223,9 @@ def validate_config(cfg: FitConfig) -> None:
     if not isinstance(cfg.optim, OptimizerConfig) or type(cfg.optim) not in OPTIMIZERS.values():
         raise InputError(f"--optim must be one of the registered optimizers: {', '.join(OPTIMIZERS)}")
     if cfg.field.activation.lower() not in ACTIVATIONS:
-        raise InputError(f"unknown activation {cfg.field.activation!r} (--field.activation); "
-                         f"choose one of: {', '.join(ACTIVATIONS)}")
+        raise InputError(
+            f"unknown activation {cfg.field.activation!r} (--field.activation); choose one of: {', '.join(ACTIVATIONS)}"
+        )
     lr = task_lr(cfg.optim, cfg.field.activation)
     if not 0 <= lr <= MAX_LR:  # NaN fails too
         raise InputError(f"--optim.lr {lr}: must be a finite number from 0 to {MAX_LR:g}")

@@ -58,10 +58,10 @@ def broadcast_object(obj: object) -> object:
     return box[0]
 
 
-_CPU_GROUP: Optional["dist.ProcessGroup"] = None
+_CPU_GROUP: Optional[dist.ProcessGroup] = None
 
 
-def _cpu_group() -> "dist.ProcessGroup":
+def _cpu_group() -> dist.ProcessGroup:
     return _CPU_GROUP if _CPU_GROUP is not None else dist.group.WORLD
 
 

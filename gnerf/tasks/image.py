@@ -19,11 +19,11 @@ from typing import Dict, Optional, Tuple
 
 from torch import nn
 
+from gnerf.files import atomic_write_image
 from gnerf.metrics import lpips_metric, mse, psnr, ssim
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.files import atomic_write_image
 from gnerf.tasks.io import check_size, grid_coordinates, read_image, resize_image
 from gnerf.tasks.loop import fit
 from gnerf.tasks.run import hold_run_folder, prepare_run, writing_outputs
@@ -51,8 +51,10 @@ def _squash_note(path: Path, native: Tuple[int, int], size: Tuple[int, int]) -> 
     (h, w), (th, tw) = native, size
     if abs(h * tw - w * th) <= 0.01 * w * th:
         return None
-    return (f"note: image {str(path)!r} ({h} x {w}, height x width) is squashed to {th} x {tw}; to keep its aspect "
-            f"ratio pass --size {th} {max(1, round(th * w / h))}, or --size None to fit it at its own size")
+    return (
+        f"note: image {str(path)!r} ({h} x {w}, height x width) is squashed to {th} x {tw}; to keep its aspect "
+        f"ratio pass --size {th} {max(1, round(th * w / h))}, or --size None to fit it at its own size"
+    )
 
 
 def fit_image(cfg: ImageFitConfig) -> FitResult:
@@ -77,8 +79,10 @@ def fit_image(cfg: ImageFitConfig) -> FitResult:
 
         def evaluate(model: nn.Module) -> Dict[str, float]:
             recon = predict(model, coords, cfg.eval_batch_size).clamp(0.0, 1.0)
-            metrics = {"psnr": psnr(mse(recon, target).item()),
-                       "ssim": ssim(recon.reshape(h, w, 3), target_image).item()}
+            metrics = {
+                "psnr": psnr(mse(recon, target).item()),
+                "ssim": ssim(recon.reshape(h, w, 3), target_image).item(),
+            }
             score = lpips(recon.reshape(1, h, w, 3), target_image[None]) if lpips is not None else None
             if score is not None:
                 metrics["lpips"] = score.item()

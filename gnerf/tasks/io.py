@@ -26,17 +26,22 @@ def check_size(size: Optional[Tuple[int, ...]]) -> None:
     """Raise :class:`~gnerf.errors.InputError` naming ``--size`` unless ``size`` is None or two positive integers
     whose product is at most :data:`MAX_PIXELS`."""
     if size is not None and (len(size) != 2 or min(size) < 1):
-        raise InputError(f"--size must be two positive integers, height and width (or None), "
-                         f"got {' '.join(str(s) for s in size)}")
+        raise InputError(
+            f"--size must be two positive integers, height and width (or None), got {' '.join(str(s) for s in size)}"
+        )
     if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise InputError(f"--size {size[0]} {size[1]} asks for {size[0] * size[1]:,} pixels; at most {MAX_PIXELS:,} "
-                         "(8192 x 8192) can be fitted: choose a smaller --size")
+        raise InputError(
+            f"--size {size[0]} {size[1]} asks for {size[0] * size[1]:,} pixels; at most {MAX_PIXELS:,} "
+            "(8192 x 8192) can be fitted: choose a smaller --size"
+        )
 
 
 def _check_native_size(source: str, height: int, width: int) -> None:
     if height * width > MAX_PIXELS:
-        raise InputError(f"{source} is {height} x {width} (height x width), {height * width:,} pixels; at most "
-                         f"{MAX_PIXELS:,} (8192 x 8192) can be fitted: pass a smaller --size to resize it")
+        raise InputError(
+            f"{source} is {height} x {width} (height x width), {height * width:,} pixels; at most "
+            f"{MAX_PIXELS:,} (8192 x 8192) can be fitted: pass a smaller --size to resize it"
+        )
 
 
 def resize_image(image: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -108,8 +113,9 @@ def _read_with_pillow(p, check: bool) -> Optional[np.ndarray]:
             if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
                 grey = np.asarray(im)
                 if grey.min() < 0 or grey.max() > 65535:
-                    raise InputError(f"image {str(p)!r}: unsupported pixel type (32-bit integers); "
-                                     "use 8- or 16-bit images")
+                    raise InputError(
+                        f"image {str(p)!r}: unsupported pixel type (32-bit integers); use 8- or 16-bit images"
+                    )
                 return _rgb(grey.astype(np.uint16), str(p))
             if im.mode == "F":
                 raise InputError(f"image {str(p)!r}: unsupported pixel type (32-bit floats); use 8- or 16-bit images")
@@ -119,8 +125,10 @@ def _read_with_pillow(p, check: bool) -> Optional[np.ndarray]:
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError:
-        raise InputError(f"image {str(p)!r} holds more pixels than Pillow decodes safely; at most {MAX_PIXELS:,} "
-                         "(8192 x 8192) can be fitted") from None
+        raise InputError(
+            f"image {str(p)!r} holds more pixels than Pillow decodes safely; at most {MAX_PIXELS:,} "
+            "(8192 x 8192) can be fitted"
+        ) from None
     except (OSError, ValueError, SyntaxError) as err:  # a truncated or damaged file of a known format
         raise InputError(f"cannot read image {str(p)!r}: {err} (the file is damaged or truncated)") from None
 
@@ -131,8 +139,10 @@ def _read_with_imageio(p) -> np.ndarray:
     try:
         image = iio.imread(p)
     except Exception:  # imageio raises many types for undecodable files
-        raise InputError(f"cannot read image {str(p)!r}: it is not an image file that Pillow or imageio can decode "
-                         "(PNG, JPEG, TIFF, ...); check the file") from None
+        raise InputError(
+            f"cannot read image {str(p)!r}: it is not an image file that Pillow or imageio can decode "
+            "(PNG, JPEG, TIFF, ...); check the file"
+        ) from None
     return _rgb(np.asarray(image), str(p))
 
 
@@ -167,8 +177,10 @@ def read_video(
         text = str(err)
         if "Input #0" in text and "Video:" not in text:  # ffmpeg opened the file but found no video stream
             raise InputError(f"video {str(p)!r} has no frames (ffmpeg finds no video stream in it)") from None
-        raise InputError(f"cannot read video {str(p)!r}: {text.splitlines()[0] if text else type(err).__name__} "
-                         "(ffmpeg cannot decode it; check that it is a video file)") from None
+        raise InputError(
+            f"cannot read video {str(p)!r}: {text.splitlines()[0] if text else type(err).__name__} "
+            "(ffmpeg cannot decode it; check that it is a video file)"
+        ) from None
     if not frames:
         raise InputError(f"video {str(p)!r} has no frames")
     return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0), fps
@@ -182,4 +194,3 @@ def grid_coordinates(*sizes: int) -> Tensor:
     """
     axes = [torch.linspace(-1.0, 1.0, s) for s in sizes]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(sizes))
-

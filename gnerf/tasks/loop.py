@@ -37,13 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.errors import InputError, Interrupted, NonFiniteLossError, Retry
+from gnerf.files import atomic_write_json
+from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
-from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.tasks.build import build_field, build_run_optimizer, schedule_for, stream_seeds
 from gnerf.tasks.checkpoint import Progress, holds_checkpoint, restore, save_checkpoint
 from gnerf.tasks.config import FitConfig, FitResult, Problem, config_to_dict, task_lr
-from gnerf.files import atomic_write_json
 from gnerf.tasks.metrics_log import MetricsLog
 from gnerf.tasks.run import RUN_MARKER, Run, RunFolderError, clear_unfinished_run
 
@@ -77,11 +77,13 @@ def fit(problem: Problem, run: Run) -> FitResult:
     optimizer = build_run_optimizer(cfg, model, _steps_per_epoch(problem, cfg))
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
-        progress = restore(out, cfg.epochs, config, model, optimizer, shuffle, device, run.inputs,
-                           cfg.allow_changed_optim)
+        progress = restore(
+            out, cfg.epochs, config, model, optimizer, shuffle, device, run.inputs, cfg.allow_changed_optim
+        )
     elif holds_checkpoint(out):
-        raise RunFolderError(f"{str(out)!r} already holds a run; pass --resume to continue it "
-                             "or choose another --output-dir")
+        raise RunFolderError(
+            f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --output-dir"
+        )
     else:
         progress = Progress()
     scheduler = schedule_for(cfg, optimizer, _steps_per_epoch(problem, cfg), progress.iteration)
@@ -97,9 +99,15 @@ def fit(problem: Problem, run: Run) -> FitResult:
         optimizer.eval()  # the reconstruction and the returned model use the averaged weights
     if main and progress.history:
         last = progress.history[-1]
-        print("final (epoch {}): {}".format(int(last["epoch"]), "  ".join(
-            f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "iteration", "wall_time", "loss"))),
-            flush=True)
+        print(
+            "final (epoch {}): {}".format(
+                int(last["epoch"]),
+                "  ".join(
+                    f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "iteration", "wall_time", "loss")
+                ),
+            ),
+            flush=True,
+        )
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
 
 
@@ -119,8 +127,10 @@ def _interrupted(run: Run, progress: Progress, epoch: int) -> Interrupted:
         what = f"interrupted (Ctrl-C) {where}, before the first checkpoint: nothing was kept"
         return Interrupted(f"{what}; run the same command again to start over", Retry(str(run.output_dir), 0), what)
     retry = Retry(str(run.output_dir), progress.epoch)
-    what = (f"interrupted (Ctrl-C) {where}; the run folder {str(run.output_dir)!r} keeps the checkpoint of epoch "
-            f"{progress.epoch}")
+    what = (
+        f"interrupted (Ctrl-C) {where}; the run folder {str(run.output_dir)!r} keeps the checkpoint of epoch "
+        f"{progress.epoch}"
+    )
     return Interrupted(f"{what}: to continue, {retry.options()}", retry, what)
 
 
@@ -134,23 +144,30 @@ def _data_parallel(model: nn.Module, batch_size: int, device: torch.device) -> n
     if world == 1:
         return model
     if batch_size < world:
-        raise InputError(f"--batch-size {batch_size} is smaller than the {world} processes torchrun started; "
-                         "every process needs at least one coordinate per step")
+        raise InputError(
+            f"--batch-size {batch_size} is smaller than the {world} processes torchrun started; "
+            "every process needs at least one coordinate per step"
+        )
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _step(problem: Problem, train_model: nn.Module, optimizer: torch.optim.Optimizer, local: Tensor,
-          weight: float) -> Tensor:
+def _step(
+    problem: Problem, train_model: nn.Module, optimizer: torch.optim.Optimizer, local: Tensor, weight: float
+) -> Tensor:
     """One training step on this rank's rows ``local`` of a minibatch, its loss scaled by ``weight``; the loss."""
 
     def local_loss(create_graph: bool) -> Tensor:
         pred = train_model(problem.inputs[local])
         return problem.loss_fn(pred, problem.targets[local]) if local.numel() else pred.sum()
 
-    loss, _ = take_step(optimizer, local_loss, model=train_model,
-                        backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(create_graph=graph))
+    loss, _ = take_step(
+        optimizer,
+        local_loss,
+        model=train_model,
+        backward=lambda v, graph: (v * weight if weight != 1.0 else v).backward(create_graph=graph),
+    )
     optimizer.zero_grad(set_to_none=True)
     return loss
 
@@ -185,18 +202,30 @@ class _Training:
             if main:
                 try:
                     out.mkdir(parents=True, exist_ok=True)
-                    atomic_write_json(out / "config.json", {**self.config, RUN_MARKER: {"task": self.run.task,
-                                                                                       "inputs": self.run.inputs}})
+                    atomic_write_json(
+                        out / "config.json",
+                        {**self.config, RUN_MARKER: {"task": self.run.task, "inputs": self.run.inputs}},
+                    )
                 except OSError as err:
-                    raise RunFolderError(f"cannot write to the run folder {str(out)!r} ({err.strerror or err}); free "
-                                         "disk space or choose another --output-dir") from None
+                    raise RunFolderError(
+                        f"cannot write to the run folder {str(out)!r} ({err.strerror or err}); free "
+                        "disk space or choose another --output-dir"
+                    ) from None
             from tqdm.auto import tqdm
 
             total = cfg.epochs * self.steps_per_epoch
-            self.log = MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None
-                                  ) if main else None
-            self.bar = tqdm(total=total, initial=min(progress.iteration, total), disable=not (cfg.progress and main),
-                            unit="step", dynamic_ncols=True)
+            self.log = (
+                MetricsLog(out, progress.history, purge_step=progress.iteration + 1 if cfg.resume else None)
+                if main
+                else None
+            )
+            self.bar = tqdm(
+                total=total,
+                initial=min(progress.iteration, total),
+                disable=not (cfg.progress and main),
+                unit="step",
+                dynamic_ncols=True,
+            )
             try:
                 for epoch in range(progress.epoch + 1, cfg.epochs + 1):
                     self.epoch(epoch)
@@ -224,7 +253,7 @@ class _Training:
         window_sum = torch.zeros((), device=device, dtype=torch.float64)
         window = 0
         for i in range(self.steps_per_epoch):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             # this rank's share, weighted so that the ranks' mean gradient is the whole minibatch's
             local = idx.tensor_split(world)[rank] if world > 1 else idx
             weight = local.numel() * world / idx.numel()
@@ -256,14 +285,20 @@ class _Training:
         mean = window_sum.item() / window
         if not math.isfinite(mean):
             cfg, lr = self.run.cfg, self.optimizer.param_groups[0]["lr"]
-            retry = Retry(str(self.run.output_dir), self.progress.epoch, cfg.optim.name,
-                          task_lr(cfg.optim, cfg.field.activation) / 10)
-            what = (f"the training loss became {mean} in epoch {epoch} between iterations "
-                    f"{iteration - window + 1} and {iteration} (optim:{cfg.optim.name}, lr {lr:g})")
-            kept = (f"the checkpoint of epoch {retry.saved_epoch} is kept" if retry.saved_epoch
-                    else "no epoch was saved")
-            raise NonFiniteLossError(f"{what}; {kept}: with a 10x lower lr, {retry.options()}; "
-                                     "or check the input data", retry, what)
+            retry = Retry(
+                str(self.run.output_dir),
+                self.progress.epoch,
+                cfg.optim.name,
+                task_lr(cfg.optim, cfg.field.activation) / 10,
+            )
+            what = (
+                f"the training loss became {mean} in epoch {epoch} between iterations "
+                f"{iteration - window + 1} and {iteration} (optim:{cfg.optim.name}, lr {lr:g})"
+            )
+            kept = f"the checkpoint of epoch {retry.saved_epoch} is kept" if retry.saved_epoch else "no epoch was saved"
+            raise NonFiniteLossError(
+                f"{what}; {kept}: with a 10x lower lr, {retry.options()}; or check the input data", retry, what
+            )
         if self.log is not None:
             self.log.scalar("train/loss", mean, iteration)
         self.bar.set_postfix(epoch=epoch, loss=f"{mean:.3g}", refresh=False)
@@ -285,11 +320,13 @@ class _Training:
             self.log.add(row)
             progress.history.append(row)
             progress.epoch = epoch
-            save_checkpoint(out, progress, self.config, self.model, self.optimizer, self.shuffle, self.run.device,
-                            self.run.inputs)
+            save_checkpoint(
+                out, progress, self.config, self.model, self.optimizer, self.shuffle, self.run.device, self.run.inputs
+            )
         except OSError as err:  # disk full, folder removed or made read-only during the run
-            raise RunFolderError(f"cannot write to the run folder {str(out)!r} after epoch {epoch} "
-                                 f"({err.strerror or err}); free disk space or fix the folder, then --resume "
-                                 "from the last complete checkpoint") from None
+            raise RunFolderError(
+                f"cannot write to the run folder {str(out)!r} after epoch {epoch} "
+                f"({err.strerror or err}); free disk space or fix the folder, then --resume "
+                "from the last complete checkpoint"
+            ) from None
         self.bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-

@@ -73,14 +73,17 @@ def load_mesh(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
     if len(faces) == 0:
         points = _point_count(p)  # force="mesh" drops the vertices of a file without faces
         if points:
-            raise InputError(f"mesh {str(p)!r} has {points} vertices but no faces (a point cloud?); "
-                             "occupancy fitting needs a triangle mesh")
+            raise InputError(
+                f"mesh {str(p)!r} has {points} vertices but no faces (a point cloud?); "
+                "occupancy fitting needs a triangle mesh"
+            )
     if len(faces) == 0 or len(vertices) == 0:
         raise InputError(f"mesh {str(p)!r} is empty: it has {len(vertices)} vertices and {len(faces)} triangles")
     if not np.isfinite(vertices).all():
         raise InputError(f"mesh {str(p)!r} has non-finite vertex coordinates")
-    areas = np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
-                                    vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
+    areas = np.linalg.norm(
+        np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1
+    )
     if not (areas > 0).any():
         raise InputError(f"mesh {str(p)!r} is empty: all of its {len(faces)} triangles have zero area")
     return vertices, faces
@@ -170,7 +173,11 @@ def sample_occupancy_points(
     areas = torch.linalg.cross(b - a, c - a).norm(dim=-1)
     parts = [(torch.rand(counts[0], 3, generator=generator, dtype=torch.float64) * 2 - 1) * bound]
     for n, sigma in zip(counts[1:], near_sigmas):
-        idx = torch.multinomial(areas, n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)
+        idx = (
+            torch.multinomial(areas, n, replacement=True, generator=generator)
+            if n
+            else torch.zeros(0, dtype=torch.long)
+        )
         r1 = torch.rand(n, 1, generator=generator, dtype=torch.float64).sqrt()
         r2 = torch.rand(n, 1, generator=generator, dtype=torch.float64)
         surf = (1 - r1) * a[idx] + r1 * (1 - r2) * b[idx] + r1 * r2 * c[idx]

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gnerf.errors import InputError
+from gnerf.files import atomic_write_bytes, atomic_write_image
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.files import atomic_write_bytes, atomic_write_image
 from gnerf.tasks.io import grid_coordinates
 from gnerf.tasks.loop import fit
 from gnerf.tasks.mesh import (
@@ -95,8 +95,9 @@ def marching_cubes_ply(logits: np.ndarray, bound: float = 0.5) -> bytes:
         verts, faces, _, _ = marching_cubes(logits, level=0.0, spacing=(step, step, step))
         verts = verts - bound
     else:
-        warnings.warn("the fitted occupancy has no surface (all inside or all outside); writing an empty mesh",
-                      stacklevel=2)
+        warnings.warn(
+            "the fitted occupancy has no surface (all inside or all outside); writing an empty mesh", stacklevel=2
+        )
         verts, faces = np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     return mesh.export(file_type="ply")
@@ -105,15 +106,18 @@ def marching_cubes_ply(logits: np.ndarray, bound: float = 0.5) -> bytes:
 def fit_occupancy(cfg: OccupancyFitConfig) -> FitResult:
     """Run the occupancy-fitting protocol of ``cfg``; returns the trained model and its metrics."""
     if cfg.num_points < 1 or cfg.num_eval_points < 1:
-        raise InputError(f"--num-points and --num-eval-points must be >= 1, got {cfg.num_points}, "
-                         f"{cfg.num_eval_points}")
+        raise InputError(
+            f"--num-points and --num-eval-points must be >= 1, got {cfg.num_points}, {cfg.num_eval_points}"
+        )
     if not 0 < cfg.extent <= 1:
         raise InputError(f"--extent must lie in (0, 1] so the mesh fits the unit cube, got {cfg.extent}")
     if cfg.resolution < 2:
         raise InputError(f"--resolution must be >= 2, got {cfg.resolution}")
     if not cfg.near_sigmas or not all(math.isfinite(s) and s > 0 for s in cfg.near_sigmas):
-        raise InputError(f"--near-sigmas must be one or more finite numbers > 0 (in unit-cube units), got "
-                         f"{' '.join(str(s) for s in cfg.near_sigmas) or 'none'}")
+        raise InputError(
+            f"--near-sigmas must be one or more finite numbers > 0 (in unit-cube units), got "
+            f"{' '.join(str(s) for s in cfg.near_sigmas) or 'none'}"
+        )
     run = prepare_run("occupancy", Path(cfg.mesh).stem, cfg, {"--mesh": cfg.mesh})
     out, device = run.output_dir, run.device
     with hold_run_folder(run):
@@ -161,11 +165,20 @@ def _no_inside_points(cfg: OccupancyFitConfig, v: Tensor, f: Tensor, which: str)
     count = cfg.num_points if which == "training" else cfg.num_eval_points
     option = "--num-points" if which == "training" else "--num-eval-points"
     if count < PROBE_POINTS:
-        probe = sample_occupancy_points(v.cpu().numpy(), f.cpu().numpy(), PROBE_POINTS, cfg.near_sigmas,
-                                        generator=torch.Generator().manual_seed(cfg.seed))
+        probe = sample_occupancy_points(
+            v.cpu().numpy(),
+            f.cpu().numpy(),
+            PROBE_POINTS,
+            cfg.near_sigmas,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         if inside_mesh(v, f, probe.to(v.device)).any():
-            raise InputError(f"none of the {count} {which} points lies inside mesh {str(cfg.mesh)!r}, which does "
-                             f"enclose a volume: {option} {count} is too few to find it; raise {option} (the "
-                             "paper draws 1,000,000 training points)")
-    raise InputError(f"mesh {str(cfg.mesh)!r} encloses no volume: none of the {which} points lies inside it; "
-                     "occupancy needs a closed (or nearly closed) surface, not an open or flat one")
+            raise InputError(
+                f"none of the {count} {which} points lies inside mesh {str(cfg.mesh)!r}, which does "
+                f"enclose a volume: {option} {count} is too few to find it; raise {option} (the "
+                "paper draws 1,000,000 training points)"
+            )
+    raise InputError(
+        f"mesh {str(cfg.mesh)!r} encloses no volume: none of the {which} points lies inside it; "
+        "occupancy needs a closed (or nearly closed) surface, not an open or flat one"
+    )

@@ -38,15 +38,36 @@ from gnerf.files import (
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.config import FitConfig, default_output_dir, validate_config
 
-__all__ = ["LOCK", "RUN_FILES", "RUN_MARKER", "Run", "RunFolderError", "choose_device", "clear_unfinished_run",
-           "file_sha256", "hold_run_folder", "is_run_folder", "prepare_run", "writing_outputs"]
+__all__ = [
+    "LOCK",
+    "RUN_FILES",
+    "RUN_MARKER",
+    "Run",
+    "RunFolderError",
+    "choose_device",
+    "clear_unfinished_run",
+    "file_sha256",
+    "hold_run_folder",
+    "is_run_folder",
+    "prepare_run",
+    "writing_outputs",
+]
 
 #: The key of ``config.json`` that marks a folder as a gnerf run (the task and its input files' hashes).
 RUN_MARKER = "gnerf_run"
 #: What a run writes to its folder besides its checkpoints and the lock (the files of an unfinished run that a new
 #: start replaces).
-RUN_FILES = ("config.json", "metrics.csv", "metrics.jsonl", "target.png", "reconstruction.png", "reconstruction.ply",
-             "preview.png", "reconstruction.mp4", "frame_psnr.csv")
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "metrics.jsonl",
+    "target.png",
+    "reconstruction.png",
+    "reconstruction.ply",
+    "preview.png",
+    "reconstruction.mp4",
+    "frame_psnr.csv",
+)
 _LEGACY_KEYS = {"epochs", "batch_size", "seed", "field", "optim"}
 
 
@@ -113,8 +134,9 @@ def prepare_run(task: str, stem: str, cfg: FitConfig, inputs: Optional[Mapping[s
             raise InputError(f"--threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
     device = choose_device(cfg.device)
-    hashes = {option: {"path": str(path), "sha256": file_sha256(path)}
-              for option, path in inputs.items() if path.is_file()}
+    hashes = {
+        option: {"path": str(path), "sha256": file_sha256(path)} for option, path in inputs.items() if path.is_file()
+    }
     if cfg.output_dir is not None:
         return Run(cfg, Path(cfg.output_dir), device, task, hashes)
     reserved = None
@@ -135,8 +157,10 @@ def _check_inputs_outside(inputs: Mapping[str, Path], out: Path) -> None:
     folder = out.expanduser().resolve()
     for option, path in inputs.items():
         if folder in path.resolve().parents:
-            raise InputError(f"{option} {str(path)!r} lies inside --output-dir {str(out)!r}, whose files a run "
-                             f"replaces; move the file out of that folder, or choose another --output-dir")
+            raise InputError(
+                f"{option} {str(path)!r} lies inside --output-dir {str(out)!r}, whose files a run "
+                f"replaces; move the file out of that folder, or choose another --output-dir"
+            )
 
 
 def _reserve(base: Path) -> Tuple[Path, Path]:
@@ -153,8 +177,9 @@ def _reserve(base: Path) -> Tuple[Path, Path]:
             except FileExistsError:
                 continue
     except OSError as err:
-        raise RunFolderError(f"cannot make the run folder {str(base)!r} ({err.strerror or err}); "
-                             "choose a folder with --output-dir") from None
+        raise RunFolderError(
+            f"cannot make the run folder {str(base)!r} ({err.strerror or err}); choose a folder with --output-dir"
+        ) from None
     raise AssertionError("unreachable")
 
 
@@ -195,16 +220,21 @@ def _check_contents(out: Path, resume: bool) -> None:
     if not is_run_folder(out):
         shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
         if resume:
-            raise RunFolderError(f"--resume: {str(out)!r} holds no gnerf run (it holds {shown}, but no config.json "
-                                 "of a run); point --output-dir at the folder of an earlier run")
-        raise RunFolderError(f"--output-dir {str(out)!r} holds files that are not a gnerf run ({shown}); a run "
-                             "starts in a new or empty folder and never writes over other files: choose another "
-                             "--output-dir")
+            raise RunFolderError(
+                f"--resume: {str(out)!r} holds no gnerf run (it holds {shown}, but no config.json "
+                "of a run); point --output-dir at the folder of an earlier run"
+            )
+        raise RunFolderError(
+            f"--output-dir {str(out)!r} holds files that are not a gnerf run ({shown}); a run "
+            "starts in a new or empty folder and never writes over other files: choose another "
+            "--output-dir"
+        )
     if resume:
         return
     if _holds_checkpoint(out):
-        raise RunFolderError(f"{str(out)!r} already holds a run; pass --resume to continue it "
-                             "or choose another --output-dir")
+        raise RunFolderError(
+            f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --output-dir"
+        )
     clear_unfinished_run(out)  # a start that was killed before its first checkpoint: nothing to continue
 
 
@@ -292,10 +322,14 @@ def writing_outputs(run: Run) -> Iterator[None]:
         yield
     except OSError as err:
         name = Path(err.filename).name if getattr(err, "filename", None) else "the outputs"
-        raise RunFolderError(f"cannot write {name} to the run folder {str(run.output_dir)!r} "
-                             f"({err.strerror or err}); the checkpoint of the last epoch is kept: free disk space, "
-                             f"then {again}") from None
+        raise RunFolderError(
+            f"cannot write {name} to the run folder {str(run.output_dir)!r} "
+            f"({err.strerror or err}); the checkpoint of the last epoch is kept: free disk space, "
+            f"then {again}"
+        ) from None
     except KeyboardInterrupt:
-        what = (f"interrupted (Ctrl-C) while writing the outputs; the run folder {str(run.output_dir)!r} keeps the "
-                f"checkpoint of epoch {run.cfg.epochs}")
+        what = (
+            f"interrupted (Ctrl-C) while writing the outputs; the run folder {str(run.output_dir)!r} keeps the "
+            f"checkpoint of epoch {run.cfg.epochs}"
+        )
         raise Interrupted(f"{what}: to write them, {again}", retry, what) from None

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from gnerf.errors import InputError
+from gnerf.files import atomic_write_bytes, atomic_write_video, to_uint8
 from gnerf.metrics import lpips_metric, mse, psnr, ssim
 from gnerf.tasks import dist as gdist
 from gnerf.tasks.build import predict
 from gnerf.tasks.config import FitConfig, FitResult, Problem
-from gnerf.files import atomic_write_bytes, atomic_write_video, to_uint8
 from gnerf.tasks.io import check_size, grid_coordinates, read_video
 from gnerf.tasks.loop import fit
 from gnerf.tasks.run import hold_run_folder, prepare_run, writing_outputs
@@ -82,10 +82,16 @@ def fit_video(cfg: VideoFitConfig) -> FitResult:
         def evaluate(model: nn.Module) -> Dict[str, float]:
             recon = reconstruct(model)
             per_frame = frame_psnrs(recon, frame_target)
-            metrics = {"psnr": sum(per_frame) / len(per_frame), "psnr_min": min(per_frame),
-                       "ssim": ssim(recon.reshape(t, h, w, 3), frame_target.reshape(t, h, w, 3)).mean().item()}
-            score = (lpips(recon.reshape(t, h, w, 3)[spread], frame_target.reshape(t, h, w, 3)[spread])
-                     if lpips is not None else None)
+            metrics = {
+                "psnr": sum(per_frame) / len(per_frame),
+                "psnr_min": min(per_frame),
+                "ssim": ssim(recon.reshape(t, h, w, 3), frame_target.reshape(t, h, w, 3)).mean().item(),
+            }
+            score = (
+                lpips(recon.reshape(t, h, w, 3)[spread], frame_target.reshape(t, h, w, 3)[spread])
+                if lpips is not None
+                else None
+            )
             if score is not None:
                 metrics["lpips"] = score.item()
             return metrics
