@@ -245,6 +245,23 @@ def test_a_second_run_on_the_same_run_folder_stops_at_once_naming_the_folder_and
     assert [p.name for p in (base / "nerfstudio_models").iterdir()] == ["step-000000001.ckpt"]
 
 
+def test_a_later_run_on_a_finished_run_folder_is_refused_unless_it_continues_that_run(tmp_path):
+    cfg = tiny_config("gaussian-nerf-adam", _blender(tmp_path), tmp_path / "out", iterations=2)
+    base = cfg.get_base_dir()
+    train(cfg)
+    models = base / "nerfstudio_models"
+    kept = {p.name: p.read_bytes() for p in (base / "config.yml", models / "step-000000001.ckpt")}
+    with pytest.raises(InputError) as raised:
+        train(dataclasses.replace(cfg, max_num_iterations=3))
+    assert str(raised.value) == (
+        f"{base} already holds a run (its checkpoint step-000000001.ckpt), which this one would write over: "
+        f"continue it with --load-dir {models}, or give this run another --timestamp or --output-dir"
+    )
+    assert {p.name: p.read_bytes() for p in (base / "config.yml", models / "step-000000001.ckpt")} == kept
+    train(dataclasses.replace(cfg, load_dir=models))  # continuing that run is what the folder is for
+    assert sorted(p.name for p in models.iterdir()) == ["step-000000003.ckpt"]  # nerfstudio keeps the latest only
+
+
 class _FullDisk:
     """A file whose writes fail as on a full disk."""
 

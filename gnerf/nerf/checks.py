@@ -191,6 +191,24 @@ def hold_run_folder(base_dir: Path) -> None:
     remove_orphaned_temporaries(base_dir)
 
 
+def check_not_an_earlier_run(base_dir: Path, load_dir: Optional[Path], load_checkpoint: Optional[Path]) -> None:
+    """Raise :class:`InputError` when ``base_dir`` already holds an earlier run's checkpoints and this run does not
+    continue from them (``--load-dir`` that folder's ``nerfstudio_models``, or ``--load-checkpoint`` a file in it):
+    nerfstudio would write over its ``config.yml`` and its checkpoints of the same steps."""
+    models = Path(base_dir) / "nerfstudio_models"
+    saved = sorted(models.glob("step-*.ckpt")) if models.is_dir() else []
+    if not saved:
+        return
+    resumes = (load_dir is not None and Path(load_dir).resolve() == models.resolve()) or (
+        load_checkpoint is not None and Path(load_checkpoint).resolve().parent == models.resolve()
+    )
+    if not resumes:
+        raise InputError(
+            f"{base_dir} already holds a run (its checkpoint {saved[-1].name}), which this one would write over: "
+            f"continue it with --load-dir {models}, or give this run another --timestamp or --output-dir"
+        )
+
+
 def release_run_folder(base_dir: Path, remove_if_empty: bool = False, up_to: Optional[Path] = None) -> None:
     """Release the lock of :func:`hold_run_folder`; with ``remove_if_empty``, remove the lock file we created and
     the folders made for the run while they hold nothing else (up to, not including, ``up_to``)."""
