@@ -1,12 +1,18 @@
 """``ns-train gaussian-nerf-esgd`` and the same model with other optimizers (``gaussian-nerf-adam``,
-``gaussian-nerf-muon``, ``gaussian-nerf-adam-cosine``): nerfstudio's registration of the trainer configs
-built in :mod:`gnerf.nerf.methods`."""
+``gaussian-nerf-muon``, ``gaussian-nerf-adam-cosine``, ``gaussian-nerf-muon-esgd``): nerfstudio's registration
+of the trainer configs built in :mod:`gnerf.nerf.methods`."""
 
 from __future__ import annotations
 
 from nerfstudio.plugins.types import MethodSpecification
 
-from gnerf.nerf.methods import GAUSSIAN_NERF_ADAM, GAUSSIAN_NERF_ADAM_COSINE, GAUSSIAN_NERF_ESGD, GAUSSIAN_NERF_MUON
+from gnerf.nerf.methods import (
+    GAUSSIAN_NERF_ADAM,
+    GAUSSIAN_NERF_ADAM_COSINE,
+    GAUSSIAN_NERF_ESGD,
+    GAUSSIAN_NERF_MUON,
+    GAUSSIAN_NERF_MUON_ESGD,
+)
 
 gaussian_nerf_esgd = MethodSpecification(
     config=GAUSSIAN_NERF_ESGD,
@@ -26,4 +32,9 @@ gaussian_nerf_muon = MethodSpecification(
 gaussian_nerf_adam_cosine = MethodSpecification(
     config=GAUSSIAN_NERF_ADAM_COSINE,
     description="Gaussian-NeRF trained with Adam from 5e-4 with a cosine schedule to 0 (gnerf).",
+)
+
+gaussian_nerf_muon_esgd = MethodSpecification(
+    config=GAUSSIAN_NERF_MUON_ESGD,
+    description="Gaussian-NeRF trained with gnerf's MuonESGD: Muon on the square hidden matrices, ESGD on the rest (gnerf).",
 )

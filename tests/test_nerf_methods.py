@@ -43,7 +43,7 @@ def _render(trainer, tmp_path, monkeypatch):
     return [imageio.imread(p) for p in sorted((tmp_path / "render").glob("*.png"))]
 
 
-@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine"])
+@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine", "gaussian-nerf-muon-esgd"])
 def test_contender_method_trains_evaluates_and_renders(method, scene, tmp_path, monkeypatch):
     trainer = train(tiny_config(method, scene, tmp_path, iterations=4))
     _, pipeline, ckpt, step = eval_setup(trainer.base_dir / "config.yml", test_mode="test")
@@ -90,7 +90,7 @@ def test_a_bad_optimizer_option_is_one_input_error(scene, tmp_path):
 
 
 @pytest.mark.skipif(not LEGO.exists(), reason="needs ../shared/data/nerf_synthetic/lego")
-@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine"])
+@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine", "gaussian-nerf-muon-esgd"])
 def test_contender_method_trains_on_lego(method, tmp_path):
     cfg = tiny_config(method, LEGO, tmp_path, iterations=3)
     cfg.pipeline.datamanager.camera_res_scale_factor = 0.05  # 20 x 20
