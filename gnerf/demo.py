@@ -109,17 +109,11 @@ def check_demo(cfg: DemoConfig) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    """Build the scene, train, evaluate and render; return the evaluation results."""
-    check_demo(cfg)
+def _train_command(cfg: DemoConfig, scene: Path, stamp: str) -> List[str]:
+    """The demo's ``ns-train gaussian-nerf-esgd`` command line, at its reduced CPU sizes."""
     from gnerf.nerf.model import skip_connections_for
 
-    start = time.perf_counter()
-    scene = make_blender_scene(cfg.scene)
-    print(f"scene: {scene}")
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d_%H%M%S")
-    train_cmd = [
+    return [
         _bin("ns-train"),
         "gaussian-nerf-esgd",
         "--output-dir",
@@ -162,7 +156,17 @@ def run_demo(cfg: DemoConfig) -> dict:
         "--data",
         str(scene),
     ]
-    _run(train_cmd, env=_quiet_env())
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Build the scene, train, evaluate and render; return the evaluation results."""
+    check_demo(cfg)
+    start = time.perf_counter()
+    scene = make_blender_scene(cfg.scene)
+    print(f"scene: {scene}")
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H%M%S")
+    _run(_train_command(cfg, scene, stamp), env=_quiet_env())
     run_dir = cfg.output_dir / "procedural" / "gaussian-nerf-esgd" / stamp
     config_yml = run_dir / "config.yml"
     eval_json = run_dir / "eval.json"

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import sys
 import tempfile
 import warnings
@@ -126,6 +127,25 @@ def atomic_write_bytes(path: PathLike, data: bytes, tmp_dir: Optional[PathLike] 
     return target
 
 
+def atomic_copy(src: PathLike, path: PathLike) -> Path:
+    """Make ``path`` a copy of ``src`` atomically, ``src`` staying where it is: a hard link when the file system
+    allows, else a copy of the bytes."""
+    target, tmp = _atomic_target(path)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        _replace(tmp, target)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(target)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def atomic_write_json(path: PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
@@ -183,6 +203,22 @@ def _deepest_existing(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if os.path.lexists(p)), Path(path.anchor or "."))
 
 
+def _open_error(err: OSError, out: Path, existed: Path, what: str, change: str) -> RunFolderError:
+    """The one-line error of a run folder ``out`` that cannot be made, or whose lock file cannot be opened."""
+    lock = out / LOCK
+    if err.errno == errno.ELOOP and os.path.islink(lock):
+        return RunFolderError(
+            f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
+            f"there and never writes through a link; remove the link, or {change}"
+        )
+    if err.errno == errno.ENAMETOOLONG:
+        return RunFolderError(f"the run folder {_short(out)} has {_too_long(out, existed)}; {change}")
+    blocker = next((p for p in (out, *out.parents) if os.path.lexists(p) and not os.path.isdir(p)), None)
+    if blocker is not None:
+        return RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; {change}")
+    return RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}")
+
+
 def lock_folder(
     out: PathLike,
     what: str = "--output-dir",
@@ -211,17 +247,7 @@ def lock_folder(
         lock_created = not os.path.lexists(lock)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as err:
-        if err.errno == errno.ELOOP and os.path.islink(lock):
-            raise RunFolderError(
-                f"{str(lock)!r} is a symbolic link: gnerf locks a run folder with a plain file "
-                f"there and never writes through a link; remove the link, or {change}"
-            ) from None
-        if err.errno == errno.ENAMETOOLONG:
-            raise RunFolderError(f"the run folder {_short(out)} has {_too_long(out, existed)}; {change}") from None
-        blocker = next((p for p in (out, *out.parents) if os.path.lexists(p) and not os.path.isdir(p)), None)
-        if blocker is not None:
-            raise RunFolderError(f"{what} {str(out)!r}: {str(blocker)!r} is a file, not a folder; {change}") from None
-        raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}") from None
+        raise _open_error(err, out, existed, what, change) from None
     if not os.path.isfile(lock):  # O_NOFOLLOW opened something that is not a plain file (a FIFO, a device)
         os.close(fd)
         raise RunFolderError(f"{str(lock)!r} is not a plain file; remove it, or {change}")

@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gnerf"
-MAX_LINES = 350
+MAX_LINES = 400  # in ruff format's layout
 MAX_FUNCTION_LINES = 60
 TOP_LEVEL = ("method_configs", "scripts", "benchmarks", "experiments")
 

@@ -664,6 +664,32 @@ def test_ctrl_c_ends_with_one_line_keeps_the_checkpoint_and_gives_the_command_to
     assert not fresh.exists()
 
 
+def test_ctrl_c_while_a_checkpoint_is_saved_names_the_checkpoint_on_disk(tmp_path, capsys, monkeypatch):
+    from gnerf.files import atomic_save_torch
+    from gnerf.tasks import checkpoint
+
+    image, out, saves = _image(tmp_path), tmp_path / "run", []
+
+    def interrupted_in_the_second_save(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:  # epoch 2's checkpoint: checkpoint.pt must still hold epoch 1, and say so
+            assert _ckpt_epoch(out) == 1 and (out / "checkpoint.prev.pt").is_file()
+            raise KeyboardInterrupt
+        return atomic_save_torch(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "atomic_save_torch", interrupted_in_the_second_save)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        image_main(_args(image, out, "--epochs", "3"))
+    assert exit_info.value.code == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and "keeps the checkpoint of epoch 1: to continue" in lines[0], lines
+    assert _ckpt_epoch(out) == 1
+    monkeypatch.setattr(checkpoint, "atomic_save_torch", atomic_save_torch)
+    image_main(_command_in(lines[0]))
+    assert _ckpt_epoch(out) == 3 and [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
+
+
 def test_a_full_disk_while_writing_the_reconstruction_is_one_line_and_resume_writes_it(tmp_path, capsys, monkeypatch):
     import errno
 

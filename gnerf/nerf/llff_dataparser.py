@@ -33,10 +33,6 @@ to set its collider and switch to sampling linear in disparity (as GARF / NeRF d
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Type
@@ -52,21 +48,16 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gnerf.errors import InputError
-from gnerf.files import atomic_write_bytes, atomic_write_json
 from gnerf.nerf.checks import near_far_planes
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-"""Image file extensions that are picked up (compared case-insensitively)."""
+from gnerf.nerf.llff_images import (
+    IMAGE_EXTENSIONS,
+    checked_image_size,
+    find_source_folder,
+    list_image_files,
+    resized_copies,
+)
 
 POSES_BOUNDS_FILENAME = "poses_bounds.npy"
-
-RESIZE_FILTER = Image.Resampling.LANCZOS
-"""Filter of the ``image_size`` resize (a downsampling one: every source copy is at least the target size)."""
-
-CACHE_COMPLETE_FILENAME = "complete.json"
-"""Written last into a resize cache folder; the folder is reused only while it exists."""
-
-_IMAGE_SIZE_OPTION = "llff-data --image-size"
 
 
 # -- pose helpers (numpy, float64) ----------------------------------------------------------------------------
@@ -115,15 +106,6 @@ def apply_transform(transform: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     return (T @ np.concatenate([c2w, bottom], axis=1))[:, :3, :]
 
 
-def list_image_files(folder: Path) -> List[Path]:
-    """Sorted image files (png/jpg/jpeg, any case) directly inside ``folder``; hidden files are ignored."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 def holdout_indices(num_images: int, holdout_every: int) -> Tuple[np.ndarray, np.ndarray]:
     """(train, eval) indices: eval views are ``i % holdout_every == 0`` as in the LLFF / NeRF code."""
     all_idx = np.arange(num_images)
@@ -132,13 +114,6 @@ def holdout_indices(num_images: int, holdout_every: int) -> Tuple[np.ndarray, np
     eval_idx = all_idx[::holdout_every]
     train_idx = np.setdiff1d(all_idx, eval_idx)
     return train_idx, eval_idx
-
-
-def _is_positive_int(value) -> bool:
-    try:
-        return not isinstance(value, bool) and float(value).is_integer() and float(value) > 0
-    except (TypeError, ValueError):
-        return False
 
 
 # -- config and parser -------------------------------------------------------------------------------------------
@@ -245,113 +220,6 @@ class LLFF(DataParser):
             "--downscale-factor."
         )
 
-    def _checked_image_size(self) -> Optional[Tuple[int, int]]:
-        """``image_size`` as ``(height, width)`` ints, None when unset; refuses anything but two positive ints."""
-        size = self.config.image_size
-        if size is None:
-            return None
-        values = list(size) if isinstance(size, (tuple, list)) else [size]
-        if len(values) != 2 or not all(_is_positive_int(v) for v in values):
-            raise InputError(
-                f"{_IMAGE_SIZE_OPTION} {' '.join(str(v) for v in values)} is not a size: give two positive integers, "
-                "height then width, e.g. --image-size 480 640 (the paper's forward-facing size)."
-            )
-        return int(values[0]), int(values[1])
-
-    def _find_source_folder(self, target: Tuple[int, int]) -> Path:
-        """The smallest image folder on disk (``images/`` or ``images_<k>/``) at least ``target`` in both
-        dimensions, whose aspect ratio is within 1% of the target's."""
-        data = Path(self.config.data)
-        height, width = target
-        folders = [data / "images"]
-        if data.is_dir():
-            folders += sorted(
-                (p for p in data.iterdir() if p.is_dir() and p.name.startswith("images_") and p.name[7:].isdigit()),
-                key=lambda p: int(p.name[7:]),
-            )
-        copies: List[Tuple[Path, int, int]] = []  # (folder, height, width) of each folder holding images
-        for folder in folders:
-            files = list_image_files(folder) if folder.is_dir() else []
-            if files:
-                with Image.open(files[0]) as im:  # reads the header only
-                    copies.append((folder, im.size[1], im.size[0]))
-        if not copies:
-            raise InputError(
-                f"No image folder found for LLFF scene {data}: looked for {data / 'images'} and images_<k>/ "
-                "folders next to it. Put the images in images/ (or downscaled copies in images_<k>/)."
-            )
-        large = [c for c in copies if c[1] >= height and c[2] >= width]
-        if not large:
-            biggest = max(copies, key=lambda c: c[1] * c[2])
-            listing = ", ".join(f"{f.name}/ {h} x {w}" for f, h, w in copies)
-            raise InputError(
-                f"{_IMAGE_SIZE_OPTION} {height} {width} is larger than every copy of the images of {data} on disk "
-                f"({listing}; height x width): images are only downsampled, so pick a size of at most "
-                f"{biggest[1]} x {biggest[2]} or add a larger copy to images/."
-            )
-        folder, h, w = min(large, key=lambda c: (c[1] * c[2], int(c[0].name[7:] or 1)))
-        if abs((width / height) / (w / h) - 1.0) > 0.01:
-            raise InputError(
-                f"{_IMAGE_SIZE_OPTION} {height} {width} (height x width) has aspect ratio {width / height:.4g} "
-                f"but the images of {data} are {h} x {w} ({folder.name}/), aspect ratio {w / h:.4g}; pick a size "
-                f"within 1% of their aspect ratio, e.g. --image-size {height} {max(1, round(height * w / h))}."
-            )
-        return folder
-
-    def _cache_root(self) -> Path:
-        """The folder holding the resize caches: ``image_cache_dir``, else ``$XDG_CACHE_HOME/gnerf/llff``."""
-        if self.config.image_cache_dir is not None:
-            root = Path(self.config.image_cache_dir).expanduser()
-        else:
-            xdg = os.environ.get("XDG_CACHE_HOME", "")
-            root = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "gnerf" / "llff"
-        data = Path(self.config.data).resolve()
-        if root.resolve() == data or data in root.resolve().parents:
-            raise InputError(
-                f"the resize cache {root} is inside the scene folder {self.config.data}, and gnerf never writes into "
-                "a scene folder: set llff-data --image-cache-dir to a folder outside it."
-            )
-        return root
-
-    def _resized_copies(self, image_dir: Path, image_files: List[Path], target: Tuple[int, int]) -> List[Path]:
-        """PNG copies of ``image_files`` resized to ``target`` (height, width) in the cache folder of these source
-        files and size, written atomically and reused when the folder is complete."""
-        height, width = target
-        key = {
-            "version": 1,
-            "filter": RESIZE_FILTER.name,
-            "size": [height, width],
-            "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in image_files],
-        }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        scene = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.config.data).resolve().name)
-        folder = self._cache_root() / f"{scene or 'scene'}-{digest}"
-        names = [f.stem + ".png" for f in image_files]
-        if len({n.lower() for n in names}) < len(names):  # e.g. a.jpg and a.png
-            names = [f.name + ".png" for f in image_files]
-        outputs = [folder / n for n in names]
-        reused = (folder / CACHE_COMPLETE_FILENAME).is_file() and all(p.is_file() for p in outputs)
-        if not reused:
-            for src, dst in zip(image_files, outputs):
-                if dst.is_file():  # written atomically by an interrupted run of the same key: complete
-                    continue
-                with Image.open(src) as im:
-                    if im.mode not in ("RGB", "RGBA", "L"):
-                        im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-                    small = im.resize((width, height), resample=RESIZE_FILTER)
-                buf = io.BytesIO()
-                small.save(buf, format="PNG")
-                atomic_write_bytes(dst, buf.getvalue())
-            atomic_write_json(folder / CACHE_COMPLETE_FILENAME, {**key, "source": str(image_dir), "outputs": names})
-        CONSOLE.print(
-            escape(
-                f"LLFF: {len(image_files)} images of {image_dir} resized to {height} x {width} (height x width), "
-                f"{'reused from' if reused else 'cached in'} {folder}"
-            ),
-            soft_wrap=True,
-        )
-        return outputs
-
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         if split not in ("train", "val", "test"):
             raise ValueError(f"Unknown split {split!r} for the LLFF dataparser; expected 'train', 'val' or 'test'.")
@@ -361,8 +229,8 @@ class LLFF(DataParser):
         poses_llff = arr[:, :15].reshape(-1, 3, 5)
         bounds = arr[:, 15:17].copy()
 
-        target = self._checked_image_size()
-        image_dir = self._find_image_folder() if target is None else self._find_source_folder(target)
+        target = checked_image_size(cfg.image_size)
+        image_dir = self._find_image_folder() if target is None else find_source_folder(cfg.data, target)
         image_files = list_image_files(image_dir)
         if len(image_files) != num_poses:
             raise InputError(
@@ -374,14 +242,10 @@ class LLFF(DataParser):
         c2w, hwf = llff_to_opengl(poses_llff)  # [down, right, back] -> OpenGL [right, up, back]
         c2w, bounds, transform, scale = self._normalise_poses(c2w, bounds)
         fx, fy, cx, cy, widths, heights = self._intrinsics(hwf, image_dir, image_files)
-        if target is not None and (widths[0], heights[0]) != (target[1], target[0]):
-            sx, sy = target[1] / widths, target[0] / heights  # per-axis ratios
-            fx, fy, cx, cy = fx * sx, fy * sy, cx * sx, cy * sy
-            widths, heights = np.full_like(widths, target[1]), np.full_like(heights, target[0])
-            image_files = self._resized_copies(image_dir, image_files, target)
-        elif target is not None:
-            msg = f"LLFF: the images of {image_dir} are {target[0]} x {target[1]} already, read as they are"
-            CONSOLE.print(escape(msg), soft_wrap=True)
+        if target is not None:
+            image_files, (fx, fy, cx, cy, widths, heights) = self._at_image_size(
+                target, image_dir, image_files, (fx, fy, cx, cy, widths, heights)
+            )
         near_plane, far_plane = near_far_planes(cfg.near_factor, cfg.far_factor, bounds, cfg.data)
         scene_box = SceneBox(aabb=torch.from_numpy(self._scene_aabb(c2w, fx, fy, cx, cy, widths, heights, far_plane)))
         indices = self._split_indices(num_poses, split)
@@ -415,6 +279,20 @@ class LLFF(DataParser):
                 "image_indices": torch.from_numpy(indices.copy()).long(),  # indices into poses_bounds.npy
             },
         )
+
+    def _at_image_size(self, target, image_dir, image_files, intrinsics):
+        """``(files, intrinsics)`` at ``--image-size`` ``target`` (height, width): the resized copies and the
+        intrinsics ``(fx, fy, cx, cy, widths, heights)`` scaled by the per-axis ratios; as they are when the files
+        have that size already."""
+        fx, fy, cx, cy, widths, heights = intrinsics
+        if (widths[0], heights[0]) == (target[1], target[0]):
+            msg = f"LLFF: the images of {image_dir} are {target[0]} x {target[1]} already, read as they are"
+            CONSOLE.print(escape(msg), soft_wrap=True)
+            return image_files, intrinsics
+        sx, sy = target[1] / widths, target[0] / heights
+        files = resized_copies(self.config.data, self.config.image_cache_dir, image_dir, image_files, target)
+        size = (np.full_like(widths, target[1]), np.full_like(heights, target[0]))
+        return files, (fx * sx, fy * sy, cx * sx, cy * sy, *size)
 
     def _normalise_poses(self, c2w: np.ndarray, bounds: np.ndarray):
         """Steps 2 and 3 of the module docstring: ``(c2w, bounds, transform, scale)`` after scaling and recentring."""

@@ -8,7 +8,6 @@ back to when the latest is missing, unreadable or does not fit the model. Checkp
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,14 @@ import torch
 from torch import nn
 
 from gnerf.errors import InputError
-from gnerf.files import PickledObject, UnreadableFile, atomic_save_torch, load_error_reason, read_weights_only
+from gnerf.files import (
+    PickledObject,
+    UnreadableFile,
+    atomic_copy,
+    atomic_save_torch,
+    load_error_reason,
+    read_weights_only,
+)
 from gnerf.tasks import dist as gdist
 
 __all__ = [
@@ -278,6 +284,6 @@ def save_checkpoint(
         "inputs": dict(inputs or {}),
     }
     latest = out / CHECKPOINT
-    if latest.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged
-        os.replace(latest, out / PREV_CHECKPOINT)
+    if latest.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged; a copy, so that
+        atomic_copy(latest, out / PREV_CHECKPOINT)  # a checkpoint.pt is on disk at every instant
     atomic_save_torch(state, latest)

@@ -320,9 +320,20 @@ class _Training:
             self.log.add(row)
             progress.history.append(row)
             progress.epoch = epoch
-            save_checkpoint(
-                out, progress, self.config, self.model, self.optimizer, self.shuffle, self.run.device, self.run.inputs
-            )
+            try:
+                save_checkpoint(
+                    out,
+                    progress,
+                    self.config,
+                    self.model,
+                    self.optimizer,
+                    self.shuffle,
+                    self.run.device,
+                    self.run.inputs,
+                )
+            except BaseException:  # checkpoint.pt still holds the epoch before: say so if this ends the run
+                progress.epoch, progress.history = epoch - 1, progress.history[:-1]
+                raise
         except OSError as err:  # disk full, folder removed or made read-only during the run
             raise RunFolderError(
                 f"cannot write to the run folder {str(out)!r} after epoch {epoch} "
