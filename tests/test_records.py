@@ -41,8 +41,9 @@ def _tiny(tmp_path, image, **kw):
 
 
 def test_finished_and_diverged_runs_are_recorded_and_not_run_again_without_their_folders(image, tmp_path):
-    # esgd at lr 1e20 makes the loss NaN in its first epoch: the job engine reports it as diverged
-    cfg = _tiny(tmp_path, image, optimizers=("adam", "esgd:lr=1e20"))
+    # esgd at lr 1e6 (the largest --optim.lr taken) makes the loss NaN in its second epoch: the job engine reports
+    # it as diverged
+    cfg = _tiny(tmp_path, image, optimizers=("adam", "esgd:lr=1e6"), epochs=2)
     assert run_comparison(cfg, log=lambda line: None)["statuses"] == {"done": 1, "diverged": 1}
     rec = tmp_path / "rec" / "tiny" / "gaussian"
     run_folder = tmp_path / "cmp" / "runs" / "tiny" / "gaussian" / "adam" / "seed0"
@@ -50,7 +51,7 @@ def test_finished_and_diverged_runs_are_recorded_and_not_run_again_without_their
     assert (rec / "adam" / "seed0.json").read_bytes() == (run_folder / "config.json").read_bytes()
     info = json.loads((rec / "adam" / "seed0.run.json").read_text())
     assert info["command"].startswith("gnerf-fit-image ") and info["torch_threads"] == 1 and info["machine"]
-    failed = json.loads((rec / "esgd+lr=1e+20" / "seed0.failed.json").read_text())
+    failed = json.loads((rec / "esgd+lr=1000000.0" / "seed0.failed.json").read_text())
     assert failed["status"] == "diverged" and "the training loss became" in failed["error"]
     assert json.loads((tmp_path / "rec" / "grid.json").read_text())["size"] == [16, 16]
     # a new checkout: the run folders are gone, the records stay; nothing is run again
@@ -61,7 +62,7 @@ def test_finished_and_diverged_runs_are_recorded_and_not_run_again_without_their
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
     assert {(r["optimizer"], r["status"], r["source"]) for r in rows} == {
         ("adam", "ok", "record"),
-        ("esgd:lr=1e+20", "diverged", "record"),
+        ("esgd:lr=1000000.0", "diverged", "record"),
     }
     assert "| adam | " in (tmp_path / "cmp" / "summary.md").read_text()
     assert not (tmp_path / "cmp" / "runs").exists()

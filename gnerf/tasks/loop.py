@@ -275,6 +275,8 @@ class _Training:
             torch.distributed.all_reduce(epoch_sum)
         if rank == 0:
             self._finish_epoch(epoch, epoch_sum.item() / self.problem.inputs.shape[0])
+        else:  # rank 0 saved it: the other ranks' messages name the same checkpoint
+            progress.epoch = epoch
 
     def _report_window(self, epoch: int, window_sum: Tensor, window: int) -> None:
         """Check the mean loss of the last ``window`` steps for NaN, and show and log it."""
