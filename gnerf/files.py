@@ -9,6 +9,7 @@ next run takes the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import io
@@ -22,7 +23,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator, Optional, Tuple, Union
+from typing import Any, Collection, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -66,14 +67,27 @@ def require_file(path: PathLike, what: str) -> Path:
     return p
 
 
-def _atomic_target(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Tuple[Path, str]:
+@contextlib.contextmanager
+def _atomic(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Iterator[str]:
+    """The temporary file of an atomic write of ``path``, for the body to write: it then replaces ``path``
+    (``os.replace``); it is written in ``tmp_dir`` (on the same file system) instead of beside ``path`` when given,
+    an ``OSError`` names ``path`` (not the temporary; a full disk names neither), and the temporary is removed
+    whatever happens."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent if tmp_dir is None else tmp_dir
     )
     os.close(fd)
-    return target, tmp
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(target)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 #: The names of the temporary files of :func:`atomic_write_bytes` (``tempfile.mkstemp``'s 8 random characters)
@@ -104,46 +118,27 @@ def remove_orphaned_temporaries(folder: PathLike) -> int:
     return removed
 
 
-def _replace(tmp: str, target: Path) -> None:
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-
-
 def atomic_write_bytes(path: PathLike, data: bytes, tmp_dir: Optional[PathLike] = None) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, then ``os.replace``); the temporary file is written in
     ``tmp_dir`` (on the same file system) instead of beside ``path`` when given, and removed if the write fails."""
-    target, tmp = _atomic_target(path, tmp_dir)
-    try:
+    with _atomic(path, tmp_dir) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _replace(tmp, target)
-    except OSError as err:  # name the file being written, not its temporary (a full disk names neither)
-        raise OSError(err.errno, err.strerror, str(target)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return Path(path)
 
 
 def atomic_copy(src: PathLike, path: PathLike) -> Path:
     """Make ``path`` a copy of ``src`` atomically, ``src`` staying where it is: a hard link when the file system
     allows, else a copy of the bytes."""
-    target, tmp = _atomic_target(path)
-    try:
+    with _atomic(path) as tmp:
         os.unlink(tmp)
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        _replace(tmp, target)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(target)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return Path(path)
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> Path:
@@ -358,8 +353,8 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
     """
     import imageio.v2 as iio2
 
-    target, tmp = _atomic_target(path)
-    try:
+    target = Path(path)
+    with _atomic(target) as tmp:
         writer = None
         for frame in frames:
             if writer is None:
@@ -379,10 +374,4 @@ def atomic_write_video(path: PathLike, frames: Iterator[np.ndarray], fps: float)
         if writer is None:
             raise ValueError(f"no frames to write to {str(target)!r}")
         writer.close()
-        _replace(tmp, target)
-    except OSError as err:  # name the file being written, not its temporary
-        raise OSError(err.errno, err.strerror, str(target)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
