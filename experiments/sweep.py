@@ -162,24 +162,38 @@ def _candidates(cfg: SweepConfig) -> List[Tuple[str, float, str]]:
     return [(name, m, spec(name, m)) for m in (*cfg.multiples, *more) for name in cfg.optimizers]
 
 
-def multiples_of(cfg: SweepConfig, name: str, finals: Dict[str, Dict[str, Any]]) -> List[float]:
-    """The multiples of ``name``'s lr the sweep runs, given what has finished: ``cfg.multiples`` and, while the winner
-    over all of them is the smallest (largest), one more factor of 3 on that side, at most ``cfg.extend`` per side."""
+def _swept(
+    cfg: SweepConfig, name: str, finals: Dict[str, Dict[str, Any]]
+) -> Tuple[List[Dict[str, Any]], Optional[int], str]:
+    """``(entries, k, mark)`` of ``name``: one entry per lr the sweep runs, smallest first (``cfg.multiples`` and,
+    while the winner over all of them is the smallest (largest), one more factor of 3 on that side, at most
+    ``cfg.extend`` per side), and :func:`choose_winner`'s verdict on them."""
     ms = sorted(cfg.multiples)
     low = high = 0
     while True:
-        entries = [{"lr": registered_lr(name) * m, "multiple": m, "finals": finals.get(spec(name, m), {})} for m in ms]
+        entries = [
+            {
+                "lr": registered_lr(name) * m,
+                "multiple": m,
+                "spec": spec(name, m),
+                "finals": finals.get(spec(name, m), {}),
+            }
+            for m in ms
+        ]
         k, mark = choose_winner(entries, cfg.images)
-        if mark != "winner":
-            return ms
-        if k == 0 and low < cfg.extend and len(ms) > 1:
+        if mark == "winner" and k == 0 and low < cfg.extend and len(ms) > 1:
             ms.insert(0, ms[0] / 3)
             low += 1
-        elif k == len(ms) - 1 and high < cfg.extend and len(ms) > 1:
+        elif mark == "winner" and k == len(ms) - 1 and high < cfg.extend and len(ms) > 1:
             ms.append(ms[-1] * 3)
             high += 1
         else:
-            return ms
+            return entries, k, mark
+
+
+def multiples_of(cfg: SweepConfig, name: str, finals: Dict[str, Dict[str, Any]]) -> List[float]:
+    """The multiples of ``name``'s lr the sweep runs, given what has finished (see :func:`_swept`)."""
+    return [e["multiple"] for e in _swept(cfg, name, finals)[0]]
 
 
 def compare_config(
@@ -287,35 +301,29 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def best_runs(cfg: SweepConfig) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]], List[str]]:
+def best_runs(
+    cfg: SweepConfig, finals: Optional[Dict[str, Dict[str, Any]]] = None
+) -> Tuple[Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]], List[str]]:
     """Each optimizer's winning (or leading) lr's runs, ``{"NAME lr X": {photo: (status, history)}}``, and the photos
-    on which every one of them has finished."""
-    finals = finals_of(cfg)
+    on which every one of them has finished; ``finals`` as :func:`finals_of` gives them (read when not given)."""
+    finals = finals_of(cfg) if finals is None else finals
     grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_candidates(cfg)))
     by_spec = {(run.optimizer, run.instance): run for run in grid(grid_cfg)}
     runs: Dict[str, Dict[str, Tuple[str, List[Dict[str, Any]]]]] = {}
+    best_specs = []
     for name in cfg.optimizers:
-        ms = multiples_of(cfg, name, finals)
-        entries = [{"lr": registered_lr(name) * m, "multiple": m, "finals": finals.get(spec(name, m), {})} for m in ms]
-        k, _ = choose_winner(entries, cfg.images)
+        entries, k, _ = _swept(cfg, name, finals)
         if k is None:
             continue
-        s = spec(name, ms[k])
+        s = entries[k]["spec"]
+        best_specs.append(s)
         runs[f"{name} lr {s.split('lr=', 1)[1]}"] = {
             image: run_history(grid_cfg, by_spec[(s, image)])[:2] for image in cfg.images if (s, image) in by_spec
         }
     photos = [
-        i
-        for i in cfg.images
-        if runs
-        and all(isinstance(finals.get(spec_of, {}).get(i), float) for spec_of in (_spec_of(label) for label in runs))
+        i for i in cfg.images if best_specs and all(isinstance(finals.get(s, {}).get(i), float) for s in best_specs)
     ]
     return runs, photos
-
-
-def _spec_of(label: str) -> str:
-    name, lr = label.split(" lr ")
-    return canonical(f"{name}:lr={lr}")
 
 
 def finals_of(cfg: SweepConfig) -> Dict[str, Dict[str, Any]]:
@@ -333,9 +341,14 @@ def finals_of(cfg: SweepConfig) -> Dict[str, Dict[str, Any]]:
     return finals
 
 
-def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str:
-    """The sweep's markdown page, computed from the records and run folders of its grid."""
-    finals = finals_of(cfg)
+def table(
+    cfg: SweepConfig,
+    command: str = "python -m experiments.sweep",
+    finals: Optional[Dict[str, Dict[str, Any]]] = None,
+) -> str:
+    """The sweep's markdown page, computed from the records and run folders of its grid (``finals`` as
+    :func:`finals_of` gives them; read when not given)."""
+    finals = finals_of(cfg) if finals is None else finals
     grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_specs(cfg, finals)))
     counts = _sources(grid_cfg)
     total = sum(counts.values())
@@ -366,16 +379,7 @@ def table(cfg: SweepConfig, command: str = "python -m experiments.sweep") -> str
     ]
     edges = []
     for name in cfg.optimizers:
-        entries = [
-            {
-                "lr": registered_lr(name) * m,
-                "multiple": m,
-                "spec": spec(name, m),
-                "finals": finals.get(spec(name, m), {}),
-            }
-            for m in multiples_of(cfg, name, finals)
-        ]
-        k, mark = choose_winner(entries, cfg.images)
+        entries, k, mark = _swept(cfg, name, finals)
         if mark == "winner" and k in (0, len(entries) - 1) and len(entries) > 1:
             edges.append(name)
         for j, e in enumerate(entries):
@@ -454,11 +458,12 @@ def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.swe
                 break
             log(f"past an edge: {', '.join(s for _, _, s in more if s not in {t for _, _, t in specs})}")
             specs = more
-    text = table(cfg, command)
+    finals = finals_of(cfg)
+    text = table(cfg, command, finals)
     if cfg.report is not None:
         atomic_write_bytes(Path(cfg.report), text.encode())
     if cfg.figure is not None:
-        runs, photos = best_runs(cfg)
+        runs, photos = best_runs(cfg, finals)
         if photos:
             plot(
                 runs,
