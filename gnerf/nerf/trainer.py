@@ -130,11 +130,10 @@ class CurvatureTrainerConfig(TrainerConfig):
         checks.hold_run_folder(base_dir)
         try:
             checks.check_not_an_earlier_run(base_dir, self.load_dir, self.load_checkpoint)
+            super().save_config()
         except InputError:
             checks.release_run_folder(base_dir)
             raise
-        try:
-            super().save_config()
         except OSError as err:
             checks.release_run_folder(base_dir, remove_if_empty=True)
             raise InputError(
