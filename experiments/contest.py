@@ -65,6 +65,7 @@ __all__ = [
     "compare_configs",
     "contest",
     "first_reaching",
+    "kodak_grid",
     "main",
     "report",
     "time_to_quality",
@@ -121,25 +122,28 @@ class ContestConfig:
     """Only rebuild the report from the records (and any run folders on disk); train nothing."""
 
 
-def compare_configs(cfg: ContestConfig, plot_only: Optional[bool] = None) -> List[CompareConfig]:
-    """The contest's grids: every entrant on --images, then --more-optimizers on --more-images."""
-    main = tuple(canonical(o) for o in cfg.optimizers)
-    more = tuple(canonical(o) for o in cfg.more_optimizers)
-    stray = [o for o in more if o not in main]
-    if stray:
-        raise ValueError(f"--more-optimizers must be among --optimizers; not there: {', '.join(stray)}")
-    if canonical(cfg.baseline) not in main:
-        raise ValueError(f"--baseline {cfg.baseline!r} must be one of --optimizers")
-    common = dict(
+def kodak_grid(
+    cfg: Any,
+    images: Sequence[str],
+    optimizers: Sequence[str],
+    plot_only: Optional[bool] = None,
+    output_dir: Optional[Path] = None,
+) -> CompareConfig:
+    """The grid of ``optimizers`` on the Kodak photos ``images`` with the paper's Gaussian image network (5 x 256),
+    at the protocol (size, epochs, batch, seed) and with the jobs and records of ``cfg``, a contest's or a sweep's
+    config; ``plot_only`` None: ``cfg``'s."""
+    return CompareConfig(
+        inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in images),
         task="image",
         activations=("gaussian",),
+        optimizers=tuple(optimizers),
         seeds=(cfg.seed,),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         size=(cfg.size, cfg.size),
         hidden_dim=256,
         num_layers=5,
-        output_dir=Path(cfg.output_dir),
+        output_dir=Path(cfg.output_dir if output_dir is None else output_dir),
         record=Path(cfg.record),
         workers=cfg.workers,
         threads=cfg.threads,
@@ -149,17 +153,21 @@ def compare_configs(cfg: ContestConfig, plot_only: Optional[bool] = None) -> Lis
         gpus_per_node=cfg.gpus_per_node,
         plot_only=cfg.plot_only if plot_only is None else plot_only,
     )
-    grids = [CompareConfig(inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images), optimizers=main, **common)]
+
+
+def compare_configs(cfg: ContestConfig, plot_only: Optional[bool] = None) -> List[CompareConfig]:
+    """The contest's grids: every entrant on --images, then --more-optimizers on --more-images."""
+    main = tuple(canonical(o) for o in cfg.optimizers)
+    more = tuple(canonical(o) for o in cfg.more_optimizers)
+    stray = [o for o in more if o not in main]
+    if stray:
+        raise ValueError(f"--more-optimizers must be among --optimizers; not there: {', '.join(stray)}")
+    if canonical(cfg.baseline) not in main:
+        raise ValueError(f"--baseline {cfg.baseline!r} must be one of --optimizers")
+    grids = [kodak_grid(cfg, cfg.images, main, plot_only)]
     extra = [s for s in cfg.more_images if s not in cfg.images]
-    if more and extra:
-        # its own folder for results.csv and the loss figures; the record is shared
-        grids.append(
-            CompareConfig(
-                inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in extra),
-                optimizers=more,
-                **{**common, "output_dir": Path(cfg.output_dir) / "more-images"},
-            )
-        )
+    if more and extra:  # its own folder for results.csv and the loss figures; the record is shared
+        grids.append(kodak_grid(cfg, extra, more, plot_only, output_dir=Path(cfg.output_dir) / "more-images"))
     return grids
 
 

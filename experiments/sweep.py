@@ -50,7 +50,7 @@ from experiments.compare import (
     run_comparison,
     run_history,
 )
-from experiments.contest import plot
+from experiments.contest import kodak_grid, plot
 from experiments.records import RunRecord, check_protocol, import_run
 from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
@@ -208,27 +208,7 @@ def compare_config(
     if cfg.extend < 0:
         raise ValueError(f"--extend must be 0 or more, got {cfg.extend}")
     specs = _specs(cfg) if specs is None else specs
-    return CompareConfig(
-        inputs=tuple(Path(cfg.kodak) / f"{s}.png" for s in cfg.images),
-        task="image",
-        activations=("gaussian",),
-        optimizers=tuple(dict.fromkeys(s for _, _, s in specs)),
-        seeds=(cfg.seed,),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        size=(cfg.size, cfg.size),
-        hidden_dim=256,
-        num_layers=5,
-        output_dir=Path(cfg.output_dir),
-        record=Path(cfg.record),
-        workers=cfg.workers,
-        threads=cfg.threads,
-        cluster=cfg.cluster,
-        slurm_partition=cfg.slurm_partition,
-        timeout_min=cfg.timeout_min,
-        gpus_per_node=cfg.gpus_per_node,
-        plot_only=cfg.plot_only if plot_only is None else plot_only,
-    )
+    return kodak_grid(cfg, cfg.images, dict.fromkeys(s for _, _, s in specs), plot_only)
 
 
 def _final(status: str, hist: Sequence[Dict[str, Any]], epochs: int) -> Any:
