@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from gnerf.fields import CoordinateMLP
 from gnerf.optim import ESGDAdamStart, MuonESGD, build_optimizer, take_step
+from gnerf.optim.muon import NS_COEFFICIENTS, adjusted_lr, newton_schulz
 
 
 def _net(num_layers=4, hidden_dim=12, seed=0):
@@ -89,3 +92,66 @@ def test_registered_settings_and_bad_values():
         build_optimizer("muon-esgd", _net().parameters(), esgd_lr=-1.0)
     with pytest.raises(ValueError, match="2-D"):
         MuonESGD([{"params": list(_net().parameters()), "algorithm": "muon"}])
+
+
+def _hidden_only(net):
+    """Freeze every parameter but the square hidden matrices; return those."""
+    for p in net.parameters():
+        p.requires_grad_(p.ndim == 2 and p.shape[0] == p.shape[1])
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("divide", ["before", "after"])
+def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divide):
+    """One step, checked against the update written out from the gradient and the curvature the optimizer kept."""
+    net, plain = _net(), _net()
+    hidden, hidden_plain = _hidden_only(net), _hidden_only(plain)
+    settings = dict(lr=3e-3, ns_dtype="float64", seed=0)
+    opt = MuonESGD(net.parameters(), hidden_curvature=divide, **settings)
+    opt_plain = MuonESGD(plain.parameters(), **settings)
+    start = [p.detach().clone() for p in hidden]
+    _train(net, opt, 1)
+    _train(plain, opt_plain, 1)
+    beta2, eps, momentum = opt.defaults["betas"][1], opt.defaults["eps"], opt.defaults["momentum"]
+    for p, p0, q in zip(hidden, start, hidden_plain):
+        state = opt.state[p]
+        assert int(state["curvature_updates"]) == 1 and bool((state["curvature"] > 0).any())
+        denom = (state["curvature"] / (1 - beta2)).sqrt() + eps  # corrected by its one update
+        g = p.grad
+        nesterov = g.lerp(g * (1 - momentum), momentum)
+        if divide == "before":
+            direction = newton_schulz(nesterov / denom, 5, NS_COEFFICIENTS, 1e-7, torch.float64)
+        else:
+            orthogonal = newton_schulz(nesterov, 5, NS_COEFFICIENTS, 1e-7, torch.float64)
+            direction = orthogonal / denom
+            direction = direction * orthogonal.norm() / direction.norm()
+        expected = p0 - adjusted_lr(3e-3, "match_rms_adamw", p.shape) * direction
+        torch.testing.assert_close(p.detach(), expected.to(p.dtype), rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(p, q, rtol=0, atol=1e-6)  # it is not Muon's step
+
+
+def test_hidden_curvature_follows_the_cadence_and_resumes_exactly():
+    net = _net()
+    opt = MuonESGD(
+        net.parameters(), hidden_curvature="after", precondition_warmup_steps=2, precondition_frequency=3, seed=0
+    )
+    _train(net, opt, 9)  # curvature at steps 0, 1, 4, 7
+    hidden = opt.param_groups[0]["params"][0]
+    assert int(opt.state[hidden]["curvature_updates"]) == 4 and int(opt.state[hidden]["step"]) == 9
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    _train(net, opt, 5)
+    again = _net()
+    again.load_state_dict(saved_net)
+    opt_again = MuonESGD(
+        again.parameters(), hidden_curvature="after", precondition_warmup_steps=2, precondition_frequency=3, seed=0
+    )
+    opt_again.load_state_dict(saved_opt)
+    _train(again, opt_again, 5)
+    for p, q in zip(net.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    net_off = _net()
+    off = MuonESGD(net_off.parameters(), precondition_warmup_steps=2, precondition_frequency=3, seed=0)
+    _train(net_off, off, 3)
+    assert "curvature" not in off.state[off.param_groups[0]["params"][0]]  # off: Muon keeps no curvature
+    with pytest.raises(ValueError, match="hidden_curvature"):
+        build_optimizer("muon-esgd", _net().parameters(), hidden_curvature="sideways")

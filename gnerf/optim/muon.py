@@ -93,17 +93,31 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape: torch.Size) -> fl
 
 @torch.no_grad()
 def muon_update(
-    params: List[Tensor], grads: List[Tensor], momentum_buffers: List[Tensor], group: Dict[str, Any]
+    params: List[Tensor],
+    grads: List[Tensor],
+    momentum_buffers: List[Tensor],
+    group: Dict[str, Any],
+    denominators: Optional[List[Tensor]] = None,
+    divide: str = "after",
 ) -> None:
     """``torch.optim.Muon``'s update of ``params`` with the settings of param ``group`` (lr, momentum, nesterov,
-    ns_steps, ns_coefficients, eps, adjust_lr_fn, weight_decay, ns_dtype); see :class:`MuonAdam`."""
+    ns_steps, ns_coefficients, eps, adjust_lr_fn, weight_decay, ns_dtype); see :class:`MuonAdam`.
+
+    With ``denominators`` (one per parameter, its shape), the update is divided by them elementwise, ``divide``
+    ``"before"`` the orthogonalisation (which sets the scale) or ``"after"`` it, then rescaled to the Frobenius
+    norm of the orthogonalised update, so only its direction changes."""
     momentum = group["momentum"]
-    for p, grad, buf in zip(params, grads, momentum_buffers):
+    for i, (p, grad, buf) in enumerate(zip(params, grads, momentum_buffers)):
         buf.lerp_(grad, 1 - momentum)
         update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+        if denominators is not None and divide == "before":
+            update = update / denominators[i]
         update = newton_schulz(
             update, group["ns_steps"], group["ns_coefficients"], group["eps"], ns_dtype_for(group["ns_dtype"], p.device)
         )
+        if denominators is not None and divide == "after":
+            divided = update / denominators[i].to(update.dtype)
+            update = divided * (update.norm() / divided.norm().clamp(min=group["eps"]))
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.add_(update, alpha=-adjusted_lr(group["lr"], group["adjust_lr_fn"], p.shape))
 

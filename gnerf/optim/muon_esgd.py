@@ -10,8 +10,9 @@ Adam's second moment on Gaussian, sine and wavelet networks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Iterable, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -27,6 +28,7 @@ from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 __all__ = ["MuonESGD", "MuonESGDConfig"]
 
 ALGORITHMS = ("muon", "esgd")
+HIDDEN_CURVATURE = ("off", "before", "after")
 
 
 class MuonESGD(EquilibratedSGD):
@@ -50,6 +52,13 @@ class MuonESGD(EquilibratedSGD):
     warm-up of the learning rate (the registered schedule ramps over 100 steps). A learning-rate
     scheduler scales both algorithms' groups alike.
 
+    ``hidden_curvature`` lets the Muon groups use their share of the same product (it costs nothing more):
+    they keep their own running mean :math:`D` of :math:`h \odot h`, and Muon's Nesterov momentum
+    :math:`\tilde B` is divided elementwise by :math:`\sqrt{\hat D} + \epsilon` (:math:`\hat D` corrected by
+    its updates) ``"before"`` the orthogonalisation, :math:`\mathrm{NS}_k(\tilde B \oslash (\sqrt{\hat D} +
+    \epsilon))`, or its orthogonalised update ``"after"`` it, :math:`O \oslash (\sqrt{\hat D} + \epsilon)`
+    rescaled to :math:`\|O\|_F`; ``"off"`` (the default) is Muon's update.
+
     Args:
         params: parameters (split by :func:`~gnerf.optim.muon.hidden_matrices`), or param groups that each
             give ``"algorithm"``.
@@ -57,6 +66,7 @@ class MuonESGD(EquilibratedSGD):
         esgd_lr: ESGD's learning rate :math:`\eta_E`.
         momentum, nesterov, ns_steps, ns_coefficients, ns_eps, adjust_lr_fn, ns_dtype: Muon's
             (``ns_eps`` is ``torch.optim.Muon``'s ``eps``); see :class:`~gnerf.optim.muon.MuonAdam`.
+        hidden_curvature: ``"off"``, ``"before"`` or ``"after"``: where the Muon groups divide by their curvature.
         betas, eps, precondition_warmup_steps, precondition_frequency: ESGD's.
         weight_decay: decoupled weight decay of both.
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
@@ -76,6 +86,7 @@ class MuonESGD(EquilibratedSGD):
         ns_eps: float = 1e-7,
         adjust_lr_fn: Optional[str] = "match_rms_adamw",
         ns_dtype: str = "auto",
+        hidden_curvature: str = "off",
         betas: Tuple[float, float] = PAPER.betas,
         eps: float = PAPER.eps,
         weight_decay: float = 0.0,
@@ -107,6 +118,7 @@ class MuonESGD(EquilibratedSGD):
             ns_eps=ns_eps,
             adjust_lr_fn=adjust_lr_fn,
             ns_dtype=ns_dtype,
+            hidden_curvature=hidden_curvature,
         )
         self._algorithm: Dict[Tensor, str] = {}
         super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
@@ -114,6 +126,10 @@ class MuonESGD(EquilibratedSGD):
     def _check_group(self, group: Dict[str, Any]) -> None:
         if group["algorithm"] not in ALGORITHMS:
             raise ValueError(f"invalid algorithm={group['algorithm']!r}: each param group is 'muon' or 'esgd'")
+        if group["hidden_curvature"] not in HIDDEN_CURVATURE:
+            raise ValueError(
+                f"invalid hidden_curvature={group['hidden_curvature']!r}: choose one of {', '.join(HIDDEN_CURVATURE)}"
+            )
         super()._check_group(group)
         check_muon_settings(group["momentum"], group["ns_steps"], group["adjust_lr_fn"], group["ns_dtype"])
 
@@ -127,8 +143,8 @@ class MuonESGD(EquilibratedSGD):
         self._algorithm.update({p: group["algorithm"] for p in group["params"]})
 
     def _is_due(self, group: Dict[str, Any]) -> bool:
-        """ESGD's cadence for the 'esgd' groups; the 'muon' groups never need curvature."""
-        return group["algorithm"] == "esgd" and super()._is_due(group)
+        """ESGD's cadence for the 'esgd' groups, and for the 'muon' groups that use curvature."""
+        return (group["algorithm"] == "esgd" or group["hidden_curvature"] != "off") and super()._is_due(group)
 
     def _state_for(self, p: Tensor) -> dict:
         if self._algorithm[p] == "esgd":
@@ -144,11 +160,26 @@ class MuonESGD(EquilibratedSGD):
             return super()._update_group(group, params, states, foreach, vectors, hvps)
         for s in states:
             s["step"].add_(1)
+        denominators = None
+        if group["hidden_curvature"] != "off":
+            denominators = []
+            beta2 = group["betas"][1]
+            for i, s in enumerate(states):
+                if "curvature" not in s:
+                    s["curvature"] = torch.zeros_like(params[i], memory_format=torch.preserve_format)
+                    s["curvature_updates"] = new_counter()
+                if hvps is not None:
+                    s["curvature_updates"].add_(1)
+                    s["curvature"].mul_(beta2).addcmul_(hvps[i], hvps[i], value=1.0 - beta2)
+                correction = math.sqrt(1.0 - beta2 ** max(int(s["curvature_updates"]), 1))
+                denominators.append(s["curvature"].sqrt().div_(correction).add_(group["eps"]))
         muon_update(
             params,
             [p.grad.detach() for p in params],
             [s["momentum_buffer"] for s in states],
             dict(group, eps=group["ns_eps"]),
+            denominators,
+            group["hidden_curvature"],
         )
 
 
@@ -171,6 +202,9 @@ class MuonESGDConfig(OptimizerConfig):
     adjust_lr_fn: str = "match_rms_adamw"
     ns_dtype: str = "auto"
     """Precision of the Newton-Schulz iteration: auto (bfloat16 on CUDA, float32 elsewhere), bfloat16, float32."""
+    hidden_curvature: Literal["off", "before", "after"] = "off"
+    """Where Muon's hidden matrices divide by their own curvature (the same product as ESGD's): off, before or
+    after the orthogonalisation."""
     betas: Tuple[float, float] = PAPER.betas
     eps: float = PAPER.eps
     weight_decay: float = 0.0
@@ -188,6 +222,7 @@ class MuonESGDConfig(OptimizerConfig):
             ns_steps=self.ns_steps,
             adjust_lr_fn=self.adjust_lr_fn,
             ns_dtype=self.ns_dtype,
+            hidden_curvature=self.hidden_curvature,
             betas=tuple(self.betas),
             eps=self.eps,
             weight_decay=self.weight_decay,
