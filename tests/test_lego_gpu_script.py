@@ -107,19 +107,20 @@ def _curves(records):
     return {m: [(e["step"], e["psnr"], e["ssim"]) for e in r["curve"]] for m, r in records.items()}
 
 
-def test_lego_contest_resumes_from_checkpoints_and_skips_recorded_methods(scene, tmp_path, monkeypatch):
+@pytest.mark.parametrize("order", ["sequential", "interleaved"])
+def test_lego_contest_resumes_from_checkpoints_and_skips_recorded_methods(scene, tmp_path, monkeypatch, order):
     # one straight interleaved run ...
     straight = _contest(scene, tmp_path / "straight")
     assert all(r["complete"] and r["steps"] == 12 for r in straight.values())
     assert [e["step"] for e in straight["gaussian-nerf-esgd"]["curve"]] == [5, 10, 12]
     assert "adam lr 0.0001, exponential to 1e-06 over 12 steps" in straight["gaussian-nerf-adam"]["schedule"]
-    # ... equals one run one method after the other, paused at step 5 and resumed from its checkpoints
+    # ... equals one run (in either order) paused at step 5 and resumed from its checkpoints
     out = tmp_path / "split"
-    paused = _contest(scene, out, "--order", "sequential", "--stop-at-step", "5")
+    paused = _contest(scene, out, "--order", order, "--stop-at-step", "5")
     assert all(not r["complete"] and r["steps"] == 5 for r in paused.values())
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["gaussian-nerf-adam.pt", "gaussian-nerf-esgd.pt"]
     assert "Partial: 0 of 2 methods complete" in (out / "lego_tiny_contest.md").read_text()
-    resumed = _contest(scene, out, "--order", "sequential")
+    resumed = _contest(scene, out, "--order", order)
     assert all(r["complete"] and r["resumed_from"] == [5] for r in resumed.values())
     assert _curves(resumed) == _curves(straight)
     md = (out / "lego_tiny_contest.md").read_text()

@@ -21,14 +21,15 @@ Checkpoints (``--checkpoint-every K``): every K steps (at an evaluation) the tra
 schedule, grad scaler), the run's RNG state, clocks and curve go to ``--checkpoints/<method>.pt``. A method whose
 record is partial resumes from its checkpoint when one is there for the same protocol (the record lists the steps
 it resumed from), and otherwise starts again from step 0, replacing its partial record. The checkpoints live
-under ``outputs/`` (not in the repository), so a method's run must finish within one working session; finished
-methods carry over through their records.
+under ``outputs/`` (not in the repository): a contest continues in another checkout only from its records, so
+there a method whose record is partial starts again; finished methods carry over through their records.
 
 ``--order interleaved`` builds all methods in one process and lets them take turns of up to ``--chunk`` steps
 (each method's clock counting only its own steps, the device synchronised at each turn's ends), so drifts of the
-machine hit all alike; ``--order sequential`` trains one method after another (one trainer in memory, each
-finishing before the next starts: the way to use checkpoints and records across sessions). ``--deadline S`` stops
-(resumably) once the script has run S seconds; ``--stop-at-step K`` pauses every method at step K.
+machine hit all alike, and a contest stopped part-way holds every method at about the same step; ``--order
+sequential`` trains one method after another (one trainer in memory, each finishing before the next starts).
+Either order resumes from the checkpoints. ``--deadline S`` stops (resumably) once the script has run S seconds;
+``--stop-at-step K`` pauses every method at step K.
 
 Presets (``--preset``; options given explicitly win):
 
@@ -36,7 +37,7 @@ Presets (``--preset``; options given explicitly win):
   registered 9 x 256 field, 4 test views (r_0, r_50, r_100, r_150) at 200x200, N = 1200, every 100 steps,
   interleaved, no checkpoints (benchmarks/gpu/contest.sh);
 - ``cpu``: docs/lego_cpu's sizes (100x100 training images, 128 rays x 64 samples, 2 test views at 50x50),
-  N = 5000, every 100 steps, sequential, checkpoints every 100 steps, records and report in docs/lego_cpu_contest;
+  N = 5000, every 100 steps, interleaved, checkpoints every 100 steps, records and report in docs/lego_cpu_contest;
 - ``tiny``: a rehearsal in well under a minute on a CPU (12 steps, 32 rays x 8 samples, a 3 x 16 trunk, 5% scale).
 
     python -m benchmarks.gpu.lego_contest --preset gpu --deadline 470 --out $OUT               # a GPU (contest.sh)
@@ -91,7 +92,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
         eval_scale=0.5,
         steps=5000,
         every=100,
-        order="sequential",
+        order="interleaved",
         checkpoint_every=100,
         name="lego_cpu_contest",
         out=Path("docs/lego_cpu_contest"),
