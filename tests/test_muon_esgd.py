@@ -101,7 +101,7 @@ def _hidden_only(net):
     return [p for p in net.parameters() if p.requires_grad]
 
 
-@pytest.mark.parametrize("divide", ["before", "after"])
+@pytest.mark.parametrize("divide", ["before", "after", "rows"])
 def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divide):
     """One step, checked against the update written out from the gradient and the curvature the optimizer kept."""
     net, plain = _net(), _net()
@@ -116,7 +116,8 @@ def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divid
     for p, p0, q in zip(hidden, start, hidden_plain):
         state = opt.state[p]
         assert int(state["curvature_updates"]) == 1 and bool((state["curvature"] > 0).any())
-        denom = (state["curvature"] / (1 - beta2)).sqrt() + eps  # corrected by its one update
+        corrected = state["curvature"] / (1 - beta2)  # corrected by its one update
+        denom = (corrected.mean(dim=1, keepdim=True) if divide == "rows" else corrected).sqrt() + eps
         g = p.grad
         nesterov = g.lerp(g * (1 - momentum), momentum)
         if divide == "before":

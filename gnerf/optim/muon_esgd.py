@@ -28,7 +28,7 @@ from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 __all__ = ["MuonESGD", "MuonESGDConfig"]
 
 ALGORITHMS = ("muon", "esgd")
-HIDDEN_CURVATURE = ("off", "before", "after")
+HIDDEN_CURVATURE = ("off", "before", "after", "rows")
 
 
 class MuonESGD(EquilibratedSGD):
@@ -57,7 +57,9 @@ class MuonESGD(EquilibratedSGD):
     :math:`\tilde B` is divided elementwise by :math:`\sqrt{\hat D} + \epsilon` (:math:`\hat D` corrected by
     its updates) ``"before"`` the orthogonalisation, :math:`\mathrm{NS}_k(\tilde B \oslash (\sqrt{\hat D} +
     \epsilon))`, or its orthogonalised update ``"after"`` it, :math:`O \oslash (\sqrt{\hat D} + \epsilon)`
-    rescaled to :math:`\|O\|_F`; ``"off"`` (the default) is Muon's update.
+    rescaled to :math:`\|O\|_F`; ``"rows"`` divides each row of :math:`O` (an output neuron's weights) by
+    :math:`\sqrt{\mathrm{mean}_j \hat D_{ij}} + \epsilon` instead, then rescales alike; ``"off"`` (the default) is
+    Muon's update.
 
     Args:
         params: parameters (split by :func:`~gnerf.optim.muon.hidden_matrices`), or param groups that each
@@ -66,7 +68,8 @@ class MuonESGD(EquilibratedSGD):
         esgd_lr: ESGD's learning rate :math:`\eta_E`.
         momentum, nesterov, ns_steps, ns_coefficients, ns_eps, adjust_lr_fn, ns_dtype: Muon's
             (``ns_eps`` is ``torch.optim.Muon``'s ``eps``); see :class:`~gnerf.optim.muon.MuonAdam`.
-        hidden_curvature: ``"off"``, ``"before"`` or ``"after"``: where the Muon groups divide by their curvature.
+        hidden_curvature: ``"off"``, ``"before"``, ``"after"`` or ``"rows"``: where and how the Muon groups divide by
+            their curvature.
         betas, eps, precondition_warmup_steps, precondition_frequency: ESGD's.
         weight_decay: decoupled weight decay of both.
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
@@ -171,15 +174,18 @@ class MuonESGD(EquilibratedSGD):
                 if hvps is not None:
                     s["curvature_updates"].add_(1)
                     s["curvature"].mul_(beta2).addcmul_(hvps[i], hvps[i], value=1.0 - beta2)
+                curvature = s["curvature"]
+                if group["hidden_curvature"] == "rows":
+                    curvature = curvature.mean(dim=1, keepdim=True)
                 correction = math.sqrt(1.0 - beta2 ** max(int(s["curvature_updates"]), 1))
-                denominators.append(s["curvature"].sqrt().div_(correction).add_(group["eps"]))
+                denominators.append(curvature.sqrt().div_(correction).add_(group["eps"]))
         muon_update(
             params,
             [p.grad.detach() for p in params],
             [s["momentum_buffer"] for s in states],
             dict(group, eps=group["ns_eps"]),
             denominators,
-            group["hidden_curvature"],
+            "before" if group["hidden_curvature"] == "before" else "after",
         )
 
 
@@ -202,9 +208,9 @@ class MuonESGDConfig(OptimizerConfig):
     adjust_lr_fn: str = "match_rms_adamw"
     ns_dtype: str = "auto"
     """Precision of the Newton-Schulz iteration: auto (bfloat16 on CUDA, float32 elsewhere), bfloat16, float32."""
-    hidden_curvature: Literal["off", "before", "after"] = "off"
+    hidden_curvature: Literal["off", "before", "after", "rows"] = "off"
     """Where Muon's hidden matrices divide by their own curvature (the same product as ESGD's): off, before or
-    after the orthogonalisation."""
+    after the orthogonalisation, or after it by each row's (neuron's) mean curvature."""
     betas: Tuple[float, float] = PAPER.betas
     eps: float = PAPER.eps
     weight_decay: float = 0.0
