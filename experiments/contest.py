@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.common import SHARED_DATA, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, today
 from experiments.compare import (
     CompareConfig,
     command_line,
@@ -533,4 +533,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # `kill` (SIGTERM) stops the grid as ^C does: its local jobs are cancelled
     main()

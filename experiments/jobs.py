@@ -29,7 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["COMMANDS", "EngineConfig", "JobSpec", "error_line", "fit_job", "machine_line", "run_jobs"]
+__all__ = [
+    "COMMANDS",
+    "EngineConfig",
+    "JobSpec",
+    "error_line",
+    "fit_job",
+    "machine_line",
+    "run_holder",
+    "run_jobs",
+    "stop_run",
+]
 
 #: The console command of each task and the function behind it (pyproject.toml's [project.scripts]).
 COMMANDS = {
@@ -127,6 +137,45 @@ def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
     return {"status": "diverged" if DIVERGED in error else "failed", "error": error, "machine": machine_line()}
 
 
+def run_holder(folder: Path) -> Optional[int]:
+    """The process id of the fitting command that holds the run folder ``folder`` (its ``.lock``), or None when no
+    live process holds it: only a live process holds the lock, so a stale id in the file is never returned."""
+    import fcntl
+
+    from gnerf.files import LOCK
+
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it (released again when fd is closed)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int(holder) if holder.isdigit() else None
+
+
+def stop_run(folder: Path) -> Optional[int]:
+    """Send SIGTERM to the fitting command holding the run folder ``folder``; returns its id (None: none holds it).
+
+    Cancelling a local job alone does not reach its command: submitit's local jobs forward only SIGTERM, which
+    their job process ignores, and a grid started in the background (``&``) has SIGINT ignored all the way down."""
+    import signal
+
+    pid = run_holder(folder)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return None
+    return pid
+
+
 def _tree() -> str:
     """The folders holding the gnerf package this process imported and this experiments package (a checkout's
     root, usually both), as a ``PYTHONPATH`` value."""
@@ -174,8 +223,9 @@ def run_jobs(
 ) -> List[Dict[str, Any]]:
     """Run every spec as a job, calling ``done(spec, result)`` as each finishes; returns the results in order.
 
-    Local jobs still running when this is interrupted are cancelled (their runs resume next time);
-    SLURM jobs are left to the cluster.
+    Local jobs still running when this is interrupted (^C, or SIGTERM where the front end turns it into
+    ``KeyboardInterrupt``) are cancelled and their fitting commands stopped (their runs resume next time from
+    their last checkpoint); SLURM jobs are left to the cluster.
     """
     executor = _executor(cfg, folder)
     pythonpath = _tree()
@@ -203,8 +253,9 @@ def run_jobs(
                 done(specs[i], results[i])
     finally:
         if cfg.cluster == "local":
-            for job in running:
+            for job, i in running.items():
                 job.cancel(check=False)
+                stop_run(specs[i].folder)
     return [results[i] for i in range(len(specs))]
 
 

@@ -62,7 +62,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from benchmarks.common import SHARED_DATA, machine, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, today
 from experiments.compare import (
     CompareConfig,
     failures,
@@ -826,4 +826,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # `kill` (SIGTERM) stops the grid as ^C does: its local jobs are cancelled
     main()
