@@ -103,7 +103,7 @@ def muon_update(
     """``torch.optim.Muon``'s update of ``params`` with the settings of param ``group`` (lr, momentum, nesterov,
     ns_steps, ns_coefficients, eps, adjust_lr_fn, weight_decay, ns_dtype); see :class:`MuonAdam`.
 
-    With ``denominators`` (one per parameter, its shape), the update is divided by them elementwise, ``divide``
+    With ``denominators`` (one per parameter, broadcastable to its shape), the update is divided by them, ``divide``
     ``"before"`` the orthogonalisation (which sets the scale) or ``"after"`` it, then rescaled to the Frobenius
     norm of the orthogonalised update, so only its direction changes."""
     momentum = group["momentum"]
