@@ -275,3 +275,22 @@ def test_contest_rehearsal_every_phase_tiny(scene, tmp_path):
     with tarfile.open(out / "contest.tgz") as tgz:
         names = tgz.getnames()
     assert "./lego_records/gaussian-nerf-esgd.json" in names and "./speed/speed.log" in names
+
+
+def test_the_schedule_is_stated_as_each_method_runs_it():
+    from types import SimpleNamespace
+
+    from gnerf.nerf.methods import CONFIGS
+
+    def words(method):
+        return lego_contest.schedule_of(SimpleNamespace(config=CONFIGS[method]))
+
+    assert words("gaussian-nerf-esgd") == (
+        "esgd-max lr 1, exponential to 0.1 over 200,000 steps; curvature on each of the first 50 steps, then every "
+        "100th; lr warm-up base 0.99"
+    )
+    assert words("gaussian-nerf-muon-esgd") == (
+        "muon-esgd lr 0.0002 (ESGD part 1), linear warm-up over 100 steps, then cosine to 0 over 200,000 steps; curvature on each "
+        "of the first 50 steps, then every 100th"
+    )
+    assert words("gaussian-nerf-muon") == "muon lr 0.0002 (Adam part 0.0001), cosine to 0 over 200,000 steps"

@@ -260,17 +260,22 @@ def schedule_of(trainer) -> str:
     opt, sched = group["optimizer"], group.get("scheduler")
     name = getattr(opt, "name", None) or type(opt).__name__.removesuffix("OptimizerConfig")
     words = f"{name} lr {opt.lr:g}"
-    if getattr(opt, "adam_lr", None) is not None:
-        words += f" (Adam part {opt.adam_lr:g})"
+    for field, part in (("adam_lr", "Adam"), ("esgd_lr", "ESGD")):
+        if getattr(opt, field, None) is not None:
+            words += f" ({part} part {getattr(opt, field):g})"
     if sched is None:
         return words + ", constant (no schedule registered)"
     kind = getattr(sched, "kind", type(sched).__name__)
-    words += f", {kind} to {getattr(sched, 'lr_final', float('nan')):g} over {sched.max_steps:,} steps"
+    warmup = getattr(sched, "warmup_steps", 0)
+    words += f", {f'linear warm-up over {warmup} steps, then ' if warmup else ''}{kind} to "
+    words += f"{getattr(sched, 'lr_final', float('nan')):g} over {sched.max_steps:,} steps"
     if getattr(opt, "curvature", False):
         words += (
             f"; curvature on each of the first {opt.precondition_warmup_steps} steps, then every "
-            f"{opt.precondition_frequency}th; lr warm-up base {getattr(opt, 'lr_warmup', 'n/a')}"
+            f"{opt.precondition_frequency}th"
         )
+        if getattr(opt, "lr_warmup", None) is not None:
+            words += f"; lr warm-up base {opt.lr_warmup}"
     return words
 
 
