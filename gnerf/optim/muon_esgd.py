@@ -59,7 +59,9 @@ class MuonESGD(EquilibratedSGD):
     \epsilon))`, or its orthogonalised update ``"after"`` it, :math:`O \oslash (\sqrt{\hat D} + \epsilon)`
     rescaled to :math:`\|O\|_F`; ``"rows"`` divides each row of :math:`O` (an output neuron's weights) by
     :math:`\sqrt{\mathrm{mean}_j \hat D_{ij}} + \epsilon` instead, then rescales alike; ``"off"`` (the default) is
-    Muon's update.
+    Muon's update. Elementwise after the orthogonalisation, the entries whose curvature is near zero (the weights
+    from inactive units, floored at :math:`\epsilon`) take most of the rescaled step, and the other entries of
+    that matrix move far less than under Muon; ``"rows"`` averages over a row's entries and does not.
 
     Args:
         params: parameters (split by :func:`~gnerf.optim.muon.hidden_matrices`), or param groups that each
