@@ -23,3 +23,15 @@ def restore_torch_threads():
 def one_thread(restore_torch_threads):
     """Tiny problems: one thread avoids oversubscription on a busy machine (restored afterwards)."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def image(tmp_path):
+    """An 8 x 8 RGB PNG (two ramps and a constant) in the test's folder: a fitting run of a second."""
+    from gnerf.files import atomic_write_image
+
+    g = torch.linspace(0, 1, 8)
+    img = torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)
+    path = tmp_path / "tiny.png"
+    atomic_write_image(path, img)
+    return path

@@ -6,21 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from experiments.compare import CompareConfig, Run, optimizer_args, resolve, run_args, run_comparison
 from gnerf.optim import OPTIMIZERS
-
-
-@pytest.fixture
-def image(tmp_path):
-    from gnerf.files import atomic_write_image
-
-    g = torch.linspace(0, 1, 8)
-    img = torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)
-    path = tmp_path / "tiny.png"
-    atomic_write_image(path, img)
-    return path
 
 
 def _tiny(tmp_path, inputs, **kw):

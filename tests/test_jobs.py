@@ -5,21 +5,9 @@ import signal
 import time
 
 import pytest
-import torch
 
 from experiments.compare import CompareConfig, grid, resolve, run_args
 from experiments.jobs import EngineConfig, JobSpec, run_holder, run_jobs
-
-
-@pytest.fixture
-def image(tmp_path):
-    from gnerf.files import atomic_write_image
-
-    g = torch.linspace(0, 1, 8)
-    img = torch.stack([g[:, None].expand(8, 8), g[None, :].expand(8, 8), 0.5 * torch.ones(8, 8)], -1)
-    path = tmp_path / "tiny.png"
-    atomic_write_image(path, img)
-    return path
 
 
 def _wait(condition, seconds=120.0):
