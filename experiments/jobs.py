@@ -36,7 +36,6 @@ __all__ = [
     "error_line",
     "fit_job",
     "machine_line",
-    "run_holder",
     "run_jobs",
     "stop_run",
 ]
@@ -137,29 +136,6 @@ def fit_job(spec: JobSpec, pythonpath: str) -> Dict[str, Any]:
     return {"status": "diverged" if DIVERGED in error else "failed", "error": error, "machine": machine_line()}
 
 
-def run_holder(folder: Path) -> Optional[int]:
-    """The process id of the fitting command that holds the run folder ``folder`` (its ``.lock``), or None when no
-    live process holds it: only a live process holds the lock, so a stale id in the file is never returned."""
-    import fcntl
-
-    from gnerf.files import LOCK
-
-    try:
-        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None  # nobody holds it (released again when fd is closed)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return int(holder) if holder.isdigit() else None
-
-
 def stop_run(folder: Path) -> Optional[int]:
     """Send SIGTERM to the fitting command holding the run folder ``folder``; returns its id (None: none holds it).
 
@@ -167,7 +143,9 @@ def stop_run(folder: Path) -> Optional[int]:
     their job process ignores, and a grid started in the background (``&``) has SIGINT ignored all the way down."""
     import signal
 
-    pid = run_holder(folder)
+    from gnerf.files import lock_holder
+
+    pid = lock_holder(folder)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -47,6 +47,7 @@ __all__ = [
     "is_temporary",
     "load_error_reason",
     "lock_folder",
+    "lock_holder",
     "read_weights_only",
     "release_folder",
     "remove_if_unused",
@@ -249,9 +250,9 @@ def lock_folder(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        holder = _holder(fd)
         os.close(fd)
-        who = f"process {holder}" if holder.isdigit() else "another process"
+        who = f"process {holder}" if holder is not None else "another process"
         raise RunFolderError(
             f"{str(out)!r} is in use by another run ({who}); wait for it to finish or {in_use}"
         ) from None
@@ -267,6 +268,30 @@ def lock_folder(
         os.close(fd)
         raise RunFolderError(f"cannot write the run folder {str(out)!r} ({err.strerror or err}); {change}") from None
     return HeldFolder(fd, existed, lock_created)
+
+
+def _holder(fd: int) -> Optional[int]:
+    """The process id written in an open lock file, or None when it holds none."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def lock_holder(out: PathLike) -> Optional[int]:
+    """The id of the live process that holds the folder ``out`` (:func:`lock_folder`), or None when none does: only
+    a live process holds the lock, so a stale id left in the file is never returned."""
+    try:
+        fd = os.open(Path(out) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it (released again when fd is closed)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _too_long(path: Path, existing: Path) -> str:

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from experiments.compare import CompareConfig, grid, resolve, run_args
-from experiments.jobs import EngineConfig, JobSpec, run_holder, run_jobs
+from experiments.jobs import EngineConfig, JobSpec, run_jobs
+from gnerf.files import lock_holder
 
 
 def _wait(condition, seconds=120.0):
@@ -43,8 +44,8 @@ def test_an_interrupted_grid_stops_the_fitting_commands_of_its_running_jobs(imag
 
     def done(spec, result):  # the quick job failed: interrupt the grid once the long one trains
         assert spec is quick and result["status"] == "failed"
-        assert _wait(lambda: run_holder(folder) is not None), "the long run never took its folder"
-        held.append(run_holder(folder))
+        assert _wait(lambda: lock_holder(folder) is not None), "the long run never took its folder"
+        held.append(lock_holder(folder))
         raise KeyboardInterrupt
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the jobs inherit an ignored SIGINT
@@ -53,6 +54,6 @@ def test_an_interrupted_grid_stops_the_fitting_commands_of_its_running_jobs(imag
             run_jobs([quick, long], EngineConfig(workers=2, threads=1, poll_s=0.1), tmp_path / "jobs", done)
     finally:
         signal.signal(signal.SIGINT, before)
-    assert _wait(lambda: run_holder(folder) is None, 60.0), "the fitting command trains on after the interrupt"
+    assert _wait(lambda: lock_holder(folder) is None, 60.0), "the fitting command trains on after the interrupt"
     pid = held[0]
     assert _wait(lambda: not os.path.exists(f"/proc/{pid}"), 30.0)
