@@ -271,14 +271,12 @@ def lock_folder(
 
 
 def _holder(fd: int) -> Optional[int]:
-    """The process id written in an open lock file, or None when it holds none."""
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()  # the process id the lock file holds, if any
     return int(text) if text.isdigit() else None
 
 
 def lock_holder(out: PathLike) -> Optional[int]:
-    """The id of the live process that holds the folder ``out`` (:func:`lock_folder`), or None when none does: only
-    a live process holds the lock, so a stale id left in the file is never returned."""
+    """The id of the live process holding the folder ``out`` (:func:`lock_folder`), else None (never a stale id)."""
     try:
         fd = os.open(Path(out) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
