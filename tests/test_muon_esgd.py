@@ -101,13 +101,14 @@ def _hidden_only(net):
     return [p for p in net.parameters() if p.requires_grad]
 
 
+@pytest.mark.parametrize("damping", [0.0, 0.5])
 @pytest.mark.parametrize("divide", ["before", "after", "rows"])
-def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divide):
+def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divide, damping):
     """One step, checked against the update written out from the gradient and the curvature the optimizer kept."""
     net, plain = _net(), _net()
     hidden, hidden_plain = _hidden_only(net), _hidden_only(plain)
     settings = dict(lr=3e-3, ns_dtype="float64", seed=0)
-    opt = MuonESGD(net.parameters(), hidden_curvature=divide, **settings)
+    opt = MuonESGD(net.parameters(), hidden_curvature=divide, curvature_damping=damping, **settings)
     opt_plain = MuonESGD(plain.parameters(), **settings)
     start = [p.detach().clone() for p in hidden]
     _train(net, opt, 1)
@@ -117,7 +118,8 @@ def test_hidden_curvature_divides_muons_step_by_the_matrices_own_curvature(divid
         state = opt.state[p]
         assert int(state["curvature_updates"]) == 1 and bool((state["curvature"] > 0).any())
         corrected = state["curvature"] / (1 - beta2)  # corrected by its one update
-        denom = (corrected.mean(dim=1, keepdim=True) if divide == "rows" else corrected).sqrt() + eps
+        root = (corrected.mean(dim=1, keepdim=True) if divide == "rows" else corrected).sqrt()
+        denom = root + damping * root.mean() + eps
         g = p.grad
         nesterov = g.lerp(g * (1 - momentum), momentum)
         if divide == "before":
@@ -156,3 +158,5 @@ def test_hidden_curvature_follows_the_cadence_and_resumes_exactly():
     assert "curvature" not in off.state[off.param_groups[0]["params"][0]]  # off: Muon keeps no curvature
     with pytest.raises(ValueError, match="hidden_curvature"):
         build_optimizer("muon-esgd", _net().parameters(), hidden_curvature="sideways")
+    with pytest.raises(ValueError, match="curvature_damping"):
+        build_optimizer("muon-esgd", _net().parameters(), hidden_curvature="after", curvature_damping=-1.0)

@@ -62,6 +62,10 @@ class MuonESGD(EquilibratedSGD):
     Muon's update. Elementwise after the orthogonalisation, the entries whose curvature is near zero (the weights
     from inactive units, floored at :math:`\epsilon`) take most of the rescaled step, and the other entries of
     that matrix move far less than under Muon; ``"rows"`` averages over a row's entries and does not.
+    ``curvature_damping`` :math:`\delta` adds :math:`\delta\,\mathrm{mean}(\sqrt{\hat D})` (the matrix's mean) to every
+    denominator, which bounds the ratio of any two by :math:`1 + \max(\sqrt{\hat D}) / (\delta\,\mathrm{mean}(\sqrt{\hat D}))`
+    and so keeps the entries of near-zero curvature from taking the step; :math:`\delta \to \infty` is Muon's
+    direction.
 
     Args:
         params: parameters (split by :func:`~gnerf.optim.muon.hidden_matrices`), or param groups that each
@@ -72,6 +76,7 @@ class MuonESGD(EquilibratedSGD):
             (``ns_eps`` is ``torch.optim.Muon``'s ``eps``); see :class:`~gnerf.optim.muon.MuonAdam`.
         hidden_curvature: ``"off"``, ``"before"``, ``"after"`` or ``"rows"``: where and how the Muon groups divide by
             their curvature.
+        curvature_damping: :math:`\delta \geq 0`, the hidden matrices' damping relative to their mean curvature.
         betas, eps, precondition_warmup_steps, precondition_frequency: ESGD's.
         weight_decay: decoupled weight decay of both.
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
@@ -92,6 +97,7 @@ class MuonESGD(EquilibratedSGD):
         adjust_lr_fn: Optional[str] = "match_rms_adamw",
         ns_dtype: str = "auto",
         hidden_curvature: str = "off",
+        curvature_damping: float = 0.0,
         betas: Tuple[float, float] = PAPER.betas,
         eps: float = PAPER.eps,
         weight_decay: float = 0.0,
@@ -124,6 +130,7 @@ class MuonESGD(EquilibratedSGD):
             adjust_lr_fn=adjust_lr_fn,
             ns_dtype=ns_dtype,
             hidden_curvature=hidden_curvature,
+            curvature_damping=curvature_damping,
         )
         self._algorithm: Dict[Tensor, str] = {}
         super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
@@ -135,6 +142,8 @@ class MuonESGD(EquilibratedSGD):
             raise ValueError(
                 f"invalid hidden_curvature={group['hidden_curvature']!r}: choose one of {', '.join(HIDDEN_CURVATURE)}"
             )
+        if not group["curvature_damping"] >= 0.0:
+            raise ValueError(f"invalid curvature_damping={group['curvature_damping']}: must be >= 0")
         super()._check_group(group)
         check_muon_settings(group["momentum"], group["ns_steps"], group["adjust_lr_fn"], group["ns_dtype"])
 
@@ -180,7 +189,10 @@ class MuonESGD(EquilibratedSGD):
                 if group["hidden_curvature"] == "rows":
                     curvature = curvature.mean(dim=1, keepdim=True)
                 correction = math.sqrt(1.0 - beta2 ** max(int(s["curvature_updates"]), 1))
-                denominators.append(curvature.sqrt().div_(correction).add_(group["eps"]))
+                root = curvature.sqrt().div_(correction)
+                if group["curvature_damping"]:
+                    root.add_(root.mean() * group["curvature_damping"])
+                denominators.append(root.add_(group["eps"]))
         muon_update(
             params,
             [p.grad.detach() for p in params],
@@ -213,6 +225,9 @@ class MuonESGDConfig(OptimizerConfig):
     hidden_curvature: Literal["off", "before", "after", "rows"] = "off"
     """Where Muon's hidden matrices divide by their own curvature (the same product as ESGD's): off, before or
     after the orthogonalisation, or after it by each row's (neuron's) mean curvature."""
+    curvature_damping: float = 0.0
+    """delta: the hidden matrices divide by sqrt(D) + delta * mean(sqrt(D)) + eps (0: by sqrt(D) + eps; large: by a
+    constant, Muon's direction)."""
     betas: Tuple[float, float] = PAPER.betas
     eps: float = PAPER.eps
     weight_decay: float = 0.0
@@ -231,6 +246,7 @@ class MuonESGDConfig(OptimizerConfig):
             adjust_lr_fn=self.adjust_lr_fn,
             ns_dtype=self.ns_dtype,
             hidden_curvature=self.hidden_curvature,
+            curvature_damping=self.curvature_damping,
             betas=tuple(self.betas),
             eps=self.eps,
             weight_decay=self.weight_decay,
