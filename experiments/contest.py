@@ -6,10 +6,10 @@
 
 The paper's image protocol (supplementary 4.1): each photo resized to 256 x 256, Gaussian network
 5 x 256 (sigma 0.05), minibatches of 512 pixels, 200 epochs (25,600 steps), seed 0. The entrants:
-the paper's ``adam`` (1e-4, constant), the published ``esgd``, gnerf's ``esgd-adam-start``, and the
-contenders of :mod:`gnerf.optim.contenders` (``muon``, ``adam-cosine``, ``soap``, ``psgd-kron``,
-``schedulefree-adamw``) at their registered settings; any variant spec (:mod:`experiments.variants`)
-may be added. Every entrant runs on ``--images`` (kodim01-kodim04); the subset ``--more-optimizers``
+the paper's ``adam`` (1e-4, constant), the published ``esgd``, gnerf's ``esgd-adam-start``,
+``muon-esgd`` and ``muon-esgd-eq``, and the contenders of :mod:`gnerf.optim.contenders` (``muon``,
+``adam-cosine``, ``soap``, ``psgd-kron``, ``schedulefree-adamw``) at their registered settings; any
+variant spec (:mod:`experiments.variants`) may be added. Every entrant runs on ``--images`` (kodim01-kodim04); the subset ``--more-optimizers``
 runs on ``--more-images`` (kodim05-kodim12) as well, and gets a second section over all its photos.
 
 The runs are a grid of :mod:`experiments.compare` (submitit jobs, resumable) recorded in
@@ -76,7 +76,7 @@ KODAK = SHARED_DATA / "images" / "kodak"
 #: The contenders: the optimizers registered in gnerf.optim.contenders (neither the paper's nor gnerf's own).
 CONTENDERS = tuple(n for n, c in OPTIMIZERS.items() if c.__module__ == "gnerf.optim.contenders")
 #: The paper's optimizers in the contest, and gnerf's own.
-PAPERS = ("adam", "esgd", "esgd-adam-start", "muon-esgd")
+PAPERS = ("adam", "esgd", "esgd-adam-start", "muon-esgd", "muon-esgd-eq")
 
 
 @dataclass

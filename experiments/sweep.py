@@ -89,6 +89,7 @@ class SweepConfig:
         "esgd",
         "esgd-adam-start",
         "muon-esgd",
+        "muon-esgd-eq",
     )
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)

@@ -251,5 +251,9 @@ def test_a_state_saved_by_another_optimizer_is_refused(name, saved_by):
     other = _build(saved_by, net.parameters())
     train_steps(net, other, torch.rand(4, 3), torch.rand(4, 2), 1)
     opt = _build(name, net.parameters())
+    if type(opt) is type(other):  # one optimizer registered twice with other settings: torch's load takes the saved
+        opt.load_state_dict(other.state_dict())
+        assert opt.param_groups == other.param_groups
+        return
     with pytest.raises(ValueError, match=rf"{type(opt).__name__}\.load_state_dict: the state dict"):
         opt.load_state_dict(other.state_dict())

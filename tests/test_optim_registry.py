@@ -33,6 +33,7 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
         "psgd-kron",
         "schedulefree-adamw",
         "muon-esgd",
+        "muon-esgd-eq",
     ]
     lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
     assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
@@ -44,6 +45,9 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
     assert OPTIMIZERS["muon-esgd"].schedule == CosineSchedule(lr_final=0.0, warmup_steps=100)
     assert lrs["muon-esgd"] == 2e-4 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
+    eq = OPTIMIZERS["muon-esgd-eq"]()
+    assert (lrs["muon-esgd-eq"], eq.esgd_lr, eq.hidden_curvature, eq.curvature_damping) == (6.67e-5, 0.1, "after", 0.1)
+    assert OPTIMIZERS["muon-esgd-eq"].schedule == OPTIMIZERS["muon-esgd"].schedule
     assert type(build_optimizer("ESGD-Max", _params())) is ESGDMax
     assert type(build_optimizer("esgd", _params())) is ESGD
 
