@@ -43,7 +43,15 @@ def _render(trainer, tmp_path, monkeypatch):
     return [imageio.imread(p) for p in sorted((tmp_path / "render").glob("*.png"))]
 
 
-@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine", "gaussian-nerf-muon-esgd"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "gaussian-nerf-muon",
+        "gaussian-nerf-adam-cosine",
+        "gaussian-nerf-muon-esgd",
+        "gaussian-nerf-muon-esgd-eq",
+    ],
+)
 def test_contender_method_trains_evaluates_and_renders(method, scene, tmp_path, monkeypatch):
     trainer = train(tiny_config(method, scene, tmp_path, iterations=4))
     _, pipeline, ckpt, step = eval_setup(trainer.base_dir / "config.yml", test_mode="test")
@@ -81,6 +89,28 @@ def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_muon_esgd_eq_method_divides_muons_step_by_the_hidden_matrices_curvature(scene, tmp_path):
+    cfg = method_config(
+        "gaussian-nerf-muon-esgd-eq",
+        scene,
+        tmp_path,
+        iterations=3,
+        rays=32,
+        samples=8,
+        hidden_dim=16,
+        num_layers=5,
+        skip_connections=(3,),
+        direction_dim=4,
+        color_hidden_dim=8,
+    )
+    trainer = train(cfg)  # trunk 16x3, 16x16, 16x16, 16x19 (skip), 17x16
+    opt = trainer.optimizers.optimizers["fields"]
+    muon = [g for g in opt.param_groups if g["algorithm"] == "muon"]
+    assert sum(len(g["params"]) for g in muon) == 2
+    assert all((g["hidden_curvature"], g["curvature_damping"]) == ("after", 0.1) for g in muon)
+    assert all(int(opt.state[p]["curvature_updates"]) == 3 for g in muon for p in g["params"])
+
+
 def test_a_bad_optimizer_option_is_one_input_error(scene, tmp_path):
     cfg = tiny_config("gaussian-nerf-muon", scene, tmp_path, iterations=1)
     group = cfg.optimizers["fields"]
@@ -90,7 +120,15 @@ def test_a_bad_optimizer_option_is_one_input_error(scene, tmp_path):
 
 
 @pytest.mark.skipif(not LEGO.exists(), reason="needs ../shared/data/nerf_synthetic/lego")
-@pytest.mark.parametrize("method", ["gaussian-nerf-muon", "gaussian-nerf-adam-cosine", "gaussian-nerf-muon-esgd"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "gaussian-nerf-muon",
+        "gaussian-nerf-adam-cosine",
+        "gaussian-nerf-muon-esgd",
+        "gaussian-nerf-muon-esgd-eq",
+    ],
+)
 def test_contender_method_trains_on_lego(method, tmp_path):
     cfg = tiny_config(method, LEGO, tmp_path, iterations=3)
     cfg.pipeline.datamanager.camera_res_scale_factor = 0.05  # 20 x 20

@@ -6,7 +6,8 @@ one model, 200k iterations; ESGD-Max with lr 1 decayed exponentially to 0.1 (Ble
 (:data:`gnerf.optim.defaults.PAPER`); Adam from 1e-4 to 1e-6 for comparison (``gaussian-nerf-adam``).
 ``gaussian-nerf-muon`` and ``gaussian-nerf-adam-cosine`` train the identical model with a contender and its
 cosine schedule, ``gaussian-nerf-muon-esgd`` with gnerf's MuonESGD (Muon on the square hidden matrices, ESGD on the
-rest). Blender data by default; pass ``llff-data --data <scene>`` for LLFF.
+rest), ``gaussian-nerf-muon-esgd-eq`` with the same and Muon's step divided by the hidden matrices' own curvature
+(``muon-esgd-eq``). Blender data by default; pass ``llff-data --data <scene>`` for LLFF.
 ``method_configs.gnerf_methods`` registers these configs with nerfstudio (``ns-train``).
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "GAUSSIAN_NERF_ESGD",
     "GAUSSIAN_NERF_MUON",
     "GAUSSIAN_NERF_MUON_ESGD",
+    "GAUSSIAN_NERF_MUON_ESGD_EQ",
     "MAX_ITERATIONS",
     "gaussian_nerf_config",
 ]
@@ -102,6 +104,14 @@ GAUSSIAN_NERF_MUON_ESGD = gaussian_nerf_config(
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS, warmup_steps=100),
 )
 
+#: gnerf's ``muon-esgd-eq``: ``gaussian-nerf-muon-esgd`` (the same lrs and schedule) with Muon's orthogonalised step on
+#: the hidden matrices divided elementwise by their own curvature, damped by 0.1 x its mean, as registered for images.
+GAUSSIAN_NERF_MUON_ESGD_EQ = gaussian_nerf_config(
+    "gaussian-nerf-muon-esgd-eq",
+    NERF_OPTIMIZERS["muon-esgd-eq"](lr=2e-4, esgd_lr=PAPER.nerf_lr),
+    GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS, warmup_steps=100),
+)
+
 #: The methods by their ``ns-train`` name.
 CONFIGS: Dict[str, CurvatureTrainerConfig] = {
     "gaussian-nerf-esgd": GAUSSIAN_NERF_ESGD,
@@ -109,4 +119,5 @@ CONFIGS: Dict[str, CurvatureTrainerConfig] = {
     "gaussian-nerf-muon": GAUSSIAN_NERF_MUON,
     "gaussian-nerf-adam-cosine": GAUSSIAN_NERF_ADAM_COSINE,
     "gaussian-nerf-muon-esgd": GAUSSIAN_NERF_MUON_ESGD,
+    "gaussian-nerf-muon-esgd-eq": GAUSSIAN_NERF_MUON_ESGD_EQ,
 }
