@@ -35,8 +35,8 @@ LEGO_DATA=${LEGO_DATA:-.gpu-data/lego}
 IMAGE_DATA=${IMAGE_DATA:-.gpu-data}      # holds images/kodak/<stem>.png
 [ -d "$IMAGE_DATA/images/kodak" ] || IMAGE_DATA=../shared/data
 IMAGES=${IMAGES:-kodim01 kodim02 kodim03 kodim04}
-IMAGE_OPTIMIZERS=${IMAGE_OPTIMIZERS:-adam esgd esgd-adam-start muon adam-cosine soap psgd-kron schedulefree-adamw}
-IMAGE_WORKERS=${IMAGE_WORKERS:-8}
+IMAGE_OPTIMIZERS=${IMAGE_OPTIMIZERS:-adam esgd esgd-adam-start muon-esgd muon-esgd-eq muon adam-cosine soap psgd-kron schedulefree-adamw}
+IMAGE_WORKERS=${IMAGE_WORKERS:-10}
 if [ "$TINY" = 1 ]; then  # a rehearsal: every phase end to end at tiny sizes on a CPU, nothing installed
   export SKIP_WHEELS=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: a shared CPU's cores oversubscribed stall
   TINY_SCALE=${TINY_SCALE:-0.05}  # of lego's 400 px: 20 px (1 for a procedural 16 px scene)
@@ -49,7 +49,7 @@ if [ "$TINY" = 1 ]; then  # a rehearsal: every phase end to end at tiny sizes on
   IMAGE_ARGS=${IMAGE_ARGS:---size 8 8 --epochs 2 --threads 1}
   IMAGE_WORKERS=${IMAGE_WORKERS_TINY:-2}
 else
-  LEGO_STEPS=${LEGO_STEPS:-1200}
+  LEGO_STEPS=${LEGO_STEPS:-1000}
   LEGO_ARGS=${LEGO_ARGS:---preset gpu}
   export LEGO_ARGS_TF32=${LEGO_ARGS_TF32:-}
   IMAGE_ARGS=${IMAGE_ARGS:---threads 2}
