@@ -62,12 +62,13 @@ def test_contender_method_trains_evaluates_and_renders(method, scene, tmp_path, 
     assert frames and frames[0].shape[:2] == (16, 16)
 
 
-def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path):
+def _train_with_square_hidden_matrices(method, scene, tmp_path, iterations):
+    """Train ``method`` with a trunk of 16x3, 16x16, 16x16, 16x19 (skip), 17x16: two square hidden matrices."""
     cfg = method_config(
-        "gaussian-nerf-muon",
+        method,
         scene,
         tmp_path,
-        iterations=2,
+        iterations=iterations,
         rays=32,
         samples=8,
         hidden_dim=16,
@@ -76,7 +77,11 @@ def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path)
         direction_dim=4,
         color_hidden_dim=8,
     )
-    trainer = train(cfg)  # trunk 16x3, 16x16, 16x16, 16x19 (skip), 17x16
+    return train(cfg)
+
+
+def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path):
+    trainer = _train_with_square_hidden_matrices("gaussian-nerf-muon", scene, tmp_path, 2)
     opt = trainer.optimizers.optimizers["fields"]
     assert isinstance(opt, MuonAdam)
     muon, adam = ([p for g in opt.param_groups if g["algorithm"] == a for p in g["params"]] for a in ("muon", "adam"))
@@ -90,20 +95,7 @@ def test_muon_method_steps_the_square_hidden_matrices_with_muon(scene, tmp_path)
 
 
 def test_muon_esgd_eq_method_divides_muons_step_by_the_hidden_matrices_curvature(scene, tmp_path):
-    cfg = method_config(
-        "gaussian-nerf-muon-esgd-eq",
-        scene,
-        tmp_path,
-        iterations=3,
-        rays=32,
-        samples=8,
-        hidden_dim=16,
-        num_layers=5,
-        skip_connections=(3,),
-        direction_dim=4,
-        color_hidden_dim=8,
-    )
-    trainer = train(cfg)  # trunk 16x3, 16x16, 16x16, 16x19 (skip), 17x16
+    trainer = _train_with_square_hidden_matrices("gaussian-nerf-muon-esgd-eq", scene, tmp_path, 3)
     opt = trainer.optimizers.optimizers["fields"]
     muon = [g for g in opt.param_groups if g["algorithm"] == "muon"]
     assert sum(len(g["params"]) for g in muon) == 2
