@@ -174,10 +174,11 @@ def compare_configs(cfg: ContestConfig, plot_only: Optional[bool] = None) -> Lis
 # ---------------------------------------------------------------------------------------------- computations
 
 
-def first_reaching(hist: Sequence[Dict[str, Any]], target: float) -> Optional[Dict[str, Any]]:
-    """The first metrics row whose PSNR is at least ``target`` (None: never)."""
+def first_reaching(hist: Sequence[Dict[str, Any]], target: float, key: str = "psnr") -> Optional[Dict[str, Any]]:
+    """The first metrics row (by epoch) whose ``key`` (PSNR; ``metric`` in a grid's results) is at least ``target``
+    (None: never)."""
     for row in sorted(hist, key=lambda r: int(r["epoch"])):
-        if float(row["psnr"]) >= target:
+        if float(row[key]) >= target:
             return row
     return None
 
@@ -206,23 +207,24 @@ def time_to_quality(
     optimizers: Sequence[str],
     targets: Dict[str, float],
     best: str,
+    key: str = "psnr",
 ) -> Dict[str, Dict[str, Any]]:
     """Per optimizer: ``{"reached": {photo: row or None}, "ratio": mean steps ratio to ``best`` or None,
     "ratio_photos": how many photos it averages}``.
 
     ``histories[optimizer][photo]``: its finished run's metrics rows; ``targets[photo]``: the PSNR to reach
-    (photos without a target are left out). The ratio is the mean over photos where both the optimizer and
+    (photos without a target are left out); ``key``: the rows' quality field. The ratio is the mean over photos where both the optimizer and
     ``best`` reached the target of (the optimizer's iteration / ``best``'s iteration).
     """
     out: Dict[str, Dict[str, Any]] = {}
-    best_rows = {p: first_reaching(histories.get(best, {}).get(p, ()), targets[p]) for p in photos if p in targets}
+    best_rows = {p: first_reaching(histories.get(best, {}).get(p, ()), targets[p], key) for p in photos if p in targets}
     for o in optimizers:
         reached: Dict[str, Optional[Dict[str, Any]]] = {}
         ratios = []
         for p in photos:
             if p not in targets or p not in histories.get(o, {}):
                 continue
-            row = first_reaching(histories[o][p], targets[p])
+            row = first_reaching(histories[o][p], targets[p], key)
             reached[p] = row
             ref = best_rows.get(p)
             if row is not None and ref is not None:

@@ -32,8 +32,9 @@ any checkout. A failed run is listed in the report with its error line; an inter
 continues where it stopped; rerunning with ``--plot-only`` rebuilds the report from the records (and
 any run folders on disk). The report holds, per task, the
 metric (PSNR or IoU) at a few epochs as mean [min-max] over instances and seeds, figures of the
-metric against epochs and against training wall time (mean line, min-max band), and a statement
-computed from those numbers of which of the paper's claims hold here.
+metric against epochs and against training wall time (mean line, min-max band), a statement
+computed from those numbers of which of the paper's claims hold here, and per activation a time-to-quality
+table: the steps and seconds each optimizer needs to reach Adam's final metric and the best one's.
 
 Protocols (supplementary 4.1-4.2 and the configurations published with the paper):
 
@@ -73,7 +74,8 @@ from experiments.compare import (
     run_history,
 )
 from experiments.compare import grid as grid_runs
-from experiments.variants import canonical, parse_variant
+from experiments.contest import CONTENDERS, best_contender, time_to_quality
+from experiments.variants import base_name, canonical, parse_variant
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
 from gnerf.tasks.build import ADAM_EPOCHS
@@ -399,6 +401,81 @@ def final_pairs(rows: Sequence[Dict[str, Any]], act: str, first: str, second: st
     return pairs
 
 
+def _reach(rows: Sequence[Optional[Dict[str, Any]]]) -> Tuple[str, str]:
+    """The steps and seconds cells of one optimizer's runs to one target: means over the runs that reached it."""
+    hit = [r for r in rows if r is not None]
+    if not hit:
+        return "not reached", ""
+    part = "" if len(hit) == len(rows) else f" ({len(hit)} of {len(rows)})"
+    steps = sum(float(r["iteration"]) for r in hit) / len(hit)
+    secs = sum(float(r["wall_time"]) for r in hit) / len(hit)
+    return f"{steps:,.0f}{part}", f"{secs:.0f}"
+
+
+def time_to_quality_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Per activation, the steps and seconds each optimizer needs to reach (a) Adam's final metric and (b) the
+    best optimizer's final metric, run by run (same instance and seed), and its steps over the best's to (b).
+
+    The best is the contender (:data:`experiments.contest.CONTENDERS`) with the highest mean final metric over
+    the runs, among those that finished every run; with no contender in the grid, the best entrant. Only
+    finished runs count; without Adam's finished runs, (a) is left out.
+    """
+    metric, label = METRIC[grid.task]
+    unit = " dB" if metric == "psnr" else ""
+    out: List[str] = []
+    for act in grid.activations:
+        runs = {
+            opt: {
+                f"{inst} seed{seed}": [run[e] for e in sorted(run)]
+                for (inst, seed), run in runs_of(rows, act, opt).items()
+                if max(run) >= grid.epochs
+            }
+            for opt in grid.optimizers
+        }
+        runs = {o: r for o, r in runs.items() if r}
+        keys = sorted({k for r in runs.values() for k in r})
+        if len(runs) < 2 or not keys:
+            continue
+        finals = {o: {k: (float(r[k][-1]["metric"]) if k in r else None) for k in keys} for o, r in runs.items()}
+        contenders = [o for o in runs if base_name(o) in CONTENDERS]
+        best = best_contender(finals, keys, contenders or list(runs))
+        if best is None:
+            continue
+        targets = {}
+        if "adam" in runs:
+            targets["a"] = {k: v for k, v in finals["adam"].items() if v is not None}
+        targets["b"] = {k: v for k, v in finals[best].items() if v is not None}
+        ttq = {t: time_to_quality(runs, keys, list(runs), goal, best, key="metric") for t, goal in targets.items()}
+        who = "contender" if contenders else "optimizer here"
+        out += [
+            "",
+            f"Time to quality, {ACT_NAMES.get(act, act)}: the steps and training seconds to reach "
+            + ("(a) Adam's final {0} and " if "a" in targets else "").format(label)
+            + f"(b) the final {label} of the best {who}, **{best}** (mean final {_fmt_mean(finals[best], metric)}{unit}), "
+            "run by run (same instance and seed; the metric is measured after each epoch, so a target is located to "
+            "the epoch); means over the runs that reached it; the last column is the mean over runs of the steps "
+            f"divided by {best}'s to (b):",
+            "",
+            "| optimizer | "
+            + ("steps to (a) | s to (a) | " if "a" in targets else "")
+            + f"steps to (b) | s to (b) | steps / {best}'s |",
+            "|---|" + "---|" * (5 if "a" in targets else 3),
+        ]
+        for o in runs:
+            cells = []
+            for t in targets:
+                cells += list(_reach([ttq[t][o]["reached"].get(k) for k in keys if k in runs[o] and k in targets[t]]))
+            ratio = ttq["b"][o]["ratio"]
+            cells.append("-" if ratio is None else f"{ratio:.2f}")
+            out.append(f"| {o} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _fmt_mean(finals: Dict[str, Optional[float]], metric: str) -> str:
+    values = [v for v in finals.values() if v is not None]
+    return _fmt(sum(values) / len(values), metric) if values else "-"
+
+
 def _fmt(v: float, metric: str) -> str:
     return f"{v:.3f}" if metric == "iou" else f"{v:.1f}"
 
@@ -467,6 +544,7 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
+    lines += time_to_quality_lines(grid, rows)
     lines += video_lines(grid, rows)
     lines += variant_lines(grid, rows)
     lines += paper_reference(grid, rows)

@@ -297,3 +297,53 @@ def test_the_video_suite_runs_and_reports_a_tiny_video_grid(tmp_path):
     text = reproduce(replace(cfg, max_frames=2))
     assert "## Video" in text and "the first 2 frames at 8 x 16" in text and "| Gaussian | adam |" in text
     assert (tmp_path / "docs" / "data" / "video" / "video" / "bikes" / "gaussian" / "adam" / "seed0.jsonl").is_file()
+
+
+def _curve(act, opt, inst, metrics, seconds_per_epoch=2.0):
+    return [
+        dict(
+            task="occupancy",
+            instance=inst,
+            activation=act,
+            optimizer=opt,
+            seed=0,
+            status="ok",
+            epoch=e,
+            iteration=10 * e,
+            wall_time=seconds_per_epoch * e,
+            loss=0.1,
+            metric=m,
+        )
+        for e, m in enumerate(metrics, start=1)
+    ]
+
+
+def test_the_time_to_quality_table_locates_each_target_run_by_run():
+    from experiments.reproduce import time_to_quality_lines
+
+    grid = CompareConfig(task="occupancy", epochs=4, activations=("gaussian",), optimizers=("adam", "esgd", "muon"))
+    rows = (
+        _curve("gaussian", "adam", "bunny", [0.1, 0.2, 0.3, 0.4])
+        + _curve("gaussian", "adam", "dragon", [0.1, 0.2, 0.3, 0.5])
+        + _curve("gaussian", "esgd", "bunny", [0.2, 0.4, 0.5, 0.6], seconds_per_epoch=3.0)
+        + _curve("gaussian", "esgd", "dragon", [0.1, 0.1, 0.1, 0.2], seconds_per_epoch=3.0)
+        + _curve("gaussian", "muon", "bunny", [0.3, 0.5, 0.6, 0.7])
+        + _curve("gaussian", "muon", "dragon", [0.3, 0.5, 0.6, 0.8])
+    )
+    lines = time_to_quality_lines(grid, rows)
+    # muon is the only contender, so it is the best; (a) Adam's finals 0.4 / 0.5, (b) muon's 0.7 / 0.8
+    assert "(b) the final IoU of the best contender, **muon** (mean final 0.750)" in lines[1]
+    table = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    # esgd: bunny reaches 0.4 at epoch 2 (20 steps, 6 s), dragon never reaches 0.5; neither reaches muon's finals
+    assert table["esgd"] == ["20 (1 of 2)", "6", "not reached", "", "- |"]
+    # muon: 0.4 at epoch 2 on both; 0.7 at epoch 4, 0.8 at epoch 4; its own ratio is 1
+    assert table["muon"] == ["20", "4", "40", "8", "1.00 |"]
+    assert table["adam"] == ["40", "8", "not reached", "", "- |"]
+    # without a contender the best entrant is the target of (b); without Adam, (a) is left out
+    no_adam = [r for r in rows if r["optimizer"] != "adam"]
+    lines = time_to_quality_lines(CompareConfig(task="occupancy", epochs=4, optimizers=("esgd", "muon")), no_adam)
+    assert "(a)" not in lines[1] and "**muon**" in lines[1]
+    unfinished = [r for r in rows if r["optimizer"] != "muon" and r["epoch"] < 4]
+    assert (
+        time_to_quality_lines(CompareConfig(task="occupancy", epochs=4, optimizers=grid.optimizers), unfinished) == []
+    )
