@@ -544,10 +544,10 @@ def task_section(grid: CompareConfig, rows: Sequence[Dict[str, Any]], figure: Op
     if figure is not None:
         lines += ["", f"![{grid.task}]({rel})", ""]
     lines += claims(grid, rows)
-    lines += time_to_quality_lines(grid, rows)
     lines += video_lines(grid, rows)
     lines += variant_lines(grid, rows)
     lines += paper_reference(grid, rows)
+    lines += time_to_quality_lines(grid, rows)
     lines += record_lines(grid)
     return "\n".join(lines) + "\n"
 
@@ -841,8 +841,8 @@ def write_report(cfg: ReproduceConfig, grids: Sequence[CompareConfig], suite_nam
         "add `--plot-only` to rebuild this page from the run records. Hyperparameters are the paper's "
         "(`gnerf.optim.configs`: Adam 1e-4, 1e-3 for ReLU + PE; ESGD 0.15, curvature on each of the "
         f"first 50 steps, then every 100th){variant_note(optimizers)}{lr_note(optimizers, activations)}. "
-        "Wall times are each run's own training clock, with "
-        f"{cfg.workers} run(s) at a time on this machine; runs that one invocation added to a grid later than "
+        "Wall times are each run's own training clock; each section's last line says the machines its runs "
+        "were recorded on and how many ran at a time; runs that one invocation added to a grid later than "
         "others (a new optimizer, more seeds) ran under whatever else the machine was doing then, so compare "
         "times only between runs made together.",
         "",
