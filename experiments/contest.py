@@ -213,8 +213,8 @@ def time_to_quality(
     "ratio_photos": how many photos it averages}``.
 
     ``histories[optimizer][photo]``: its finished run's metrics rows; ``targets[photo]``: the PSNR to reach
-    (photos without a target are left out); ``key``: the rows' quality field. The ratio is the mean over photos where both the optimizer and
-    ``best`` reached the target of (the optimizer's iteration / ``best``'s iteration).
+    (photos without a target are left out); ``key``: the rows' quality field. The ratio is the mean over photos
+    where both the optimizer and ``best`` reached the target of (the optimizer's iteration / ``best``'s iteration).
     """
     out: Dict[str, Dict[str, Any]] = {}
     best_rows = {p: first_reaching(histories.get(best, {}).get(p, ()), targets[p], key) for p in photos if p in targets}

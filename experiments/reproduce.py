@@ -426,7 +426,7 @@ def time_to_quality_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -
     for act in grid.activations:
         runs = {
             opt: {
-                f"{inst} seed{seed}": [run[e] for e in sorted(run)]
+                f"{inst} seed{seed}": [run[e] for e in sorted(run) if e <= grid.epochs]
                 for (inst, seed), run in runs_of(rows, act, opt).items()
                 if max(run) >= grid.epochs
             }
@@ -450,7 +450,7 @@ def time_to_quality_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -
         out += [
             "",
             f"Time to quality, {ACT_NAMES.get(act, act)}: the steps and training seconds to reach "
-            + ("(a) Adam's final {0} and " if "a" in targets else "").format(label)
+            + (f"(a) Adam's final {label} and " if "a" in targets else "")
             + f"(b) the final {label} of the best {who}, **{best}** (mean final {_fmt_mean(finals[best], metric)}{unit}), "
             "run by run (same instance and seed; the metric is measured after each epoch, so a target is located to "
             "the epoch); means over the runs that reached it; the last column is the mean over runs of the steps "
@@ -459,12 +459,12 @@ def time_to_quality_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -
             "| optimizer | "
             + ("steps to (a) | s to (a) | " if "a" in targets else "")
             + f"steps to (b) | s to (b) | steps / {best}'s |",
-            "|---|" + "---|" * (5 if "a" in targets else 3),
+            "|---|" + "---|" * (1 + 2 * len(targets)),
         ]
         for o in runs:
             cells = []
             for t in targets:
-                cells += list(_reach([ttq[t][o]["reached"].get(k) for k in keys if k in runs[o] and k in targets[t]]))
+                cells += _reach(list(ttq[t][o]["reached"].values()))
             ratio = ttq["b"][o]["ratio"]
             cells.append("-" if ratio is None else f"{ratio:.2f}")
             out.append(f"| {o} | " + " | ".join(cells) + " |")
