@@ -6,11 +6,14 @@
     python -m experiments.sweep --import-from OLD/outputs/sweep   # record the old layout's finished runs
 
 Each optimizer (the contenders, and Adam and the two ESGDs for the same chance) runs at its
-registered lr times each of ``--multiples`` (1, 3, 1/3), with its registered schedule, on kodim01-kodim04
+centre lr times each of ``--multiples`` (1, 3, 1/3), with its registered schedule, on kodim01-kodim04
 at the sweep protocol: Gaussian network 5 x 256 (sigma 0.05), 128 x 128, batch 512, 100 epochs,
 seed 0. The multiple scales the config's ``lr`` only: Muon's hidden matrices (not its Adam part),
 esgd-adam-start's ESGD phase (not its Adam phase). An lr is written with 3 significant digits, and
-that is the lr the run gets (``muon:lr=6.67e-05``, :mod:`experiments.variants`).
+that is the lr the run gets (``muon:lr=6.67e-05``, :mod:`experiments.variants`). An optimizer's centre
+is the lr it was registered with when the sweep began (:data:`CENTRES`; an optimizer added since is centred
+on its registered lr): the winners registered since then do not move the grid, so its records stay its
+runs and its table shows every lr that was tried.
 
 One rule past the edges, the same for every optimizer: where an optimizer's best lr (the winner below,
 once all its lrs have finished on every photo) is its smallest multiple, the sweep adds that multiple / 3;
@@ -26,7 +29,7 @@ and the optimizer's **winner**, the lr with the highest mean final PSNR over the
 that finished on every photo without diverging can win; a winner is declared once every lr of the
 optimizer has finished or diverged on every photo (before that the best complete lr is marked
 "leading", or nothing is when none is complete). Means equal to 0.01 dB (the table's rounding) are a
-tie, broken toward the registered lr (the multiple nearest 1), then the smaller lr.
+tie, broken toward the centre (the multiple nearest 1), then the smaller lr.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ __all__ = [
     "import_old_sweep",
     "main",
     "multiples_of",
-    "registered_lr",
+    "CENTRES",
+    "centre_lr",
     "spec",
     "sweep",
     "table",
@@ -74,10 +78,24 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = SHARED_DATA / "images" / "kodak"
 
+CENTRES: Dict[str, float] = {
+    "muon": 2e-4,
+    "adam-cosine": 3e-4,
+    "soap": 3e-4,
+    "psgd-kron": 3e-4,
+    "schedulefree-adamw": 1e-3,
+    "adam": 1e-4,
+    "esgd": 0.15,
+    "esgd-adam-start": 0.1,
+    "muon-esgd": 2e-4,
+    "muon-esgd-eq": 6.67e-5,
+}
+"""The lr each optimizer's sweep is centred on: the lr it was registered with when the sweep began."""
+
 
 @dataclass
 class SweepConfig:
-    """The contenders' lr sweep (registered lr x multiples, registered schedules) on Kodak photos, and its table."""
+    """The contenders' lr sweep (centre lr x multiples, registered schedules) on Kodak photos, and its table."""
 
     optimizers: Tuple[str, ...] = (
         "muon",
@@ -93,7 +111,7 @@ class SweepConfig:
     )
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)
-    """Multiples of each optimizer's registered lr, run in this order."""
+    """Multiples of each optimizer's centre lr (:data:`CENTRES`), run in this order."""
     extend: int = 2
     """Factor-3 steps the sweep may add past the smallest (largest) multiple, per side, while an optimizer's winner
     lies there; 0: the multiples only."""
@@ -132,14 +150,15 @@ class SweepConfig:
     folder each) that belong to this sweep, then write the table; trains nothing."""
 
 
-def registered_lr(name: str) -> float:
-    """The lr an optimizer runs with on a Gaussian image network when none is given."""
-    return OPTIMIZERS[name]().resolved_lr()
+def centre_lr(name: str) -> float:
+    """The lr ``name``'s sweep is centred on: :data:`CENTRES`'s, else the lr it runs with on a Gaussian image
+    network when none is given."""
+    return CENTRES[name] if name in CENTRES else OPTIMIZERS[name]().resolved_lr()
 
 
 def spec(name: str, multiple: float) -> str:
-    """The variant spec of ``name`` at ``multiple`` times its registered lr (3 significant digits), canonical."""
-    return canonical(f"{name}:lr={registered_lr(name) * multiple:.3g}")
+    """The variant spec of ``name`` at ``multiple`` times its centre lr (3 significant digits), canonical."""
+    return canonical(f"{name}:lr={centre_lr(name) * multiple:.3g}")
 
 
 def _specs(cfg: SweepConfig, finals: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Tuple[str, float, str]]:
@@ -174,7 +193,7 @@ def _swept(
     while True:
         entries = [
             {
-                "lr": registered_lr(name) * m,
+                "lr": centre_lr(name) * m,
                 "multiple": m,
                 "spec": spec(name, m),
                 "finals": finals.get(spec(name, m), {}),
@@ -344,7 +363,8 @@ def table(
         "missing.",
         "",
         f"Protocol: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch {cfg.batch_size}, "
-        f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its registered lr times "
+        f"{cfg.epochs} epochs, seed {cfg.seed}; each optimizer at its centre lr (the lr it was registered with "
+        "when the sweep began) times "
         f"{', '.join(f'{m:.3g}' for m in cfg.multiples)} (rounded to 3 significant digits) with its registered "
         f"schedule, and up to {cfg.extend} more factors of 3 past an edge where the optimizer's winner lies there "
         "(the same rule for every optimizer). Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way (or recorded with fewer epochs), "
@@ -353,9 +373,10 @@ def table(
         "Winner: per optimizer, the lr with the highest mean final PSNR over the photos, among the lrs that "
         "finished on every photo without diverging; **winner** once every lr of the optimizer has finished or "
         "diverged on every photo, *leading* before that. Means equal to 0.01 dB are a tie, broken toward the "
-        "registered lr, then the smaller lr.",
+        "centre lr, then the smaller lr. The last column also says whether a winner is the lr its optimizer's name "
+        "runs (the registry's, read when this page is written).",
         "",
-        "| optimizer | lr | x registered | " + " | ".join(cfg.images) + " | mean | |",
+        "| optimizer | lr | x centre | " + " | ".join(cfg.images) + " | mean | |",
         "|---|---|---|" + "---|" * (len(cfg.images) + 2),
     ]
     edges = []
@@ -377,6 +398,9 @@ def table(
                 mean = "-"
             lr_text = e["spec"].split("lr=", 1)[1]
             label = {"winner": "**winner**", "leading": "*leading*"}.get(mark, "") if j == k else ""
+            if j == k and mark == "winner":
+                registered = f"{OPTIMIZERS[name]().resolved_lr():.3g}"
+                label += ", registered" if float(registered) == float(lr_text) else f", registered: {registered}"
             if j == k and mark == "winner":
                 mean = f"**{mean}**"
             lines.append(
@@ -401,7 +425,7 @@ def import_old_sweep(cfg: SweepConfig, old: Path, log=print) -> Dict[str, int]:
     check_protocol(Path(cfg.record), protocol(grid_cfg), write=True)
     outcomes: Dict[str, int] = {}
     for name, m, s in _specs(cfg):
-        lr = registered_lr(name) * m
+        lr = centre_lr(name) * m
         for image in cfg.images:
             folder = Path(old) / f"{name}-lr{lr:.3g}" / image
             run = Run("image", Path(cfg.kodak) / f"{image}.png", "gaussian", s, cfg.seed)

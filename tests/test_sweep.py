@@ -1,14 +1,18 @@
 """experiments/sweep.py: the sweep as a grid with records, its winner rule and the import of the old layout."""
 
+import dataclasses
 import json
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from experiments.records import RunRecord
 from experiments.sweep import (
+    CENTRES,
     SweepConfig,
     best_runs,
+    centre_lr,
     choose_winner,
     compare_config,
     finals_of,
@@ -39,11 +43,38 @@ def test_the_sweep_is_a_grid_of_lr_variants_with_the_registered_schedules(tmp_pa
         compare_config(SweepConfig(optimizers=("lbfgs",)))
 
 
+def _muon_registered_at(lr):
+    """``muon``'s config with another registered lr."""
+    from gnerf.optim.contenders import MuonConfig
+
+    return dataclasses.make_dataclass(
+        "MuonConfig", [("lr", Optional[float], dataclasses.field(default=lr))], bases=(MuonConfig,)
+    )
+
+
+def test_a_registered_winner_does_not_move_the_grid_and_the_table_says_it_is_registered(tmp_path, monkeypatch):
+    from gnerf.optim import OPTIMIZERS
+
+    cfg = SweepConfig(optimizers=("muon",), multiples=(1.0, 1 / 3), extend=0, images=("kodim01",), record=tmp_path)
+    before = spec("muon", 1 / 3)
+    # a new registered lr: the sweep stays centred where it began
+    monkeypatch.setitem(OPTIMIZERS, "muon", _muon_registered_at(1e-3))
+    assert spec("muon", 1 / 3) == before and centre_lr("muon") == CENTRES["muon"]
+    finals = {"muon:lr=0.0002": {"kodim01": 70.0}, "muon:lr=6.67e-05": {"kodim01": 80.0}}
+    assert "| muon | 6.67e-05 | 0.333 | 80.00 | **80.00** | **winner**, registered: 0.001 |" in table(
+        cfg, finals=finals
+    )
+    monkeypatch.setitem(OPTIMIZERS, "muon", _muon_registered_at(6.67e-5))
+    assert "| **winner**, registered |" in table(cfg, finals=finals)
+    monkeypatch.delitem(CENTRES, "muon")
+    assert centre_lr("muon") == 6.67e-5  # an optimizer without a centre: its registered lr
+
+
 def _entry(lr, multiple, **finals):
     return {"lr": lr, "multiple": multiple, "finals": finals}
 
 
-def test_the_winner_is_the_best_complete_lr_and_ties_go_to_the_registered_lr():
+def test_the_winner_is_the_best_complete_lr_and_ties_go_to_the_centre_lr():
     images = ("a", "b")
     entries = [
         _entry(1.0, 1 / 3, a=30.0, b=31.0),
@@ -52,7 +83,7 @@ def test_the_winner_is_the_best_complete_lr_and_ties_go_to_the_registered_lr():
     ]
     assert choose_winner(entries, images) == (1, "winner")  # the higher mean diverged on b: it cannot win
     tie = [_entry(1.0, 1 / 3, a=35.004, b=35.0), _entry(3.0, 1.0, a=35.0, b=35.0), _entry(9.0, 3.0, a=35.0, b=35.001)]
-    assert choose_winner(tie, images) == (1, "winner")  # equal to 0.01 dB: the registered lr
+    assert choose_winner(tie, images) == (1, "winner")  # equal to 0.01 dB: the centre lr
     no_reg = [_entry(1.0, 1 / 3, a=35.0, b=35.0), _entry(9.0, 3.0, a=35.0, b=35.0)]
     assert choose_winner(no_reg, images) == (0, "winner")  # as near to it: the smaller lr
     unfinished = [_entry(1.0, 1 / 3, a=30.0, b=31.0), _entry(3.0, 1.0, a=35.0, b=12)]  # b: 12 epochs done
@@ -106,7 +137,9 @@ def test_the_table_marks_each_optimizers_winner_from_the_records_alone(tmp_path)
     lines = {
         tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")
     }
-    assert lines[("adam", "0.0003")].endswith("| 33.00 | 32.00 | **32.50** | **winner** |")
+    assert lines[("adam", "0.0003")].endswith(
+        "| 33.00 | 32.00 | **32.50** | **winner**, registered: 0.0001 |"
+    )  # adam stays the paper's
     assert lines[("adam", "0.0001")].endswith("| 30.00 | 31.00 | 30.50 |  |")
     assert lines[("soap", "0.0003")].endswith("| 40.00 | 41.00 | 40.50 | *leading* |")
     assert lines[("soap", "0.0009")].endswith("| (3/5 ep) | - | - |  |")
