@@ -85,7 +85,7 @@ def test_curvature_steps_follow_the_esgd_groups_cadence():
 
 def test_registered_settings_and_bad_values():
     opt = build_optimizer("muon-esgd", _net().parameters(), seed=0)
-    assert isinstance(opt, MuonESGD) and [g["lr"] for g in opt.param_groups] == [2e-4, 0.1]
+    assert isinstance(opt, MuonESGD) and [g["lr"] for g in opt.param_groups] == [6.67e-5, 0.1]
     with pytest.raises(ValueError, match="ns_dtype"):
         build_optimizer("muon-esgd", _net().parameters(), ns_dtype="float16")
     with pytest.raises(ValueError, match="esgd_lr"):

@@ -44,7 +44,7 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
         assert OPTIMIZERS[name].schedule == ConstantSchedule()  # the paper trains at a constant lr
     assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
     assert OPTIMIZERS["muon-esgd"].schedule == CosineSchedule(lr_final=0.0, warmup_steps=100)
-    assert lrs["muon-esgd"] == 2e-4 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
+    assert lrs["muon-esgd"] == 6.67e-5 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
     eq = OPTIMIZERS["muon-esgd-eq"]()
     assert (lrs["muon-esgd-eq"], eq.esgd_lr, eq.hidden_curvature, eq.curvature_damping) == (6.67e-5, 0.1, "after", 0.1)
     assert OPTIMIZERS["muon-esgd-eq"].schedule == OPTIMIZERS["muon-esgd"].schedule
@@ -132,5 +132,5 @@ def test_muon_takes_the_hidden_matrices_and_adam_the_rest():
     muon, adam = opt.param_groups
     assert muon["algorithm"] == "muon" and [p.shape for p in muon["params"]] == [(8, 8), (8, 8)]
     assert adam["algorithm"] == "adam" and len(adam["params"]) == 6  # first and last weights, four biases
-    assert muon["lr"] == 2e-4 and adam["lr"] == 1e-4
+    assert muon["lr"] == 6.67e-5 and adam["lr"] == 1e-4
     assert muon["params"][0] is net[1].weight and muon["params"][1] is net[2].weight
