@@ -292,10 +292,21 @@ def _epochs_done(out: Path) -> int:
 
 
 def record_of(cfg: CompareConfig, run: Run) -> Optional[RunRecord]:
-    """``run``'s record files (None: the grid keeps no records)."""
+    """``run``'s record files (None: the grid keeps no records); ``ValueError`` when its config.json states settings
+    that ``run``'s optimizer spec no longer runs (a registered default changed since it was recorded,
+    :meth:`experiments.variants.Variant.mismatches`), so that no report counts it as that spec's run."""
     if cfg.record is None:
         return None
-    return RunRecord(Path(cfg.record), run.instance, run.activation, run.variant, run.seed)
+    rec = RunRecord(Path(cfg.record), run.instance, run.activation, run.variant, run.seed)
+    if rec.config.is_file():
+        wrong = parse_variant(run.optimizer).mismatches(json.loads(rec.config.read_text()), run.activation)
+        if wrong:
+            raise ValueError(
+                f"{rec.config}: recorded with {'; '.join(wrong)} (`{run.optimizer}`'s registered settings changed "
+                "since); move its seed files to the folder of a spec that names those settings, or delete them to "
+                "run it again"
+            )
+    return rec
 
 
 def _finished(cfg: CompareConfig, run: Run) -> bool:

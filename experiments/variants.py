@@ -169,6 +169,27 @@ class Variant:
             return OPTIMIZERS[self.name].schedule
         return SCHEDULES[self.schedule](**dict(self.schedule_options))
 
+    def mismatches(self, config: Dict[str, Any], activation: str) -> List[str]:
+        """What a run's ``config.json`` says it ran with that this variant does not run with now (``optim.lr
+        0.0002, now 6.67e-05``): the optimizer's name, and each of its and its schedule's settings the file states
+        (not None; a setting it predates is not compared). The lr resolved as the fitting task resolves it
+        (:func:`gnerf.tasks.config.task_lr`). Empty: the run is a run of this variant."""
+        from gnerf.tasks.config import task_lr
+
+        optim_cfg = self.config()
+        optim = {f.name: getattr(optim_cfg, f.name) for f in dataclasses.fields(optim_cfg)}
+        optim.update(name=self.name, lr=task_lr(optim_cfg, activation))
+        sched_cfg = self.schedule_config()
+        sched = {f.name: getattr(sched_cfg, f.name) for f in dataclasses.fields(sched_cfg)}
+        sched["name"] = schedule_name(sched_cfg)
+        out = []
+        for part, want in (("optim", optim), ("schedule", sched)):
+            have = config.get(part) or {}
+            for key, value in want.items():
+                if have.get(key) is not None and not _same(have[key], value):
+                    out.append(f"{part}.{key} {_text(_tuple(have[key]))}, now {_text(value)}")
+        return out
+
     def args(self) -> List[str]:
         """The fitting command's options choosing this variant (they come last on its command line)."""
         cls = OPTIMIZERS[self.name]
@@ -182,6 +203,21 @@ class Variant:
             for key, value in self.schedule_options:
                 out += _arg(key, value, "schedule", sdefaults.get(key))
         return out
+
+
+def _tuple(value: Any) -> Any:
+    """A JSON list as the tuple a config holds."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a value read from JSON (lists for tuples) equals a config's value; numbers to 0.5% (relative), the
+    rounding of an lr written with 3 significant digits, as a grid's lrs are."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=5e-3, abs_tol=0.0)
+    return a == b
 
 
 def _split(spec: str, part: str) -> Tuple[str, str]:

@@ -138,3 +138,28 @@ def test_a_finished_run_folder_of_another_layout_is_imported_after_its_config_is
     rec2 = RunRecord(tmp_path / "rec", "b", "gaussian", "muon+lr=0.0001", 0)
     outcome, why = import_run(tmp_path / "old" / "done", rec2, 3, {**expected, "lr": 1e-4}, {})
     assert outcome == "mismatch" and why.startswith("lr 6.66")
+
+
+def test_a_record_made_with_other_settings_than_its_spec_now_runs_is_refused_with_its_path(image, tmp_path):
+    cfg = _tiny(tmp_path, image, optimizers=("muon",), epochs=1)
+    rec = RunRecord(tmp_path / "rec", "tiny", "gaussian", "muon", 0)
+    row = json.dumps({"epoch": 1, "iteration": 1, "wall_time": 1.0, "loss": 1.0, "psnr": 20.0}).encode() + b"\n"
+    config = {"optim": {"name": "muon", "lr": 2e-4, "adam_lr": 1e-4}, "schedule": {"name": "cosine", "lr_final": 0.0}}
+    rec.write(row, json.dumps(config).encode(), {"machine": "m"})
+    # muon's registered lr is no longer 2e-4: the record is not muon's run any more
+    with pytest.raises(ValueError, match=r"muon/seed0\.json: recorded with optim\.lr 0\.0002, now 6\.67e-05"):
+        read_results(cfg)
+    with pytest.raises(ValueError, match="registered settings changed"):
+        run_comparison(cfg, log=lambda line: None)
+    # the same files under the spec that names their lr are that spec's run; a file that states no lr (the task's
+    # default then) or predates a setting is not contradicted
+    moved = RunRecord(tmp_path / "rec", "tiny", "gaussian", "muon+lr=0.0002", 0)
+    moved.write(row, json.dumps(config).encode(), {"machine": "m"})
+    assert [r["source"] for r in read_results(_tiny(tmp_path, image, optimizers=("muon:lr=2e-4",)))] == ["record"]
+    config["optim"]["lr"] = None
+    rec.write(row, json.dumps(config).encode(), {"machine": "m"})
+    assert [r["source"] for r in read_results(cfg)] == ["record"]
+    config["schedule"]["name"] = "constant"
+    rec.write(row, json.dumps(config).encode(), {"machine": "m"})
+    with pytest.raises(ValueError, match="schedule.name constant, now cosine"):
+        read_results(cfg)
