@@ -70,6 +70,7 @@ __all__ = [
     "multiples_of",
     "CENTRES",
     "centre_lr",
+    "registered_lr",
     "spec",
     "sweep",
     "table",
@@ -150,10 +151,14 @@ class SweepConfig:
     folder each) that belong to this sweep, then write the table; trains nothing."""
 
 
+def registered_lr(name: str) -> float:
+    """The lr an optimizer runs with on a Gaussian image network when none is given."""
+    return OPTIMIZERS[name]().resolved_lr()
+
+
 def centre_lr(name: str) -> float:
-    """The lr ``name``'s sweep is centred on: :data:`CENTRES`'s, else the lr it runs with on a Gaussian image
-    network when none is given."""
-    return CENTRES[name] if name in CENTRES else OPTIMIZERS[name]().resolved_lr()
+    """The lr ``name``'s sweep is centred on: :data:`CENTRES`'s, else its :func:`registered_lr`."""
+    return CENTRES[name] if name in CENTRES else registered_lr(name)
 
 
 def spec(name: str, multiple: float) -> str:
@@ -399,9 +404,8 @@ def table(
             lr_text = e["spec"].split("lr=", 1)[1]
             label = {"winner": "**winner**", "leading": "*leading*"}.get(mark, "") if j == k else ""
             if j == k and mark == "winner":
-                registered = f"{OPTIMIZERS[name]().resolved_lr():.3g}"
+                registered = f"{registered_lr(name):.3g}"
                 label += ", registered" if float(registered) == float(lr_text) else f", registered: {registered}"
-            if j == k and mark == "winner":
                 mean = f"**{mean}**"
             lines.append(
                 f"| {name} | {lr_text} | {e['multiple']:.3g} | "
