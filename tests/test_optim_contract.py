@@ -156,16 +156,17 @@ def test_learns_a_small_image(name, one_thread):
     # 6.67e-5, without its cosine schedule), 0.46 (Schedule-Free AdamW at 1.11e-4)
 
 
-NOT_EXACT = {"psgd-kron": "heavyball's PSGDKron continues differently after a state_dict round trip (cause not found)"}
+def _dtypes(value):
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    if isinstance(value, dict):
+        return {k: _dtypes(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_dtypes(v) for v in value]
+    return None
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=NOT_EXACT[n], strict=True)) if n in NOT_EXACT else n
-        for n in OPTIMIZERS
-    ],
-)
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_state_dict_round_trip_continues_identically(name, one_thread):
     options = _accepted(name, SHORT_RUN)
     net, x, y = _image_problem()
@@ -183,6 +184,9 @@ def test_state_dict_round_trip_continues_identically(name, one_thread):
     resumed.load_state_dict(saved["net"])
     opt2 = _build(name, resumed.parameters())  # the defaults: the state brings the rest
     opt2.load_state_dict(saved["opt"])
+    # torch casts floating state to the parameter's dtype on load; a statistic kept in float64 (PSGD-Kron's lower
+    # bound) must come back as saved, or the resumed run drifts (by 1e-9 after 5 steps at lr 3e-4)
+    assert _dtypes(opt2.state_dict()["state"]) == _dtypes(saved["opt"]["state"])
     torch.manual_seed(1)
     train_steps(resumed, opt2, x, y, 5)
     for p, q, p0 in zip(net.parameters(), resumed.parameters(), start):

@@ -115,6 +115,41 @@ def _heavyball():
     return heavyball
 
 
+def keep_saved_state_dtypes(optimizer: Optimizer) -> Optimizer:
+    """Make ``optimizer.load_state_dict`` keep each state tensor's saved dtype.
+
+    ``torch.optim.Optimizer.load_state_dict`` casts every floating-point state tensor to its parameter's dtype.
+    PSGD-Kron keeps its running lower bound in float64 beside float32 parameters; cast, a resumed run continues
+    from a rounded statistic and drifts from the run it resumes. The hooks put the saved tensor back wherever the
+    cast changed its dtype.
+    """
+    saved: dict = {}
+
+    def before(opt, state_dict):
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        saved["state"] = [state_dict["state"].get(i) for i in ids]
+
+    def after(opt):
+        params = [p for group in opt.param_groups for p in group["params"]]
+        for p, value in zip(params, saved.pop("state", [])):
+            if p in opt.state and value is not None:
+                opt.state[p] = _with_dtypes(opt.state[p], value)
+
+    optimizer.register_load_state_dict_pre_hook(before)
+    optimizer.register_load_state_dict_post_hook(after)
+    return optimizer
+
+
+def _with_dtypes(loaded, saved):
+    if isinstance(loaded, torch.Tensor) and isinstance(saved, torch.Tensor):
+        return saved.to(loaded.device, copy=True) if loaded.dtype != saved.dtype else loaded
+    if isinstance(loaded, dict) and isinstance(saved, dict):
+        return {k: _with_dtypes(v, saved[k]) if k in saved else v for k, v in loaded.items()}
+    if isinstance(loaded, (list, tuple)) and isinstance(saved, (list, tuple)) and len(loaded) == len(saved):
+        return type(loaded)(_with_dtypes(u, v) for u, v in zip(loaded, saved))
+    return loaded
+
+
 @register_optimizer
 @dataclass
 class SOAPConfig(OptimizerConfig):
@@ -133,7 +168,7 @@ class SOAPConfig(OptimizerConfig):
     """Steps between eigenbasis updates."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return _heavyball().SOAP(
+        soap = _heavyball().SOAP(
             params,
             lr=self.resolved_lr(),
             betas=tuple(self.betas),
@@ -142,6 +177,7 @@ class SOAPConfig(OptimizerConfig):
             weight_decay=self.weight_decay,
             precondition_frequency=self.precondition_frequency,
         )
+        return keep_saved_state_dtypes(soap)
 
 
 @register_optimizer
@@ -161,9 +197,10 @@ class PSGDKronConfig(OptimizerConfig):
     """Step size of the preconditioner's own update."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        return _heavyball().PSGDKron(
+        psgd = _heavyball().PSGDKron(
             params, lr=self.resolved_lr(), beta=self.beta, weight_decay=self.weight_decay, precond_lr=self.precond_lr
         )
+        return keep_saved_state_dtypes(psgd)
 
 
 @register_optimizer
