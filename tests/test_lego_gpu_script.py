@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.gpu import lego_contest, lego_convergence
 from gnerf.scenes import make_blender_scene
@@ -294,3 +295,15 @@ def test_the_schedule_is_stated_as_each_method_runs_it():
         "of the first 50 steps, then every 100th"
     )
     assert words("gaussian-nerf-muon") == "muon lr 0.0002 (Adam part 0.0001), cosine to 0 over 200,000 steps"
+
+
+def test_lego_contest_refuses_a_checkpoint_its_optimizer_refuses_in_one_line(scene, tmp_path):
+    out = tmp_path / "out"
+    _contest(scene, out, "--stop-at-step", "5")
+    path = out / "ckpt" / "gaussian-nerf-esgd.pt"
+    state = torch.load(path, weights_only=True)
+    group = state["optimizers"]["fields"]["param_groups"][0]
+    group.pop("lr_warmup")  # as saved by a version of ESGD-Max without that option
+    torch.save(state, path)
+    with pytest.raises(SystemExit, match=r"gaussian-nerf-esgd\.pt: .*refuses this checkpoint .*delete the file"):
+        _contest(scene, out)

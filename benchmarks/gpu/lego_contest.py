@@ -346,7 +346,13 @@ def resume(run: Run, args, protocol) -> bool:
         return False
     t = run.trainer
     t.pipeline.load_pipeline(state["pipeline"], state["step"])
-    t.optimizers.load_optimizers(state["optimizers"])
+    try:
+        t.optimizers.load_optimizers(state["optimizers"])
+    except ValueError as e:  # gnerf's optimizers refuse a state saved by another version of themselves
+        raise SystemExit(
+            f"{path}: {run.method}'s optimizer refuses this checkpoint ({e}); delete the file to train "
+            f"{run.method} again from step 0"
+        ) from e
     t.optimizers.load_schedulers(state["schedulers"])
     t.grad_scaler.load_state_dict(state["scalers"])
     run.steps, run.rng = state["step"], state["rng"]
