@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from experiments.jobs import machine_line
+from experiments.variants import recorded_equal
 from gnerf.files import atomic_write_bytes
 
 __all__ = [
@@ -161,16 +161,10 @@ def check_protocol(record: Path, protocol: Mapping[str, Any], write: bool) -> No
         atomic_write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _close(a: Optional[float], b: Optional[float], rel: float) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=0.0)
-
-
-def config_mismatches(config: Mapping[str, Any], expected: Mapping[str, Any], lr_rel_tol: float = 5e-3) -> List[str]:
+def config_mismatches(config: Mapping[str, Any], expected: Mapping[str, Any]) -> List[str]:
     """What differs between a run's config.json and the ``expected`` settings (keys: ``size``, ``batch_size``,
     ``seed``, ``activation``, ``hidden_dim``, ``num_layers``, ``optimizer``, ``lr``, ``schedule``, and any other
-    top-level key of config.json); ``lr`` within ``lr_rel_tol`` (relative) is the same."""
+    top-level key of config.json); an ``lr`` equal as :func:`experiments.variants.recorded_equal` has it is the same."""
     field = config.get("field", {})
     optim = config.get("optim", {})
     have = {
@@ -185,7 +179,7 @@ def config_mismatches(config: Mapping[str, Any], expected: Mapping[str, Any], lr
     for key, want in expected.items():
         got = have[key] if key in have else config.get(key)
         if key == "lr":
-            if not _close(got, want, lr_rel_tol):
+            if not recorded_equal(got, want):
                 out.append(f"lr {got} (expected {want})")
         elif key == "size":
             if list(got or []) != list(want):

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
 
-__all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "schedule_name"]
+__all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "recorded_equal", "schedule_name"]
 
 #: The schedules a spec may name (the fitting commands' ``schedule:KIND`` subcommands).
 SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
@@ -186,7 +186,7 @@ class Variant:
         for part, want in (("optim", optim), ("schedule", sched)):
             have = config.get(part) or {}
             for key, value in want.items():
-                if have.get(key) is not None and not _same(have[key], value):
+                if have.get(key) is not None and not recorded_equal(have[key], value):
                     out.append(f"{part}.{key} {_text(_tuple(have[key]))}, now {_text(value)}")
         return out
 
@@ -210,11 +210,11 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Whether a value read from JSON (lists for tuples) equals a config's value; numbers to 0.5% (relative), the
-    rounding of an lr written with 3 significant digits, as a grid's lrs are."""
+def recorded_equal(a: Any, b: Any) -> bool:
+    """Whether a value read back from a record (JSON: lists for tuples) equals a setting; numbers to 0.5%
+    (relative), the rounding of an lr written with 3 significant digits, as a grid's lrs are."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(recorded_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=5e-3, abs_tol=0.0)
     return a == b
