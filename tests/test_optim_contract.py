@@ -145,15 +145,14 @@ SLOW = {"soap": 0.95, "psgd-kron": 0.95}
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_learns_a_small_image(name, one_thread):
     net, x, y = _image_problem()
-    # AdaHessian (J) at the paper's lr 0.15 diverges on this problem with probe seeds 0 and 5 of 0-6 (its
-    # Jacobi statistic |v * Hv| can be near 0 for a parameter, and its step then ~ lr / eps); seed 1 learns
-    opt = _build(name, net.parameters(), probe_seed=1 if name == "adahessian-j" else 0)
+    opt = _build(name, net.parameters(), probe_seed=0)
     assert opt.param_groups[0]["lr"] == REGISTERED[name]().lr
     losses = train_steps(net, opt, x, y, 150)
     assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < SLOW.get(name, 0.5) * losses[0]  # measured 0.0005 (Shampoo), 0.015-0.04 (ESGD, AdaHessian,
+    # measured 0.0005 (Shampoo), 0.002-0.005 (AdaHessian (J), probe seeds 0-6), 0.015-0.04 (ESGD, AdaHessian (E),
     # K-FAC), 0.27 (Adam at its paper lr 1e-4, also ESGDAdamStart's first 800 steps), 0.46 (Muon at its constant lr
     # 6.67e-5, without its cosine schedule), 0.46 (Schedule-Free AdamW at 1.11e-4)
+    assert losses[-1] < SLOW.get(name, 0.5) * losses[0]
 
 
 def _dtypes(value):

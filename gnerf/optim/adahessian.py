@@ -9,8 +9,13 @@ differ only in the per-step statistic :math:`D_t` drawn from a Rademacher vector
 * **(E) equilibration**: :math:`D_t = Hv`, with :math:`\mathbb{E}_v[(Hv)^2] = \mathrm{diag}(H^2)`
   (the squared row norms of :math:`H`); the preconditioner is :math:`\sqrt{\mathrm{EMA}(D_t^2)}`.
   (Yao et al.'s own :math:`\mathrm{EMA}((v \odot Hv)^2)` is the same number, since :math:`v^2 = 1`.)
-* **(J) Jacobi**: :math:`D_t = v \odot Hv`, with :math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`;
-  the preconditioner is :math:`|\mathrm{EMA}(D_t)|`, the magnitude of the averaged diagonal.
+* **(J) Jacobi**: :math:`D_t = |v \odot Hv|`, the magnitude of the one-probe estimate of
+  :math:`\mathrm{diag}(H)` (:math:`\mathbb{E}_v[v \odot Hv] = \mathrm{diag}(H)`); the preconditioner is
+  :math:`\sqrt{\mathrm{EMA}(D_t)}`, as in the code published with the paper (its ``adahessian_j.py``:
+  the running average of ``hv.abs()``, then its square root).
+
+The paper gives AdaHessian's lr (0.15) and Hessian power (1) but not the (J) statistic's formula; the
+published code is the reference for it.
 
 Curvature is estimated on every step, so ``should_create_graph()`` is always True. Spatial
 averaging of :math:`D_t` (AdaHessian's trick for convolution kernels) does not apply to the
@@ -48,8 +53,8 @@ class AdaHessian(HutchinsonOptimizer):
         h_t &= H v_t \\
         \text{(E)}\quad s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, h_t \odot h_t, \qquad
             \hat D_t = \sqrt{s_t / (1 - \beta_2^t)} \\
-        \text{(J)}\quad s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, v_t \odot h_t, \qquad
-            \hat D_t = |s_t| / (1 - \beta_2^t) \\
+        \text{(J)}\quad s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, |v_t \odot h_t|, \qquad
+            \hat D_t = \sqrt{s_t / (1 - \beta_2^t)} \\
         \theta_t &= \theta_{t-1} (1 - \eta \lambda) - \eta\, \hat m_t / (\hat D_t^{\,k} + \epsilon)
 
     The gradients must carry a graph on every step: call
@@ -182,7 +187,7 @@ class AdaHessianE(_FixedStatistic):
 
 
 class AdaHessianJ(_FixedStatistic):
-    """AdaHessian (J): the Jacobi statistic ``|EMA(v * Hv)|``. Same arguments as :class:`AdaHessian` but
+    """AdaHessian (J): the Jacobi statistic ``sqrt(EMA(|v * Hv|))``. Same arguments as :class:`AdaHessian` but
     ``statistic``."""
 
     statistic = "jacobi"
@@ -263,11 +268,10 @@ def _single_tensor_adahessian(
             p.mul_(1.0 - lr * weight_decay)
         m.lerp_(g, 1.0 - beta1)
         if jacobi:
-            s.lerp_(v * h, 1.0 - beta2)
-            d = s.abs().div_(bc2)
+            s.lerp_((v * h).abs_(), 1.0 - beta2)
         else:
             s.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
-            d = s.div(bc2).sqrt_()
+        d = s.div(bc2).sqrt_()
         if hessian_power != 1.0:
             d.pow_(hessian_power)
         p.addcdiv_(m, d.add_(eps), value=-lr / bc1)
@@ -295,14 +299,14 @@ def _multi_tensor_adahessian(
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
     if jacobi:
-        torch._foreach_lerp_(curvatures, torch._foreach_mul(vectors, hvps), 1.0 - beta2)
-        d = torch._foreach_abs(curvatures)
-        torch._foreach_div_(d, bias_corrections2)
+        probes = torch._foreach_mul(vectors, hvps)
+        torch._foreach_abs_(probes)
+        torch._foreach_lerp_(curvatures, probes, 1.0 - beta2)
     else:
         torch._foreach_mul_(curvatures, beta2)
         torch._foreach_addcmul_(curvatures, hvps, hvps, value=1.0 - beta2)
-        d = torch._foreach_div(curvatures, bias_corrections2)
-        torch._foreach_sqrt_(d)
+    d = torch._foreach_div(curvatures, bias_corrections2)
+    torch._foreach_sqrt_(d)
     if hessian_power != 1.0:
         torch._foreach_pow_(d, hessian_power)
     torch._foreach_add_(d, eps)
