@@ -34,6 +34,7 @@ __all__ = [
     "SOAPConfig",
     "ScheduleFreeAdamWConfig",
     "has_train_eval_modes",
+    "keep_saved_state_dtypes",
 ]
 
 
