@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -142,9 +143,11 @@ def test_two_concurrent_runs_on_one_folder_leave_exactly_one_runs_files(tmp_path
     assert sorted(rc for rc, _ in results) == [0, 1], results
     winner = [seed for seed, (rc, _) in zip((1, 2), results) if rc == 0][0]
     loser_err = [err for rc, err in results if rc == 1][0].strip().splitlines()
-    # the loser found the folder locked, or (if it started late) already holding the winner's run
+    # the loser found the folder locked (naming the holder's process, or "another process" if the holder had locked
+    # it but not yet written its id), or (if it started late) already holding the winner's run
     assert len(loser_err) == 1 and (
-        "is in use by another run (process" in loser_err[0] or "already holds a run" in loser_err[0]
+        re.search(r"is in use by another run \((process \d+|another process)\)", loser_err[0])
+        or "already holds a run" in loser_err[0]
     ), loser_err
     assert json.loads((out / "config.json").read_text())["seed"] == winner
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["seed"] == winner
