@@ -177,7 +177,7 @@ def test_reproduce_suites_choose_their_grids_records_and_reports():
     assert list(plans) == ["claims", "preconditioners", "video"]
     (pre,) = plans["preconditioners"][1]
     assert pre.activations == ("sine", "wavelet") and pre.size == (64, 64)
-    assert pre.optimizers == ("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "shampoo")
+    assert pre.optimizers == ("adam", "esgd", "adahessian-e", "adahessian-j", "kfac", "kfac-adam", "shampoo")
     assert [p.stem for p in pre.inputs] == ["kodim01", "kodim02", "kodim03", "kodim04"]
     claims_image = plans["claims"][1][0]
     assert claims_image.record == pre.record == ROOT / "docs" / "data" / "reproduce-quick" / "image"  # shared runs

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.optim.kfac import KFAC, kfac_precondition
+from gnerf.optim.kfac import KFAC, KFACAdam, kfac_precondition
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 
@@ -96,6 +96,50 @@ def test_preconditioner_is_the_damped_kronecker_inverse():
     F = torch.kron(A, G) + lam * torch.eye(12, dtype=torch.float64)
     expected = torch.linalg.solve(F, grad.T.reshape(-1)).reshape(4, 3).T
     assert torch.allclose(u, expected, atol=1e-10)
+
+
+def test_factored_damping_damps_each_factor():
+    torch.manual_seed(0)
+    a, g = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    A, G = a.T @ a / 20, g.T @ g / 20
+    grad = torch.randn(3, 4, dtype=torch.float64)
+    da, qa = torch.linalg.eigh(A)
+    dg, qg = torch.linalg.eigh(G)
+    lam = 0.1
+    u = kfac_precondition(grad, qa, da, qg, dg, lam, factored=True)
+    c = lam**0.5  # the published code's K-FAC: (A + sqrt(eps) I)^-1 and (G + sqrt(eps) I)^-1, pi off
+    expected = torch.linalg.inv(G + c * torch.eye(3, dtype=torch.float64)) @ grad
+    expected = expected @ torch.linalg.inv(A + c * torch.eye(4, dtype=torch.float64))
+    assert torch.allclose(u, expected, atol=1e-10)
+
+
+def test_kfac_adam_is_adam_on_each_batch_preconditioned_gradient():
+    """Two steps on two batches: each step preconditions with that batch's factors alone (the published code's
+    running-average parameter 1), damped by sqrt(0.1) per factor, and torch.optim.Adam steps on the result."""
+    net = _mlp()
+    ref = copy.deepcopy(net)
+    ref_adam = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    opt = KFACAdam(net, lr=1e-3)
+    c = 0.1**0.5
+    for seed in (1, 2):
+        x, y = _batch(seed)
+        factors = _explicit_factors(copy.deepcopy(ref), x, y, LOSSES["mse"])
+        ref_adam.zero_grad()
+        LOSSES["mse"](ref(x), y).backward()
+        for (A, G), i in zip(factors, (0, 2)):
+            w, b = ref[i].weight, ref[i].bias
+            full = torch.cat([w.grad, b.grad[:, None]], 1).double()
+            iA = torch.linalg.inv(A.double() + c * torch.eye(A.shape[0], dtype=torch.float64))
+            iG = torch.linalg.inv(G.double() + c * torch.eye(G.shape[0], dtype=torch.float64))
+            u = (iG @ full @ iA).float()
+            w.grad, b.grad = u[:, :-1].contiguous(), u[:, -1].contiguous()
+        ref_adam.step()
+        opt.zero_grad()
+        LOSSES["mse"](net(x), y).backward()
+        opt.step()
+        for p, q in zip(net.parameters(), ref.parameters()):
+            assert torch.allclose(p, q, atol=1e-6), seed
+    assert [opt.state[net[i].weight]["kfac_inverse_updates"] for i in (0, 2)] == [2, 2]
 
 
 def test_one_step_update_and_inverse_cadence():

@@ -26,6 +26,7 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
         "adahessian-e",
         "adahessian-j",
         "kfac",
+        "kfac-adam",
         "shampoo",
         "muon",
         "adam-cosine",
@@ -40,8 +41,12 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     assert (
         lrs["esgd-adam-start"] == 0.1 and lrs["kfac"] == lrs["shampoo"] == 0.1
     )  # gnerf's choice: docs/reproduction.md
-    for name in ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "shampoo"):
+    paper = ("adam", "esgd", "esgd-max", "esgd-adam-start", "adahessian-e", "adahessian-j", "kfac", "kfac-adam")
+    for name in paper + ("shampoo",):
         assert OPTIMIZERS[name].schedule == ConstantSchedule()  # the paper trains at a constant lr
+    kfac_adam = OPTIMIZERS["kfac-adam"]()  # the published code's K-FAC: KFAC(net, 0.1, 100), then Adam(lr=1e-4)
+    assert (kfac_adam.lr, kfac_adam.damping, kfac_adam.factored_damping) == (1e-4, 0.1, True)
+    assert (kfac_adam.stat_decay, kfac_adam.precondition_frequency) == (0.0, 1)
     assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
     assert OPTIMIZERS["muon-esgd"].schedule == CosineSchedule(lr_final=0.0, warmup_steps=100)
     assert lrs["muon-esgd"] == 6.67e-5 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
@@ -53,7 +58,12 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
 
 
 def test_the_fitting_task_picks_the_papers_lr_for_the_activation():
-    assert PAPER_LR_BY_ACTIVATION == {("adam", "relu"): 1e-3, ("esgd", "relu"): 0.1, ("shampoo", "sine"): 0.01}
+    assert PAPER_LR_BY_ACTIVATION == {
+        ("adam", "relu"): 1e-3,
+        ("kfac-adam", "relu"): 1e-3,
+        ("esgd", "relu"): 0.1,
+        ("shampoo", "sine"): 0.01,
+    }
     assert task_lr(optimizer_config("adam", lr=None), "relu") == 1e-3
     assert task_lr(optimizer_config("adam", lr=None), "sine") == 1e-4
     assert task_lr(optimizer_config("esgd", lr=None), "relu") == 0.1

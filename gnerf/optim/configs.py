@@ -40,7 +40,7 @@ from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGD, ESGDMax
-from gnerf.optim.kfac import KFAC
+from gnerf.optim.kfac import KFAC, KFACAdam
 from gnerf.optim.schedules import ConstantSchedule, ScheduleConfig
 from gnerf.optim.shampoo import Shampoo
 
@@ -52,6 +52,7 @@ __all__ = [
     "ESGDAdamStartConfig",
     "ESGDConfig",
     "ESGDMaxConfig",
+    "KFACAdamConfig",
     "KFACConfig",
     "OptimizerConfig",
     "ShampooConfig",
@@ -332,6 +333,8 @@ class KFACConfig(OptimizerConfig):
     lr: Optional[float] = 0.1
     momentum: float = 0.9
     damping: float = 0.01
+    factored_damping: bool = False
+    """Damp each factor by sqrt(damping) instead of their Kronecker product by damping."""
     stat_decay: float = 0.95
     weight_decay: float = 0.0
     kl_clip: float = 1e-3
@@ -342,6 +345,36 @@ class KFACConfig(OptimizerConfig):
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         return KFAC(params, **self.hyperparameters())
+
+
+@register_optimizer
+@dataclass
+class KFACAdamConfig(OptimizerConfig):
+    """Adam on K-FAC-preconditioned gradients (:class:`gnerf.optim.kfac.KFACAdam`): K-FAC as the code published
+    with the paper runs it (each minibatch's factors, each damped by sqrt(0.1), then Adam at lr 1e-4)."""
+
+    name: ClassVar[str] = "kfac-adam"
+    lr: Optional[float] = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    damping: float = 0.1
+    factored_damping: bool = True
+    """Damp each factor by sqrt(damping) instead of their Kronecker product by damping."""
+    stat_decay: float = 0.0
+    """Running-average coefficient of the factors; 0: each minibatch's own."""
+    precondition_frequency: int = 1
+    """Steps between eigendecompositions of the factors."""
+    statistics_frequency: int = 1
+    """Steps between updates of the factors."""
+    foreach: Optional[bool] = None
+    """Adam's multi-tensor update; None: torch's choice."""
+
+    def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
+        h = self.hyperparameters()
+        h["betas"] = tuple(h["betas"])
+        foreach = h.pop("foreach")
+        return KFACAdam(params, **h, foreach=foreach)
 
 
 @register_optimizer

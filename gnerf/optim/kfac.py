@@ -14,6 +14,13 @@ the gradient a hook sees times the number of rows). The factors come from forwar
 (:math:`a`) and tensor hooks on the layer outputs (:math:`g`), so K-FAC works for any loss
 whose minibatch value is a mean over samples (MSE, BCE, ...).
 
+Two K-FACs. :class:`KFAC` is the one the paper's text describes (momentum SGD on the
+preconditioned gradient, lr 0.1, inverses every 100 iterations). :class:`KFACAdam` is the one the
+code published with the paper runs: that code passes its "lr 0.1, update every 100" positionally
+into a preconditioner whose arguments are (damping, SUA, ...), so its K-FAC damps each factor by
+:math:`\sqrt{0.1}`, uses each minibatch's factors alone, inverts them every step, and hands the
+preconditioned gradient to Adam at lr 1e-4. The paper's K-FAC numbers come from that code.
+
 Construction. :class:`KFAC` takes the model (or a list of its ``nn.Linear`` modules), or,
 so that the registry, the fitting loop and nerfstudio can build it like any other optimizer,
 plain parameters: it then finds the ``nn.Linear`` modules owning those parameters during the
@@ -30,23 +37,32 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
-__all__ = ["KFAC", "kfac_precondition"]
+__all__ = ["KFAC", "KFACAdam", "kfac_precondition"]
 
 
-def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float) -> Tensor:
-    r""":math:`(A \otimes G + \lambda I)^{-1} \mathrm{vec}(\nabla)` as a matrix, from the eigendecompositions.
+def kfac_precondition(
+    grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float, factored: bool = False
+) -> Tensor:
+    r""":math:`(A \otimes G + \lambda I)^{-1} \mathrm{vec}(\nabla)` as a matrix, from the eigendecompositions;
+    with ``factored``, :math:`\big((A + \sqrt\lambda I) \otimes (G + \sqrt\lambda I)\big)^{-1} \mathrm{vec}(\nabla)`.
 
     With :math:`A = Q_A \mathrm{diag}(d_A) Q_A^T`, :math:`G = Q_G \mathrm{diag}(d_G) Q_G^T` and
     ``grad`` of shape ``[out, in(+1)]``:
-    :math:`Q_G \big[(Q_G^T \nabla Q_A) \oslash (d_G d_A^T + \lambda)\big] Q_A^T`.
+    :math:`Q_G \big[(Q_G^T \nabla Q_A) \oslash (d_G d_A^T + \lambda)\big] Q_A^T`, or with
+    :math:`(d_G + \sqrt\lambda)(d_A + \sqrt\lambda)^T` as the divisor when ``factored``.
     """
     v = qg.T @ grad @ qa
-    v = v / (dg[:, None] * da[None, :] + damping)
+    if factored:
+        c = math.sqrt(damping)
+        v = v / ((dg + c)[:, None] * (da + c)[None, :])
+    else:
+        v = v / (dg[:, None] * da[None, :] + damping)
     return qg @ v @ qa.T
 
 
@@ -87,6 +103,8 @@ class KFAC(CheckedOptimizer):
         lr: learning rate :math:`\eta` (the paper: 0.1).
         momentum: :math:`\mu`.
         damping: Tikhonov damping :math:`\lambda` (the paper: 0.01).
+        factored_damping: add :math:`\sqrt\lambda I` to each factor instead of :math:`\lambda I` to their
+            Kronecker product (as the paper's published code does; see :class:`KFACAdam`).
         stat_decay: :math:`\rho`, the running-average coefficient of the factors.
         weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
         kl_clip: :math:`\kappa`; ``0`` disables clipping.
@@ -101,23 +119,29 @@ class KFAC(CheckedOptimizer):
         lr: float = 0.1,
         momentum: float = 0.9,
         damping: float = 0.01,
+        factored_damping: bool = False,
         stat_decay: float = 0.95,
         weight_decay: float = 0.0,
         kl_clip: float = 1e-3,
         precondition_frequency: int = 100,
         statistics_frequency: int = 1,
     ) -> None:
-        params, modules = self._params_and_layers(params)
         defaults = dict(
             lr=lr,
             momentum=momentum,
             damping=damping,
+            factored_damping=factored_damping,
             stat_decay=stat_decay,
             weight_decay=weight_decay,
             kl_clip=kl_clip,
             precondition_frequency=int(precondition_frequency),
             statistics_frequency=int(statistics_frequency),
         )
+        self._init_kfac(params, defaults)
+
+    def _init_kfac(self, params: Any, defaults: Dict[str, Any]) -> None:
+        """Build the optimizer with ``defaults`` and hook the layers (now, or at the first forward pass)."""
+        params, modules = self._params_and_layers(params)
         self._param_ids: set = set()  # filled by add_param_group
         super().__init__(params, defaults)
         self._layers: List[nn.Linear] = []
@@ -149,12 +173,19 @@ class KFAC(CheckedOptimizer):
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         check_hyperparameters(lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"])
-        if not group["damping"] > 0.0:
-            raise ValueError(f"invalid damping={group['damping']}: must be > 0")
-        if not 0.0 <= group["stat_decay"] < 1.0:
-            raise ValueError(f"invalid stat_decay={group['stat_decay']}: must lie in [0, 1)")
         if not group["kl_clip"] >= 0.0:
             raise ValueError(f"invalid kl_clip={group['kl_clip']}: must be >= 0 (0 disables it)")
+        self._check_preconditioner(group)
+
+    @staticmethod
+    def _check_preconditioner(group: Dict[str, Any]) -> None:
+        """Check the settings of the K-FAC preconditioner itself (shared by :class:`KFAC` and :class:`KFACAdam`)."""
+        if not group["damping"] > 0.0:
+            raise ValueError(f"invalid damping={group['damping']}: must be > 0")
+        if not isinstance(group["factored_damping"], bool):
+            raise ValueError(f"invalid factored_damping={group['factored_damping']!r}: must be True or False")
+        if not 0.0 <= group["stat_decay"] < 1.0:
+            raise ValueError(f"invalid stat_decay={group['stat_decay']}: must lie in [0, 1)")
         check_cadence(
             precondition_frequency=group["precondition_frequency"], statistics_frequency=group["statistics_frequency"]
         )
@@ -278,7 +309,13 @@ class KFAC(CheckedOptimizer):
                 gb = layer.bias.grad.detach() if layer.bias.grad is not None else torch.zeros_like(layer.bias)
                 grad = torch.cat([grad, gb[:, None]], dim=1)
             u = kfac_precondition(
-                grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"], group["damping"]
+                grad,
+                state["kfac_QA"],
+                state["kfac_dA"],
+                state["kfac_QG"],
+                state["kfac_dG"],
+                group["damping"],
+                factored=group["factored_damping"],
             )
             vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
             if bias:
@@ -287,10 +324,8 @@ class KFAC(CheckedOptimizer):
             else:
                 preconditioned[id(w)] = (i, u)
         self._captures.clear()
-        nus = [
-            min(1.0, math.sqrt(g["kl_clip"] / vg)) if g["kl_clip"] > 0 and vg > 0 else 1.0
-            for g, vg in zip(self.param_groups, vg_sums)
-        ]
+        clips = [g.get("kl_clip", 0.0) for g in self.param_groups]  # KFACAdam's groups have none
+        nus = [min(1.0, math.sqrt(k / vg)) if k > 0 and vg > 0 else 1.0 for k, vg in zip(clips, vg_sums)]
         return {pid: u * nus[i] for pid, (i, u) in preconditioned.items()}
 
     @torch.no_grad()
@@ -298,15 +333,22 @@ class KFAC(CheckedOptimizer):
         """Perform one step (after ``loss.backward()``)."""
         if is_distributed():
             raise RuntimeError(
-                "KFAC does not support data-parallel training: its Kronecker factors come from each rank's own "
-                "activations and would differ between ranks. Train on one device, or use esgd-max, esgd, "
-                "adahessian-e/-j, shampoo or adam, which keep every rank identical."
+                f"{type(self).__name__} does not support data-parallel training: its Kronecker factors come from "
+                "each rank's own activations and would differ between ranks. Train on one device, or use esgd-max, "
+                "esgd, adahessian-e/-j, shampoo or adam, which keep every rank identical."
             )
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        updates = self._preconditioned_updates()
+        self._apply_updates(self._preconditioned_updates())
+        if self._discovery is not None:
+            self._discovery.remove()
+            self._discovery = None
+        return loss
+
+    def _apply_updates(self, updates: Dict[int, Tensor]) -> None:
+        """Momentum SGD on ``updates`` (by parameter ``id``; a parameter without one: its gradient)."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -327,7 +369,85 @@ class KFAC(CheckedOptimizer):
                 if "step" not in state:
                     state["step"] = new_counter()
                 state["step"].add_(1)
-        if self._discovery is not None:
-            self._discovery.remove()
-            self._discovery = None
-        return loss
+
+
+class KFACAdam(KFAC):
+    r"""Adam on K-FAC-preconditioned gradients: K-FAC as the code published with the paper runs it.
+
+    For every hooked linear layer, with the factors of the current minibatch only
+    (:math:`\rho = 0`, refreshed every step by default) and factored damping:
+
+    .. math::
+        u = \big((A + \sqrt\lambda I) \otimes (G + \sqrt\lambda I)\big)^{-1} \mathrm{vec}(\nabla)
+
+    and then ``torch.optim.Adam``'s update (its own kernel, ``torch.optim.adam.adam``, per-tensor or
+    multi-tensor as ``foreach`` says) with :math:`u` in place of the gradient; parameters outside a
+    hooked layer get Adam on their gradient. The published code (``optimizers/precond_kfac/kfac.py``,
+    called as ``KFAC(net, 0.1, 100)`` before ``Adam(lr=1e-4).step()``) has no KL clipping, no
+    momentum of its own and the ``pi`` correction off; those are the defaults here.
+
+    Same settings as :class:`KFAC` except ``momentum`` and ``kl_clip``, plus Adam's ``betas``, ``eps``
+    and ``foreach``; ``weight_decay`` is Adam's (L2, added to :math:`u`). Defaults: lr 1e-4,
+    damping 0.1 with ``factored_damping``, ``stat_decay`` 0, ``precondition_frequency`` 1.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-4,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        damping: float = 0.1,
+        factored_damping: bool = True,
+        stat_decay: float = 0.0,
+        precondition_frequency: int = 1,
+        statistics_frequency: int = 1,
+        *,
+        foreach: Optional[bool] = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            damping=damping,
+            factored_damping=factored_damping,
+            stat_decay=stat_decay,
+            precondition_frequency=int(precondition_frequency),
+            statistics_frequency=int(statistics_frequency),
+            foreach=foreach,
+        )
+        self._init_kfac(params, defaults)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"])
+        self._check_preconditioner(group)
+
+    def _apply_updates(self, updates: Dict[int, Tensor]) -> None:
+        """Adam on ``updates`` (by parameter ``id``; a parameter without one: its gradient)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
+                if "step" not in state:
+                    state["step"] = new_counter()
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            beta1, beta2 = group["betas"]
+            adam(
+                params,
+                [updates.get(id(p), p.grad.detach()) for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [],
+                [s["step"] for s in states],
+                foreach=group["foreach"],
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+            )

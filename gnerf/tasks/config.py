@@ -88,6 +88,7 @@ ScheduleChoice = _schedule_union()
 #: published with it), used when --optim.lr is not given; every other pair uses the optimizer config's default.
 PAPER_LR_BY_ACTIVATION: Dict[Tuple[str, str], float] = {
     ("adam", "relu"): 1e-3,
+    ("kfac-adam", "relu"): 1e-3,  # the published code's K-FAC steps with its Adam's lr
     ("esgd", "relu"): PAPER.relu_lr,
     ("shampoo", "sine"): 0.01,
 }
