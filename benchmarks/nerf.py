@@ -119,6 +119,37 @@ def size(
     )
 
 
+#: The learning rates of an optimizer config (the lr, and the second algorithm's of a two-algorithm optimizer) and of a
+#: scheduler config (absolute values a schedule starts from or reaches) that :func:`scale_lrs` multiplies.
+OPTIMIZER_LRS = ("lr", "adam_lr", "esgd_lr")
+SCHEDULER_LRS = ("lr_final", "lr_final_forward_facing", "lr_pre_warmup")
+
+
+def scale_lrs(cfg, scale: float) -> None:
+    """Multiply every learning rate of ``cfg``'s optimizer groups by ``scale``: the optimizers' lrs
+    (:data:`OPTIMIZER_LRS`) and their schedules' absolute lrs (:data:`SCHEDULER_LRS`), so each schedule keeps its shape
+    and every ratio between a method's lrs stays as registered. ``cfg.optimizers`` is replaced by a new dict of new
+    groups, so a registered config that ``cfg`` was shallow-copied from keeps its lrs."""
+    if scale == 1.0:
+        return
+
+    def scaled(part, names):
+        if part is None:
+            return None
+        return dataclasses.replace(
+            part, **{n: getattr(part, n) * scale for n in names if isinstance(getattr(part, n, None), float)}
+        )
+
+    cfg.optimizers = {
+        name: {
+            **group,
+            "optimizer": scaled(group["optimizer"], OPTIMIZER_LRS),
+            "scheduler": scaled(group.get("scheduler"), SCHEDULER_LRS),
+        }
+        for name, group in cfg.optimizers.items()
+    }
+
+
 def build(
     method: str,
     data: Path,
@@ -128,9 +159,11 @@ def build(
     device: str,
     test_mode: str = "val",
     architecture: str = "gnerf",
+    lr_scale: float = 1.0,
 ):
     """A trainer at ``sz`` for a registered Gaussian method (``benchmarks.recipes.METHODS``, the field's
-    ``architecture`` as given) or ``"vanilla-nerf (coarse)"``; ``test_mode="test"``: evaluate on the test split."""
+    ``architecture`` as given) or ``"vanilla-nerf (coarse)"``; ``test_mode="test"``: evaluate on the test split;
+    ``lr_scale``: every learning rate times this (:func:`scale_lrs`)."""
     from benchmarks.recipes import METHODS as GAUSSIAN_METHODS
     from benchmarks.recipes import method_config, setup_trainer
 
@@ -178,6 +211,7 @@ def build(
             f"unknown method {method!r}; choose one of {', '.join(GAUSSIAN_METHODS)} or 'vanilla-nerf (coarse)'"
         )
     cfg.logging.local_writer.enable = False
+    scale_lrs(cfg, lr_scale)
     with offline_lpips():
         trainer = setup_trainer(cfg, test_mode=test_mode)
     trainer.pipeline.train()

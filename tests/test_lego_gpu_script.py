@@ -307,3 +307,38 @@ def test_lego_contest_refuses_a_checkpoint_its_optimizer_refuses_in_one_line(sce
     torch.save(state, path)
     with pytest.raises(SystemExit, match=r"gaussian-nerf-esgd\.pt: .*refuses this checkpoint .*delete the file"):
         _contest(scene, out)
+
+
+def test_lr_scale_multiplies_every_learning_rate_of_every_method():
+    import copy
+
+    from benchmarks.nerf import scale_lrs
+    from gnerf.nerf.methods import CONFIGS
+
+    for name, registered in CONFIGS.items():
+        cfg = copy.copy(registered)  # shallow, as benchmarks.nerf.build copies nerfstudio's vanilla-nerf
+        scale_lrs(cfg, 3.0)
+        new, old = cfg.optimizers["fields"], registered.optimizers["fields"]
+        assert new["optimizer"].lr == pytest.approx(3 * old["optimizer"].lr), name
+        for field in ("adam_lr", "esgd_lr"):  # the second algorithm's lr of muon and muon-esgd(-eq)
+            if getattr(old["optimizer"], field, None) is not None:
+                assert getattr(new["optimizer"], field) == pytest.approx(3 * getattr(old["optimizer"], field))
+        assert new["scheduler"].lr_final == pytest.approx(3 * old["scheduler"].lr_final)  # the schedule's shape kept
+        assert new["scheduler"].kind == old["scheduler"].kind and new["scheduler"].max_steps == old["scheduler"].max_steps
+    assert CONFIGS["gaussian-nerf-muon"].optimizers["fields"]["optimizer"].adam_lr == 1e-4  # the registry untouched
+    assert CONFIGS["gaussian-nerf-adam"].optimizers["fields"]["optimizer"].lr == 1e-4
+
+
+def test_lego_contest_lr_screen_runs_scaled_lrs_under_its_own_protocol(scene, tmp_path):
+    args = lego_contest.parse(["--preset", "tiny", "--report-only"])
+    assert "lr_scale" not in lego_contest.protocol_of(args)  # records made before the option still match
+    with pytest.raises(SystemExit):
+        lego_contest.parse(["--preset", "tiny", "--report-only", "--lr-scale", "0"])
+    out = tmp_path / "x3"
+    records = _contest(scene, out, "--lr-scale", "3", "--steps", "6", "--methods", "gaussian-nerf-adam")
+    rec = records["gaussian-nerf-adam"]
+    assert rec["protocol"]["lr_scale"] == 3.0 and rec["complete"]
+    assert "adam lr 0.0003, exponential to 3e-06 over 6 steps" in rec["schedule"]
+    assert "every learning rate times 3" in (out / "lego_tiny_contest.md").read_text()
+    with pytest.raises(SystemExit, match="another protocol"):  # the registered lrs never mix with a screen's records
+        _contest(scene, out, "--steps", "6", "--methods", "gaussian-nerf-adam")

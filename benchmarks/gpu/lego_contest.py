@@ -31,6 +31,11 @@ sequential`` trains one method after another (one trainer in memory, each finish
 Either order resumes from the checkpoints. ``--deadline S`` stops (resumably) once the script has run S seconds;
 ``--stop-at-step K`` pauses every method at step K.
 
+``--lr-scale X`` multiplies every learning rate of every method by X (the optimizers' lrs, a second algorithm's
+lr, and the schedules' absolute lrs, so each schedule's shape and every ratio stay as registered): a learning-rate
+screen. X enters the protocol (when it is not 1), so its records go in a folder of their own (``--records``,
+``--out``) and never mix with the registered lrs'.
+
 Presets (``--preset``; options given explicitly win):
 
 - ``gpu``: the compressed paper protocol for one device call: lego at 400x400, 2048 rays x 128 samples, the
@@ -44,6 +49,8 @@ Presets (``--preset``; options given explicitly win):
     python -m benchmarks.gpu.lego_contest --preset cpu                                          # this CPU (hours)
     python -m benchmarks.gpu.lego_contest --preset cpu --report-only                            # rebuild the report
     python -m benchmarks.gpu.lego_contest --preset tiny --out /tmp/contest                      # a rehearsal
+    python -m benchmarks.gpu.lego_contest --preset cpu --lr-scale 3 --stop-at-step 500 \
+        --out docs/lego_cpu_lr_screen/x3 --methods gaussian-nerf-muon gaussian-nerf-adam-cosine       # an lr screen
 """
 
 from __future__ import annotations
@@ -191,6 +198,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
     p.add_argument("--lr-warmup", type=float, default=None, help="ESGD-Max's lr warm-up base (registered 0.99)")
+    p.add_argument("--lr-scale", type=float, default=1.0, help=lc.LR_SCALE_HELP)
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -209,6 +217,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.checkpoints = args.checkpoints or Path("outputs") / f"{args.name}_checkpoints"
     if args.steps < 1 or args.every < 1 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--steps, --every, --views, --chunk must be positive and --eval-scale in (0, 1]")
+    if not (math.isfinite(args.lr_scale) and args.lr_scale > 0):
+        p.error(f"--lr-scale {args.lr_scale}: must be a positive number (1: the registered lrs)")
     if not args.report_only and not (
         (args.data / "transforms_train.json").exists() and (args.data / "transforms_test.json").exists()
     ):
@@ -231,6 +241,8 @@ def protocol_of(args) -> Dict[str, object]:
         out[key] = getattr(args, key)
     out["hidden"] = args.hidden or registered.hidden_dim
     out["layers"] = args.layers or registered.num_layers
+    if args.lr_scale != 1.0:  # absent at the registered lrs, so records made before the option still match
+        out["lr_scale"] = args.lr_scale
     return out
 
 
@@ -531,7 +543,13 @@ def report(records: Dict[str, dict], args, protocol, training: bool) -> str:
         f"Protocol: `{p['data']}`, training images at scale {p['image_scale']} of their own resolution, "
         f"{p['rays']} rays x {p['samples']} samples per step for every method, Gaussian trunk {p['layers']} x "
         f"{p['hidden']}, seed {p['seed']}. **Each method's registered learning-rate schedule is compressed to the run's "
-        f"N = {p['steps']:,} steps** (start and final lr as registered, reached at step N instead of at 200,000); "
+        f"N = {p['steps']:,} steps** (start and final lr as registered, reached at step N instead of at 200,000"
+        + (
+            f"; **every learning rate times {p['lr_scale']:g}**, vanilla-nerf's too: a learning-rate screen"
+            if "lr_scale" in p
+            else ""
+        )
+        + "); "
         f"ESGD-Max's curvature cadence and lr warm-up stay as registered; nerfstudio registers no schedule for "
         f"vanilla-nerf (coarse network only, `benchmarks/nerf.py`). Test PSNR and SSIM: mean over {p['views']} fixed "
         f"test views rendered at {p['eval_scale']} of the training resolution against the area-downscaled ground "

@@ -54,6 +54,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 METHODS = ("gaussian-nerf-esgd", "gaussian-nerf-adam")  # the registered methods, trained by default
 VANILLA = "vanilla-nerf-coarse"  # nerfstudio's vanilla-nerf, coarse network only (benchmarks.nerf), on request
+LR_SCALE_HELP = (
+    "every learning rate of every method times this (optimizers' lrs and schedules' absolute lrs, so the ratios "
+    "stay as registered; 1: the registered lrs): a learning-rate screen"
+)
 TF32 = "gaussian-nerf-esgd+tf32"  # the same method with TF32 matmuls (a GPU's tensor cores), on request
 PLATEAU_DB = 12.0  # a constant (background-coloured) image scores about 10.8 dB on lego's test views
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
@@ -91,7 +95,7 @@ def build(method: str, args, out: Path):
     ``VANILLA``: nerfstudio's coarse vanilla-nerf at the same rays, samples and image scale (its own field,
     positional encoding and RAdam 5e-4), seeded with nerfstudio's default seed 42; ``cfg`` is then None.
     """
-    from benchmarks.nerf import NerfSize, offline_lpips
+    from benchmarks.nerf import NerfSize, offline_lpips, scale_lrs
     from benchmarks.nerf import build as build_nerf
     from benchmarks.recipes import method_config, setup_trainer
     from gnerf.nerf.model import GaussianNeRFModelConfig, skip_connections_for
@@ -100,7 +104,14 @@ def build(method: str, args, out: Path):
     if method == VANILLA:
         sz = NerfSize(args.rays, args.samples, args.image_scale, cadence=(0, 0))
         trainer = build_nerf(
-            "vanilla-nerf (coarse)", args.data, out, sz, args.schedule_steps, args.device, test_mode="test"
+            "vanilla-nerf (coarse)",
+            args.data,
+            out,
+            sz,
+            args.schedule_steps,
+            args.device,
+            test_mode="test",
+            lr_scale=args.lr_scale,
         )
         trainer.pipeline.model.config.eval_num_rays_per_chunk = args.eval_chunk
         return trainer, None
@@ -123,6 +134,7 @@ def build(method: str, args, out: Path):
     if args.lr_warmup is not None and hasattr(cfg.optimizers["fields"]["optimizer"], "lr_warmup"):
         group = cfg.optimizers["fields"]
         group["optimizer"] = dataclasses.replace(group["optimizer"], lr_warmup=args.lr_warmup)
+    scale_lrs(cfg, args.lr_scale)
     cfg.logging.local_writer.enable = False
     cfg.machine = dataclasses.replace(cfg.machine, seed=args.seed)
     with offline_lpips():  # gnerf's model builds LPIPS lazily, at its first image metric: never here
@@ -280,6 +292,7 @@ def report(
         f"{args.budget:.0f} s of wall time per method, the methods taking turns of up to {args.chunk} steps; "
         f"seed {args.seed}"
         + (f"; ESGD-Max lr warm-up base {args.lr_warmup}" if args.lr_warmup is not None else "")
+        + (f"; **every learning rate x {args.lr_scale:g}** (--lr-scale)" if args.lr_scale != 1.0 else "")
         + "."
     )
     lines.append("")
@@ -462,9 +475,12 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help="ESGD-Max's lr warm-up base (step x 1 - base^k; registered 0.99; 0 turns it off)",
     )
+    p.add_argument("--lr-scale", type=float, default=1.0, help=LR_SCALE_HELP)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    if not (math.isfinite(args.lr_scale) and args.lr_scale > 0):
+        p.error(f"--lr-scale {args.lr_scale}: must be a positive number (1: the registered lrs)")
     if args.budget <= 0 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--budget, --views, --chunk must be positive and --eval-scale in (0, 1]")
     if not (args.data / "transforms_train.json").exists() or not (args.data / "transforms_test.json").exists():
