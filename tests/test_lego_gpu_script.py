@@ -324,7 +324,9 @@ def test_lr_scale_multiplies_every_learning_rate_of_every_method():
             if getattr(old["optimizer"], field, None) is not None:
                 assert getattr(new["optimizer"], field) == pytest.approx(3 * getattr(old["optimizer"], field))
         assert new["scheduler"].lr_final == pytest.approx(3 * old["scheduler"].lr_final)  # the schedule's shape kept
-        assert new["scheduler"].kind == old["scheduler"].kind and new["scheduler"].max_steps == old["scheduler"].max_steps
+        assert (
+            new["scheduler"].kind == old["scheduler"].kind and new["scheduler"].max_steps == old["scheduler"].max_steps
+        )
     assert CONFIGS["gaussian-nerf-muon"].optimizers["fields"]["optimizer"].adam_lr == 1e-4  # the registry untouched
     assert CONFIGS["gaussian-nerf-adam"].optimizers["fields"]["optimizer"].lr == 1e-4
 

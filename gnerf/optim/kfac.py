@@ -421,7 +421,9 @@ class KFACAdam(KFAC):
         self._init_kfac(params, defaults)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        check_hyperparameters(lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"])
+        check_hyperparameters(
+            lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"]
+        )
         self._check_preconditioner(group)
 
     def _apply_updates(self, updates: Dict[int, Tensor]) -> None:
