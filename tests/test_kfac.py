@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.optim.kfac import KFAC, KFACAdam, kfac_precondition
+from gnerf.optim.kfac import KFAC, kfac_precondition
+from gnerf.optim.kfac_adam import KFACAdam
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
 

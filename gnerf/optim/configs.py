@@ -40,7 +40,8 @@ from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGD, ESGDMax
-from gnerf.optim.kfac import KFAC, KFACAdam
+from gnerf.optim.kfac import KFAC
+from gnerf.optim.kfac_adam import KFACAdam
 from gnerf.optim.schedules import ConstantSchedule, ScheduleConfig
 from gnerf.optim.shampoo import Shampoo
 
@@ -350,7 +351,7 @@ class KFACConfig(OptimizerConfig):
 @register_optimizer
 @dataclass
 class KFACAdamConfig(OptimizerConfig):
-    """Adam on K-FAC-preconditioned gradients (:class:`gnerf.optim.kfac.KFACAdam`): K-FAC as the code published
+    """Adam on K-FAC-preconditioned gradients (:class:`gnerf.optim.kfac_adam.KFACAdam`): K-FAC as the code published
     with the paper runs it (each minibatch's factors, each damped by sqrt(0.1), then Adam at lr 1e-4)."""
 
     name: ClassVar[str] = "kfac-adam"

@@ -19,7 +19,8 @@ preconditioned gradient, lr 0.1, inverses every 100 iterations). :class:`KFACAda
 code published with the paper runs: that code passes its "lr 0.1, update every 100" positionally
 into a preconditioner whose arguments are (damping, SUA, ...), so its K-FAC damps each factor by
 :math:`\sqrt{0.1}`, uses each minibatch's factors alone, inverts them every step, and hands the
-preconditioned gradient to Adam at lr 1e-4. The paper's K-FAC numbers come from that code.
+preconditioned gradient to Adam at lr 1e-4 (:class:`gnerf.optim.kfac_adam.KFACAdam`). The paper's K-FAC
+numbers come from that code.
 
 Construction. :class:`KFAC` takes the model (or a list of its ``nn.Linear`` modules), or,
 so that the registry, the fitting loop and nerfstudio can build it like any other optimizer,
@@ -37,13 +38,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.optim.adam import adam
 
 from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
-__all__ = ["KFAC", "KFACAdam", "kfac_precondition"]
+__all__ = ["KFAC", "kfac_precondition"]
 
 
 def kfac_precondition(
@@ -104,7 +104,7 @@ class KFAC(CheckedOptimizer):
         momentum: :math:`\mu`.
         damping: Tikhonov damping :math:`\lambda` (the paper: 0.01).
         factored_damping: add :math:`\sqrt\lambda I` to each factor instead of :math:`\lambda I` to their
-            Kronecker product (as the paper's published code does; see :class:`KFACAdam`).
+            Kronecker product (as the paper's published code does; see :class:`gnerf.optim.kfac_adam.KFACAdam`).
         stat_decay: :math:`\rho`, the running-average coefficient of the factors.
         weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
         kl_clip: :math:`\kappa`; ``0`` disables clipping.
@@ -179,7 +179,7 @@ class KFAC(CheckedOptimizer):
 
     @staticmethod
     def _check_preconditioner(group: Dict[str, Any]) -> None:
-        """Check the settings of the K-FAC preconditioner itself (shared by :class:`KFAC` and :class:`KFACAdam`)."""
+        """Check the settings of the K-FAC preconditioner itself (shared with :class:`~gnerf.optim.kfac_adam.KFACAdam`)."""
         if not group["damping"] > 0.0:
             raise ValueError(f"invalid damping={group['damping']}: must be > 0")
         if not isinstance(group["factored_damping"], bool):
@@ -369,87 +369,3 @@ class KFAC(CheckedOptimizer):
                 if "step" not in state:
                     state["step"] = new_counter()
                 state["step"].add_(1)
-
-
-class KFACAdam(KFAC):
-    r"""Adam on K-FAC-preconditioned gradients: K-FAC as the code published with the paper runs it.
-
-    For every hooked linear layer, with the factors of the current minibatch only
-    (:math:`\rho = 0`, refreshed every step by default) and factored damping:
-
-    .. math::
-        u = \big((A + \sqrt\lambda I) \otimes (G + \sqrt\lambda I)\big)^{-1} \mathrm{vec}(\nabla)
-
-    and then ``torch.optim.Adam``'s update (its own kernel, ``torch.optim.adam.adam``, per-tensor or
-    multi-tensor as ``foreach`` says) with :math:`u` in place of the gradient; parameters outside a
-    hooked layer get Adam on their gradient. The published code (``optimizers/precond_kfac/kfac.py``,
-    called as ``KFAC(net, 0.1, 100)`` before ``Adam(lr=1e-4).step()``) has no KL clipping, no
-    momentum of its own and the ``pi`` correction off; those are the defaults here.
-
-    Same settings as :class:`KFAC` except ``momentum`` and ``kl_clip``, plus Adam's ``betas``, ``eps``
-    and ``foreach``; ``weight_decay`` is Adam's (L2, added to :math:`u`). Defaults: lr 1e-4,
-    damping 0.1 with ``factored_damping``, ``stat_decay`` 0, ``precondition_frequency`` 1.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-4,
-        betas: Tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        damping: float = 0.1,
-        factored_damping: bool = True,
-        stat_decay: float = 0.0,
-        precondition_frequency: int = 1,
-        statistics_frequency: int = 1,
-        *,
-        foreach: Optional[bool] = None,
-    ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            damping=damping,
-            factored_damping=factored_damping,
-            stat_decay=stat_decay,
-            precondition_frequency=int(precondition_frequency),
-            statistics_frequency=int(statistics_frequency),
-            foreach=foreach,
-        )
-        self._init_kfac(params, defaults)
-
-    def _check_group(self, group: Dict[str, Any]) -> None:
-        check_hyperparameters(
-            lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"]
-        )
-        self._check_preconditioner(group)
-
-    def _apply_updates(self, updates: Dict[int, Tensor]) -> None:
-        """Adam on ``updates`` (by parameter ``id``; a parameter without one: its gradient)."""
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states):
-                if "step" not in state:
-                    state["step"] = new_counter()
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            beta1, beta2 = group["betas"]
-            adam(
-                params,
-                [updates.get(id(p), p.grad.detach()) for p in params],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [],
-                [s["step"] for s in states],
-                foreach=group["foreach"],
-                amsgrad=False,
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=False,
-            )
