@@ -84,13 +84,19 @@ def test_eval_forward_without_grad_records_nothing():
     assert torch.allclose(opt.state[net[0].weight]["kfac_A"], A, atol=1e-6)
 
 
-def test_preconditioner_is_the_damped_kronecker_inverse():
+def _factors_and_grad():
+    """Two random Kronecker factors A (4 x 4) and G (3 x 3), a 3 x 4 gradient, and the factors' eigendecompositions."""
     torch.manual_seed(0)
     a, g = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
     A, G = a.T @ a / 20, g.T @ g / 20
     grad = torch.randn(3, 4, dtype=torch.float64)
     da, qa = torch.linalg.eigh(A)
     dg, qg = torch.linalg.eigh(G)
+    return A, G, grad, qa, da, qg, dg
+
+
+def test_preconditioner_is_the_damped_kronecker_inverse():
+    A, G, grad, qa, da, qg, dg = _factors_and_grad()
     lam = 0.01
     u = kfac_precondition(grad, qa, da, qg, dg, lam)
     # vec() stacks columns; (A kron G) vec(X) = vec(G X A^T)
@@ -100,12 +106,7 @@ def test_preconditioner_is_the_damped_kronecker_inverse():
 
 
 def test_factored_damping_damps_each_factor():
-    torch.manual_seed(0)
-    a, g = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
-    A, G = a.T @ a / 20, g.T @ g / 20
-    grad = torch.randn(3, 4, dtype=torch.float64)
-    da, qa = torch.linalg.eigh(A)
-    dg, qg = torch.linalg.eigh(G)
+    A, G, grad, qa, da, qg, dg = _factors_and_grad()
     lam = 0.1
     u = kfac_precondition(grad, qa, da, qg, dg, lam, factored=True)
     c = lam**0.5  # the published code's K-FAC: (A + sqrt(eps) I)^-1 and (G + sqrt(eps) I)^-1, pi off

@@ -372,10 +372,7 @@ class KFACAdamConfig(OptimizerConfig):
     """Adam's multi-tensor update; None: torch's choice."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        h = self.hyperparameters()
-        h["betas"] = tuple(h["betas"])
-        foreach = h.pop("foreach")
-        return KFACAdam(params, **h, foreach=foreach)
+        return KFACAdam(params, **self.hyperparameters())
 
 
 @register_optimizer

@@ -126,21 +126,31 @@ class KFAC(CheckedOptimizer):
         precondition_frequency: int = 100,
         statistics_frequency: int = 1,
     ) -> None:
+        update = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, kl_clip=kl_clip)
+        self._init_kfac(
+            params, update, damping, factored_damping, stat_decay, precondition_frequency, statistics_frequency
+        )
+
+    def _init_kfac(
+        self,
+        params: Any,
+        update: Dict[str, Any],
+        damping: float,
+        factored_damping: bool,
+        stat_decay: float,
+        precondition_frequency: int,
+        statistics_frequency: int,
+    ) -> None:
+        """Build the optimizer with the preconditioner's settings and the ``update``'s as its defaults, and hook the
+        layers (now, or at the first forward pass)."""
         defaults = dict(
-            lr=lr,
-            momentum=momentum,
+            update,
             damping=damping,
             factored_damping=factored_damping,
             stat_decay=stat_decay,
-            weight_decay=weight_decay,
-            kl_clip=kl_clip,
             precondition_frequency=int(precondition_frequency),
             statistics_frequency=int(statistics_frequency),
         )
-        self._init_kfac(params, defaults)
-
-    def _init_kfac(self, params: Any, defaults: Dict[str, Any]) -> None:
-        """Build the optimizer with ``defaults`` and hook the layers (now, or at the first forward pass)."""
         params, modules = self._params_and_layers(params)
         self._param_ids: set = set()  # filled by add_param_group
         super().__init__(params, defaults)
@@ -317,7 +327,8 @@ class KFAC(CheckedOptimizer):
                 group["damping"],
                 factored=group["factored_damping"],
             )
-            vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
+            if group.get("kl_clip", 0.0) > 0:  # the clip's sum costs a device sync: only where it is used
+                vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
             if bias:
                 preconditioned[id(w)] = (i, u[:, :-1])
                 preconditioned[id(layer.bias)] = (i, u[:, -1])

@@ -49,19 +49,10 @@ class KFACAdam(KFAC):
         *,
         foreach: Optional[bool] = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            damping=damping,
-            factored_damping=factored_damping,
-            stat_decay=stat_decay,
-            precondition_frequency=int(precondition_frequency),
-            statistics_frequency=int(statistics_frequency),
-            foreach=foreach,
+        update = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach)
+        self._init_kfac(
+            params, update, damping, factored_damping, stat_decay, precondition_frequency, statistics_frequency
         )
-        self._init_kfac(params, defaults)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         check_hyperparameters(
