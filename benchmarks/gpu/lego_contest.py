@@ -198,7 +198,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=42, help="nerfstudio's machine seed (registered: 42)")
     p.add_argument("--lr-warmup", type=float, default=None, help="ESGD-Max's lr warm-up base (registered 0.99)")
-    p.add_argument("--lr-scale", type=float, default=1.0, help=lc.LR_SCALE_HELP)
+    p.add_argument("--lr-scale", type=lc.lr_scale, default=1.0, help=lc.LR_SCALE_HELP)
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -217,8 +217,6 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.checkpoints = args.checkpoints or Path("outputs") / f"{args.name}_checkpoints"
     if args.steps < 1 or args.every < 1 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--steps, --every, --views, --chunk must be positive and --eval-scale in (0, 1]")
-    if not (math.isfinite(args.lr_scale) and args.lr_scale > 0):
-        p.error(f"--lr-scale {args.lr_scale}: must be a positive number (1: the registered lrs)")
     if not args.report_only and not (
         (args.data / "transforms_train.json").exists() and (args.data / "transforms_test.json").exists()
     ):

@@ -58,6 +58,16 @@ LR_SCALE_HELP = (
     "every learning rate of every method times this (optimizers' lrs and schedules' absolute lrs, so the ratios "
     "stay as registered; 1: the registered lrs): a learning-rate screen"
 )
+
+
+def lr_scale(text: str) -> float:
+    """The ``--lr-scale`` argument: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number (1: the registered lrs)")
+    return value
+
+
 TF32 = "gaussian-nerf-esgd+tf32"  # the same method with TF32 matmuls (a GPU's tensor cores), on request
 PLATEAU_DB = 12.0  # a constant (background-coloured) image scores about 10.8 dB on lego's test views
 CARRIED_DATA = ROOT / ".gpu-data" / "lego"  # written by benchmarks/gpu/prepare.sh
@@ -475,12 +485,10 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         help="ESGD-Max's lr warm-up base (step x 1 - base^k; registered 0.99; 0 turns it off)",
     )
-    p.add_argument("--lr-scale", type=float, default=1.0, help=LR_SCALE_HELP)
+    p.add_argument("--lr-scale", type=lr_scale, default=1.0, help=LR_SCALE_HELP)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    if not (math.isfinite(args.lr_scale) and args.lr_scale > 0):
-        p.error(f"--lr-scale {args.lr_scale}: must be a positive number (1: the registered lrs)")
     if args.budget <= 0 or args.views < 1 or not 0 < args.eval_scale <= 1 or args.chunk < 1:
         p.error("--budget, --views, --chunk must be positive and --eval-scale in (0, 1]")
     if not (args.data / "transforms_train.json").exists() or not (args.data / "transforms_test.json").exists():
