@@ -5,19 +5,22 @@
 #               lacks, as CPython 3.12 x86-64 / pure-Python wheels (installed there with --no-deps); the optimizers
 #               of the image contest (heavyball, schedulefree)
 #   .gpu-data/  lego (Blender format, 400x400): the 100 training views and test views r_0, r_50, r_100, r_150;
-#               shapes/bunny.obj and shapes/dragon.obj for experiments/reproduce.py --tasks occupancy (benchmarks/gpu/README.md, shapes);
+#               with OCCUPANCY=1, shapes/bunny.obj and shapes/dragon.obj for experiments/reproduce.py --tasks occupancy
+#               (benchmarks/gpu/README.md, shapes), and the wheels of trimesh and libigl in .whl/;
 #               images/kodak/kodim01-04.png for experiments/reproduce.py --tasks image (contest.sh, images)
 # Both folders are ignored through the repository's info/exclude (not .gitignore): the device tool carries an
 # ignored folder only when `carry` names it. Prints the sizes against the 64 MiB a device call carries.
 #
 #   bash benchmarks/gpu/prepare.sh              # lego from ../shared/data/nerf_synthetic/lego
 #   LEGO=path/to/lego bash benchmarks/gpu/prepare.sh
+#   OCCUPANCY=1 bash benchmarks/gpu/prepare.sh  # also what the shapes' call needs (17.6 MiB more)
 set -euo pipefail
 
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$ROOT"
 LEGO=${LEGO:-../shared/data/nerf_synthetic/lego}
 PYTHON=${PYTHON:-python3}
+OCCUPANCY=${OCCUPANCY:-0}
 
 # The GPU image (KINDS.md) has torch, numpy, matplotlib, imageio, rich, tensorboard, torchmetrics, jaxtyping,
 # scipy, opencv, requests, pyyaml, tqdm, ... but none of these. Each is imported when benchmarks.recipes,
@@ -33,10 +36,12 @@ WHEELS=(
   appdirs==1.4.4 rawpy==0.28.0 pyquaternion==0.9.9                # dataparsers that the datamanager config imports
   fpsample==0.3.3 pathos==0.3.5 ppft==1.7.8 multiprocess==0.70.19 dill==0.4.1 pox==0.3.7  # vanilla-nerf-coarse:
                                                                   # nerfstudio's method_configs imports every datamanager
-  trimesh==5.2.0 libigl==2.6.3                                    # occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels
   submitit==1.5.4 cloudpickle==3.1.3                              # experiments.reproduce runs each fitting run as a job
   heavyball==3.2.1 schedulefree==1.4.1                            # the image contest's soap, psgd-kron, schedulefree-adamw
 )                                                                 # (heavyball's numpy and opt-einsum are in the image)
+# occupancy fitting (benchmarks/gpu/README.md, shapes): mesh loading, labels; only for the shapes' call, since the
+# contest's call carries the whole working tree beside these within the device's 64 MiB
+if [ "$OCCUPANCY" = 1 ]; then WHEELS+=(trimesh==5.2.0 libigl==2.6.3); fi
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
           --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
@@ -76,14 +81,17 @@ for split, keep in (("train", None), ("test", ["./test/r_0", "./test/r_50", "./t
     print(f"lego {split}: {len(frames)} views")
 EOF
 
-# the paper's two shapes, where experiments/reproduce.py --data-dir .gpu-data looks for them
+# the paper's two shapes, where experiments/reproduce.py --data-dir .gpu-data looks for them (OCCUPANCY=1)
 SHAPES=${SHAPES:-../shared/data/shapes}
-mkdir -p .gpu-data/shapes
-for shape in bunny dragon; do
-  [ -f "$SHAPES/$shape.obj" ] || { echo "error: no $SHAPES/$shape.obj (set SHAPES=...)" >&2; exit 1; }
-  cp "$SHAPES/$shape.obj" .gpu-data/shapes/
-done
-echo "shapes: $(ls .gpu-data/shapes | tr '\n' ' ')"
+rm -rf .gpu-data/shapes
+if [ "$OCCUPANCY" = 1 ]; then
+  mkdir -p .gpu-data/shapes
+  for shape in bunny dragon; do
+    [ -f "$SHAPES/$shape.obj" ] || { echo "error: no $SHAPES/$shape.obj (set SHAPES=...)" >&2; exit 1; }
+    cp "$SHAPES/$shape.obj" .gpu-data/shapes/
+  done
+  echo "shapes: $(ls .gpu-data/shapes | tr '\n' ' ')"
+fi
 
 # the image contest's four Kodak photos (contest.sh resizes them to 256x256, as the paper's protocol does)
 KODAK=${KODAK:-../shared/data/images/kodak}
@@ -101,6 +109,6 @@ untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 ls -l .whl | awk 'NR > 1 { printf "  %9d  %s\n", $5, $9 }'
 echo "wheels .whl/:        $(mib "$wheels") ($(ls .whl/*.whl | wc -l) files)"
-echo "data .gpu-data/:     $(mib "$data") (lego, shapes, Kodak photos)"
+echo "data .gpu-data/:     $(mib "$data") (lego, Kodak photos; the shapes with OCCUPANCY=1)"
 echo "working tree:        $(mib $((tree + ${untracked:-0}))) (tracked and untracked files)"
 echo "total carried:       $(mib $((wheels + data + tree + ${untracked:-0}))) of the 64 MiB a device call takes"
