@@ -8,7 +8,7 @@
 # the lego JSON, shape_runs.tgz (each run's metrics, config and log, to rebuild the report anywhere with
 # --plot-only) and session.log.
 #
-#   carry [".whl", ".gpu-data"]  (bash benchmarks/gpu/prepare.sh first), timeout_s 600, command:
+#   carry [".whl", ".gpu-data"]  (OCCUPANCY=1 bash benchmarks/gpu/prepare.sh first), timeout_s 600, command:
 #   OUT=$OUT bash benchmarks/gpu/session.sh
 set -u
 : "${OUT:?set OUT to the folder that comes back}"
