@@ -13,7 +13,7 @@
 #
 #   bash benchmarks/gpu/prepare.sh              # lego from ../shared/data/nerf_synthetic/lego
 #   LEGO=path/to/lego bash benchmarks/gpu/prepare.sh
-#   OCCUPANCY=1 bash benchmarks/gpu/prepare.sh  # also what the shapes' call needs (17.6 MiB more)
+#   OCCUPANCY=1 bash benchmarks/gpu/prepare.sh  # also what the shapes' call needs (16.9 MiB more)
 set -euo pipefail
 
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
