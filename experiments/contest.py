@@ -489,22 +489,39 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
     text += _section(runs, photos, main.optimizers, canonical(cfg.baseline), cfg.epochs, made, rel)
     failed = [f for g in grids for f in failures(g)]
     if len(grids) > 1:
-        more = grids[1]
-        photos12 = photos + [p.stem for p in more.inputs]
-        text += [f"## {', '.join(more.optimizers)} on {len(photos12)} photos ({photos12[0]}-{photos12[-1]})", ""]
-        fig12 = Path(cfg.figure_dir) / f"{cfg.figure_prefix}_psnr_{len(photos12)}.png"
-        made12 = plot(runs, photos12, more.optimizers, fig12, f"mean over {len(photos12)} photos")
-        rel12 = os.path.relpath(fig12.resolve(), Path(cfg.report).resolve().parent) if made12 else None
-        baseline = canonical(cfg.baseline)
-        text += _section(runs, photos12, more.optimizers, baseline, cfg.epochs, made12, rel12)
-        if baseline not in more.optimizers:
-            text += [
-                f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)",
-                "",
-            ]
+        photos12 = photos + [p.stem for p in grids[1].inputs]
+        text += _more_section(runs, photos12, grids[1].optimizers, cfg, canonical(cfg.baseline))
     body = "\n".join(text).rstrip("\n") + "\n" + failures_markdown(failed)
     atomic_write_bytes(Path(cfg.report), body.encode())
     return body
+
+
+def _more_section(runs, photos12: List[str], optimizers: Sequence[str], cfg: ContestConfig, baseline: str) -> List[str]:
+    """The --more-optimizers on every photo. While some photo is not finished by all of them, their final PSNRs on
+    every photo come first, then the figure and the time to quality over the photos all of them have finished."""
+    done = [
+        p
+        for p in photos12
+        if all(
+            _final(runs.get(o, {}).get(p, ("none", []))[1], cfg.epochs) is not None and runs[o][p][0] == "ok"
+            for o in optimizers
+        )
+    ]
+    text = [f"## {', '.join(optimizers)} on {len(photos12)} photos ({photos12[0]}-{photos12[-1]})", ""]
+    if len(done) < len(photos12):
+        lines, _ = _final_table(runs, photos12, optimizers, cfg.epochs)
+        text += ["Final PSNR (dB) after epoch " + f"{cfg.epochs}; `(k/N ep)`: a run under way; `-`: not run yet:", ""]
+        text += lines + [""]
+        if not done:
+            return text + ["No photo is finished by all of them yet.", ""]
+        text += [f"### On the {len(done)} photos all of them have finished ({', '.join(done)})", ""]
+    fig = Path(cfg.figure_dir) / f"{cfg.figure_prefix}_psnr_{len(photos12)}.png"
+    made = plot(runs, done, optimizers, fig, f"mean over {len(done)} photos")
+    rel = os.path.relpath(fig.resolve(), Path(cfg.report).resolve().parent) if made else None
+    text += _section(runs, done, optimizers, baseline, cfg.epochs, made, rel)
+    if baseline not in optimizers:
+        text += [f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)", ""]
+    return text
 
 
 def _shown(path: Path) -> str:
