@@ -499,17 +499,10 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
 def _more_section(runs, photos12: List[str], optimizers: Sequence[str], cfg: ContestConfig, baseline: str) -> List[str]:
     """The --more-optimizers on every photo. While some photo is not finished by all of them, their final PSNRs on
     every photo come first, then the figure and the time to quality over the photos all of them have finished."""
-    done = [
-        p
-        for p in photos12
-        if all(
-            _final(runs.get(o, {}).get(p, ("none", []))[1], cfg.epochs) is not None and runs[o][p][0] == "ok"
-            for o in optimizers
-        )
-    ]
+    lines, finals = _final_table(runs, photos12, optimizers, cfg.epochs)
+    done = [p for p in photos12 if all(finals[o][p] is not None for o in optimizers)]
     text = [f"## {', '.join(optimizers)} on {len(photos12)} photos ({photos12[0]}-{photos12[-1]})", ""]
     if len(done) < len(photos12):
-        lines, _ = _final_table(runs, photos12, optimizers, cfg.epochs)
         text += ["Final PSNR (dB) after epoch " + f"{cfg.epochs}; `(k/N ep)`: a run under way; `-`: not run yet:", ""]
         text += lines + [""]
         if not done:
