@@ -319,24 +319,36 @@ def _ttq_lines(runs, photos, optimizers, epochs, targets: Dict[str, float], best
     return lines
 
 
+def _finals_caption(epochs: int) -> str:
+    return (
+        f"Final PSNR (dB) after epoch {epochs} (`diverged`: a NaN loss; `(k/N ep)`: a run under way; "
+        "`-`: not run yet); the mean is over the photos that finished, their count in brackets when not all:"
+    )
+
+
+def _figure(
+    runs, photos: Sequence[str], optimizers: Sequence[str], cfg: ContestConfig, name: str, title: str
+) -> Optional[str]:
+    """Plot the mean curves into ``--figure-dir``/``name``; its path relative to the report, or None when nothing ran."""
+    path = Path(cfg.figure_dir) / name
+    if plot(runs, photos, optimizers, path, title) is None:
+        return None
+    return os.path.relpath(path.resolve(), Path(cfg.report).resolve().parent)
+
+
 def _section(
     runs,
     photos: Sequence[str],
     optimizers: Sequence[str],
     baseline: str,
     epochs: int,
-    figure: Optional[Path],
-    rel: Optional[str],
+    figure: Optional[str],
 ) -> List[str]:
+    """Final PSNRs, the figure (``figure``: its path relative to the report, None for none) and time to quality."""
     lines, finals = _final_table(runs, photos, optimizers, epochs)
-    out = [
-        "Final PSNR (dB) after epoch " + f"{epochs} (`diverged`: a NaN loss; `(k/N ep)`: a run under way; "
-        "`-`: not run yet); the mean is over the photos that finished, their count in brackets when not all:",
-        "",
-    ]
-    out += lines
+    out = [_finals_caption(epochs), ""] + lines
     if figure is not None:
-        out += ["", f"![PSNR against epochs and wall time]({rel})", ""]
+        out += ["", f"![PSNR against epochs and wall time]({figure})", ""]
     contenders = [o for o in optimizers if base_name(o) in CONTENDERS]
     best = best_contender(finals, photos, contenders)
     out += [
@@ -483,10 +495,9 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
         "",
     ]
     photos = [p.stem for p in main.inputs]
-    fig = Path(cfg.figure_dir) / f"{cfg.figure_prefix}_psnr.png"
-    made = plot(runs, photos, main.optimizers, fig, f"mean over {len(photos)} photos, {cfg.size} x {cfg.size}")
-    rel = os.path.relpath(fig.resolve(), Path(cfg.report).resolve().parent) if made else None
-    text += _section(runs, photos, main.optimizers, canonical(cfg.baseline), cfg.epochs, made, rel)
+    title = f"mean over {len(photos)} photos, {cfg.size} x {cfg.size}"
+    fig = _figure(runs, photos, main.optimizers, cfg, f"{cfg.figure_prefix}_psnr.png", title)
+    text += _section(runs, photos, main.optimizers, canonical(cfg.baseline), cfg.epochs, fig)
     failed = [f for g in grids for f in failures(g)]
     if len(grids) > 1:
         photos12 = photos + [p.stem for p in grids[1].inputs]
@@ -503,15 +514,14 @@ def _more_section(runs, photos12: List[str], optimizers: Sequence[str], cfg: Con
     done = [p for p in photos12 if all(finals[o][p] is not None for o in optimizers)]
     text = [f"## {', '.join(optimizers)} on {len(photos12)} photos ({photos12[0]}-{photos12[-1]})", ""]
     if len(done) < len(photos12):
-        text += ["Final PSNR (dB) after epoch " + f"{cfg.epochs}; `(k/N ep)`: a run under way; `-`: not run yet:", ""]
-        text += lines + [""]
+        text += [_finals_caption(cfg.epochs), ""] + lines + [""]
         if not done:
             return text + ["No photo is finished by all of them yet.", ""]
         text += [f"### On the {len(done)} photos all of them have finished ({', '.join(done)})", ""]
-    fig = Path(cfg.figure_dir) / f"{cfg.figure_prefix}_psnr_{len(photos12)}.png"
-    made = plot(runs, done, optimizers, fig, f"mean over {len(done)} photos")
-    rel = os.path.relpath(fig.resolve(), Path(cfg.report).resolve().parent) if made else None
-    text += _section(runs, done, optimizers, baseline, cfg.epochs, made, rel)
+    fig = _figure(
+        runs, done, optimizers, cfg, f"{cfg.figure_prefix}_psnr_{len(photos12)}.png", f"mean over {len(done)} photos"
+    )
+    text += _section(runs, done, optimizers, baseline, cfg.epochs, fig)
     if baseline not in optimizers:
         text += [f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)", ""]
     return text
