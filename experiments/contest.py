@@ -76,7 +76,7 @@ KODAK = SHARED_DATA / "images" / "kodak"
 #: The contenders: the optimizers registered in gnerf.optim.contenders (neither the paper's nor gnerf's own).
 CONTENDERS = tuple(n for n, c in OPTIMIZERS.items() if c.__module__ == "gnerf.optim.contenders")
 #: The paper's optimizers in the contest, and gnerf's own.
-PAPERS = ("adam", "esgd", "esgd-adam-start", "muon-esgd", "muon-esgd-eq")
+PAPERS = ("adam", "esgd", "esgd-adam-start", "muon-esgd", "muon-esgd-eq", "psgd-kron-esgd")
 
 
 @dataclass

@@ -90,6 +90,7 @@ CENTRES: Dict[str, float] = {
     "esgd-adam-start": 0.1,
     "muon-esgd": 2e-4,
     "muon-esgd-eq": 6.67e-5,
+    "psgd-kron-esgd": 3.33e-5,
 }
 """The lr each optimizer's sweep is centred on: the lr it was registered with when the sweep began."""
 
@@ -109,6 +110,7 @@ class SweepConfig:
         "esgd-adam-start",
         "muon-esgd",
         "muon-esgd-eq",
+        "psgd-kron-esgd",
     )
     """Registered optimizer names."""
     multiples: Tuple[float, ...] = (1.0, 3.0, 1.0 / 3.0)

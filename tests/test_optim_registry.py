@@ -35,6 +35,7 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
         "schedulefree-adamw",
         "muon-esgd",
         "muon-esgd-eq",
+        "psgd-kron-esgd",
     ]
     lrs = {name: cls().lr for name, cls in OPTIMIZERS.items()}
     assert lrs["adam"] == 1e-4 and lrs["esgd"] == lrs["esgd-max"] == lrs["adahessian-e"] == 0.15
@@ -53,6 +54,8 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     eq = OPTIMIZERS["muon-esgd-eq"]()
     assert (lrs["muon-esgd-eq"], eq.esgd_lr, eq.hidden_curvature, eq.curvature_damping) == (6.67e-5, 0.1, "after", 0.1)
     assert OPTIMIZERS["muon-esgd-eq"].schedule == OPTIMIZERS["muon-esgd"].schedule
+    assert (lrs["psgd-kron-esgd"], OPTIMIZERS["psgd-kron-esgd"]().esgd_lr) == (lrs["psgd-kron"], 0.1)
+    assert OPTIMIZERS["psgd-kron-esgd"].schedule == OPTIMIZERS["muon-esgd"].schedule
     assert type(build_optimizer("ESGD-Max", _params())) is ESGDMax
     assert type(build_optimizer("esgd", _params())) is ESGD
 

@@ -29,8 +29,8 @@ def test_the_sweep_is_a_grid_of_lr_variants_with_the_registered_schedules(tmp_pa
     assert spec("esgd", 3.0) == "esgd:lr=0.45"
     cfg = compare_config(SweepConfig(record=tmp_path / "rec"))
     assert (
-        cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 30
-    )  # 10 optimizers x 3 lrs
+        cfg.optimizers[:2] == ("muon:lr=0.0002", "adam-cosine:lr=0.0003") and len(cfg.optimizers) == 33
+    )  # 11 optimizers x 3 lrs
     assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.seeds, cfg.activations) == (
         (128, 128),
         100,

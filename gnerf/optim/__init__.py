@@ -15,6 +15,7 @@ from gnerf.optim.curvature import (
 from gnerf.optim.esgd import ESGD, ESGDMax, esgd
 from gnerf.optim.muon import MuonAdam
 from gnerf.optim.muon_esgd import MuonESGD
+from gnerf.optim.psgd_esgd import PSGDKronESGD
 from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
 from gnerf.optim.step import no_sync_if_curvature, should_create_graph, take_step
 
@@ -30,6 +31,7 @@ __all__ = [
     "ExponentialSchedule",
     "MuonAdam",
     "MuonESGD",
+    "PSGDKronESGD",
     "OptimizerConfig",
     "ScheduleConfig",
     "has_train_eval_modes",

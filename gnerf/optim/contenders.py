@@ -35,6 +35,7 @@ __all__ = [
     "ScheduleFreeAdamWConfig",
     "has_train_eval_modes",
     "keep_saved_state_dtypes",
+    "psgd_kron",
 ]
 
 
@@ -198,10 +199,16 @@ class PSGDKronConfig(OptimizerConfig):
     """Step size of the preconditioner's own update."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
-        psgd = _heavyball().PSGDKron(
+        return psgd_kron(
             params, lr=self.resolved_lr(), beta=self.beta, weight_decay=self.weight_decay, precond_lr=self.precond_lr
         )
-        return keep_saved_state_dtypes(psgd)
+
+
+def psgd_kron(params, *, lr: float, beta: float, weight_decay: float, precond_lr: float) -> Optimizer:
+    """heavyball's ``PSGDKron`` over ``params`` (heavyball's defaults otherwise), resuming with its saved dtypes."""
+    return keep_saved_state_dtypes(
+        _heavyball().PSGDKron(params, lr=lr, beta=beta, weight_decay=weight_decay, precond_lr=precond_lr)
+    )
 
 
 @register_optimizer
