@@ -1,5 +1,6 @@
 """``ns-train gaussian-nerf-esgd`` and the same model with other optimizers (``gaussian-nerf-adam``,
-``gaussian-nerf-muon``, ``gaussian-nerf-adam-cosine``, ``gaussian-nerf-muon-esgd``, ``gaussian-nerf-muon-esgd-eq``): nerfstudio's registration
+``gaussian-nerf-muon``, ``gaussian-nerf-adam-cosine``, ``gaussian-nerf-muon-esgd``, ``gaussian-nerf-muon-esgd-eq``,
+``gaussian-nerf-psgd-kron-esgd``): nerfstudio's registration
 of the trainer configs built in :mod:`gnerf.nerf.methods`."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from gnerf.nerf.methods import (
     GAUSSIAN_NERF_MUON,
     GAUSSIAN_NERF_MUON_ESGD,
     GAUSSIAN_NERF_MUON_ESGD_EQ,
+    GAUSSIAN_NERF_PSGD_KRON_ESGD,
 )
 
 gaussian_nerf_esgd = MethodSpecification(
@@ -43,4 +45,9 @@ gaussian_nerf_muon_esgd = MethodSpecification(
 gaussian_nerf_muon_esgd_eq = MethodSpecification(
     config=GAUSSIAN_NERF_MUON_ESGD_EQ,
     description="Gaussian-NeRF trained with gnerf's MuonESGD, Muon's step divided by the hidden matrices' curvature (gnerf).",
+)
+
+gaussian_nerf_psgd_kron_esgd = MethodSpecification(
+    config=GAUSSIAN_NERF_PSGD_KRON_ESGD,
+    description="Gaussian-NeRF trained with gnerf's PSGDKronESGD: PSGD-Kron on the square hidden matrices, ESGD on the rest (gnerf).",
 )

@@ -12,7 +12,7 @@ from nerfstudio.utils.eval_utils import eval_setup
 
 from gnerf.errors import InputError
 from gnerf.nerf.methods import CONFIGS
-from gnerf.optim import MuonAdam
+from gnerf.optim import MuonAdam, PSGDKronESGD
 from gnerf.scenes import make_blender_scene
 
 from nerf_helpers import method_config, tiny_config, train
@@ -50,6 +50,7 @@ def _render(trainer, tmp_path, monkeypatch):
         "gaussian-nerf-adam-cosine",
         "gaussian-nerf-muon-esgd",
         "gaussian-nerf-muon-esgd-eq",
+        "gaussian-nerf-psgd-kron-esgd",
     ],
 )
 def test_contender_method_trains_evaluates_and_renders(method, scene, tmp_path, monkeypatch):
@@ -103,6 +104,19 @@ def test_muon_esgd_eq_method_divides_muons_step_by_the_hidden_matrices_curvature
     assert all(int(opt.state[p]["curvature_updates"]) == 3 for g in muon for p in g["params"])
 
 
+def test_psgd_kron_esgd_method_steps_the_square_hidden_matrices_with_psgd_kron(scene, tmp_path):
+    trainer = _train_with_square_hidden_matrices("gaussian-nerf-psgd-kron-esgd", scene, tmp_path, 3)
+    opt = trainer.optimizers.optimizers["fields"]
+    assert isinstance(opt, PSGDKronESGD)
+    kron, esgd = (
+        [p for g in opt.param_groups if g["algorithm"] == a for p in g["params"]] for a in ("psgd-kron", "esgd")
+    )
+    square = [p for p in trainer.pipeline.model.field.parameters() if p.ndim == 2 and p.shape[0] == p.shape[1]]
+    assert [id(p) for p in kron] == [id(p) for p in square] and len(square) == 2
+    assert all(int(opt.state[p]["curvature_updates"]) == 3 for p in esgd)
+    assert len(opt.state_dict()["psgd_kron"]["state"]) == 2  # PSGD-Kron's own state, saved with the checkpoint
+
+
 def test_a_bad_optimizer_option_is_one_input_error(scene, tmp_path):
     cfg = tiny_config("gaussian-nerf-muon", scene, tmp_path, iterations=1)
     group = cfg.optimizers["fields"]
@@ -119,6 +133,7 @@ def test_a_bad_optimizer_option_is_one_input_error(scene, tmp_path):
         "gaussian-nerf-adam-cosine",
         "gaussian-nerf-muon-esgd",
         "gaussian-nerf-muon-esgd-eq",
+        "gaussian-nerf-psgd-kron-esgd",
     ],
 )
 def test_contender_method_trains_on_lego(method, tmp_path):

@@ -49,7 +49,7 @@ if [ "$TINY" = 1 ]; then  # a rehearsal: every phase end to end at tiny sizes on
   IMAGE_ARGS=${IMAGE_ARGS:---size 8 8 --epochs 2 --threads 1}
   IMAGE_WORKERS=${IMAGE_WORKERS_TINY:-2}
 else
-  LEGO_STEPS=${LEGO_STEPS:-1000}
+  LEGO_STEPS=${LEGO_STEPS:-800}
   LEGO_ARGS=${LEGO_ARGS:---preset gpu}
   export LEGO_ARGS_TF32=${LEGO_ARGS_TF32:-}
   IMAGE_ARGS=${IMAGE_ARGS:---threads 2}

@@ -39,7 +39,7 @@ screen. X enters the protocol (when it is not 1), so its records go in a folder 
 Presets (``--preset``; options given explicitly win):
 
 - ``gpu``: the compressed paper protocol for one device call: lego at 400x400, 2048 rays x 128 samples, the
-  registered 9 x 256 field, 4 test views (r_0, r_50, r_100, r_150) at 200x200, N = 1000, every 100 steps,
+  registered 9 x 256 field, 4 test views (r_0, r_50, r_100, r_150) at 200x200, N = 800, every 100 steps,
   interleaved, no checkpoints (benchmarks/gpu/contest.sh);
 - ``cpu``: docs/lego_cpu's sizes (100x100 training images, 128 rays x 64 samples, 2 test views at 50x50),
   N = 5000, every 100 steps, interleaved, checkpoints every 100 steps, records and report in docs/lego_cpu_contest;
@@ -84,7 +84,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
         samples=128,
         views=4,
         eval_scale=0.5,
-        steps=1000,
+        steps=800,
         every=100,
         order="interleaved",
         checkpoint_every=0,
