@@ -6,9 +6,10 @@ protocol (``backward(create_graph=...)`` as the optimizer asks, then ``step()``)
 * with its default hyperparameters it clearly learns a small image;
 * a ``state_dict`` saved mid-run (through ``torch.save`` / ``torch.load(weights_only=True)``) and
   loaded into an optimizer built afresh with the defaults continues the run exactly: the state
-  carries the counters, the cadence and the probes' random generator; gnerf's optimizers keep it
-  in torch's schema (settings in the param groups, counters in the per-parameter state, nothing
-  else) and take their settings as explicit keywords;
+  carries the counters, the cadence and the probes' random generator; the optimizers of
+  ``gnerf.optim.configs`` keep it in torch's schema (settings in the param groups, counters in the
+  per-parameter state, nothing else) and take their settings as explicit keywords (PSGDKronESGD
+  adds its inner PSGD-Kron's own state dict);
 * where it has a ``foreach`` switch, the multi-tensor and the per-tensor updates agree;
 * a bad hyperparameter, an option it does not take, or a state saved by another registered
   optimizer is refused with a ``ValueError`` that names the problem.

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from gnerf.optim.base import new_counter
 from gnerf.optim.configs import OptimizerConfig, register_optimizer
-from gnerf.optim.contenders import keep_saved_state_dtypes, psgd_kron
+from gnerf.optim.contenders import psgd_kron
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 from gnerf.optim.esgd import EquilibratedSGD
@@ -115,14 +115,12 @@ class PSGDKronESGD(EquilibratedSGD):
         if kron:
             group = self.param_groups[-1]
             self._kron = set(group["params"])
-            self._inner = keep_saved_state_dtypes(
-                psgd_kron(
-                    group["params"],
-                    lr=group["lr"],
-                    beta=group["beta"],
-                    weight_decay=group["weight_decay"],
-                    precond_lr=group["precond_lr"],
-                )
+            self._inner = psgd_kron(
+                group["params"],
+                lr=group["lr"],
+                beta=group["beta"],
+                weight_decay=group["weight_decay"],
+                precond_lr=group["precond_lr"],
             )
 
     def _is_due(self, group: Dict[str, Any]) -> bool:
