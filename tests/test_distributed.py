@@ -25,6 +25,9 @@ CASES = {
     "adahessian-e": dict(lr=0.05, seed=11),  # curvature on every step
     "shampoo": dict(lr=0.05),  # first-order: DDP averages every gradient
     "muon-esgd": dict(lr=0.01, esgd_lr=0.05, seed=11, **CADENCE),  # Muon on the 16 x 16 matrix, ESGD on the rest
+    "psgd-kron-esgd": dict(
+        lr=0.01, esgd_lr=0.05, seed=11, **CADENCE
+    ),  # PSGD-Kron on the 16 x 16 matrix, ESGD on the rest
 }
 
 
@@ -44,7 +47,7 @@ def _train(name: str, options: dict, model: torch.nn.Module, x, y, process_group
     """gnerf's protocol (see gnerf.optim.distributed); ``model`` may be DDP-wrapped."""
     net = model.module if isinstance(model, DDP) else model
     name = name.split("/")[0]
-    if name in ("esgd-max", "adahessian-e", "muon-esgd"):  # the Hutchinson optimizers take a process group
+    if name in ("esgd-max", "adahessian-e", "muon-esgd", "psgd-kron-esgd"):  # the Hutchinson optimizers take a group
         options = dict(options, process_group=process_group)
     opt = build_optimizer(name, net.parameters(), **options)
     for _ in range(STEPS):
