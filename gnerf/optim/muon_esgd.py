@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Iterable, Literal, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -25,10 +25,22 @@ from gnerf.optim.esgd import EquilibratedSGD
 from gnerf.optim.muon import NS_COEFFICIENTS, check_muon_settings, hidden_matrices, muon_update
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
-__all__ = ["MuonESGD", "MuonESGDConfig", "MuonESGDEqConfig"]
+__all__ = ["MuonESGD", "MuonESGDConfig", "MuonESGDEqConfig", "hidden_and_esgd_groups"]
 
 ALGORITHMS = ("muon", "esgd")
 HIDDEN_CURVATURE = ("off", "before", "after", "rows")
+
+
+def hidden_and_esgd_groups(params: Iterable[Any], hidden_algorithm: str, esgd_lr: float) -> List[Any]:
+    """Param groups for an optimizer that steps the square hidden matrices by ``hidden_algorithm`` and the rest by
+    ESGD at ``esgd_lr`` (:func:`~gnerf.optim.muon.hidden_matrices` splits them); param groups given are kept."""
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        return items
+    hidden, rest = hidden_matrices(items)
+    return ([{"params": hidden, "algorithm": hidden_algorithm}] if hidden else []) + (
+        [{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else []
+    )
 
 
 class MuonESGD(EquilibratedSGD):
@@ -109,14 +121,7 @@ class MuonESGD(EquilibratedSGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        items = list(params)
-        if items and isinstance(items[0], dict):
-            groups = items
-        else:
-            hidden, rest = hidden_matrices(items)
-            groups = ([{"params": hidden, "algorithm": "muon"}] if hidden else []) + (
-                [{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else []
-            )
+        groups = hidden_and_esgd_groups(params, "muon", esgd_lr)
         defaults = dict(
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach

@@ -20,7 +20,7 @@ from gnerf.optim.contenders import psgd_kron
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
 from gnerf.optim.esgd import EquilibratedSGD
-from gnerf.optim.muon import hidden_matrices
+from gnerf.optim.muon_esgd import hidden_and_esgd_groups
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
 __all__ = ["PSGDKronESGD", "PSGDKronESGDConfig"]
@@ -76,14 +76,7 @@ class PSGDKronESGD(EquilibratedSGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        items = list(params)
-        if items and isinstance(items[0], dict):
-            groups = items
-        else:
-            hidden, rest = hidden_matrices(items)
-            groups = ([{"params": hidden, "algorithm": "psgd-kron"}] if hidden else []) + (
-                [{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else []
-            )
+        groups = hidden_and_esgd_groups(params, "psgd-kron", esgd_lr)
         defaults = dict(
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
