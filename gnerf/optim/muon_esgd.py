@@ -21,29 +21,16 @@ from gnerf.optim.base import new_counter
 from gnerf.optim.configs import OptimizerConfig, register_optimizer
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
-from gnerf.optim.esgd import EquilibratedSGD
-from gnerf.optim.muon import NS_COEFFICIENTS, check_muon_settings, hidden_matrices, muon_update
+from gnerf.optim.hybrid import HiddenESGD, hidden_and_esgd_groups
+from gnerf.optim.muon import NS_COEFFICIENTS, check_muon_settings, muon_update
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
-__all__ = ["MuonESGD", "MuonESGDConfig", "MuonESGDEqConfig", "hidden_and_esgd_groups"]
+__all__ = ["MuonESGD", "MuonESGDConfig", "MuonESGDEqConfig"]
 
-ALGORITHMS = ("muon", "esgd")
 HIDDEN_CURVATURE = ("off", "before", "after", "rows")
 
 
-def hidden_and_esgd_groups(params: Iterable[Any], hidden_algorithm: str, esgd_lr: float) -> List[Any]:
-    """Param groups for an optimizer that steps the square hidden matrices by ``hidden_algorithm`` and the rest by
-    ESGD at ``esgd_lr`` (:func:`~gnerf.optim.muon.hidden_matrices` splits them); param groups given are kept."""
-    items = list(params)
-    if items and isinstance(items[0], dict):
-        return items
-    hidden, rest = hidden_matrices(items)
-    return ([{"params": hidden, "algorithm": hidden_algorithm}] if hidden else []) + (
-        [{"params": rest, "algorithm": "esgd", "lr": esgd_lr}] if rest else []
-    )
-
-
-class MuonESGD(EquilibratedSGD):
+class MuonESGD(HiddenESGD):
     r"""Muon on the hidden (square) weight matrices, ESGD on every other parameter, one optimizer.
 
     Param groups tagged ``"algorithm": "muon"`` take ``torch.optim.Muon``'s update
@@ -94,8 +81,6 @@ class MuonESGD(EquilibratedSGD):
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
-    correct_by_updates = True
-
     def __init__(
         self,
         params: Iterable[Any],
@@ -126,7 +111,6 @@ class MuonESGD(EquilibratedSGD):
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
             ),
-            algorithm="esgd",
             momentum=momentum,
             nesterov=nesterov,
             ns_steps=ns_steps,
@@ -137,12 +121,11 @@ class MuonESGD(EquilibratedSGD):
             hidden_curvature=hidden_curvature,
             curvature_damping=curvature_damping,
         )
-        self._algorithm: Dict[Tensor, str] = {}
         super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
 
+    hidden_algorithm = "muon"
+
     def _check_group(self, group: Dict[str, Any]) -> None:
-        if group["algorithm"] not in ALGORITHMS:
-            raise ValueError(f"invalid algorithm={group['algorithm']!r}: each param group is 'muon' or 'esgd'")
         if group["hidden_curvature"] not in HIDDEN_CURVATURE:
             raise ValueError(
                 f"invalid hidden_curvature={group['hidden_curvature']!r}: choose one of {', '.join(HIDDEN_CURVATURE)}"
@@ -152,33 +135,17 @@ class MuonESGD(EquilibratedSGD):
         super()._check_group(group)
         check_muon_settings(group["momentum"], group["ns_steps"], group["adjust_lr_fn"], group["ns_dtype"])
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        if param_group.get("algorithm", self.defaults["algorithm"]) == "muon" and any(p.ndim != 2 for p in params):
+    def _check_hidden_params(self, params: List[Tensor]) -> None:
+        if any(p.ndim != 2 for p in params):
             raise ValueError("MuonESGD: a 'muon' param group may hold only 2-D weight matrices")
-        super().add_param_group(dict(param_group, params=params))
-        group = self.param_groups[-1]
-        self._algorithm.update({p: group["algorithm"] for p in group["params"]})
 
-    def _is_due(self, group: Dict[str, Any]) -> bool:
-        """ESGD's cadence for the 'esgd' groups, and for the 'muon' groups that use curvature."""
-        return (group["algorithm"] == "esgd" or group["hidden_curvature"] != "off") and super()._is_due(group)
+    def _hidden_uses_curvature(self, group: Dict[str, Any]) -> bool:
+        return group["hidden_curvature"] != "off"
 
-    def _state_for(self, p: Tensor) -> dict:
-        if self._algorithm[p] == "esgd":
-            return super()._state_for(p)
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = new_counter()
-            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
+    def _init_hidden_state(self, p: Tensor, state: dict) -> None:
+        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
-        if group["algorithm"] == "esgd":
-            return super()._update_group(group, params, states, foreach, vectors, hvps)
-        for s in states:
-            s["step"].add_(1)
+    def _hidden_step(self, group, params, states, hvps) -> None:
         denominators = None
         if group["hidden_curvature"] != "off":
             denominators = []

@@ -9,28 +9,25 @@ statistic :math:`\sqrt{\mathrm{diag}(H^2)}`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from gnerf.optim.base import new_counter
 from gnerf.optim.configs import OptimizerConfig, register_optimizer
 from gnerf.optim.contenders import psgd_kron
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
-from gnerf.optim.esgd import EquilibratedSGD
-from gnerf.optim.muon_esgd import hidden_and_esgd_groups
+from gnerf.optim.hybrid import HiddenESGD, hidden_and_esgd_groups
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
 __all__ = ["PSGDKronESGD", "PSGDKronESGDConfig"]
 
-ALGORITHMS = ("psgd-kron", "esgd")
 #: The key of the inner PSGD-Kron's state in :meth:`PSGDKronESGD.state_dict`.
 INNER = "psgd_kron"
 
 
-class PSGDKronESGD(EquilibratedSGD):
+class PSGDKronESGD(HiddenESGD):
     r"""PSGD-Kron on the hidden (square) weight matrices, ESGD on every other parameter, one optimizer.
 
     The param group tagged ``"algorithm": "psgd-kron"`` is stepped by heavyball's ``PSGDKron`` (momentum
@@ -56,7 +53,7 @@ class PSGDKronESGD(EquilibratedSGD):
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
-    correct_by_updates = True
+    hidden_algorithm = "psgd-kron"
 
     def __init__(
         self,
@@ -81,58 +78,34 @@ class PSGDKronESGD(EquilibratedSGD):
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
             ),
-            algorithm="esgd",
             beta=beta,
             precond_lr=precond_lr,
         )
         self._inner: Optional[torch.optim.Optimizer] = None
-        self._kron: Set[Tensor] = set()
         super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        if group["algorithm"] not in ALGORITHMS:
-            raise ValueError(f"invalid algorithm={group['algorithm']!r}: each param group is 'psgd-kron' or 'esgd'")
         if not 0.0 <= group["beta"] < 1.0:
             raise ValueError(f"invalid beta={group['beta']}: PSGD-Kron's momentum must lie in [0, 1)")
         if not group["precond_lr"] > 0.0:
             raise ValueError(f"invalid precond_lr={group['precond_lr']}: must be > 0")
         super()._check_group(group)
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        kron = param_group.get("algorithm", self.defaults["algorithm"]) == "psgd-kron"
-        if kron and self._inner is not None:
+    def _check_hidden_params(self, params: List[Tensor]) -> None:
+        if self._inner is not None:
             raise ValueError("PSGDKronESGD: at most one 'psgd-kron' param group")
-        super().add_param_group(dict(param_group, params=params))
-        if kron:
-            group = self.param_groups[-1]
-            self._kron = set(group["params"])
-            self._inner = psgd_kron(
-                group["params"],
-                lr=group["lr"],
-                beta=group["beta"],
-                weight_decay=group["weight_decay"],
-                precond_lr=group["precond_lr"],
-            )
 
-    def _is_due(self, group: Dict[str, Any]) -> bool:
-        """ESGD's cadence for the 'esgd' groups; the 'psgd-kron' group needs no curvature."""
-        return group["algorithm"] == "esgd" and super()._is_due(group)
+    def _add_hidden_group(self, group: Dict[str, Any]) -> None:
+        self._inner = psgd_kron(
+            group["params"],
+            lr=group["lr"],
+            beta=group["beta"],
+            weight_decay=group["weight_decay"],
+            precond_lr=group["precond_lr"],
+        )
 
-    def _state_for(self, p: Tensor) -> dict:
-        if p not in self._kron:
-            return super()._state_for(p)
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = new_counter()
-        return state
-
-    def _update_group(self, group, params, states, foreach, vectors, hvps) -> None:
-        if group["algorithm"] == "esgd":
-            return super()._update_group(group, params, states, foreach, vectors, hvps)
-        for p, s in zip(params, states):
-            s["step"].add_(1)
+    def _hidden_step(self, group, params, states, hvps) -> None:
+        for p in params:
             p.grad = p.grad.detach()  # a curvature step's gradient still holds the graph
         self._inner.param_groups[0]["lr"] = group["lr"]
         self._inner.step()
