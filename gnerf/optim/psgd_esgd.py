@@ -136,8 +136,9 @@ class PSGDKronESGDConfig(OptimizerConfig):
     """gnerf's :class:`PSGDKronESGD`: heavyball's PSGD-Kron (lr 3.33e-5, the ``psgd-kron`` contender's sweep winner) on
     the hidden matrices, ESGD (lr 0.1, ``muon-esgd``'s) on the rest, cosine to 0 after a 100-step warm-up. The
     PSGD-Kron lr also won this optimizer's own sweep on kodim01-04 (``python -m experiments.sweep``, docs/sweep.md:
-    mean final PSNR 80.13 dB against 78.63 at 1.11e-5); the ESGD lr is not swept. At the paper's image protocol (``python -m experiments.contest``,
-    docs/contest.md) it ends above PSGD-Kron on each of kodim01-04 (mean 45.44 dB against 44.49)."""
+    mean final PSNR 80.13 dB against 78.63 at 1.11e-5); the ESGD lr is not swept. At the paper's image protocol
+    (``python -m experiments.contest``, docs/contest.md) it ends above PSGD-Kron on each of kodim01-04 (mean 45.44 dB
+    against 44.49)."""
 
     name: ClassVar[str] = "psgd-kron-esgd"
     schedule: ClassVar[ScheduleConfig] = CosineSchedule(lr_final=0.0, warmup_steps=100)
