@@ -43,8 +43,10 @@ class HiddenESGD(EquilibratedSGD):
     hidden_algorithm: ClassVar[str]
     correct_by_updates = True
 
-    def __init__(self, groups: List[Any], defaults: Dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, params: Iterable[Any], esgd_lr: float, defaults: Dict[str, Any], **kwargs: Any) -> None:
+        """``params`` split by :func:`hidden_and_esgd_groups` (``esgd_lr`` for the ESGD group), or param groups."""
         self._algorithm: Dict[Tensor, str] = {}
+        groups = hidden_and_esgd_groups(params, self.hidden_algorithm, esgd_lr)
         super().__init__(groups, dict(defaults, algorithm="esgd"), **kwargs)
 
     def _check_group(self, group: Dict[str, Any]) -> None:

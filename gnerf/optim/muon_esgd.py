@@ -21,7 +21,7 @@ from gnerf.optim.base import new_counter
 from gnerf.optim.configs import OptimizerConfig, register_optimizer
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
-from gnerf.optim.hybrid import HiddenESGD, hidden_and_esgd_groups
+from gnerf.optim.hybrid import HiddenESGD
 from gnerf.optim.muon import NS_COEFFICIENTS, check_muon_settings, muon_update
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
@@ -81,6 +81,8 @@ class MuonESGD(HiddenESGD):
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
     """
 
+    hidden_algorithm = "muon"
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -106,7 +108,6 @@ class MuonESGD(HiddenESGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        groups = hidden_and_esgd_groups(params, "muon", esgd_lr)
         defaults = dict(
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
@@ -121,9 +122,7 @@ class MuonESGD(HiddenESGD):
             hidden_curvature=hidden_curvature,
             curvature_damping=curvature_damping,
         )
-        super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
-
-    hidden_algorithm = "muon"
+        super().__init__(params, esgd_lr, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         if group["hidden_curvature"] not in HIDDEN_CURVATURE:

@@ -18,7 +18,7 @@ from gnerf.optim.configs import OptimizerConfig, register_optimizer
 from gnerf.optim.contenders import psgd_kron
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.distributed import ProcessGroupSetting
-from gnerf.optim.hybrid import HiddenESGD, hidden_and_esgd_groups
+from gnerf.optim.hybrid import HiddenESGD
 from gnerf.optim.schedules import CosineSchedule, ScheduleConfig
 
 __all__ = ["PSGDKronESGD", "PSGDKronESGDConfig"]
@@ -73,7 +73,6 @@ class PSGDKronESGD(HiddenESGD):
         seed: Optional[int] = None,
         process_group: ProcessGroupSetting = "auto",
     ) -> None:
-        groups = hidden_and_esgd_groups(params, "psgd-kron", esgd_lr)
         defaults = dict(
             self.esgd_defaults(
                 lr, betas, eps, weight_decay, precondition_warmup_steps, precondition_frequency, foreach
@@ -82,7 +81,7 @@ class PSGDKronESGD(HiddenESGD):
             precond_lr=precond_lr,
         )
         self._inner: Optional[torch.optim.Optimizer] = None
-        super().__init__(groups, defaults, generator=generator, seed=seed, process_group=process_group)
+        super().__init__(params, esgd_lr, defaults, generator=generator, seed=seed, process_group=process_group)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         if not 0.0 <= group["beta"] < 1.0:
