@@ -359,6 +359,19 @@ def test_malformed_blender_scenes_are_named_before_training(tmp_path):
         assert not any(out.rglob("config.yml")) and not any(out.rglob(".lock"))
 
 
+def test_a_scene_without_a_val_split_trains_when_the_trainer_evaluates_on_test(tmp_path):
+    """``ns-train`` evaluates on val, so it refuses a scene without one; the benchmarks set up their trainers on
+    the test split (the lego that benchmarks/gpu/prepare.sh carries to a GPU has train and test only)."""
+    from benchmarks.recipes import setup_trainer
+
+    scene = _blender(tmp_path)
+    (scene / "transforms_val.json").unlink()
+    with pytest.raises(InputError, match=r"has no transforms_val.json, whose views it needs to evaluate during"):
+        train(tiny_config("gaussian-nerf-adam", scene, tmp_path / "val", iterations=2))
+    trainer = setup_trainer(tiny_config("gaussian-nerf-adam", scene, tmp_path / "test", iterations=2), "test")
+    assert len(trainer.pipeline.datamanager.eval_dataset) == 1
+
+
 class _RunsCode:
     """Pickles as a call of ``open(marker, "w")``: loading it with plain pickle creates the marker file."""
 

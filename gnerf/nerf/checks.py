@@ -8,7 +8,9 @@ raises :class:`~gnerf.errors.InputError` naming the option or file and the fix:
 - :func:`check_options`: the counts ``ns-train`` needs to be at least 1 (iterations, rays, samples, ...).
 - :func:`near_far_planes`: ``llff-data``'s near and far planes from its factors, checked.
 - :func:`check_scene`: the scene folder, and for Blender scenes their ``transforms_{train,val,test}.json``
-  (present, JSON, with frames and the first frame's image; the test split is what ``ns-eval`` evaluates).
+  (present, JSON, with frames and the first frame's image; the test split is what ``ns-eval`` evaluates). A
+  trainer set up to evaluate on the test split (``test_mode="test"``, as the benchmarks do) reads no val split,
+  so its scene needs none.
 - :func:`hold_run_folder` / :func:`release_run_folder`: the lock on the run folder (``.lock``, as the
   fitting commands hold theirs), so that a second ``ns-train`` with the same ``--timestamp`` stops at once
   instead of mixing its ``config.yml`` and checkpoints with the first one's; it also deletes the temporary
@@ -98,10 +100,18 @@ def near_far_planes(
 BLENDER_SPLITS = ("train", "val", "test")
 
 
-def check_scene(data: Optional[Path], dataparser: Any) -> None:
+def blender_splits(test_mode: str) -> Tuple[str, ...]:
+    """The Blender splits a trainer set up with ``test_mode`` needs: nerfstudio's datamanager reads train and,
+    to evaluate on, val (``"val"``, ``ns-train``'s) or test (``"test"``, ``"inference"``). ``ns-train`` also
+    needs the test split, for ``ns-eval`` later."""
+    return BLENDER_SPLITS if test_mode == "val" else ("train", "test")
+
+
+def check_scene(data: Optional[Path], dataparser: Any, test_mode: str = "val") -> None:
     """Refuse a scene that the dataparser would fail on: a missing folder; for nerfstudio's Blender dataparser,
-    a missing, malformed or empty ``transforms_<split>.json`` or a missing first image; for other dataparsers, a
-    ``transforms.json`` that is not JSON."""
+    a missing, malformed or empty ``transforms_<split>.json`` of a split the trainer reads
+    (:func:`blender_splits`) or a missing first image; for other dataparsers, a ``transforms.json`` that is not
+    JSON."""
     if data is None:
         return
     data = Path(data)
@@ -113,7 +123,7 @@ def check_scene(data: Optional[Path], dataparser: Any) -> None:
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
     if isinstance(dataparser, BlenderDataParserConfig):
-        for split in BLENDER_SPLITS:
+        for split in blender_splits(test_mode):
             _check_blender_split(data, split)
     else:
         transforms = data if data.is_file() and data.suffix == ".json" else data / "transforms.json"

@@ -153,7 +153,7 @@ class CurvatureTrainer(Trainer):
         """nerfstudio's setup, after checking that the scene exists; a failed setup removes the run folder it left
         unused (``config.yml`` alone) and raises its error unchanged."""
         try:
-            self._check_scene()
+            self._check_scene(test_mode)
             with upstream_warnings_once():
                 super().setup(test_mode=test_mode)
         except BaseException:
@@ -162,12 +162,12 @@ class CurvatureTrainer(Trainer):
                 checks.release_run_folder(self.base_dir)
             raise
 
-    def _check_scene(self) -> None:
-        """Raise :class:`InputError` if the scene the dataparser is about to read is missing or malformed
-        (:func:`gnerf.nerf.checks.check_scene`)."""
+    def _check_scene(self, test_mode: str) -> None:
+        """Raise :class:`InputError` if the scene the dataparser is about to read for ``test_mode`` is missing or
+        malformed (:func:`gnerf.nerf.checks.check_scene`)."""
         datamanager = self.config.pipeline.datamanager
         data = datamanager.data if datamanager.data is not None else getattr(datamanager.dataparser, "data", None)
-        checks.check_scene(data, datamanager.dataparser)
+        checks.check_scene(data, datamanager.dataparser, test_mode)
 
     @ns_train_entry
     def train(self) -> None:
