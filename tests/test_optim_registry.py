@@ -48,7 +48,16 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     kfac_adam = OPTIMIZERS["kfac-adam"]()  # the published code's K-FAC: KFAC(net, 0.1, 100), then Adam(lr=1e-4)
     assert (kfac_adam.lr, kfac_adam.damping, kfac_adam.factored_damping) == (1e-4, 0.1, True)
     assert (kfac_adam.stat_decay, kfac_adam.precondition_frequency) == (0.0, 1)
-    assert OPTIMIZERS["muon"].schedule == CosineSchedule(lr_final=0.0)
+    for name in ("muon", "adam-cosine", "soap", "psgd-kron"):  # each contender's sweep ran with this schedule
+        assert OPTIMIZERS[name].schedule == CosineSchedule(lr_final=0.0), name
+    assert OPTIMIZERS["schedulefree-adamw"].schedule == ConstantSchedule()  # its averaging replaces a schedule
+    assert (lrs["muon"], lrs["adam-cosine"], lrs["soap"], lrs["psgd-kron"], lrs["schedulefree-adamw"]) == (
+        6.67e-5,
+        1e-4,
+        3.33e-5,
+        3.33e-5,
+        1.11e-4,
+    )  # the winners of their sweeps (docs/sweep.md)
     assert OPTIMIZERS["muon-esgd"].schedule == CosineSchedule(lr_final=0.0, warmup_steps=100)
     assert lrs["muon-esgd"] == 6.67e-5 and OPTIMIZERS["muon-esgd"]().esgd_lr == 0.1
     eq = OPTIMIZERS["muon-esgd-eq"]()

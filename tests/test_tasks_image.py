@@ -119,7 +119,7 @@ def test_a_schedule_scales_the_lr_every_step_and_resumes_exactly(tmp_path, monke
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
 
 
-@pytest.mark.parametrize("name", ["muon", "schedulefree-adamw", "soap"])
+@pytest.mark.parametrize("name", ["muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"])
 def test_each_contender_resumes_bit_exactly_with_its_schedule(tmp_path, monkeypatch, name):
     from gnerf.optim import OPTIMIZERS
 
@@ -135,9 +135,16 @@ def test_schedule_free_is_evaluated_on_its_averaged_weights(tmp_path):
     result = fit_image(_cfg(tmp_path / "sf", epochs=2, optim=ScheduleFreeAdamWConfig()))
     opt_state = torch.load(tmp_path / "sf" / "checkpoint.pt", weights_only=True)["optimizer"]
     assert opt_state["param_groups"][0]["train_mode"] is True  # saved while training, so --resume continues
-    # the returned model holds the averaged weights x, not the training point y (they differ after any step)
-    z = [s["z"] for s in opt_state["state"].values()]
-    assert not all(torch.equal(a, b) for a, b in zip(result.model.parameters(), z))
+    # The checkpoint holds the training point y = (1 - beta1) z + beta1 x; the returned model must hold the averaged
+    # weights x = (y - (1 - beta1) z) / beta1.
+    beta1 = opt_state["param_groups"][0]["betas"][0]
+    saved = torch.load(tmp_path / "sf" / "checkpoint.pt", weights_only=True)["model"]
+    z = [opt_state["state"][i]["z"] for i in opt_state["param_groups"][0]["params"]]
+    named = list(result.model.named_parameters())
+    assert len(named) == len(z)
+    for (name, returned), z_i in zip(named, z):
+        assert not torch.equal(returned, saved[name])
+        torch.testing.assert_close(returned, (saved[name] - (1 - beta1) * z_i) / beta1, rtol=1e-4, atol=1e-5)
     assert result.history[-1]["psnr"] > result.history[0]["psnr"]
 
 
