@@ -146,7 +146,7 @@ def test_a_record_made_with_other_settings_than_its_spec_now_runs_is_refused_wit
     row = json.dumps({"epoch": 1, "iteration": 1, "wall_time": 1.0, "loss": 1.0, "psnr": 20.0}).encode() + b"\n"
     config = {"optim": {"name": "muon", "lr": 2e-4, "adam_lr": 1e-4}, "schedule": {"name": "cosine", "lr_final": 0.0}}
     rec.write(row, json.dumps(config).encode(), {"machine": "m"})
-    # muon's registered lr is no longer 2e-4: the record is not muon's run any more
+    # muon's registered lr is not 2e-4: the record is not a run of muon's registered settings
     with pytest.raises(ValueError, match=r"muon/seed0\.json: recorded with optim\.lr 0\.0002, now 6\.67e-05"):
         read_results(cfg)
     with pytest.raises(ValueError, match="registered settings changed"):
