@@ -309,6 +309,21 @@ def test_lego_contest_refuses_a_checkpoint_its_optimizer_refuses_in_one_line(sce
         _contest(scene, out)
 
 
+def test_lego_contest_restarts_a_checkpoint_saved_with_other_settings(scene, tmp_path, capsys):
+    straight = _contest(scene, tmp_path / "straight")
+    out = tmp_path / "out"
+    _contest(scene, out, "--stop-at-step", "5")
+    path = out / "ckpt" / "gaussian-nerf-adam.pt"
+    state = torch.load(path, weights_only=True)
+    assert "adam lr 0.0001" in state["schedule"]
+    state["schedule"] = state["schedule"].replace("lr 0.0001", "lr 0.0002")  # saved before the registered lr changed
+    torch.save(state, path)
+    resumed = _contest(scene, out)
+    assert resumed["gaussian-nerf-adam"]["resumed_from"] == [] and resumed["gaussian-nerf-esgd"]["resumed_from"] == [5]
+    assert _curves(resumed) == _curves(straight)
+    assert "gaussian-nerf-adam.pt was saved with other settings (adam lr 0.0002" in capsys.readouterr().out
+
+
 def test_lr_scale_multiplies_every_learning_rate_of_every_method():
     import copy
 

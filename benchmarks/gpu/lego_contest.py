@@ -20,7 +20,10 @@ without training.
 Checkpoints (``--checkpoint-every K``): every K steps (at an evaluation) the trainer's state (weights, optimizer,
 schedule, grad scaler), the run's RNG state, clocks and curve go to ``--checkpoints/<method>.pt``. A method whose
 record is partial resumes from its checkpoint when one is there for the same protocol (the record lists the steps
-it resumed from), and otherwise starts again from step 0, replacing its partial record. The checkpoints live
+it resumed from), and otherwise starts again from step 0, replacing its partial record; so does a method whose
+checkpoint was saved with other settings (``schedule_of``: its optimizer, lrs and schedule, say before its
+registered lr changed). A complete record is reused as it is: delete it after changing a method's registered
+settings. The checkpoints live
 under ``outputs/`` (not in the repository): a contest continues in another checkout only from its records, so
 there a method whose record is partial starts again; finished methods carry over through their records.
 
@@ -325,6 +328,7 @@ def save_checkpoint(run: Run, args, protocol) -> None:
     t = run.trainer
     state = {
         "protocol": protocol,
+        "schedule": schedule_of(t),
         "step": run.steps,
         "pipeline": t.pipeline.state_dict(),
         "optimizers": {k: v.state_dict() for k, v in t.optimizers.optimizers.items()},
@@ -355,6 +359,13 @@ def resume(run: Run, args, protocol) -> bool:
         print(f"{run.method}: {path} is of another protocol; starting from step 0", flush=True)
         return False
     t = run.trainer
+    if state.get("schedule") != schedule_of(t):
+        print(
+            f"{run.method}: {path} was saved with other settings ({state.get('schedule')}; now {schedule_of(t)}); "
+            "starting from step 0",
+            flush=True,
+        )
+        return False
     t.pipeline.load_pipeline(state["pipeline"], state["step"])
     try:
         t.optimizers.load_optimizers(state["optimizers"])
