@@ -5,6 +5,7 @@
   (:mod:`experiments.compare`, :mod:`experiments.jobs`) of optimizer variants (:mod:`experiments.variants`)
   whose finished runs are recorded in docs/data/ (:mod:`experiments.records`);
 - ``python -m experiments.sweep``: the contenders' lr sweep (docs/sweep.md, docs/data/sweep/);
+- ``python -m experiments.schedule_sweep``: each optimizer's schedules at its registered lr (docs/schedule_sweep.md);
 - ``python -m experiments.contest``: the optimizer contest at the paper's image protocol (docs/contest.md,
   docs/data/contest/);
 - ``python -m experiments.esgd_seeds``: the published ESGD over many seeds (docs/esgd_seeds.md);
