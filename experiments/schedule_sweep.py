@@ -8,7 +8,8 @@ The lr sweep (:mod:`experiments.sweep`) ran every optimizer with its registered 
 optimizer the fitting commands' other schedules too, at the lr its name runs (for the contenders, their sweep's
 winner; for ``adam``, ``esgd`` and ``esgd-adam-start``, their registered lrs): constant, cosine to 0, and exponential
 to ``--exponential-ratio`` (1/100) of the lr, the ratio of gnerf's NeRF Adam schedule; a registered warm-up is kept.
-Schedule-Free AdamW is left out: its averaging stands in for a schedule. The protocol, the job engine and the
+Schedule-Free AdamW is left out: its averaging stands in for a schedule; so is ``adam``, whose
+lr (1e-4) is ``adam-cosine``'s, so that ``adam-cosine``'s constant row is the paper's Adam. The protocol, the job engine and the
 records are the lr sweep's (``docs/data/sweep/``), so the registered schedule's runs are the lr sweep's runs at
 that lr and are not run again.
 
@@ -45,14 +46,13 @@ class ScheduleSweepConfig(SweepConfig):
         "adam-cosine",
         "soap",
         "psgd-kron",
-        "adam",
         "esgd",
         "esgd-adam-start",
         "muon-esgd",
         "muon-esgd-eq",
         "psgd-kron-esgd",
     )
-    """Registered optimizer names (Schedule-Free AdamW has no schedule to change)."""
+    """Registered optimizer names (Schedule-Free AdamW has no schedule to change; adam is adam-cosine's rows)."""
     exponential_ratio: float = 0.01
     """The exponential schedule decays to this fraction of the lr."""
     report: Optional[Path] = ROOT / "docs" / "schedule_sweep.md"
