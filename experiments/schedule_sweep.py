@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks.common import interrupt_on_sigterm, today
-from experiments.compare import command_line, failures, grid, resolve, run_comparison, run_history
+from experiments.compare import command_line, resolve, run_comparison
 from experiments.contest import kodak_grid
-from experiments.sweep import ROOT, SweepConfig, _cell, _final, _shown, registered_lr
+from experiments.sweep import ROOT, SweepConfig, _cell, _shown, grid_finals, registered_lr
 from experiments.variants import SCHEDULES, canonical, schedule_name
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
@@ -95,16 +95,7 @@ def _grid(cfg: ScheduleSweepConfig, plot_only: bool):
 
 def finals_of(cfg: ScheduleSweepConfig) -> Dict[str, Dict[str, Any]]:
     """spec -> photo -> final PSNR, ``"diverged"``, ``"failed"`` or the epochs done."""
-    grid_cfg = resolve(_grid(cfg, plot_only=True))
-    failed = {(r.instance, r.optimizer): error for r, error in failures(grid_cfg)}
-    finals: Dict[str, Dict[str, Any]] = {}
-    for run in grid(grid_cfg):
-        status, hist, _ = run_history(grid_cfg, run)
-        value = _final(status, hist, cfg.epochs)
-        if not isinstance(value, float) and value != "diverged" and (run.instance, run.optimizer) in failed:
-            value = "failed"
-        finals.setdefault(run.optimizer, {})[run.instance] = value
-    return finals
+    return grid_finals(resolve(_grid(cfg, plot_only=True)), cfg.epochs)
 
 
 def best_schedule(rows: Sequence[Dict[str, Any]], images: Sequence[str]) -> Tuple[Optional[int], str]:

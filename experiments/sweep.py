@@ -65,6 +65,7 @@ __all__ = [
     "choose_winner",
     "compare_config",
     "finals_of",
+    "grid_finals",
     "import_old_sweep",
     "main",
     "multiples_of",
@@ -336,12 +337,17 @@ def best_runs(
 def finals_of(cfg: SweepConfig) -> Dict[str, Dict[str, Any]]:
     """spec -> photo -> final PSNR, ``"diverged"``, ``"failed"`` or the epochs done, for every spec the sweep could
     run (read from the records and run folders)."""
-    grid_cfg = resolve(compare_config(cfg, plot_only=True, specs=_candidates(cfg)))
+    return grid_finals(resolve(compare_config(cfg, plot_only=True, specs=_candidates(cfg))), cfg.epochs)
+
+
+def grid_finals(grid_cfg: CompareConfig, epochs: int) -> Dict[str, Dict[str, Any]]:
+    """spec -> photo -> final PSNR at ``epochs``, ``"diverged"``, ``"failed"`` or the epochs done, for every run
+    of the (resolved) grid ``grid_cfg``."""
     failed = {(r.instance, r.optimizer): error for r, error in failures(grid_cfg)}
     finals: Dict[str, Dict[str, Any]] = {}
     for run in grid(grid_cfg):
         status, hist, _ = run_history(grid_cfg, run)
-        value = _final(status, hist, cfg.epochs)
+        value = _final(status, hist, epochs)
         if not isinstance(value, float) and value != "diverged" and (run.instance, run.optimizer) in failed:
             value = "failed"
         finals.setdefault(run.optimizer, {})[run.instance] = value
