@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -607,6 +608,20 @@ def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
         return ""
     lines = [f"- {r.instance} {r.activation} {r.optimizer} seed{r.seed}: `{error}`" for r, error in failed]
     return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
+
+
+def grid_main(config_cls: Any, run: Any, module: str, argv: Optional[Sequence[str]] = None) -> None:
+    """The tyro front end of a grid command, ``python -m MODULE``: ``config_cls`` from the command line, then
+    ``print(run(cfg, log=..., command=...))``; a missing file or a bad value is one ``error:`` line."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = tyro.cli(config_cls, args=argv, description=config_cls.__doc__)
+    try:
+        print(run(cfg, log=lambda line: print(line, flush=True), command=command_line(module, argv)))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def command_line(

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -44,10 +43,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, today
 from experiments.compare import (
     CompareConfig,
-    command_line,
     failures,
     failures_markdown,
     grid,
+    grid_main,
     record_of,
     resolve,
     run_comparison,
@@ -543,15 +542,7 @@ def contest(cfg: ContestConfig, log=print, command: str = "python -m experiments
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    import tyro
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = tyro.cli(ContestConfig, args=argv, description=ContestConfig.__doc__)
-    try:
-        print(contest(cfg, log=lambda line: print(line, flush=True), command=command_line("experiments.contest", argv)))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    grid_main(ContestConfig, contest, "experiments.contest", argv)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ or diverged on every photo, *leading* before that, and whether it is the registe
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks.common import interrupt_on_sigterm, today
-from experiments.compare import command_line, resolve, run_comparison
+from experiments.compare import grid_main, resolve, run_comparison
 from experiments.contest import kodak_grid
 from experiments.sweep import ROOT, SweepConfig, _cell, _shown, grid_finals, registered_lr
 from experiments.variants import SCHEDULES, canonical, schedule_name
@@ -173,18 +172,7 @@ def schedule_sweep(cfg: ScheduleSweepConfig, log=print, command: str = "python -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    import tyro
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = tyro.cli(ScheduleSweepConfig, args=argv, description=ScheduleSweepConfig.__doc__)
-    try:
-        text = schedule_sweep(
-            cfg, log=lambda line: print(line, flush=True), command=command_line("experiments.schedule_sweep", argv)
-        )
-        print(text)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    grid_main(ScheduleSweepConfig, schedule_sweep, "experiments.schedule_sweep", argv)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ tie, broken toward the centre (the multiple nearest 1), then the smaller lr.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -44,9 +43,9 @@ from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, today
 from experiments.compare import (
     CompareConfig,
     Run,
-    command_line,
     failures,
     grid,
+    grid_main,
     protocol,
     record_of,
     resolve,
@@ -156,6 +155,8 @@ class SweepConfig:
 
 def registered_lr(name: str) -> float:
     """The lr an optimizer runs with on a Gaussian image network when none is given."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"--optimizers: unknown {name}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]().resolved_lr()
 
 
@@ -494,15 +495,7 @@ def sweep(cfg: SweepConfig, log=print, command: str = "python -m experiments.swe
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    import tyro
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = tyro.cli(SweepConfig, args=argv, description=SweepConfig.__doc__)
-    try:
-        print(sweep(cfg, log=lambda line: print(line, flush=True), command=command_line("experiments.sweep", argv)))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    grid_main(SweepConfig, sweep, "experiments.sweep", argv)
 
 
 if __name__ == "__main__":

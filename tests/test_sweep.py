@@ -219,3 +219,12 @@ def test_the_old_sweep_layout_is_imported_into_the_record(tmp_path):
     text = table(cfg)
     assert "| muon | 6.67e-05 | 0.333 | 23.00 | - | 23.00 (1 of 2) |  |" in text
     assert "1 of them imported from the sweep's earlier layout" in text
+
+
+def test_an_unknown_optimizer_is_one_error_line(capsys):
+    from experiments.sweep import main
+
+    with pytest.raises(SystemExit):
+        main(["--plot-only", "--optimizers", "nope"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: --optimizers: unknown nope; choose from adam, ") and err.count("\n") == 1
