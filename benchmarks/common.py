@@ -25,6 +25,16 @@ from gnerf.metrics import mse  # noqa: F401  (the benchmarks import their loss f
 
 #: The data shared by the benchmarks and tests: ``../shared/data`` next to the repository.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The repository's root.
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def shown(path: Path) -> str:
+    """``path`` as a report names it: relative to the repository when it is inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, shown, today
 from experiments.compare import (
     CompareConfig,
     failures,
@@ -478,7 +478,7 @@ def report(cfg: ContestConfig, command: str = "python -m experiments.contest") -
     text = [
         f"# The optimizer contest on images ({cfg.size} x {cfg.size}, {cfg.epochs} epochs)",
         "",
-        f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/`; add `--plot-only` "
+        f"Written by `{command}` on {today()} from the run records in `{shown(cfg.record)}/`; add `--plot-only` "
         "to rebuild this page from the records, drop it to run what is missing.",
         "",
         f"Protocol: Kodak photos resized to {cfg.size} x {cfg.size}, Gaussian network 5 x 256 (sigma 0.05), "
@@ -524,13 +524,6 @@ def _more_section(runs, photos12: List[str], optimizers: Sequence[str], cfg: Con
     if baseline not in optimizers:
         text += [f"(`{baseline}` is not among these optimizers, so target (a) has no runs on the further photos.)", ""]
     return text
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def contest(cfg: ContestConfig, log=print, command: str = "python -m experiments.contest") -> str:

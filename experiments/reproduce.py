@@ -63,7 +63,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, shown, today
 from experiments.compare import (
     CompareConfig,
     failures,
@@ -580,7 +580,7 @@ def record_lines(grid: CompareConfig) -> List[str]:
             if info.get("jobs_at_once"):
                 where += f", {info['jobs_at_once']} run(s) at a time"
             machines[where] = machines.get(where, 0) + 1
-    where = f"`{_shown(grid.record)}/`" if grid.record is not None else "no record"
+    where = f"`{shown(grid.record)}/`" if grid.record is not None else "no record"
     text = f"Runs: {counts.get('record', 0)} read from the record {where}"
     if machines:
         text += " (machines: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items())) + ")"
@@ -592,13 +592,6 @@ def record_lines(grid: CompareConfig) -> List[str]:
     if counts.get("none"):
         text += f"; {counts['none']} not run yet"
     return ["", text + "."]
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def video_lines(grid: CompareConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:

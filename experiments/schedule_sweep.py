@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.common import interrupt_on_sigterm, today
+from benchmarks.common import interrupt_on_sigterm, shown, today
 from experiments.compare import grid_main, resolve, run_comparison
 from experiments.contest import kodak_grid
-from experiments.sweep import ROOT, SweepConfig, _cell, _shown, grid_finals, registered_lr
+from experiments.sweep import ROOT, SweepConfig, _cell, check_optimizers, grid_finals, mean_cell, registered_lr
 from experiments.variants import SCHEDULES, canonical, schedule_name
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
@@ -75,9 +75,7 @@ def schedule_spec(name: str, kind: str, exponential_ratio: float = 0.01) -> str:
 
 def specs_of(cfg: ScheduleSweepConfig) -> List[Tuple[str, str, str]]:
     """``(name, schedule, spec)`` for every optimizer and schedule, the registered schedule first."""
-    unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
-    if unknown:
-        raise ValueError(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+    check_optimizers(cfg.optimizers)
     if not 0 < cfg.exponential_ratio < 1:
         raise ValueError(f"--exponential-ratio must be between 0 and 1, got {cfg.exponential_ratio}")
     out = []
@@ -118,7 +116,7 @@ def table(cfg: ScheduleSweepConfig, command: str, finals: Dict[str, Dict[str, An
     lines = [
         "# Each optimizer's schedule at its registered lr",
         "",
-        f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/` (shared with the lr "
+        f"Written by `{command}` on {today()} from the run records in `{shown(cfg.record)}/` (shared with the lr "
         f"sweep, docs/sweep.md); `{command} --plot-only` rebuilds it from the records, and the command without it "
         "runs what is missing.",
         "",
@@ -138,16 +136,7 @@ def table(cfg: ScheduleSweepConfig, command: str, finals: Dict[str, Dict[str, An
         k, mark = best_schedule(rows, cfg.images)
         for j, row in enumerate(rows):
             values = [row["finals"].get(i) for i in cfg.images]
-            done = [v for v in values if isinstance(v, float)]
-            diverged = sum(v == "diverged" for v in values)
-            mean = (
-                f"diverged on {diverged}"
-                if diverged
-                else f"{sum(done) / len(done):.2f}"
-                + ("" if len(done) == len(values) else f" ({len(done)} of {len(values)})")
-                if done
-                else "-"
-            )
+            mean = mean_cell(values)
             label = ""
             if j == k:
                 label = {"best": "**best**", "leading": "*leading*"}[mark] + (", registered" if j == 0 else "")

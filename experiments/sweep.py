@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, shown, today
 from experiments.compare import (
     CompareConfig,
     Run,
@@ -61,12 +61,14 @@ from gnerf.optim import OPTIMIZERS
 __all__ = [
     "SweepConfig",
     "best_runs",
+    "check_optimizers",
     "choose_winner",
     "compare_config",
     "finals_of",
     "grid_finals",
     "import_old_sweep",
     "main",
+    "mean_cell",
     "multiples_of",
     "CENTRES",
     "centre_lr",
@@ -153,10 +155,16 @@ class SweepConfig:
     folder each) that belong to this sweep, then write the table; trains nothing."""
 
 
+def check_optimizers(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the ``--optimizers`` that are not registered."""
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+
+
 def registered_lr(name: str) -> float:
     """The lr an optimizer runs with on a Gaussian image network when none is given."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"--optimizers: unknown {name}; choose from {', '.join(OPTIMIZERS)}")
+    check_optimizers([name])
     return OPTIMIZERS[name]().resolved_lr()
 
 
@@ -229,9 +237,7 @@ def compare_config(
     cfg: SweepConfig, plot_only: Optional[bool] = None, specs: Optional[Sequence[Tuple[str, float, str]]] = None
 ) -> CompareConfig:
     """The sweep as a grid of :mod:`experiments.compare` (of ``specs``, by default the multiples')."""
-    unknown = [n for n in cfg.optimizers if n not in OPTIMIZERS]
-    if unknown:
-        raise ValueError(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+    check_optimizers(cfg.optimizers)
     if any(not (m > 0 and math.isfinite(m)) for m in cfg.multiples):
         raise ValueError(f"--multiples must be positive numbers, got {list(cfg.multiples)}")
     if cfg.extend < 0:
@@ -273,6 +279,18 @@ def choose_winner(entries: Sequence[Dict[str, Any]], images: Sequence[str]) -> T
     return k, "winner" if complete else "leading"
 
 
+def mean_cell(values: Sequence[Any]) -> str:
+    """The mean column of one row of photos' finals: their mean, with how many of them when not all finished,
+    ``diverged on N``, or ``-``."""
+    done = [v for v in values if isinstance(v, float)]
+    diverged = sum(v == "diverged" for v in values)
+    if diverged:
+        return f"diverged on {diverged}"
+    if not done:
+        return "-"
+    return f"{sum(done) / len(done):.2f}" + ("" if len(done) == len(values) else f" ({len(done)} of {len(values)})")
+
+
 def _cell(value: Any, epochs: int) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -300,14 +318,6 @@ def _imported(cfg: CompareConfig) -> int:
         if rec is not None and str(rec.run_info().get("source", "")).startswith("imported"):
             n += 1
     return n
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def best_runs(
@@ -369,7 +379,7 @@ def table(
     lines = [
         "# The contenders' lr sweep",
         "",
-        f"Written by `{command}` on {today()} from the run records in `{_shown(cfg.record)}/` "
+        f"Written by `{command}` on {today()} from the run records in `{shown(cfg.record)}/` "
         f"({counts.get('record', 0)} of {total} runs recorded finished or diverged"
         + (f", {_imported(grid_cfg)} of them imported from the sweep's earlier layout" if _imported(grid_cfg) else "")
         + (f"; {counts['folder']} read from run folders only" if counts.get("folder") else "")
@@ -400,16 +410,7 @@ def table(
             edges.append(name)
         for j, e in enumerate(entries):
             values = [e["finals"].get(i) for i in cfg.images]
-            done = [v for v in values if isinstance(v, float)]
-            diverged = sum(v == "diverged" for v in values)
-            if diverged:
-                mean = f"diverged on {diverged}"
-            elif len(done) == len(values) and done:
-                mean = f"{sum(done) / len(done):.2f}"
-            elif done:
-                mean = f"{sum(done) / len(done):.2f} ({len(done)} of {len(values)})"
-            else:
-                mean = "-"
+            mean = mean_cell(values)
             lr_text = e["spec"].split("lr=", 1)[1]
             label = {"winner": "**winner**", "leading": "*leading*"}.get(mark, "") if j == k else ""
             if j == k and mark == "winner":

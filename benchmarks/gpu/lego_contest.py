@@ -359,9 +359,10 @@ def resume(run: Run, args, protocol) -> bool:
         print(f"{run.method}: {path} is of another protocol; starting from step 0", flush=True)
         return False
     t = run.trainer
-    if state.get("schedule") != schedule_of(t):
+    settings = schedule_of(t)
+    if state.get("schedule") != settings:
         print(
-            f"{run.method}: {path} was saved with other settings ({state.get('schedule')}; now {schedule_of(t)}); "
+            f"{run.method}: {path} was saved with other settings ({state.get('schedule')}; now {settings}); "
             "starting from step 0",
             flush=True,
         )

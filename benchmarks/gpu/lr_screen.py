@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.common import table
+from benchmarks.common import shown, table
 from benchmarks.gpu.lego_contest import REFERENCE
 from benchmarks.gpu.lego_convergence import VANILLA
 from gnerf.files import atomic_write_bytes
@@ -84,7 +84,7 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
         f"# The lego learning-rate screen: test PSNR (dB) at step {step:,}",
         "",
         "Written by `python -m benchmarks.gpu.lr_screen` from the method records in "
-        + ", ".join(f"`{_shown(p)}`" for p in sources)
+        + ", ".join(f"`{shown(p)}`" for p in sources)
         + ". Protocol: the CPU lego contest's (benchmarks/gpu/README.md; each method's registered schedule "
         "compressed to N steps), with every learning rate of a method times the multiple (`--lr-scale`; x1: the "
         "registered lrs, the contest's own records). A cell is the mean test PSNR over the contest's test views "
@@ -96,13 +96,6 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
         "",
     ]
     return "\n".join(lines)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
