@@ -342,7 +342,7 @@ def test_lr_scale_multiplies_every_learning_rate_of_every_method():
         assert (
             new["scheduler"].kind == old["scheduler"].kind and new["scheduler"].max_steps == old["scheduler"].max_steps
         )
-    assert CONFIGS["gaussian-nerf-muon"].optimizers["fields"]["optimizer"].adam_lr == 1e-4  # the registry untouched
+    assert CONFIGS["gaussian-nerf-muon"].optimizers["fields"]["optimizer"].adam_lr == 3e-4  # the registry untouched
     assert CONFIGS["gaussian-nerf-adam"].optimizers["fields"]["optimizer"].lr == 1e-4
 
 
@@ -359,3 +359,29 @@ def test_lego_contest_lr_screen_runs_scaled_lrs_under_its_own_protocol(scene, tm
     assert "every learning rate times 3" in (out / "lego_tiny_contest.md").read_text()
     with pytest.raises(SystemExit, match="another protocol"):  # the registered lrs never mix with a screen's records
         _contest(scene, out, "--steps", "6", "--methods", "gaussian-nerf-adam")
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["gaussian-nerf-muon", "gaussian-nerf-muon-esgd", "gaussian-nerf-muon-esgd-eq", "gaussian-nerf-psgd-kron-esgd"],
+)
+def test_registered_lego_lrs_are_the_ones_the_lr_screen_ran_at_its_best_multiple(method, tmp_path):
+    """These methods are registered at the lr screen's x3 (docs/lego_cpu_lr_screen/lr_screen.md): compressed to the
+    screen's 5,000 steps, each runs exactly the optimizer, lrs and schedule its x3 record ran."""
+    from types import SimpleNamespace
+
+    from benchmarks.recipes import method_config
+
+    rec = json.loads((ROOT / "docs" / "lego_cpu_lr_screen" / "x3" / f"{method}.json").read_text())
+    proto = rec["protocol"]
+    cfg = method_config(
+        method,
+        tmp_path,
+        tmp_path,
+        iterations=proto["steps"],
+        rays=proto["rays"],
+        samples=proto["samples"],
+        hidden_dim=proto["hidden"],
+        num_layers=proto["layers"],
+    )
+    assert lego_contest.schedule_of(SimpleNamespace(config=cfg)) == rec["schedule"]

@@ -84,10 +84,13 @@ GAUSSIAN_NERF_ADAM = gaussian_nerf_config(
     GnerfSchedulerConfig(kind="exponential", lr_final=1e-6, max_steps=MAX_ITERATIONS),
 )
 
-#: Muon (torch.optim.Muon's update) on the trunk's square hidden matrices, Adam on the rest; cosine to 0 on both.
+#: Muon (torch.optim.Muon's update) on the trunk's square hidden matrices (6e-4), Adam on the rest (3e-4); cosine to 0
+#: on both. These lrs, and those of the three hybrids below, are 3x the lego screen's x1 (Muon 2e-4, its Adam part
+#: 1e-4, PSGD-Kron 1e-4, ESGD 1.0): the screen (docs/lego_cpu_lr_screen/lr_screen.md; every lr of a method times 1/3, 1, 3 or 9, test PSNR
+#: at step 500 of 5,000) found each of them leaving lego's initial plateau fastest at 3x and falling back at 9x.
 GAUSSIAN_NERF_MUON = gaussian_nerf_config(
     "gaussian-nerf-muon",
-    NERF_OPTIMIZERS["muon"](lr=2e-4, adam_lr=1e-4),
+    NERF_OPTIMIZERS["muon"](lr=6e-4, adam_lr=3e-4),
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS),
 )
 
@@ -98,11 +101,11 @@ GAUSSIAN_NERF_ADAM_COSINE = gaussian_nerf_config(
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS),
 )
 
-#: gnerf's MuonESGD: Muon (2e-4) on the trunk's square hidden matrices, ESGD on the rest at the paper's ESGD-Max lr
-#: for NeRF (1.0); cosine to 0 on both after a 100-step warm-up, as the optimizer is registered for images.
+#: gnerf's MuonESGD: Muon (6e-4) on the trunk's square hidden matrices, ESGD on the rest at 3x the paper's ESGD-Max
+#: lr for NeRF (3.0); cosine to 0 on both after a 100-step warm-up, as the optimizer is registered for images.
 GAUSSIAN_NERF_MUON_ESGD = gaussian_nerf_config(
     "gaussian-nerf-muon-esgd",
-    NERF_OPTIMIZERS["muon-esgd"](lr=2e-4, esgd_lr=PAPER.nerf_lr),
+    NERF_OPTIMIZERS["muon-esgd"](lr=6e-4, esgd_lr=3 * PAPER.nerf_lr),
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS, warmup_steps=100),
 )
 
@@ -110,16 +113,15 @@ GAUSSIAN_NERF_MUON_ESGD = gaussian_nerf_config(
 #: the hidden matrices divided elementwise by their own curvature, damped by 0.1 x its mean, as registered for images.
 GAUSSIAN_NERF_MUON_ESGD_EQ = gaussian_nerf_config(
     "gaussian-nerf-muon-esgd-eq",
-    NERF_OPTIMIZERS["muon-esgd-eq"](lr=2e-4, esgd_lr=PAPER.nerf_lr),
+    NERF_OPTIMIZERS["muon-esgd-eq"](lr=6e-4, esgd_lr=3 * PAPER.nerf_lr),
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS, warmup_steps=100),
 )
 
-#: gnerf's PSGDKronESGD: heavyball's PSGD-Kron on the trunk's square hidden matrices at 1e-4 (3x its image lr, the
-#: factor ``gaussian-nerf-muon-esgd``'s Muon lr has over the image one), ESGD on the rest at the paper's ESGD-Max lr for
-#: NeRF (1.0); cosine to 0 on both after a 100-step warm-up, as the optimizer is registered for images.
+#: gnerf's PSGDKronESGD: heavyball's PSGD-Kron on the trunk's square hidden matrices at 3e-4, ESGD on the rest at 3x
+#: the paper's ESGD-Max lr for NeRF (3.0); cosine to 0 on both after a 100-step warm-up, as registered for images.
 GAUSSIAN_NERF_PSGD_KRON_ESGD = gaussian_nerf_config(
     "gaussian-nerf-psgd-kron-esgd",
-    NERF_OPTIMIZERS["psgd-kron-esgd"](lr=1e-4, esgd_lr=PAPER.nerf_lr),
+    NERF_OPTIMIZERS["psgd-kron-esgd"](lr=3e-4, esgd_lr=3 * PAPER.nerf_lr),
     GnerfSchedulerConfig(kind="cosine", lr_final=0.0, max_steps=MAX_ITERATIONS, warmup_steps=100),
 )
 
