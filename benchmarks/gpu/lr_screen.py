@@ -1,9 +1,9 @@
 """The lego learning-rate screen in one table: each method's test PSNR at one step, at every lr multiple screened.
 
-Reads the records that ``benchmarks/gpu/lego_contest.py`` writes, the registered lrs' (``--contest``, the CPU
-contest's records: multiple 1) and each screen's (``--screens``: folders whose records were made with
-``--lr-scale X``, the multiple read from each record's protocol), and writes one markdown table: per method, its
-test PSNR at ``--step`` (an evaluation at exactly that step; ``-`` where a record has not reached it) for each
+Reads the records that ``benchmarks/gpu/lego_contest.py`` writes in each screen folder (``--screens``, default
+every ``x*`` folder of docs/lego_cpu_lr_screen: records made with ``--lr-scale X``, the multiple read from each
+record's protocol; ``x1`` holds the CPU contest's records at the lrs registered when the screen ran, which the table
+names from the records), and writes one markdown table: per method, its lrs at x1, its test PSNR at ``--step`` (an evaluation at exactly that step; ``-`` where a record has not reached it) for each
 multiple, the best multiple in bold, and whether that best lies on an edge of what was screened (then the screen
 goes on past it: the multiple x 3 or / 3, the rule of the image sweep). The records must share one protocol but the
 multiple. ::
@@ -69,7 +69,7 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
         best = max(reached, key=reached.get) if reached else None
         edge = ""
         if best is not None and len(reached) > 1:
-            tried = sorted(reached)
+            tried = sorted(by)  # a multiple that has not reached the step yet was still tried
             if best == tried[-1]:
                 edge = f"highest multiple tried: next x{best * 3:g}"
             elif best == tried[0]:
@@ -79,20 +79,21 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
             v = values.get(m)
             text = "" if m not in by else (last_before(by[m], step) if v is None else f"{v:.2f}")
             cells.append(f"**{text}**" if m == best else text)
-        rows.append([method, *cells, f"x{best:g}" if best is not None else "", edge])
+        base = by[1.0].get("schedule", "").split(",")[0] if 1.0 in by else ""
+        rows.append([method, base, *cells, f"x{best:g}" if best is not None else "", edge])
     lines = [
         f"# The lego learning-rate screen: test PSNR (dB) at step {step:,}",
         "",
         "Written by `python -m benchmarks.gpu.lr_screen` from the method records in "
         + ", ".join(f"`{shown(p)}`" for p in sources)
         + ". Protocol: the CPU lego contest's (benchmarks/gpu/README.md; each method's registered schedule "
-        "compressed to N steps), with every learning rate of a method times the multiple (`--lr-scale`; x1: the "
-        "registered lrs, the contest's own records). A cell is the mean test PSNR over the contest's test views "
+        "compressed to N steps), with every learning rate of a method times the multiple (`--lr-scale`) of its lrs at x1, "
+        "those registered when the screen ran (column `x1 lrs`). A cell is the mean test PSNR over the contest's test views "
         f"at step {step:,}; `-`: not reached yet (in brackets, its last evaluation before); empty: not screened. Bold: the method's best multiple so far. "
         "This is an early step of each schedule: the screen shows which lrs leave lego's initial plateau (about "
         "11 dB) and how fast, not which end best.",
         "",
-        table(["method", *[f"x{m:g}" for m in multiples], "best", "past an edge"], rows),
+        table(["method", "x1 lrs", *[f"x{m:g}" for m in multiples], "best", "past an edge"], rows),
         "",
     ]
     return "\n".join(lines)
@@ -100,13 +101,12 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--contest", type=Path, default=ROOT / "docs" / "lego_cpu_contest", help="the x1 records")
     p.add_argument("--screens", type=Path, nargs="*", help="screen folders (default: every x* below the screen's)")
     p.add_argument("--step", type=int, default=500, help="the step compared")
     p.add_argument("--out", type=Path, default=SCREEN / "lr_screen.md")
     args = p.parse_args(argv)
     screens = args.screens if args.screens is not None else sorted(SCREEN.glob("x*"))
-    sources = [args.contest, *screens]
+    sources = list(screens)
     text = report(read(sources), args.step, sources)
     atomic_write_bytes(args.out, text.encode())
     print(text)
