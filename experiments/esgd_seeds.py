@@ -20,6 +20,8 @@ runs many seeds of two contenders and compares their distributions:
   place of the written-out update, on the same random streams: it shows whether gnerf's class follows
   the published trajectory of each seed.
 
+Each seed of each contender is one job on the grid's job engine (:mod:`experiments.jobs`: local processes,
+``--workers`` at a time, or SLURM with ``--cluster slurm``); a failed seed is reported and the others go on.
 Writes ``outputs/esgd_seeds/<contender>/seed<s>.json`` (per-epoch PSNR; finished seeds are reused),
 prints a table and writes ``docs/esgd_seeds.md`` with a figure. Usage::
 
@@ -28,17 +30,14 @@ prints a table and writes ``docs/esgd_seeds.md`` with a figure. Usage::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -61,6 +60,9 @@ class SeedStudyConfig:
     size: int = 128
     epochs: int = 100
     workers: int = 2
+    """Seeds running at once, one torch thread each."""
+    cluster: str = "local"
+    """Where the seeds run: local (processes on this machine) or slurm."""
     output_dir: Path = Path("outputs/esgd_seeds")
     report: Path = ROOT / "docs" / "esgd_seeds.md"
     figure: Path = ROOT / "docs" / "figures" / "esgd_seeds.png"
@@ -205,6 +207,27 @@ def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> Tuple[str, int, 
     return contender, seed, _final(cfg, contender, seed)
 
 
+@dataclass(frozen=True)
+class SeedJob:
+    """One seed of one contender, as a job of :func:`experiments.jobs.run_jobs`."""
+
+    cfg: SeedStudyConfig
+    contender: str
+    seed: int
+
+    @property
+    def folder(self) -> Path:
+        return _result_path(self.cfg, self.contender, self.seed).with_suffix("")
+
+
+def seed_job(job: SeedJob, pythonpath: str) -> Dict[str, Any]:
+    """The job engine's job for one seed: ``{"status": "done", "final": <its final PSNR>, "machine": ...}``."""
+    from experiments.jobs import machine_line
+
+    _, _, final = run_one(job.cfg, job.contender, job.seed)
+    return {"status": "done", "final": final, "machine": machine_line()}
+
+
 def _result_path(cfg: SeedStudyConfig, contender: str, seed: int) -> Path:
     return Path(cfg.output_dir) / contender / f"seed{seed}.json"
 
@@ -295,17 +318,17 @@ def main(cfg: SeedStudyConfig) -> str:
             if _result_path(cfg, c, s).is_file():
                 finals[c][s] = _final(cfg, c, s)
     else:
-        with (
-            ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
-            if cfg.workers > 1
-            else contextlib.nullcontext() as pool
-        ):
-            results = (
-                pool.map(run_one, [cfg] * len(jobs), *zip(*jobs)) if pool else (run_one(cfg, c, s) for c, s in jobs)
-            )
-            for c, s, final in results:
-                finals[c][s] = final
-                print(f"{c} seed {s}: {final:.2f} dB", flush=True)
+        from experiments.jobs import EngineConfig, run_jobs
+
+        def done(job: SeedJob, result: Dict[str, Any]) -> None:
+            if result["status"] == "done":
+                finals[job.contender][job.seed] = result["final"]
+                print(f"{job.contender} seed {job.seed}: {result['final']:.2f} dB", flush=True)
+            else:
+                print(f"{job.contender} seed {job.seed}: failed: {result['error']}", flush=True)
+
+        engine = EngineConfig(cluster=cfg.cluster, workers=cfg.workers, threads=1)
+        run_jobs([SeedJob(cfg, c, s) for c, s in jobs], engine, Path(cfg.output_dir) / "jobs", done, job=seed_job)
     text = report(cfg, finals)
     atomic_write_bytes(cfg.report, text.encode())
     return text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -189,17 +190,30 @@ def _outcome(job) -> Dict[str, Any]:
     try:
         return job.result()
     except Exception as err:  # noqa: BLE001 - a job that died is reported, the others go on
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        return {"status": "failed", "error": f"job {job.job_id}: {lines[-1].strip() if lines else type(err).__name__}"}
+        return {"status": "failed", "error": f"job {job.job_id}: {_last_error(str(err)) or type(err).__name__}"}
+
+
+def _last_error(message: str) -> str:
+    """The line that says what went wrong in submitit's error: the last line of the job's traceback where the
+    message quotes one (between lines of dashes, before the paths of its logs), else the message's last line."""
+    blocks = re.split(r"^-{5,}$", message, flags=re.M)
+    quoted = blocks[1] if len(blocks) >= 3 else message
+    lines = [line.strip() for line in quoted.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def run_jobs(
-    specs: Sequence[JobSpec],
+    specs: Sequence[Any],
     cfg: EngineConfig,
     folder: Path,
-    done: Callable[[JobSpec, Dict[str, Any]], None] = lambda spec, result: None,
+    done: Callable[[Any, Dict[str, Any]], None] = lambda spec, result: None,
+    job: Callable[[Any, str], Dict[str, Any]] = fit_job,
 ) -> List[Dict[str, Any]]:
     """Run every spec as a job, calling ``done(spec, result)`` as each finishes; returns the results in order.
+
+    A job is ``job(spec, pythonpath)`` (default :func:`fit_job`: a :class:`JobSpec`'s fitting command); another job
+    function must be importable by name (a module's top level) and return a dict with a ``"status"``, and its specs
+    need a ``folder``. A job that raises is reported as failed with the exception's last line.
 
     Local jobs still running when this is interrupted (^C, or SIGTERM where the front end turns it into
     ``KeyboardInterrupt``) are cancelled and their fitting commands stopped (their runs resume next time from
@@ -213,26 +227,26 @@ def run_jobs(
     try:
         if cfg.cluster == "slurm":
             with _on_pythonpath(pythonpath), executor.batch():
-                jobs = [(i, executor.submit(fit_job, spec, pythonpath)) for i, spec in pending]
+                jobs = [(i, executor.submit(job, spec, pythonpath)) for i, spec in pending]
             running = {job: i for i, job in jobs}
             pending = []
         while pending or running:
             while pending and len(running) < cfg.workers:
                 i, spec = pending.pop(0)
                 with _on_pythonpath(pythonpath):
-                    running[executor.submit(fit_job, spec, pythonpath)] = i
-            finished = [job for job in running if job.done()]
+                    running[executor.submit(job, spec, pythonpath)] = i
+            finished = [submitted for submitted in running if submitted.done()]
             if not finished:
                 time.sleep(cfg.poll_s)
                 continue
-            for job in finished:
-                i = running.pop(job)
-                results[i] = _outcome(job)
+            for submitted in finished:
+                i = running.pop(submitted)
+                results[i] = _outcome(submitted)
                 done(specs[i], results[i])
     finally:
         if cfg.cluster == "local":
-            for job, i in running.items():
-                job.cancel(check=False)
+            for submitted, i in running.items():
+                submitted.cancel(check=False)
                 stop_run(specs[i].folder)
     return [results[i] for i in range(len(specs))]
 

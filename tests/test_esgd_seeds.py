@@ -65,3 +65,20 @@ def test_seed_study_runs_the_contenders_and_reports_them(tmp_path):
         assert abs(a[-1] - b[-1]) < 1e-3
     cfg.plot_only = True
     assert main(cfg) == text
+
+
+def test_each_seed_is_a_job_and_a_failed_one_is_reported_without_stopping_the_others(tmp_path):
+    from experiments.esgd_seeds import SeedJob, seed_job
+    from experiments.jobs import EngineConfig, run_jobs
+    from gnerf.files import atomic_write_image
+
+    image = tmp_path / "tiny.png"
+    atomic_write_image(image, torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(0)))
+    good = SeedStudyConfig(seeds=(0,), image=image, size=8, epochs=1, output_dir=tmp_path / "runs")
+    bad = SeedStudyConfig(seeds=(0,), image=tmp_path / "missing.png", size=8, epochs=1, output_dir=tmp_path / "bad")
+    specs = [SeedJob(bad, "published", 0), SeedJob(good, "published", 0)]
+    results = run_jobs(specs, EngineConfig(workers=1, poll_s=0.1), tmp_path / "jobs", job=seed_job)
+    assert results[0]["status"] == "failed" and "missing.png" in results[0]["error"]
+    assert results[1]["status"] == "done"
+    saved = json.loads((tmp_path / "runs" / "published" / "seed0.json").read_text())
+    assert results[1]["final"] == saved["psnr"][-1]
