@@ -385,3 +385,30 @@ def test_registered_lego_lrs_are_the_ones_the_lr_screen_ran_at_its_best_multiple
         num_layers=proto["layers"],
     )
     assert lego_contest.schedule_of(SimpleNamespace(config=cfg)) == rec["schedule"]
+
+
+def test_lego_contest_stopped_by_sigterm_keeps_its_records_and_says_so_in_one_line(scene, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    args = ["--preset", "tiny", "--data", str(scene), "--image-scale", "1", "--steps", "100000", "--out", str(out)]
+    args += ["--checkpoints", str(out / "ckpt"), "--methods", "gaussian-nerf-adam"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.gpu.lego_contest", *args],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    record = out / "gaussian-nerf-adam.json"
+    deadline = time.monotonic() + 240
+    while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: lego contest stopped (signal 15); its records")
+    rec = json.loads(record.read_text())
+    assert rec["steps"] >= 1 and not rec["complete"]

@@ -734,4 +734,14 @@ def write_report(records: Dict[str, dict], args, protocol, figure: bool = True) 
 
 if __name__ == "__main__":
     interrupt_on_sigterm()  # stopped from outside (run_until, timeout): write what was measured
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        from gnerf.errors import Interrupted, exit_interrupted
+
+        exit_interrupted(
+            Interrupted(
+                f"lego contest stopped ({err or 'Ctrl-C'}); its records and report are written and each method "
+                "resumes from its last checkpoint: run the same command to continue"
+            )
+        )
