@@ -39,19 +39,13 @@ import re
 import typing
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
-from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
+from gnerf.optim.schedules import SCHEDULES, ScheduleConfig
 
 __all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "recorded_equal", "schedule_name"]
 
-#: The schedules a spec may name (the fitting commands' ``schedule:KIND`` subcommands).
-SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
-    "constant": ConstantSchedule,
-    "cosine": CosineSchedule,
-    "exponential": ExponentialSchedule,
-}
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 

@@ -156,3 +156,16 @@ def test_muon_takes_the_hidden_matrices_and_adam_the_rest():
     assert adam["algorithm"] == "adam" and len(adam["params"]) == 6  # first and last weights, four biases
     assert muon["lr"] == 6.67e-5 and adam["lr"] == 1e-4
     assert muon["params"][0] is net[1].weight and muon["params"][1] is net[2].weight
+
+
+def test_every_schedule_is_named_alike_by_the_fitting_commands_and_nerfstudio():
+    import typing
+
+    from gnerf.nerf.optimizers import GnerfSchedulerConfig
+    from gnerf.optim.schedules import SCHEDULES
+
+    kinds = typing.get_args(typing.get_type_hints(GnerfSchedulerConfig)["kind"])
+    assert set(kinds) == set(SCHEDULES)
+    for name, cls in SCHEDULES.items():
+        built = GnerfSchedulerConfig(kind=name, lr_final=1e-3).schedule()
+        assert type(built) is cls

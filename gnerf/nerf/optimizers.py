@@ -23,7 +23,7 @@ from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from gnerf.errors import InputError
 from gnerf.optim import OPTIMIZERS
 from gnerf.optim.configs import OptimizerConfig as GnerfOptimizerConfig
-from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
+from gnerf.optim.schedules import SCHEDULES, ConstantSchedule, ScheduleConfig
 
 __all__ = ["NERF_OPTIMIZERS", "GnerfScheduler", "GnerfSchedulerConfig", "nerfstudio_optimizer"]
 
@@ -60,14 +60,6 @@ globals().update(
     {cls.__name__: cls for cls in NERF_OPTIMIZERS.values()}
 )  # importable by name, e.g. ESGDMaxOptimizerConfig
 __all__ += [cls.__name__ for cls in NERF_OPTIMIZERS.values()]
-
-
-#: The schedules of :mod:`gnerf.optim.schedules` by the name GnerfSchedulerConfig.kind gives them.
-SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
-    "constant": ConstantSchedule,
-    "cosine": CosineSchedule,
-    "exponential": ExponentialSchedule,
-}
 
 
 @dataclass

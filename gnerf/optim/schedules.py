@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional, Type
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "ScheduleConfig"]
+__all__ = ["SCHEDULES", "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "ScheduleConfig"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,12 @@ class ExponentialSchedule(ScheduleConfig):
 
     def factor(self, step: int, lr_init: float, max_steps: int) -> float:
         return (self.lr_final / lr_init) ** min(step / max_steps, 1.0)
+
+
+#: Every schedule by its name: the fitting commands' ``schedule:NAME``, a spec's ``schedule=NAME`` and
+#: ``GnerfSchedulerConfig.kind``.
+SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
+    "constant": ConstantSchedule,
+    "cosine": CosineSchedule,
+    "exponential": ExponentialSchedule,
+}

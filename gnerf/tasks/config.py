@@ -24,7 +24,7 @@ from gnerf.fields import ACTIVATIONS
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
 from gnerf.optim.configs import ESGDConfig
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule
+from gnerf.optim.schedules import SCHEDULES
 
 __all__ = [
     "FieldConfig",
@@ -74,9 +74,7 @@ def _optimizer_union() -> Any:
 def _schedule_union() -> Any:
     import tyro
 
-    return tyro.extras.subcommand_type_from_defaults(
-        {"constant": ConstantSchedule(), "cosine": CosineSchedule(), "exponential": ExponentialSchedule()}
-    )
+    return tyro.extras.subcommand_type_from_defaults({name: cls() for name, cls in SCHEDULES.items()})
 
 
 #: The optimizer of a fitting run: one of the registered configs (gnerf.optim.configs.OPTIMIZERS).
