@@ -59,6 +59,19 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@contextlib.contextmanager
+def stopped_in_one_line(what: str, kept: str):
+    """Within the block, a stop from outside (^C, or SIGTERM after :func:`interrupt_on_sigterm`) ends the process
+    with one line, ``error: WHAT stopped (HOW); KEPT``, and exit status 130, instead of a traceback; the block's
+    own ``finally`` clauses have run by then."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        from gnerf.errors import Interrupted, exit_interrupted
+
+        exit_interrupted(Interrupted(f"{what} stopped ({err or 'Ctrl-C'}); {kept}"))
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
     with socket.socket() as s:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from benchmarks.common import SHARED_DATA
+from benchmarks.common import SHARED_DATA, stopped_in_one_line
 from experiments.jobs import EngineConfig, JobSpec, run_jobs
 from experiments.records import RunRecord, check_protocol, machine_line, read_history, record_folder_run
 from experiments.variants import canonical, parse_variant
@@ -610,15 +610,23 @@ def failures_markdown(failed: Sequence[Tuple[Run, str]]) -> str:
     return f"\n{len(failed)} run(s) failed (run again on the next invocation):\n\n" + "\n".join(lines) + "\n"
 
 
+#: What a grid command keeps when it is stopped from outside.
+GRID_KEPT = (
+    "finished runs are recorded and each stopped run resumes from its last checkpoint: run the same command to continue"
+)
+
+
 def grid_main(config_cls: Any, run: Any, module: str, argv: Optional[Sequence[str]] = None) -> None:
     """The tyro front end of a grid command, ``python -m MODULE``: ``config_cls`` from the command line, then
-    ``print(run(cfg, log=..., command=...))``; a missing file or a bad value is one ``error:`` line."""
+    ``print(run(cfg, log=..., command=...))``; a missing file or a bad value is one ``error:`` line, and so is a stop
+    from outside (^C, SIGTERM)."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = tyro.cli(config_cls, args=argv, description=config_cls.__doc__)
     try:
-        print(run(cfg, log=lambda line: print(line, flush=True), command=command_line(module, argv)))
+        with stopped_in_one_line(module, GRID_KEPT):
+            print(run(cfg, log=lambda line: print(line, flush=True), command=command_line(module, argv)))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

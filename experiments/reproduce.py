@@ -63,8 +63,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, shown, today
+from benchmarks.common import SHARED_DATA, interrupt_on_sigterm, machine, shown, stopped_in_one_line, today
 from experiments.compare import (
+    GRID_KEPT,
     CompareConfig,
     failures,
     failures_markdown,
@@ -892,7 +893,8 @@ def main() -> None:
 
     cfg = tyro.cli(ReproduceConfig, description=ReproduceConfig.__doc__)
     try:
-        print(reproduce(cfg))
+        with stopped_in_one_line("experiments.reproduce", GRID_KEPT):
+            print(reproduce(cfg))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

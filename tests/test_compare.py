@@ -347,3 +347,24 @@ def test_the_time_to_quality_table_locates_each_target_run_by_run():
     assert (
         time_to_quality_lines(CompareConfig(task="occupancy", epochs=4, optimizers=grid.optimizers), unfinished) == []
     )
+
+
+def test_a_grid_command_stopped_from_outside_ends_with_one_line(capsys):
+    from dataclasses import dataclass
+
+    from experiments.compare import grid_main
+
+    @dataclass
+    class Tiny:
+        """A grid of nothing."""
+
+        n: int = 1
+
+    def run(cfg, log, command):
+        raise KeyboardInterrupt("signal 15")  # what interrupt_on_sigterm raises on SIGTERM
+
+    with pytest.raises(SystemExit) as stop:
+        grid_main(Tiny, run, "experiments.tiny", [])
+    assert stop.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: experiments.tiny stopped (signal 15); finished runs are recorded")

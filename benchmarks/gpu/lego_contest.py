@@ -74,7 +74,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from benchmarks.common import interrupt_on_sigterm, machine, table
+from benchmarks.common import interrupt_on_sigterm, machine, stopped_in_one_line, table
 from benchmarks.gpu import lego_convergence as lc
 from benchmarks.gpu.lego_convergence import VANILLA, Evaluation, Run
 from gnerf.files import atomic_write_bytes
@@ -734,14 +734,6 @@ def write_report(records: Dict[str, dict], args, protocol, figure: bool = True) 
 
 if __name__ == "__main__":
     interrupt_on_sigterm()  # stopped from outside (run_until, timeout): write what was measured
-    try:
+    kept = "its records and report are written and each method resumes from its last checkpoint: run the same command"
+    with stopped_in_one_line("lego contest", kept + " to continue"):
         main()
-    except KeyboardInterrupt as err:
-        from gnerf.errors import Interrupted, exit_interrupted
-
-        exit_interrupted(
-            Interrupted(
-                f"lego contest stopped ({err or 'Ctrl-C'}); its records and report are written and each method "
-                "resumes from its last checkpoint: run the same command to continue"
-            )
-        )
