@@ -291,10 +291,10 @@ def test_the_schedule_is_stated_as_each_method_runs_it():
         "100th; lr warm-up base 0.99"
     )
     assert words("gaussian-nerf-muon-esgd") == (
-        "muon-esgd lr 0.0002 (ESGD part 1), linear warm-up over 100 steps, then cosine to 0 over 200,000 steps; curvature on each "
+        "muon-esgd lr 0.0006 (ESGD part 3), linear warm-up over 100 steps, then cosine to 0 over 200,000 steps; curvature on each "
         "of the first 50 steps, then every 100th"
     )
-    assert words("gaussian-nerf-muon") == "muon lr 0.0002 (Adam part 0.0001), cosine to 0 over 200,000 steps"
+    assert words("gaussian-nerf-muon") == "muon lr 0.0006 (Adam part 0.0003), cosine to 0 over 200,000 steps"
 
 
 def test_lego_contest_refuses_a_checkpoint_its_optimizer_refuses_in_one_line(scene, tmp_path):
