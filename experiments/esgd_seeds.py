@@ -193,7 +193,7 @@ def _gnerf(cfg: SeedStudyConfig, seed: int, folder: Path) -> List[float]:
     return [json.loads(line)["psnr"] for line in done.read_text().splitlines()[: cfg.epochs]]
 
 
-def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> Tuple[str, int, float]:
+def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> float:
     """Train one seed of one contender (unless its result is on disk); returns its final PSNR."""
     torch.set_num_threads(1)
     out = _result_path(cfg, contender, seed)
@@ -204,7 +204,7 @@ def run_one(cfg: SeedStudyConfig, contender: str, seed: int) -> Tuple[str, int, 
         else:
             psnrs = _published_loop(cfg, seed, gnerf_class=contender != "published")
         atomic_write_json(out, {"psnr": psnrs, "seconds": time.perf_counter() - t0})
-    return contender, seed, _final(cfg, contender, seed)
+    return _final(cfg, contender, seed)
 
 
 @dataclass(frozen=True)
@@ -224,8 +224,7 @@ def seed_job(job: SeedJob, pythonpath: str) -> Dict[str, Any]:
     """The job engine's job for one seed: ``{"status": "done", "final": <its final PSNR>, "machine": ...}``."""
     from experiments.jobs import machine_line
 
-    _, _, final = run_one(job.cfg, job.contender, job.seed)
-    return {"status": "done", "final": final, "machine": machine_line()}
+    return {"status": "done", "final": run_one(job.cfg, job.contender, job.seed), "machine": machine_line()}
 
 
 def _result_path(cfg: SeedStudyConfig, contender: str, seed: int) -> Path:

@@ -227,8 +227,7 @@ def run_jobs(
     try:
         if cfg.cluster == "slurm":
             with _on_pythonpath(pythonpath), executor.batch():
-                jobs = [(i, executor.submit(job, spec, pythonpath)) for i, spec in pending]
-            running = {job: i for i, job in jobs}
+                running = {executor.submit(job, spec, pythonpath): i for i, spec in pending}
             pending = []
         while pending or running:
             while pending and len(running) < cfg.workers:

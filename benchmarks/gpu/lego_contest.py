@@ -734,6 +734,9 @@ def write_report(records: Dict[str, dict], args, protocol, figure: bool = True) 
 
 if __name__ == "__main__":
     interrupt_on_sigterm()  # stopped from outside (run_until, timeout): write what was measured
-    kept = "its records and report are written and each method resumes from its last checkpoint: run the same command"
-    with stopped_in_one_line("lego contest", kept + " to continue"):
+    kept = (
+        "its records and report are written and each method resumes from its last checkpoint: run the same command "
+        "to continue"
+    )
+    with stopped_in_one_line("lego contest", kept):
         main()

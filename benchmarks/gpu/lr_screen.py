@@ -3,10 +3,10 @@
 Reads the records that ``benchmarks/gpu/lego_contest.py`` writes in each screen folder (``--screens``, default
 every ``x*`` folder of docs/lego_cpu_lr_screen: records made with ``--lr-scale X``, the multiple read from each
 record's protocol; ``x1`` holds the CPU contest's records at the lrs registered when the screen ran, which the table
-names from the records), and writes one markdown table: per method, its lrs at x1, its test PSNR at ``--step`` (an evaluation at exactly that step; ``-`` where a record has not reached it) for each
-multiple, the best multiple in bold, and whether that best lies on an edge of what was screened (then the screen
-goes on past it: the multiple x 3 or / 3, the rule of the image sweep). The records must share one protocol but the
-multiple. ::
+names from the records), and writes one markdown table: per method, its lrs at x1, its test PSNR at ``--step`` (an
+evaluation at exactly that step; ``-`` where a record has not reached it) for each multiple, the best multiple in
+bold, and whether that best lies on an edge of what was screened (then the screen goes on past it: the multiple x 3
+or / 3, the rule of the image sweep). The records must share one protocol but the multiple. ::
 
     python -m benchmarks.gpu.lr_screen                                   # docs/lego_cpu_lr_screen/lr_screen.md
     python -m benchmarks.gpu.lr_screen --step 500 --out /tmp/screen.md
@@ -87,9 +87,9 @@ def report(records: Dict[str, Dict[float, dict]], step: int, sources: Sequence[P
         "Written by `python -m benchmarks.gpu.lr_screen` from the method records in "
         + ", ".join(f"`{shown(p)}`" for p in sources)
         + ". Protocol: the CPU lego contest's (benchmarks/gpu/README.md; each method's registered schedule "
-        "compressed to N steps), with every learning rate of a method times the multiple (`--lr-scale`) of its lrs at x1, "
-        "those registered when the screen ran (column `x1 lrs`). A cell is the mean test PSNR over the contest's test views "
-        f"at step {step:,}; `-`: not reached yet (in brackets, its last evaluation before); empty: not screened. Bold: the method's best multiple so far. "
+        "compressed to N steps), with every learning rate of a method times the multiple (`--lr-scale`) of its lrs "
+        "at x1, those registered when the screen ran (column `x1 lrs`). A cell is the mean test PSNR over the "
+        f"contest's test views at step {step:,}; `-`: not reached yet (in brackets, its last evaluation before); empty: not screened. Bold: the method's best multiple so far. "
         "This is an early step of each schedule: the screen shows which lrs leave lego's initial plateau (about "
         "11 dB) and how fast, not which end best.",
         "",

@@ -86,8 +86,9 @@ GAUSSIAN_NERF_ADAM = gaussian_nerf_config(
 
 #: Muon (torch.optim.Muon's update) on the trunk's square hidden matrices (6e-4), Adam on the rest (3e-4); cosine to 0
 #: on both. These lrs, and those of the three hybrids below, are 3x the lego screen's x1 (Muon 2e-4, its Adam part
-#: 1e-4, PSGD-Kron 1e-4, ESGD 1.0): the screen (docs/lego_cpu_lr_screen/lr_screen.md; every lr of a method times 1/3, 1, 3 or 9, test PSNR
-#: at step 500 of 5,000) found each of them leaving lego's initial plateau fastest at 3x and falling back at 9x.
+#: 1e-4, PSGD-Kron 1e-4, ESGD 1.0): the screen (docs/lego_cpu_lr_screen/lr_screen.md; every lr of a method times
+#: 1/3, 1, 3 or 9, test PSNR at step 500 of 5,000) found each of them leaving lego's initial plateau fastest at 3x and
+#: falling back at 9x.
 GAUSSIAN_NERF_MUON = gaussian_nerf_config(
     "gaussian-nerf-muon",
     NERF_OPTIMIZERS["muon"](lr=6e-4, adam_lr=3e-4),
