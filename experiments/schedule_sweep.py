@@ -6,8 +6,9 @@
 
 The lr sweep (:mod:`experiments.sweep`) ran every optimizer with its registered schedule. This grid gives each
 optimizer the fitting commands' other schedules too, at the lr its name runs (for the contenders, their sweep's
-winner; for ``adam``, ``esgd`` and ``esgd-adam-start``, their registered lrs): constant, cosine to 0, and exponential
-to ``--exponential-ratio`` (1/100) of the lr, the ratio of gnerf's NeRF Adam schedule; a registered warm-up is kept.
+winner; for ``adam``, ``esgd`` and ``esgd-adam-start``, their registered lrs): constant, cosine to 0, exponential
+to ``--exponential-ratio`` (1/100) of the lr, the ratio of gnerf's NeRF Adam schedule, and linear to 0; a registered
+warm-up is kept.
 Schedule-Free AdamW is left out: its averaging stands in for a schedule; so is ``adam``, whose
 lr (1e-4) is ``adam-cosine``'s, so that ``adam-cosine``'s constant row is the paper's Adam. The protocol, the job engine and the
 records are the lr sweep's (``docs/data/sweep/``), so the registered schedule's runs are the lr sweep's runs at
@@ -38,7 +39,7 @@ __all__ = ["ScheduleSweepConfig", "best_schedule", "schedule_spec", "schedule_sw
 
 @dataclass
 class ScheduleSweepConfig(SweepConfig):
-    """Every optimizer's schedules (constant, cosine, exponential) at its registered lr, on the lr sweep's protocol."""
+    """Every optimizer's schedules (constant, cosine, exponential, linear) at its registered lr, on the lr sweep's protocol."""
 
     optimizers: Tuple[str, ...] = (
         "muon",
@@ -122,8 +123,8 @@ def table(cfg: ScheduleSweepConfig, command: str, finals: Dict[str, Dict[str, An
         "",
         f"Protocol: the lr sweep's: Gaussian network (5 x 256, sigma 0.05), {cfg.size} x {cfg.size}, batch "
         f"{cfg.batch_size}, {cfg.epochs} epochs, seed {cfg.seed}; each optimizer at the lr its name runs, with each "
-        f"schedule: constant, cosine to 0, exponential to {cfg.exponential_ratio:g} x the lr; a registered warm-up "
-        "kept. Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way, `-` not "
+        f"schedule: constant, cosine to 0, exponential to {cfg.exponential_ratio:g} x the lr, linear to 0; a registered "
+        "warm-up kept. Cells: final whole-image PSNR (dB) after the last epoch; `(k/N ep)` a run under way, `-` not "
         "started, `diverged` a NaN loss, `failed` an error.",
         "",
         "| optimizer | lr | schedule | " + " | ".join(cfg.images) + " | mean | |",

@@ -169,3 +169,29 @@ def test_every_schedule_is_named_alike_by_the_fitting_commands_and_nerfstudio():
     for name, cls in SCHEDULES.items():
         built = GnerfSchedulerConfig(kind=name, lr_final=1e-3).schedule()
         assert type(built) is cls
+
+
+@pytest.mark.parametrize("kind", ["cosine", "exponential", "linear"])
+def test_each_decaying_schedule_runs_from_the_lr_to_lr_final_after_a_warm_up(kind):
+    from gnerf.optim.schedules import SCHEDULES
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    sched = SCHEDULES[kind](lr_final=0.02, warmup_steps=3, max_steps=10).build(opt, 2.0, run_steps=100)
+    lrs = []
+    for _ in range(16):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # the ramp, then the lr
+    assert all(a > b for a, b in zip(lrs[3:13], lrs[4:14])) and lrs[13:] == pytest.approx([0.02] * 3)
+    middle = {"cosine": 1.01, "exponential": 0.2, "linear": 1.01}[kind]  # halfway through the decay
+    assert lrs[8] == pytest.approx(middle)
+    with pytest.raises(ValueError, match="lr_final"):
+        SCHEDULES[kind](lr_final=-1.0).build(opt, 2.0, run_steps=10)
+
+
+def test_linear_decay_is_a_straight_line_to_zero_by_default():
+    from gnerf.optim.schedules import LinearSchedule
+
+    assert [LinearSchedule().factor(s, 1e-3, 4) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]

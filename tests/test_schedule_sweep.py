@@ -19,10 +19,13 @@ def test_each_optimizer_gets_every_schedule_at_its_registered_lr_and_keeps_its_w
         ("adam", "constant"),
         ("adam", "cosine"),
         ("adam", "exponential"),
+        ("adam", "linear"),
         ("soap", "cosine"),
         ("soap", "constant"),
         ("soap", "exponential"),
+        ("soap", "linear"),
     ]
+    assert schedule_spec("muon", "linear") == "muon:lr=6.67e-05:schedule=linear"
 
 
 def test_the_best_schedule_needs_every_photo_and_a_tie_goes_to_the_registered_one():
@@ -54,4 +57,5 @@ def test_the_table_reads_the_lr_sweeps_records(tmp_path):
         "| adam | 0.0001 | constant (registered) | 30.00 | 30.00 |  |",
         "| adam | 0.0001 | cosine | 33.00 | 33.00 | *leading* |",
         "| adam | 0.0001 | exponential | - | - |  |",
+        "| adam | 0.0001 | linear | - | - |  |",
     ]

@@ -73,7 +73,7 @@ def test_equal_values_written_differently_are_one_variant():
         ("adam:lr", "'lr' is not KEY=VALUE"),
         ("adam:lr=abc", "lr=abc needs a number"),
         ("adam:momentum=0.9", "neither adam nor its schedule constant has an option 'momentum'"),
-        ("adam:schedule=linear", "unknown schedule 'linear'; choose one of: constant, cosine, exponential"),
+        ("adam:schedule=step", "unknown schedule 'step'; choose one of: constant, cosine, exponential, linear"),
         ("adam:lr=-1", "invalid lr=-1.0"),
         ("adam:betas=0.9", "betas=0.9 needs 2 comma-separated values"),
         ("adam:lr=1:lr=2", "lr is given twice"),

@@ -72,10 +72,10 @@ class GnerfSchedulerConfig(SchedulerConfig):
     """
 
     _target: Type = field(default_factory=lambda: GnerfScheduler)
-    kind: Literal["constant", "cosine", "exponential"] = "exponential"
-    """The schedule: constant, cosine or exponential (gnerf.optim.schedules)."""
+    kind: Literal["constant", "cosine", "exponential", "linear"] = "exponential"
+    """The schedule: constant, cosine, exponential or linear (gnerf.optim.schedules)."""
     lr_final: float = 0.1
-    """Learning rate reached at max_steps (cosine, exponential)."""
+    """Learning rate reached at max_steps (cosine, exponential, linear)."""
     max_steps: int = 200_000
     """Steps (after the warm-up) over which lr_final is reached."""
     warmup_steps: int = 0

@@ -16,7 +16,7 @@ from gnerf.optim.esgd import ESGD, ESGDMax, esgd
 from gnerf.optim.muon import MuonAdam
 from gnerf.optim.muon_esgd import MuonESGD
 from gnerf.optim.psgd_esgd import PSGDKronESGD
-from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, ScheduleConfig
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, ExponentialSchedule, LinearSchedule, ScheduleConfig
 from gnerf.optim.step import no_sync_if_curvature, should_create_graph, take_step
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ConstantSchedule",
     "CosineSchedule",
     "ExponentialSchedule",
+    "LinearSchedule",
     "MuonAdam",
     "MuonESGD",
     "PSGDKronESGD",

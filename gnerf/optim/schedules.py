@@ -9,7 +9,8 @@ and :math:`s` the step after the warm-up:
 .. math::
     \text{constant:}\ \eta_s = \eta_0 \qquad
     \text{cosine:}\ \eta_s = \eta_0 \left(r + (1 - r)\,\tfrac{1 + \cos(\pi \min(s/T, 1))}{2}\right) \qquad
-    \text{exponential:}\ \eta_s = \eta_0\, r^{\min(s/T, 1)}
+    \text{exponential:}\ \eta_s = \eta_0\, r^{\min(s/T, 1)} \qquad
+    \text{linear:}\ \eta_s = \eta_0 \left(r + (1 - r)\,(1 - \min(s/T, 1))\right)
 
 Every param group is scaled by the same factor, so an optimizer whose groups have different
 learning rates (Muon's hidden matrices and Adam's rest, say) keeps their ratio. The schedulers hold
@@ -25,7 +26,7 @@ from typing import Dict, Optional, Type
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["SCHEDULES", "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "ScheduleConfig"]
+__all__ = ["SCHEDULES", "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "LinearSchedule", "ScheduleConfig"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ class ConstantSchedule(ScheduleConfig):
 
 
 @dataclass(frozen=True)
-class CosineSchedule(ScheduleConfig):
-    """Half a cosine from the optimizer's lr to ``lr_final``, then ``lr_final``."""
+class _DecayToFinal(ScheduleConfig):
+    """A decay from the optimizer's lr to ``lr_final`` (0 or more), then ``lr_final``."""
 
     lr_final: float = 0.0
     """Learning rate reached after max_steps."""
@@ -88,7 +89,19 @@ class CosineSchedule(ScheduleConfig):
 
     def factor(self, step: int, lr_init: float, max_steps: int) -> float:
         r = self.lr_final / lr_init if lr_init > 0 else 0.0
-        return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * min(step / max_steps, 1.0)))
+        return r + (1.0 - r) * self.shape(min(step / max_steps, 1.0))
+
+    def shape(self, t: float) -> float:
+        """The decay from 1 at ``t = 0`` to 0 at ``t = 1``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CosineSchedule(_DecayToFinal):
+    """Half a cosine from the optimizer's lr to ``lr_final``, then ``lr_final``."""
+
+    def shape(self, t: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @dataclass(frozen=True)
@@ -109,10 +122,20 @@ class ExponentialSchedule(ScheduleConfig):
         return (self.lr_final / lr_init) ** min(step / max_steps, 1.0)
 
 
+@dataclass(frozen=True)
+class LinearSchedule(_DecayToFinal):
+    """A straight line from the optimizer's lr to ``lr_final`` (0 by default: linear decay to zero), then
+    ``lr_final``. Not one of nerfstudio's schedulers; its settings are the cosine's."""
+
+    def shape(self, t: float) -> float:
+        return 1.0 - t
+
+
 #: Every schedule by its name: the fitting commands' ``schedule:NAME``, a spec's ``schedule=NAME`` and
 #: ``GnerfSchedulerConfig.kind``.
 SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
     "constant": ConstantSchedule,
     "cosine": CosineSchedule,
     "exponential": ExponentialSchedule,
+    "linear": LinearSchedule,
 }
