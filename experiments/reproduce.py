@@ -79,6 +79,7 @@ from experiments.contest import CONTENDERS, best_contender, time_to_quality
 from experiments.variants import base_name, canonical, parse_variant
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
+from gnerf.optim.schedules import schedule_name
 from gnerf.tasks.build import ADAM_EPOCHS
 from gnerf.tasks.config import task_lr
 
@@ -801,7 +802,7 @@ def lr_note(optimizers: Sequence[str], activations: Sequence[str]) -> str:
         lrs = {a: task_lr(variant.config(), a) for a in activations}
         common = variant.config().resolved_lr()
         odd = [f"{lr:g} for {ACT_NAMES.get(a, a)}" for a, lr in lrs.items() if lr != common]
-        schedule = type(variant.schedule_config()).__name__.replace("Schedule", "").lower()
+        schedule = schedule_name(variant.schedule_config())
         parts.append(f"`{spec}` {common:g}{' (' + ', '.join(odd) + ')' if odd else ''}, {schedule}")
     return f". The other optimizers' lrs: {'; '.join(parts)}" if parts else ""
 

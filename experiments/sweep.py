@@ -57,6 +57,7 @@ from experiments.records import RunRecord, check_protocol, import_run
 from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
+from gnerf.optim.schedules import schedule_name
 
 __all__ = [
     "SweepConfig",
@@ -453,7 +454,7 @@ def import_old_sweep(cfg: SweepConfig, old: Path, log=print) -> Dict[str, int]:
                 "num_layers": 5,
                 "optimizer": name,
                 "lr": lr,
-                "schedule": type(OPTIMIZERS[name].schedule).__name__.replace("Schedule", "").lower(),
+                "schedule": schedule_name(OPTIMIZERS[name].schedule),
             }
             if not folder.is_dir():
                 continue

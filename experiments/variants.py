@@ -42,16 +42,11 @@ from functools import cache
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
-from gnerf.optim.schedules import SCHEDULES, ScheduleConfig
+from gnerf.optim.schedules import SCHEDULES, ScheduleConfig, schedule_name
 
-__all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "recorded_equal", "schedule_name"]
+__all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "recorded_equal"]
 
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def schedule_name(schedule: ScheduleConfig) -> str:
-    """``cosine`` for a :class:`CosineSchedule` (the name of its ``schedule:KIND`` subcommand)."""
-    return type(schedule).__name__.replace("Schedule", "").lower()
 
 
 def _fields(cls: type) -> Dict[str, Any]:

@@ -162,13 +162,13 @@ def test_every_schedule_is_named_alike_by_the_fitting_commands_and_nerfstudio():
     import typing
 
     from gnerf.nerf.optimizers import GnerfSchedulerConfig
-    from gnerf.optim.schedules import SCHEDULES
+    from gnerf.optim.schedules import SCHEDULES, schedule_name
 
     kinds = typing.get_args(typing.get_type_hints(GnerfSchedulerConfig)["kind"])
     assert set(kinds) == set(SCHEDULES)
     for name, cls in SCHEDULES.items():
         built = GnerfSchedulerConfig(kind=name, lr_final=1e-3).schedule()
-        assert type(built) is cls
+        assert type(built) is cls and schedule_name(built) == name
 
 
 @pytest.mark.parametrize("kind", ["cosine", "exponential", "linear"])

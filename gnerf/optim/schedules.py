@@ -26,7 +26,15 @@ from typing import Dict, Optional, Type
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["SCHEDULES", "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "LinearSchedule", "ScheduleConfig"]
+__all__ = [
+    "SCHEDULES",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "LinearSchedule",
+    "ScheduleConfig",
+    "schedule_name",
+]
 
 
 @dataclass(frozen=True)
@@ -139,3 +147,8 @@ SCHEDULES: Dict[str, Type[ScheduleConfig]] = {
     "exponential": ExponentialSchedule,
     "linear": LinearSchedule,
 }
+
+
+def schedule_name(schedule: ScheduleConfig) -> str:
+    """``cosine`` for a :class:`CosineSchedule`: its name in :data:`SCHEDULES`."""
+    return next(name for name, cls in SCHEDULES.items() if type(schedule) is cls)

@@ -24,7 +24,7 @@ from gnerf.fields import ACTIVATIONS
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
 from gnerf.optim.configs import ESGDConfig
 from gnerf.optim.defaults import PAPER
-from gnerf.optim.schedules import SCHEDULES
+from gnerf.optim.schedules import SCHEDULES, schedule_name
 
 __all__ = [
     "FieldConfig",
@@ -190,7 +190,7 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
         out["optim"] = {"name": cfg.optim.name, **out["optim"]}
         schedule = cfg.schedule or cfg.optim.schedule
         out["schedule"] = {
-            "name": type(schedule).__name__.replace("Schedule", "").lower(),
+            "name": schedule_name(schedule),
             **json.loads(json.dumps(dataclasses.asdict(schedule))),
         }
     return out
