@@ -116,3 +116,24 @@ def test_registered_settings_and_refusals():
     muon_esgd = build_optimizer("muon-esgd", _net().parameters())
     with pytest.raises(ValueError, match=r"PSGDKronESGD\.load_state_dict: the state dict lacks 'psgd_kron'"):
         build_optimizer("psgd-kron-esgd", _net().parameters()).load_state_dict(muon_esgd.state_dict())
+
+
+def test_the_preconditioner_update_share_reaches_psgd_kron_in_both():
+    """heavyball updates the preconditioner on every step of the first 1,000 by default; a share of 1/4 updates it on
+    every fourth, so the two runs part after the first step, the hybrid's hidden matrices as the contender's."""
+    runs = {}
+    for name in ("psgd-kron", "psgd-kron-esgd"):
+        for prob in (None, 0.25):
+            net = _net()
+            for p in net.parameters():
+                p.requires_grad_(p.ndim == 2 and p.shape[0] == p.shape[1])
+            opt = build_optimizer(name, net.parameters(), lr=3e-3, precond_update_prob=prob)
+            torch.manual_seed(3)
+            _train(net, opt, 3)
+            runs[name, prob] = [p.detach().clone() for p in net.parameters()]
+    for name in ("psgd-kron", "psgd-kron-esgd"):
+        assert any(not torch.equal(p, q) for p, q in zip(runs[name, None], runs[name, 0.25])), name
+        with pytest.raises(ValueError, match="precond_update_prob"):
+            build_optimizer(name, _net().parameters(), precond_update_prob=0.0)
+    for p, q in zip(runs["psgd-kron", 0.25], runs["psgd-kron-esgd", 0.25]):
+        assert torch.equal(p, q)

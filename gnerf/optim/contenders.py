@@ -197,17 +197,37 @@ class PSGDKronConfig(OptimizerConfig):
     weight_decay: float = 0.0
     precond_lr: float = 0.1
     """Step size of the preconditioner's own update."""
+    precond_update_prob: Optional[float] = None
+    """Share of the steps that update the preconditioner (counted, not drawn); None: heavyball's schedule, every
+    step for the first 1,000, then decaying to 0.03 by about step 4,500."""
 
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         return psgd_kron(
-            params, lr=self.resolved_lr(), beta=self.beta, weight_decay=self.weight_decay, precond_lr=self.precond_lr
+            params,
+            lr=self.resolved_lr(),
+            beta=self.beta,
+            weight_decay=self.weight_decay,
+            precond_lr=self.precond_lr,
+            precond_update_prob=self.precond_update_prob,
         )
 
 
-def psgd_kron(params, *, lr: float, beta: float, weight_decay: float, precond_lr: float) -> Optimizer:
-    """heavyball's ``PSGDKron`` over ``params`` (heavyball's defaults otherwise), resuming with its saved dtypes."""
+def psgd_kron(
+    params,
+    *,
+    lr: float,
+    beta: float,
+    weight_decay: float,
+    precond_lr: float,
+    precond_update_prob: Optional[float] = None,
+) -> Optimizer:
+    """heavyball's ``PSGDKron`` over ``params`` (heavyball's defaults otherwise), resuming with its saved dtypes;
+    ``precond_update_prob`` None keeps heavyball's preconditioner update schedule."""
+    if precond_update_prob is not None and not 0.0 < precond_update_prob <= 1.0:
+        raise ValueError(f"invalid precond_update_prob={precond_update_prob}: must lie in (0, 1]")
+    extra = {} if precond_update_prob is None else {"preconditioner_update_probability": float(precond_update_prob)}
     return keep_saved_state_dtypes(
-        _heavyball().PSGDKron(params, lr=lr, beta=beta, weight_decay=weight_decay, precond_lr=precond_lr)
+        _heavyball().PSGDKron(params, lr=lr, beta=beta, weight_decay=weight_decay, precond_lr=precond_lr, **extra)
     )
 
 

@@ -48,6 +48,7 @@ class PSGDKronESGD(HiddenESGD):
         esgd_lr: ESGD's learning rate.
         beta: PSGD-Kron's momentum.
         precond_lr: step size of PSGD-Kron's preconditioner update.
+        precond_update_prob: share of the steps that update PSGD-Kron's preconditioner; None: heavyball's schedule.
         betas, eps, precondition_warmup_steps, precondition_frequency: ESGD's.
         weight_decay: decoupled weight decay of both.
         foreach, generator, seed, process_group: as :class:`~gnerf.optim.base.HutchinsonOptimizer`.
@@ -62,6 +63,7 @@ class PSGDKronESGD(HiddenESGD):
         esgd_lr: float = 0.1,
         beta: float = 0.9,
         precond_lr: float = 0.1,
+        precond_update_prob: Optional[float] = None,
         betas: Tuple[float, float] = PAPER.betas,
         eps: float = PAPER.eps,
         weight_decay: float = 0.0,
@@ -79,6 +81,7 @@ class PSGDKronESGD(HiddenESGD):
             ),
             beta=beta,
             precond_lr=precond_lr,
+            precond_update_prob=precond_update_prob,
         )
         self._inner: Optional[torch.optim.Optimizer] = None
         super().__init__(params, esgd_lr, defaults, generator=generator, seed=seed, process_group=process_group)
@@ -101,6 +104,7 @@ class PSGDKronESGD(HiddenESGD):
             beta=group["beta"],
             weight_decay=group["weight_decay"],
             precond_lr=group["precond_lr"],
+            precond_update_prob=group["precond_update_prob"],
         )
 
     def _hidden_step(self, group, params, states, hvps) -> None:
@@ -150,6 +154,8 @@ class PSGDKronESGDConfig(OptimizerConfig):
     """PSGD-Kron's momentum."""
     precond_lr: float = 0.1
     """Step size of PSGD-Kron's preconditioner update."""
+    precond_update_prob: Optional[float] = None
+    """Share of the steps that update PSGD-Kron's preconditioner; None: heavyball's schedule (``psgd-kron``'s)."""
     betas: Tuple[float, float] = PAPER.betas
     eps: float = PAPER.eps
     weight_decay: float = 0.0
@@ -164,6 +170,7 @@ class PSGDKronESGDConfig(OptimizerConfig):
             esgd_lr=self.esgd_lr,
             beta=self.beta,
             precond_lr=self.precond_lr,
+            precond_update_prob=self.precond_update_prob,
             betas=tuple(self.betas),
             eps=self.eps,
             weight_decay=self.weight_decay,
