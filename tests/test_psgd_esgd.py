@@ -137,3 +137,22 @@ def test_the_preconditioner_update_share_reaches_psgd_kron_in_both():
             build_optimizer(name, _net().parameters(), precond_update_prob=0.0)
     for p, q in zip(runs["psgd-kron", 0.25], runs["psgd-kron-esgd", 0.25]):
         assert torch.equal(p, q)
+
+
+def test_a_state_saved_before_the_update_share_existed_resumes_as_heavyballs_schedule():
+    net = _net()
+    opt = PSGDKronESGD(net.parameters(), seed=0)
+    torch.manual_seed(4)
+    _train(net, opt, 3)
+    saved_net, saved = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    for group in saved["param_groups"]:
+        del group["precond_update_prob"]
+    torch.manual_seed(5)
+    _train(net, opt, 3)
+    again = _net()
+    again.load_state_dict(saved_net)
+    opt_again = PSGDKronESGD(again.parameters(), seed=0)
+    opt_again.load_state_dict(saved)
+    torch.manual_seed(5)
+    _train(again, opt_again, 3)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), again.parameters()))

@@ -128,7 +128,9 @@ class PSGDKronESGD(HiddenESGD):
                 f"{INNER!r}, so it was saved by another optimizer or over other parameters; resume it with the "
                 "optimizer that saved it"
             )
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != INNER})
+        # a state saved before precond_update_prob existed ran heavyball's schedule, which None stands for
+        groups = [{"precond_update_prob": None, **g} for g in state_dict["param_groups"]]
+        super().load_state_dict({**{k: v for k, v in state_dict.items() if k != INNER}, "param_groups": groups})
         if inner is not None:
             self._inner.load_state_dict(inner)
 
