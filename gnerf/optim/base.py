@@ -4,7 +4,7 @@ hyperparameters, the symmetric eigendecomposition (Shampoo, K-FAC) and the step 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -94,13 +94,16 @@ class CheckedOptimizer(Optimizer):
     ``load_state_dict`` refuses, with a one-line ``ValueError`` starting
     ``"<class>.load_state_dict: the state dict"``, a state with keys beside torch's two (saved by an
     older gnerf), and one whose param groups lack this optimizer's settings, hold another
-    optimizer's, or hold values this optimizer does not take. The per-parameter counters
-    (:attr:`counter_keys`) are loaded as saved, float32 on the CPU, where torch would cast them to
-    the parameter's dtype and device.
+    optimizer's, or hold values this optimizer does not take. A setting added after states were
+    saved (:attr:`settings_added_later`) is filled in, with the value that runs as those states
+    ran, where a saved group lacks it. The per-parameter counters (:attr:`counter_keys`) are loaded
+    as saved, float32 on the CPU, where torch would cast them to the parameter's dtype and device.
     """
 
     #: Per-parameter counters (float32 scalars on the CPU), created by :func:`new_counter`.
     counter_keys: Tuple[str, ...] = ("step",)
+    #: Settings added after states of this optimizer were saved, each with the value that runs as those states ran.
+    settings_added_later: ClassVar[Dict[str, Any]] = {}
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the first setting of ``group`` (defaults filled in) out of range."""
@@ -146,7 +149,8 @@ def _checked_state(optimizer: CheckedOptimizer, state_dict: Dict[str, Any]) -> D
         )
     settings = set(optimizer.defaults) - GROUP_BOOKKEEPING
     known = settings | GROUP_BOOKKEEPING | {k for g in optimizer.param_groups for k in g}
-    for i, group in enumerate(state_dict["param_groups"]):
+    groups = [{**optimizer.settings_added_later, **g} for g in state_dict["param_groups"]]
+    for i, group in enumerate(groups):
         missing, foreign = sorted(settings - set(group)), sorted(set(group) - known)
         if missing or foreign:
             held = "; ".join(
@@ -167,6 +171,7 @@ def _checked_state(optimizer: CheckedOptimizer, state_dict: Dict[str, Any]) -> D
     counters = optimizer.counter_keys
     return {
         **state_dict,
+        "param_groups": groups,
         "state": {
             i: {k: float(v) if k in counters else v for k, v in s.items()} for i, s in state_dict["state"].items()
         },

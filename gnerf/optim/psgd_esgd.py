@@ -55,6 +55,8 @@ class PSGDKronESGD(HiddenESGD):
     """
 
     hidden_algorithm = "psgd-kron"
+    #: a state saved before the setting existed ran heavyball's schedule, which None stands for
+    settings_added_later: ClassVar[Dict[str, Any]] = {"precond_update_prob": None}
 
     def __init__(
         self,
@@ -128,9 +130,7 @@ class PSGDKronESGD(HiddenESGD):
                 f"{INNER!r}, so it was saved by another optimizer or over other parameters; resume it with the "
                 "optimizer that saved it"
             )
-        # a state saved before precond_update_prob existed ran heavyball's schedule, which None stands for
-        groups = [{"precond_update_prob": None, **g} for g in state_dict["param_groups"]]
-        super().load_state_dict({**{k: v for k, v in state_dict.items() if k != INNER}, "param_groups": groups})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != INNER})
         if inner is not None:
             self._inner.load_state_dict(inner)
 
