@@ -30,10 +30,10 @@ from benchmarks.common import interrupt_on_sigterm, shown, today
 from experiments.compare import grid_main, resolve, run_comparison
 from experiments.contest import kodak_grid
 from experiments.sweep import ROOT, SweepConfig, _cell, check_optimizers, grid_finals, mean_cell, registered_lr
-from experiments.variants import SCHEDULES, canonical
+from experiments.variants import canonical
 from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS
-from gnerf.optim.schedules import schedule_name
+from gnerf.optim.schedules import SCHEDULES, schedule_name
 
 __all__ = ["ScheduleSweepConfig", "best_schedule", "schedule_spec", "schedule_sweep", "specs_of", "table"]
 

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from gnerf.optim import OPTIMIZERS, OptimizerConfig
 from gnerf.optim.schedules import SCHEDULES, ScheduleConfig, schedule_name
 
-__all__ = ["SCHEDULES", "Variant", "base_name", "canonical", "parse_variant", "recorded_equal"]
+__all__ = ["Variant", "base_name", "canonical", "parse_variant", "recorded_equal"]
 
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
