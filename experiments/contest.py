@@ -8,7 +8,7 @@ The paper's image protocol (supplementary 4.1): each photo resized to 256 x 256,
 5 x 256 (sigma 0.05), minibatches of 512 pixels, 200 epochs (25,600 steps), seed 0. The entrants:
 the paper's ``adam`` (1e-4, constant), the published ``esgd``, gnerf's ``esgd-adam-start``,
 ``muon-esgd`` and ``muon-esgd-eq``, and the contenders of :mod:`gnerf.optim.contenders` (``muon``,
-``adam-cosine``, ``soap``, ``psgd-kron``, ``schedulefree-adamw``) at their registered settings; any
+``adam-cosine``, ``adam-linear``, ``soap``, ``psgd-kron``, ``schedulefree-adamw``) at their registered settings; any
 variant spec (:mod:`experiments.variants`) may be added. Every entrant runs on ``--images`` (kodim01-kodim04); the subset ``--more-optimizers``
 runs on ``--more-images`` (kodim05-kodim12) as well, and gets a second section over all its photos.
 

@@ -37,7 +37,7 @@ def test_first_reaching_and_the_best_contender():
     finals = {"muon": {"a": 40.0, "b": 38.0}, "soap": {"a": 36.0, "b": 39.0}, "psgd-kron": {"a": 50.0, "b": None}}
     assert best_contender(finals, ["a", "b"], ["muon", "soap", "psgd-kron"]) == "muon"  # psgd-kron unfinished on b
     assert best_contender(finals, ["a", "b"], ["psgd-kron"]) is None
-    assert set(CONTENDERS) == {"muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"}
+    assert set(CONTENDERS) == {"muon", "adam-cosine", "adam-linear", "soap", "psgd-kron", "schedulefree-adamw"}
 
 
 def test_time_to_quality_finds_the_first_epoch_and_the_step_ratio_to_the_best_contender():

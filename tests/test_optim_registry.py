@@ -9,7 +9,7 @@ import torch
 
 from gnerf.optim import ESGD, OPTIMIZERS, ESGDMax, MuonAdam, OptimizerConfig, build_optimizer, register_optimizer
 from gnerf.optim.configs import ESGDAdamStartConfig, ESGDConfig, optimizer_config
-from gnerf.optim.schedules import ConstantSchedule, CosineSchedule
+from gnerf.optim.schedules import ConstantSchedule, CosineSchedule, LinearSchedule
 from gnerf.tasks.config import PAPER_LR_BY_ACTIVATION, task_lr
 
 
@@ -30,6 +30,7 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
         "shampoo",
         "muon",
         "adam-cosine",
+        "adam-linear",
         "soap",
         "psgd-kron",
         "schedulefree-adamw",
@@ -51,6 +52,8 @@ def test_every_optimizer_is_registered_with_its_default_lr_and_schedule():
     for name in ("muon", "adam-cosine", "soap", "psgd-kron"):  # each contender's sweep ran with this schedule
         assert OPTIMIZERS[name].schedule == CosineSchedule(lr_final=0.0), name
     assert OPTIMIZERS["schedulefree-adamw"].schedule == ConstantSchedule()  # its averaging replaces a schedule
+    assert OPTIMIZERS["adam-linear"].schedule == LinearSchedule(lr_final=0.0)  # Adam's schedule sweep chose it
+    assert lrs["adam-linear"] == lrs["adam-cosine"]  # at adam-cosine's swept lr
     assert (lrs["muon"], lrs["adam-cosine"], lrs["soap"], lrs["psgd-kron"], lrs["schedulefree-adamw"]) == (
         6.67e-5,
         1e-4,

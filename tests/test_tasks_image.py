@@ -119,7 +119,7 @@ def test_a_schedule_scales_the_lr_every_step_and_resumes_exactly(tmp_path, monke
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
 
 
-@pytest.mark.parametrize("name", ["muon", "adam-cosine", "soap", "psgd-kron", "schedulefree-adamw"])
+@pytest.mark.parametrize("name", ["muon", "adam-cosine", "adam-linear", "soap", "psgd-kron", "schedulefree-adamw"])
 def test_each_contender_resumes_bit_exactly_with_its_schedule(tmp_path, monkeypatch, name):
     from gnerf.optim import OPTIMIZERS
 

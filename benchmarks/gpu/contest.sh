@@ -35,7 +35,7 @@ LEGO_DATA=${LEGO_DATA:-.gpu-data/lego}
 IMAGE_DATA=${IMAGE_DATA:-.gpu-data}      # holds images/kodak/<stem>.png
 [ -d "$IMAGE_DATA/images/kodak" ] || IMAGE_DATA=../shared/data
 IMAGES=${IMAGES:-kodim01 kodim02 kodim03 kodim04}
-IMAGE_OPTIMIZERS=${IMAGE_OPTIMIZERS:-adam esgd esgd-adam-start muon-esgd muon-esgd-eq psgd-kron-esgd muon adam-cosine soap psgd-kron schedulefree-adamw}
+IMAGE_OPTIMIZERS=${IMAGE_OPTIMIZERS:-adam esgd esgd-adam-start muon-esgd muon-esgd-eq psgd-kron-esgd muon adam-cosine adam-linear soap psgd-kron schedulefree-adamw}
 IMAGE_WORKERS=${IMAGE_WORKERS:-10}
 if [ "$TINY" = 1 ]; then  # a rehearsal: every phase end to end at tiny sizes on a CPU, nothing installed
   export SKIP_WHEELS=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: a shared CPU's cores oversubscribed stall
