@@ -69,7 +69,7 @@ def stopped_in_one_line(what: str, kept: str):
     except KeyboardInterrupt as err:
         from gnerf.errors import Interrupted, exit_interrupted
 
-        exit_interrupted(Interrupted(f"{what} stopped ({err or 'Ctrl-C'}); {kept}"))
+        exit_interrupted(Interrupted(f"{what} stopped ({str(err) or 'Ctrl-C'}); {kept}"))
 
 
 def free_port() -> int:

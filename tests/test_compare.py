@@ -349,7 +349,8 @@ def test_the_time_to_quality_table_locates_each_target_run_by_run():
     )
 
 
-def test_a_grid_command_stopped_from_outside_ends_with_one_line(capsys):
+@pytest.mark.parametrize("how", ["signal 15", ""])  # SIGTERM (interrupt_on_sigterm's message), ^C (none)
+def test_a_grid_command_stopped_from_outside_ends_with_one_line(capsys, how):
     from dataclasses import dataclass
 
     from experiments.compare import grid_main
@@ -361,10 +362,11 @@ def test_a_grid_command_stopped_from_outside_ends_with_one_line(capsys):
         n: int = 1
 
     def run(cfg, log, command):
-        raise KeyboardInterrupt("signal 15")  # what interrupt_on_sigterm raises on SIGTERM
+        raise KeyboardInterrupt(how)
 
     with pytest.raises(SystemExit) as stop:
         grid_main(Tiny, run, "experiments.tiny", [])
     assert stop.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: experiments.tiny stopped (signal 15); finished runs are recorded")
+    said = how or "Ctrl-C"
+    assert err[-1].startswith(f"error: experiments.tiny stopped ({said}); finished runs are recorded")
