@@ -217,7 +217,9 @@ def run_jobs(
 
     Local jobs still running when this is interrupted (^C, or SIGTERM where the front end turns it into
     ``KeyboardInterrupt``) are cancelled and their fitting commands stopped (their runs resume next time from
-    their last checkpoint); SLURM jobs are left to the cluster.
+    their last checkpoint); SLURM jobs are left to the cluster. Local jobs start with SIGINT ignored, so that a ^C
+    in the terminal, which reaches every process of the grid, stops the grid alone, which stops the rest in order
+    (submitit's job controller would otherwise die of it mid-wait and print its traceback).
     """
     executor = _executor(cfg, folder)
     pythonpath = _tree()
@@ -232,7 +234,7 @@ def run_jobs(
         while pending or running:
             while pending and len(running) < cfg.workers:
                 i, spec = pending.pop(0)
-                with _on_pythonpath(pythonpath):
+                with _on_pythonpath(pythonpath), _sigint_ignored():
                     running[executor.submit(job, spec, pythonpath)] = i
             finished = [submitted for submitted in running if submitted.done()]
             if not finished:
@@ -244,10 +246,41 @@ def run_jobs(
                 done(specs[i], results[i])
     finally:
         if cfg.cluster == "local":
-            for submitted, i in running.items():
-                submitted.cancel(check=False)
-                stop_run(specs[i].folder)
+            _stop_local(running, specs)
     return [results[i] for i in range(len(specs))]
+
+
+def _stop_local(running: Dict[Any, int], specs: Sequence[Any], startup_s: float = 60.0) -> None:
+    """Stop the fitting commands of the local jobs ``running``; a job whose command has not yet taken its run folder
+    is waited for (at most ``startup_s``) until it does or ends, so that no command starts training after the grid
+    stopped."""
+    waiting = dict(running)
+    end = time.monotonic() + startup_s
+    while waiting:
+        for submitted, i in list(waiting.items()):
+            if stop_run(specs[i].folder) is not None or submitted.done() or time.monotonic() > end:
+                submitted.cancel(check=False)
+                del waiting[submitted]
+        if waiting:
+            time.sleep(0.2)
+
+
+class _sigint_ignored:
+    """Within the block (in the main thread), SIGINT is ignored: the processes started in it inherit that."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            self.before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.main:  # a handler not set from Python reads as None: the default then
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self.before is None else self.before)
 
 
 class _on_pythonpath:
