@@ -252,8 +252,8 @@ def run_jobs(
 
 def _stop_local(running: Dict[Any, int], specs: Sequence[Any], startup_s: float = 60.0) -> None:
     """Stop the fitting commands of the local jobs ``running``; a job whose command has not yet taken its run folder
-    is waited for (at most ``startup_s``) until it does or ends, so that no command starts training after the grid
-    stopped."""
+    is waited for until it does or ends, so that its command does not start training after the grid stopped. After
+    ``startup_s`` such a job is only cancelled, which a job started with SIGINT ignored does not heed."""
     waiting = dict(running)
     end = time.monotonic() + startup_s
     while waiting:
