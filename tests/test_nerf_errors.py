@@ -549,3 +549,12 @@ def test_an_empty_camera_path_is_refused_before_ns_render_and_the_demo_refuses_z
     with pytest.raises(InputError, match=r"^--interpolation-steps must be >= 1, got 0$"):
         demo.run_demo(cfg)
     assert not (tmp_path / "scene").exists() and not (tmp_path / "out").exists()
+
+
+def test_ns_train_refuses_an_ema_of_the_weights_in_one_line():
+    from gnerf.nerf.optimizers import NERF_OPTIMIZERS
+
+    cfg = NERF_OPTIMIZERS["esgd-max"](lr=1.0, ema_decay=0.99)
+    with pytest.raises(InputError, match=r"ns-train does not evaluate an EMA of the weights; leave --optimizers"):
+        cfg.setup([torch.nn.Parameter(torch.zeros(2))])
+    assert NERF_OPTIMIZERS["esgd-max"](lr=1.0).setup([torch.nn.Parameter(torch.zeros(2))]) is not None

@@ -240,3 +240,59 @@ def test_initialisation_shuffling_and_probes_draw_independent_streams():
     init_words = torch.randint(0, 2, (4096,))
     for seed in (shuffle, probes):
         assert not torch.equal(torch.randint(0, 2, (4096,), generator=torch.Generator().manual_seed(seed)), init_words)
+
+
+def test_an_ema_of_the_weights_is_evaluated_written_out_and_resumed_exactly(tmp_path, monkeypatch):
+    decay = 0.9
+    cfg = _cfg(tmp_path / "a", epochs=3, optim=AdamConfig(lr=1e-3, ema_decay=decay))
+    steps = []  # the training weights after every step, recomputed into the average below
+    update = torch.optim.swa_utils.AveragedModel.update_parameters
+
+    def record(self, model):
+        steps.append([p.detach().clone() for p in model.parameters()])
+        update(self, model)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.swa_utils.AveragedModel, "update_parameters", record)
+        result = fit_image(cfg)
+    assert len(steps) == 3 * 8  # 32 x 32 / 128 = 8 steps an epoch
+    expected = steps[0]
+    for weights in steps[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    for returned, want in zip(result.model.parameters(), expected):
+        torch.testing.assert_close(returned, want)
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    trained = [ckpt["model"][name] for name, _ in result.model.named_parameters()]
+    assert not torch.equal(trained[0], expected[0])  # the checkpoint's model is the training weights
+    assert int(ckpt["average"]["n_averaged"]) == 24
+    # what is evaluated each epoch, and written out, is the average
+    recon = iio.imread(tmp_path / "a" / "reconstruction.png") / 255.0
+    full = iio.imread(tmp_path / "a" / "target.png") / 255.0
+    assert psnr(np.mean((recon - full) ** 2)) == pytest.approx(result.history[-1]["psnr"], abs=0.5)
+
+    straight = fit_image(dataclasses.replace(cfg, output_dir=tmp_path / "s")).history
+    resumed = _interrupted_then_resumed(monkeypatch, dataclasses.replace(cfg, output_dir=tmp_path / "b"), 2)
+    assert [(r["loss"], r["psnr"]) for r in resumed] == [(r["loss"], r["psnr"]) for r in straight]
+    plain = fit_image(_cfg(tmp_path / "p", epochs=3, optim=AdamConfig(lr=1e-3))).history
+    assert [r["loss"] for r in plain] == [r["loss"] for r in straight]  # the average never changes the training
+    assert plain[-1]["psnr"] != straight[-1]["psnr"]
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
+def test_a_bad_ema_decay_is_one_line(tmp_path, capsys, value):
+    with pytest.raises(SystemExit):
+        image_main(
+            ["--image", str(require(KODIM01)), "--output-dir", str(tmp_path / "r"), "optim:adam"]
+            + ["--optim.ema-decay", str(value)]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("ema_decay" in err[0] or "ema-decay" in err[0]) and "Traceback" not in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_schedule_free_refuses_a_second_average(tmp_path):
+    from gnerf.optim.contenders import ScheduleFreeAdamWConfig
+
+    with pytest.raises(InputError, match="evaluates its own averaged weights; leave --optim.ema-decay unset"):
+        fit_image(_cfg(tmp_path / "sf", epochs=1, optim=ScheduleFreeAdamWConfig(ema_decay=0.99)))
+    assert not (tmp_path / "sf").exists()

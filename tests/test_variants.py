@@ -37,6 +37,8 @@ from gnerf.tasks.image import ImageFitConfig
             ["optim:adam", "--optim.betas", "0.9", "0.99", "--optim.foreach", "None"],
         ),
         ("muon:nesterov=false", "muon:nesterov=false", ["optim:muon", "--optim.no-nesterov"]),
+        # every optimizer takes an EMA of the weights for its evaluation
+        ("psgd-kron:ema_decay=0.99", "psgd-kron:ema_decay=0.99", ["optim:psgd-kron", "--optim.ema-decay", "0.99"]),
         # a key both have is the optimizer's; schedule.KEY is the schedule's
         (
             "schedulefree-adamw:warmup_steps=5:schedule.warmup_steps=3",
@@ -79,6 +81,7 @@ def test_equal_values_written_differently_are_one_variant():
         ("adam:lr=1:lr=2", "lr is given twice"),
         ("kfac:precondition_frequency=1.5", "needs a whole number"),
         ("adam:schedule=exponential:lr_final=0", "exponential decay needs positive learning rates"),
+        ("adam:ema_decay=1", "invalid ema_decay=1.0: must be in [0, 1)"),
     ],
 )
 def test_a_bad_spec_is_one_line_that_names_it(spec, words):

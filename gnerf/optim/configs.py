@@ -37,6 +37,7 @@ from torch.optim import Optimizer
 
 from gnerf.optim.adahessian import AdaHessianE, AdaHessianJ
 from gnerf.optim.adam_start import ADAM_START_LR, ESGDAdamStart
+from gnerf.optim.averaging import check_ema_decay
 from gnerf.optim.base import HYPERPARAMETER_RULES, check_hyperparameters
 from gnerf.optim.defaults import PAPER
 from gnerf.optim.esgd import ESGD, ESGDMax
@@ -76,6 +77,8 @@ class OptimizerConfig:
 
     lr: Optional[float] = None
     """Learning rate; None: the task's default for this optimizer."""
+    ema_decay: Optional[float] = None
+    """Evaluate an EMA of the weights with this decay (:mod:`gnerf.optim.averaging`); None: the weights themselves."""
 
     def resolved_lr(self) -> float:
         """``lr``, or the class's default when ``lr`` is None."""
@@ -107,6 +110,7 @@ class OptimizerConfig:
                 raise ValueError(f"invalid {f.name}={value}: must be >= 1")
             if f.name.endswith("_steps") and value is not None and value < 0:
                 raise ValueError(f"invalid {f.name}={value}: must be >= 0")
+        check_ema_decay(self.ema_decay)
         check_hyperparameters(
             **{
                 k: (tuple(v) if k == "betas" else v)
@@ -120,8 +124,8 @@ class OptimizerConfig:
         raise NotImplementedError
 
     def hyperparameters(self) -> Dict[str, Any]:
-        """The config's fields as keywords, ``lr`` resolved."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The config's fields as keywords, ``lr`` resolved; ``ema_decay`` (the loop's, not the update's) left out."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "ema_decay"}
         values["lr"] = self.resolved_lr()
         return values
 

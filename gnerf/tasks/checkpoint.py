@@ -1,6 +1,6 @@
 """The checkpoint of a fitting run: what it holds, how it is written, and how ``--resume`` reads it back.
 
-``checkpoint.pt`` holds the model, optimizer, RNG states and counters after the last finished
+``checkpoint.pt`` holds the model, optimizer, RNG states, counters (and the EMA of the weights) after the last finished
 epoch, and the SHA-256 of the input files; ``checkpoint.prev.pt`` the one before, which :func:`restore` falls
 back to when the latest is missing, unreadable or does not fit the model. Checkpoints are read with
 ``weights_only=True`` and written atomically.
@@ -176,12 +176,14 @@ def restore(
     device: torch.device,
     inputs: Optional[Dict[str, Dict[str, str]]] = None,
     allow_changed_optim: bool = False,
+    average: Optional[nn.Module] = None,
 ) -> Progress:
     """Load the checkpoint in ``out`` into ``model``, ``optimizer``, the RNGs, and return its progress.
 
     A latest checkpoint that cannot be read or does not fit the model (tensors of other shapes) gives way to the
     previous one, with a one-line warning. With ``allow_changed_optim``, the optimizer's lr and the schedule may
-    differ from the run's: the optimizer keeps its state and takes the lr of ``optimizer`` as built.
+    differ from the run's: the optimizer keeps its state and takes the lr of ``optimizer`` as built. ``average``: the
+    run's EMA of the weights (``--optim.ema-decay``), loaded too.
 
     Raises:
         InputError: ``config`` differs from the saved one beyond :data:`RESUMABLE_CHANGES` (and, with
@@ -197,23 +199,15 @@ def restore(
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if average is not None:
+                average.load_state_dict(ckpt["average"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             model.load_state_dict(model_state)
             raise UnreadableFile(f"it does not fit the model: {load_error_reason(err)}") from None
 
     ckpt = _first_usable(out, fits)
     changed = _diff(ckpt["config"], config)
-    if epochs < ckpt["epoch"]:
-        raise InputError(
-            f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
-            f"{ckpt['epoch']} epochs; pass a larger --epochs to train it further"
-        )
-    if epochs == ckpt["epoch"] and gdist.rank() == 0:
-        print(
-            f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "
-            "(pass a larger --epochs to train further); writing its outputs again",
-            flush=True,
-        )
+    _check_epochs(out, epochs, ckpt["epoch"])
     if allow_changed_optim and changed:
         for group, lrs in zip(optimizer.param_groups, fresh):
             group.update(lrs)
@@ -226,6 +220,21 @@ def restore(
     if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
     return Progress(ckpt["epoch"], ckpt["iteration"], ckpt["wall_time"], list(ckpt["history"]))
+
+
+def _check_epochs(out: Path, epochs: int, trained: int) -> None:
+    """Refuse ``--epochs`` below the ``trained`` epochs of the run in ``out``; say so when it equals them."""
+    if epochs < trained:
+        raise InputError(
+            f"--resume --epochs {epochs}: the run in {str(out)!r} has already trained "
+            f"{trained} epochs; pass a larger --epochs to train it further"
+        )
+    if epochs == trained and gdist.rank() == 0:
+        print(
+            f"the run in {str(out)!r} has already trained all {epochs} epochs: nothing to train "
+            "(pass a larger --epochs to train further); writing its outputs again",
+            flush=True,
+        )
 
 
 def _check_resumable(
@@ -267,9 +276,11 @@ def save_checkpoint(
     shuffle: torch.Generator,
     device: torch.device,
     inputs: Optional[Dict[str, Dict[str, str]]] = None,
+    average: Optional[nn.Module] = None,
 ) -> None:
     """Write the checkpoint of ``progress`` to ``out`` atomically, keeping the previous one beside it; ``inputs``
-    (the input files' paths and hashes, by option) are saved with it for :func:`restore` to compare."""
+    (the input files' paths and hashes, by option) are saved with it for :func:`restore` to compare, and ``average``
+    (the EMA of the weights) when the run keeps one."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -282,6 +293,7 @@ def save_checkpoint(
         "config": config,
         "history": progress.history,
         "inputs": dict(inputs or {}),
+        "average": average.state_dict() if average is not None else None,
     }
     latest = out / CHECKPOINT
     if latest.exists():  # keep the previous checkpoint for --resume, in case this one gets damaged; a copy, so that

@@ -19,7 +19,7 @@ Output folder layout (``FitConfig.output_dir``)::
     config.json        the resolved configuration, and the gnerf run marker: the task and its input files' SHA-256
     metrics.csv        one row per epoch: epoch, iteration, wall_time, loss, <task metrics>
     metrics.jsonl      the same rows as JSON lines
-    checkpoint.pt      model, optimizer, RNG states and counters after the last finished epoch
+    checkpoint.pt      model, optimizer, RNG states, counters (and --optim.ema-decay's EMA) after the last epoch
     checkpoint.prev.pt the checkpoint of the epoch before, which --resume falls back to
     .lock              held (``flock``) by the run that uses the folder; holds its process id
     tensorboard/       the same scalars as event files (x axis: iteration)
@@ -31,13 +31,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from gnerf.errors import InputError, Interrupted, NonFiniteLossError, Retry
 from gnerf.files import atomic_write_json
+from gnerf.optim.averaging import weight_average
 from gnerf.optim.contenders import has_train_eval_modes
 from gnerf.optim.step import take_step
 from gnerf.tasks import dist as gdist
@@ -75,10 +77,11 @@ def fit(problem: Problem, run: Run) -> FitResult:
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
     optimizer = build_run_optimizer(cfg, model, _steps_per_epoch(problem, cfg))
+    modes, average = _evaluation_weights(cfg, model, optimizer)
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
         progress = restore(
-            out, cfg.epochs, config, model, optimizer, shuffle, device, run.inputs, cfg.allow_changed_optim
+            out, cfg.epochs, config, model, optimizer, shuffle, device, run.inputs, cfg.allow_changed_optim, average
         )
     elif holds_checkpoint(out):
         raise RunFolderError(
@@ -87,28 +90,39 @@ def fit(problem: Problem, run: Run) -> FitResult:
     else:
         progress = Progress()
     scheduler = schedule_for(cfg, optimizer, _steps_per_epoch(problem, cfg), progress.iteration)
-    modes = has_train_eval_modes(optimizer)  # Schedule-Free: train() to step, eval() for its averaged weights
 
     # torchrun: every rank has checked the folder before the DDP constructor's collective, so rank 0
     # cannot have written to it yet.
     train_model = _data_parallel(model, cfg.batch_size, device)
     main = gdist.rank() == 0
-    _Training(problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress).train()
+    training = _Training(
+        problem, run, config, model, train_model, optimizer, scheduler, modes, shuffle, progress, average
+    )
+    training.train()
+    model = training.evaluated
     model.eval()
     if modes:
         optimizer.eval()  # the reconstruction and the returned model use the averaged weights
     if main and progress.history:
         last = progress.history[-1]
-        print(
-            "final (epoch {}): {}".format(
-                int(last["epoch"]),
-                "  ".join(
-                    f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "iteration", "wall_time", "loss")
-                ),
-            ),
-            flush=True,
+        shown = "  ".join(
+            f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "iteration", "wall_time", "loss")
         )
+        print(f"final (epoch {int(last['epoch'])}): {shown}", flush=True)
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
+
+
+def _evaluation_weights(
+    cfg: FitConfig, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> Tuple[bool, Optional[AveragedModel]]:
+    """Whether ``optimizer`` has Schedule-Free's train() / eval() modes (eval() for its averaged weights), and the
+    EMA of ``model``'s weights that ``--optim.ema-decay`` asks for (None without it); not both."""
+    modes = has_train_eval_modes(optimizer)
+    if modes and cfg.optim.ema_decay is not None:
+        raise InputError(
+            f"optim:{cfg.optim.name} evaluates its own averaged weights; leave --optim.ema-decay unset for it"
+        )
+    return modes, weight_average(model, cfg.optim.ema_decay)
 
 
 def _forget_unsaved(run: Run, progress: Progress) -> None:
@@ -186,8 +200,15 @@ class _Training:
     modes: bool
     shuffle: torch.Generator
     progress: Progress
+    average: Optional[AveragedModel] = None
+    """The EMA of the weights (:func:`~gnerf.optim.averaging.weight_average`) that is evaluated, if any."""
     log: Optional[MetricsLog] = None
     bar: Any = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model whose weights are evaluated and written out: the EMA's when there is one."""
+        return self.average.module if self.average is not None else self.model
 
     @property
     def steps_per_epoch(self) -> int:
@@ -258,6 +279,8 @@ class _Training:
             local = idx.tensor_split(world)[rank] if world > 1 else idx
             weight = local.numel() * world / idx.numel()
             loss = _step(self.problem, self.train_model, self.optimizer, local, weight)
+            if self.average is not None:
+                self.average.update_parameters(self.model)
             self.scheduler.step()
             progress.iteration += 1
             window += 1
@@ -309,11 +332,11 @@ class _Training:
     def _finish_epoch(self, epoch: int, loss: float) -> None:
         """Evaluate, then append the epoch's row to the metrics files and write the checkpoint (rank 0)."""
         progress, out = self.progress, self.run.output_dir
-        self.model.eval()
+        self.evaluated.eval()
         if self.modes:
             self.optimizer.eval()
         with torch.no_grad():
-            metrics = self.problem.evaluate(self.model)
+            metrics = self.problem.evaluate(self.evaluated)
         if self.modes:  # the checkpoint holds the training weights, so that --resume continues exactly
             self.optimizer.train()
         row = {"epoch": epoch, "iteration": progress.iteration, "wall_time": progress.wall_time, "loss": loss}
@@ -332,6 +355,7 @@ class _Training:
                     self.shuffle,
                     self.run.device,
                     self.run.inputs,
+                    self.average,
                 )
             except BaseException:  # checkpoint.pt still holds the epoch before: say so if this ends the run
                 progress.epoch, progress.history = epoch - 1, progress.history[:-1]

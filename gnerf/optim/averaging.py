@@ -1,0 +1,40 @@
+r"""Evaluation weights: an exponential moving average (EMA) of a model's weights, kept beside the training.
+
+With ``ema_decay`` :math:`\beta` set on an optimizer's config (``--optim.ema-decay 0.99``, or the spec
+``psgd-kron:ema_decay=0.99``), the fitting loop keeps, after every optimizer step :math:`t`,
+
+.. math::
+    \bar\theta_1 = \theta_1, \qquad \bar\theta_t = \beta\,\bar\theta_{t-1} + (1 - \beta)\,\theta_t,
+
+and evaluates, reports and writes out :math:`\bar\theta` instead of :math:`\theta`; the optimizer steps
+:math:`\theta` as it would without it. This is ``torch.optim.swa_utils.AveragedModel`` with
+``get_ema_multi_avg_fn(beta)``: its state (the averaged weights and the count of averaged steps) is saved in
+the run's checkpoint, so a resumed run continues the same average. A minibatch-trained field's weights
+jitter from step to step around the weights the loss would settle at; :math:`1 / (1 - \beta)` steps of
+average (100 at 0.99) smooth that jitter out without the lag of a long average.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+__all__ = ["check_ema_decay", "weight_average"]
+
+
+def check_ema_decay(decay: Optional[float]) -> None:
+    """Raise ``ValueError`` unless ``decay`` is None or in [0, 1)."""
+    if decay is not None and not (isinstance(decay, (int, float)) and math.isfinite(decay) and 0.0 <= decay < 1.0):
+        raise ValueError(f"invalid ema_decay={decay}: must be in [0, 1) (e.g. 0.99), or None for no average")
+
+
+def weight_average(model: nn.Module, decay: Optional[float]) -> Optional[AveragedModel]:
+    """The EMA of ``model``'s parameters with ``decay`` (None: no average); call ``update_parameters(model)``
+    after each step and evaluate its ``module``. Buffers are the model's own (the fields have none that train)."""
+    check_ema_decay(decay)
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
