@@ -52,8 +52,18 @@ def _torchrun(script: str, *args: str, timeout: float = 240) -> subprocess.Compl
 
 
 def test_two_processes_train_what_one_process_trains(tmp_path):
+    """The same weights, curvature counters, metrics and EMA of the weights (evaluated and written out)."""
     image = require(KODIM01)
-    run = _torchrun("scripts/fit_image.py", "--image", str(image), "--output-dir", str(tmp_path / "ddp"), *ARGS)
+    run = _torchrun(
+        "scripts/fit_image.py",
+        "--image",
+        str(image),
+        "--output-dir",
+        str(tmp_path / "ddp"),
+        *ARGS,
+        "--optim.ema-decay",
+        "0.5",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     single = fit_image(
         ImageFitConfig(
@@ -65,7 +75,7 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
             threads=1,
             progress=False,
             field=FieldConfig(hidden_dim=16, num_layers=3),
-            optim=ESGDMaxConfig(precondition_warmup_steps=2, precondition_frequency=3),
+            optim=ESGDMaxConfig(precondition_warmup_steps=2, precondition_frequency=3, ema_decay=0.5),
             output_dir=tmp_path / "single",
         )
     )
@@ -76,6 +86,9 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     assert ddp["iteration"] == one["iteration"] == 8
     for key, value in one["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    for key, value in one["average"].items():
+        torch.testing.assert_close(ddp["average"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert int(ddp["average"]["n_averaged"]) == 8
     assert esgd_counters(ddp["optimizer"]) == esgd_counters(one["optimizer"]) == {(8, 4)}
     rows, rows_one = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
     for a, b in zip(rows, rows_one):
