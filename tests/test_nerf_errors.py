@@ -551,10 +551,13 @@ def test_an_empty_camera_path_is_refused_before_ns_render_and_the_demo_refuses_z
     assert not (tmp_path / "scene").exists() and not (tmp_path / "out").exists()
 
 
-def test_ns_train_refuses_an_ema_of_the_weights_in_one_line():
-    from gnerf.nerf.optimizers import NERF_OPTIMIZERS
-
-    cfg = NERF_OPTIMIZERS["esgd-max"](lr=1.0, ema_decay=0.99)
-    with pytest.raises(InputError, match=r"ns-train does not evaluate an EMA of the weights; leave --optimizers"):
-        cfg.setup([torch.nn.Parameter(torch.zeros(2))])
-    assert NERF_OPTIMIZERS["esgd-max"](lr=1.0).setup([torch.nn.Parameter(torch.zeros(2))]) is not None
+def test_ns_train_refuses_an_ema_of_the_weights_before_a_folder_is_made(tmp_path):
+    cfg = tiny_config("gaussian-nerf-esgd", tmp_path / "scene", tmp_path / "out", iterations=2)
+    group = next(iter(cfg.optimizers))
+    cfg.optimizers[group]["optimizer"].ema_decay = 0.99
+    with pytest.raises(InputError) as raised:
+        cfg.save_config()
+    assert str(raised.value).startswith(
+        f"--optimizers.{group}.optimizer.ema-decay: ns-train does not evaluate an EMA of the weights"
+    )
+    assert not (tmp_path / "out").exists()

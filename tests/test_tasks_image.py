@@ -290,9 +290,14 @@ def test_a_bad_ema_decay_is_one_line(tmp_path, capsys, value):
     assert not (tmp_path / "r").exists()
 
 
-def test_schedule_free_refuses_a_second_average(tmp_path):
-    from gnerf.optim.contenders import ScheduleFreeAdamWConfig
-
-    with pytest.raises(InputError, match="evaluates its own averaged weights; leave --optim.ema-decay unset"):
-        fit_image(_cfg(tmp_path / "sf", epochs=1, optim=ScheduleFreeAdamWConfig(ema_decay=0.99)))
+def test_schedule_free_refuses_a_second_average(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        image_main(
+            ["--image", str(require(KODIM01)), "--output-dir", str(tmp_path / "sf"), "optim:schedulefree-adamw"]
+            + ["--optim.ema-decay", "0.99"]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: optim:schedulefree-adamw: schedulefree-adamw evaluates its own averaged weights: leave ema_decay unset"
+    )
     assert not (tmp_path / "sf").exists()

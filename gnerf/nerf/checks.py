@@ -56,7 +56,8 @@ __all__ = [
 
 
 def check_options(config: Any) -> None:
-    """Refuse the ``ns-train`` counts that must be at least 1, naming the option (``config``: a TrainerConfig)."""
+    """Refuse the ``ns-train`` counts that must be at least 1 and an optimizer's ``ema_decay``, naming the option
+    (``config``: a TrainerConfig)."""
     datamanager, model = config.pipeline.datamanager, config.pipeline.model
     counts = {
         "--max-num-iterations": config.max_num_iterations,
@@ -71,6 +72,14 @@ def check_options(config: Any) -> None:
             raise InputError(f"{option} must be >= 1, got {value}")
     if config.load_step is not None and config.load_step < 0:
         raise InputError(f"--load-step must be >= 0, got {config.load_step}")
+    for group, entry in (config.optimizers or {}).items():
+        if (
+            getattr(entry.get("optimizer"), "ema_decay", None) is not None
+        ):  # the fitting loop keeps an EMA; ns-train none
+            raise InputError(
+                f"--optimizers.{group}.optimizer.ema-decay: ns-train does not evaluate an EMA of the weights; leave it "
+                "unset (the fitting commands take it)"
+            )
 
 
 # -- the scene ---------------------------------------------------------------------------------------------------

@@ -36,11 +36,6 @@ def nerfstudio_optimizer(config: Type[GnerfOptimizerConfig]) -> Type[OptimizerCo
             raise InputError(
                 f"{type(self).__name__}: nerfstudio needs an explicit lr (--optimizers.<group>.optimizer.lr)"
             )
-        if self.ema_decay is not None:  # the fitting loop keeps the EMA; nerfstudio's trainer has none
-            raise InputError(
-                f"{type(self).__name__}: ns-train does not evaluate an EMA of the weights; leave "
-                "--optimizers.<group>.optimizer.ema-decay unset (the fitting commands take it)"
-            )
         try:
             return config.build(self, params)
         except (

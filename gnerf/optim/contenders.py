@@ -263,6 +263,11 @@ class ScheduleFreeAdamWConfig(OptimizerConfig):
     warmup_steps: int = 0
     """Schedule-Free's own linear warm-up."""
 
+    def check(self) -> None:
+        super().check()
+        if self.ema_decay is not None:
+            raise ValueError("schedulefree-adamw evaluates its own averaged weights: leave ema_decay unset")
+
     def _make(self, params, *, seed=None, process_group="auto") -> Optimizer:
         import schedulefree
 

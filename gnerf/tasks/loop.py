@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +77,8 @@ def fit(problem: Problem, run: Run) -> FitResult:
     torch.manual_seed(cfg.seed)
     model = build_field(cfg.field, problem.inputs.shape[1], problem.targets.shape[1], problem.sigma).to(device)
     optimizer = build_run_optimizer(cfg, model, _steps_per_epoch(problem, cfg))
-    modes, average = _evaluation_weights(cfg, model, optimizer)
+    modes = has_train_eval_modes(optimizer)  # Schedule-Free: train() to step, eval() for its averaged weights
+    average = weight_average(model, cfg.optim.ema_decay)  # --optim.ema-decay: the weights evaluated (None: the model's)
     shuffle = torch.Generator().manual_seed(stream_seeds(cfg.seed)[0])
     if cfg.resume:
         progress = restore(
@@ -110,19 +111,6 @@ def fit(problem: Problem, run: Run) -> FitResult:
         )
         print(f"final (epoch {int(last['epoch'])}): {shown}", flush=True)
     return FitResult(model=model, history=progress.history, output_dir=out, device=device, is_main=main)
-
-
-def _evaluation_weights(
-    cfg: FitConfig, model: nn.Module, optimizer: torch.optim.Optimizer
-) -> Tuple[bool, Optional[AveragedModel]]:
-    """Whether ``optimizer`` has Schedule-Free's train() / eval() modes (eval() for its averaged weights), and the
-    EMA of ``model``'s weights that ``--optim.ema-decay`` asks for (None without it); not both."""
-    modes = has_train_eval_modes(optimizer)
-    if modes and cfg.optim.ema_decay is not None:
-        raise InputError(
-            f"optim:{cfg.optim.name} evaluates its own averaged weights; leave --optim.ema-decay unset for it"
-        )
-    return modes, weight_average(model, cfg.optim.ema_decay)
 
 
 def _forget_unsaved(run: Run, progress: Progress) -> None:
