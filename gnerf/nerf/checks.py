@@ -72,10 +72,9 @@ def check_options(config: Any) -> None:
             raise InputError(f"{option} must be >= 1, got {value}")
     if config.load_step is not None and config.load_step < 0:
         raise InputError(f"--load-step must be >= 0, got {config.load_step}")
+    # the fitting loop keeps an EMA of the weights (--optim.ema-decay); nerfstudio's trainer keeps none
     for group, entry in (config.optimizers or {}).items():
-        if (
-            getattr(entry.get("optimizer"), "ema_decay", None) is not None
-        ):  # the fitting loop keeps an EMA; ns-train none
+        if getattr(entry.get("optimizer"), "ema_decay", None) is not None:
             raise InputError(
                 f"--optimizers.{group}.optimizer.ema-decay: ns-train does not evaluate an EMA of the weights; leave it "
                 "unset (the fitting commands take it)"
