@@ -17,7 +17,6 @@ weights mid-run, the same at the end of a 25,600-step run whose lr decays to 0, 
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from torch import nn
@@ -28,14 +27,14 @@ __all__ = ["check_ema_decay", "weight_average"]
 
 def check_ema_decay(decay: Optional[float]) -> None:
     """Raise ``ValueError`` unless ``decay`` is None or in [0, 1)."""
-    if decay is not None and not (isinstance(decay, (int, float)) and math.isfinite(decay) and 0.0 <= decay < 1.0):
+    if decay is not None and not 0.0 <= decay < 1.0:  # NaN and infinities fail the range too
         raise ValueError(f"invalid ema_decay={decay}: must be in [0, 1) (e.g. 0.99), or None for no average")
 
 
 def weight_average(model: nn.Module, decay: Optional[float]) -> Optional[AveragedModel]:
     """The EMA of ``model``'s parameters with ``decay`` (None: no average); call ``update_parameters(model)``
-    after each step and evaluate its ``module``. Buffers are the model's own (the fields have none that train)."""
-    check_ema_decay(decay)
+    after each step and evaluate its ``module``. Buffers are the model's own (the fields have none that train).
+    ``decay`` is the one :meth:`~gnerf.optim.configs.OptimizerConfig.check` passed."""
     if decay is None:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
