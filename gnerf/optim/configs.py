@@ -344,7 +344,7 @@ class KFACConfig(OptimizerConfig):
     weight_decay: float = 0.0
     kl_clip: float = 1e-3
     precondition_frequency: int = 100
-    """Steps between eigendecompositions of the factors."""
+    """Steps between refreshes of the factors' inverses."""
     statistics_frequency: int = 1
     """Steps between updates of the factors."""
 
@@ -369,7 +369,7 @@ class KFACAdamConfig(OptimizerConfig):
     stat_decay: float = 0.0
     """Running-average coefficient of the factors; 0: each minibatch's own."""
     precondition_frequency: int = 1
-    """Steps between eigendecompositions of the factors."""
+    """Steps between refreshes of the factors' inverses."""
     statistics_frequency: int = 1
     """Steps between updates of the factors."""
     foreach: Optional[bool] = None

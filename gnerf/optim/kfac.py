@@ -43,31 +43,36 @@ from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counte
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
-__all__ = ["KFAC", "kfac_precondition"]
+__all__ = ["KFAC", "damped_inverse", "kfac_precondition"]
 
 
-def kfac_precondition(
-    grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float, factored: bool = False
-) -> Tensor:
-    r""":math:`(A \otimes G + \lambda I)^{-1} \mathrm{vec}(\nabla)` as a matrix, from the eigendecompositions;
-    with ``factored``, :math:`\big((A + \sqrt\lambda I) \otimes (G + \sqrt\lambda I)\big)^{-1} \mathrm{vec}(\nabla)`.
+def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float) -> Tensor:
+    r""":math:`(A \otimes G + \lambda I)^{-1} \mathrm{vec}(\nabla)` as a matrix, from the eigendecompositions.
 
     With :math:`A = Q_A \mathrm{diag}(d_A) Q_A^T`, :math:`G = Q_G \mathrm{diag}(d_G) Q_G^T` and
     ``grad`` of shape ``[out, in(+1)]``:
-    :math:`Q_G \big[(Q_G^T \nabla Q_A) \oslash (d_G d_A^T + \lambda)\big] Q_A^T`, or with
-    :math:`(d_G + \sqrt\lambda)(d_A + \sqrt\lambda)^T` as the divisor when ``factored``.
+    :math:`Q_G \big[(Q_G^T \nabla Q_A) \oslash (d_G d_A^T + \lambda)\big] Q_A^T`.
     """
     v = qg.T @ grad @ qa
-    if factored:
-        c = math.sqrt(damping)
-        v = v / ((dg + c)[:, None] * (da + c)[None, :])
-    else:
-        v = v / (dg[:, None] * da[None, :] + damping)
+    v = v / (dg[:, None] * da[None, :] + damping)
     return qg @ v @ qa.T
 
 
+def damped_inverse(matrix: Tensor, shift: float) -> Tensor:
+    r""":math:`(M + c I)^{-1}` of the symmetric part of a positive semi-definite ``matrix``, for ``shift`` :math:`c > 0`.
+
+    From a Cholesky factorisation in float64, returned in ``matrix``'s dtype. With factored damping,
+    :math:`\big((A + c I) \otimes (G + c I)\big)^{-1} \mathrm{vec}(\nabla)` is
+    ``damped_inverse(G, c) @ grad @ damped_inverse(A, c)``: the same maths as through the eigendecompositions,
+    at a third of their cost on a CPU.
+    """
+    m = matrix.detach().to(torch.float64)
+    m = 0.5 * (m + m.T) + shift * torch.eye(m.shape[0], dtype=torch.float64, device=m.device)
+    return torch.cholesky_inverse(torch.linalg.cholesky(m)).to(matrix.dtype)
+
+
 class KFAC(CheckedOptimizer):
-    r"""K-FAC with Tikhonov damping, eigendecomposed factors and momentum.
+    r"""K-FAC with Tikhonov damping and momentum.
 
     For every hooked linear layer with gradient :math:`\nabla = [\nabla_W, \nabla_b]`:
 
@@ -76,7 +81,8 @@ class KFAC(CheckedOptimizer):
         G \leftarrow \rho_k G + (1 - \rho_k)\, \hat{\mathbb{E}}[g g^T], \quad
         \rho_k = \min(1 - 1/k, \rho) \\
         U &= (A \otimes G + \lambda I)^{-1} \nabla
-            \qquad \text{(eigendecompositions of } A, G \text{ refreshed every } T \text{ steps)} \\
+            \qquad \text{(refreshed every } T \text{ steps: eigendecompositions of } A, G\text{, or with factored}
+            \text{ damping the inverses of } A + \sqrt\lambda I, G + \sqrt\lambda I \text{ by Cholesky)} \\
         \nu &= \min\Big(1, \sqrt{\kappa / (\eta^2 \textstyle\sum_{\text{layers}} \langle U, \nabla \rangle)}\Big)
             \qquad \text{(KL clipping; } \nu = 1 \text{ if } \kappa = 0\text{)}
 
@@ -92,7 +98,7 @@ class KFAC(CheckedOptimizer):
     Settings live in the param groups (each group may give its own; a layer follows the group of
     its weight, and the KL clipping factor :math:`\nu` is computed over the layers of each group),
     counters in the per-parameter state: ``step`` for every parameter, and for a layer's weight the
-    factor updates :math:`k` (``kfac_stat_updates``) and the eigendecompositions
+    factor updates :math:`k` (``kfac_stat_updates``) and the refreshes of the eigendecompositions or inverses
     (``kfac_inverse_updates``). Parameters added with ``add_param_group`` get K-FAC's update when
     their layer is hooked already, the plain update otherwise.
 
@@ -108,7 +114,7 @@ class KFAC(CheckedOptimizer):
         stat_decay: :math:`\rho`, the running-average coefficient of the factors.
         weight_decay: :math:`\lambda_w` (added to the update, as in SGD).
         kl_clip: :math:`\kappa`; ``0`` disables clipping.
-        precondition_frequency: :math:`T`, steps between eigendecompositions (the paper: 100).
+        precondition_frequency: :math:`T`, steps between refreshes of the inverses (the paper: 100).
         statistics_frequency: steps between updates of the factors :math:`A, G` (the hooks record only
             on those steps).
     """
@@ -295,8 +301,26 @@ class KFAC(CheckedOptimizer):
         d, q = symmetric_eigh(m)
         return q.to(m.dtype), d.clamp_min(0.0).to(m.dtype)
 
+    def _precondition(self, grad: Tensor, state: Dict[str, Any], group: Dict[str, Any], refresh: bool) -> Tensor:
+        """A layer's preconditioned gradient ``[out, in(+1)]``, refreshing the damped factors' inverses (factored
+        damping) or the factors' eigendecompositions (damping of their product) first when ``refresh`` or absent."""
+        if group["factored_damping"]:
+            if refresh or "kfac_invA" not in state:
+                c = math.sqrt(group["damping"])
+                state["kfac_invA"] = damped_inverse(state["kfac_A"], c)
+                state["kfac_invG"] = damped_inverse(state["kfac_G"], c)
+                state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
+            return state["kfac_invG"] @ grad @ state["kfac_invA"]
+        if refresh or "kfac_QA" not in state:
+            state["kfac_QA"], state["kfac_dA"] = self._eigh(state["kfac_A"])
+            state["kfac_QG"], state["kfac_dG"] = self._eigh(state["kfac_G"])
+            state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
+        return kfac_precondition(
+            grad, state["kfac_QA"], state["kfac_dA"], state["kfac_QG"], state["kfac_dG"], group["damping"]
+        )
+
     def _preconditioned_updates(self) -> Dict[int, Tensor]:
-        """Update the factors, refresh their eigendecompositions when due, and return the preconditioned
+        """Update the factors, refresh their inverses when due, and return the preconditioned
         gradient of every hooked layer's parameters (by ``id``), scaled by its group's KL-clipping factor ``nu``."""
         index_of = {id(p): i for i, g in enumerate(self.param_groups) for p in g["params"]}
         preconditioned: Dict[int, Tuple[int, Tensor]] = {}  # id -> (index of the layer's group, update)
@@ -309,24 +333,13 @@ class KFAC(CheckedOptimizer):
             state = self.state[w]
             if "kfac_A" not in state or w.grad is None:
                 continue
-            if is_preconditioning_step(self._steps_taken(w), group["precondition_frequency"]) or "kfac_QA" not in state:
-                state["kfac_QA"], state["kfac_dA"] = self._eigh(state["kfac_A"])
-                state["kfac_QG"], state["kfac_dG"] = self._eigh(state["kfac_G"])
-                state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
+            refresh = is_preconditioning_step(self._steps_taken(w), group["precondition_frequency"])
             bias = self._has_bias(layer)
             grad = w.grad.detach()
             if bias:
                 gb = layer.bias.grad.detach() if layer.bias.grad is not None else torch.zeros_like(layer.bias)
                 grad = torch.cat([grad, gb[:, None]], dim=1)
-            u = kfac_precondition(
-                grad,
-                state["kfac_QA"],
-                state["kfac_dA"],
-                state["kfac_QG"],
-                state["kfac_dG"],
-                group["damping"],
-                factored=group["factored_damping"],
-            )
+            u = self._precondition(grad, state, group, refresh)
             if group.get("kl_clip", 0.0) > 0:  # the clip's sum costs a device sync: only where it is used
                 vg_sums[i] += float((u * grad).sum()) * group["lr"] ** 2
             if bias:
