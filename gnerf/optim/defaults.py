@@ -8,7 +8,7 @@ method configs and the benchmarks all read these values from here.
 
 The cadence has one vocabulary across gnerf's optimizers, in the style of Distributed Shampoo:
 ``precondition_frequency`` is the number of steps between updates of the preconditioner (ESGD's
-curvature estimate, Shampoo's inverse roots, K-FAC's eigendecompositions), and
+curvature estimate, Shampoo's inverse roots, K-FAC's inverses), and
 ``precondition_warmup_steps`` (ESGD's family) the number of first steps that all update it.
 """
 
