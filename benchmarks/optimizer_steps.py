@@ -8,19 +8,23 @@ machine hits all of them alike. ``muon`` runs once per Newton-Schulz precision a
 
     python -m benchmarks.optimizer_steps                      # every optimizer, this machine
     python -m benchmarks.optimizer_steps --names adam muon --muon-ns-dtypes float32 bfloat16 --threads 1
+    python -m benchmarks.optimizer_steps --threads 1 --output docs/speed_cpu/optimizer_steps.md
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from benchmarks.common import machine, section, sync, table, today
 from gnerf.fields import CoordinateMLP
+from gnerf.files import atomic_write_bytes
 from gnerf.optim import OPTIMIZERS, has_train_eval_modes, optimizer_config, take_step
 
 
@@ -101,11 +105,16 @@ def main(argv: Optional[List[str]] = None) -> str:
         help="muon's Newton-Schulz precisions to time (bfloat16 is torch.optim.Muon's)",
     )
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--output", type=Path, help="also write the table, with this command, to this markdown file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     text = run(args.names, args.device, args.batch, args.block, args.rounds, args.muon_ns_dtypes)
     print(text)
+    if args.output:
+        command = "python -m benchmarks.optimizer_steps " + " ".join(sys.argv[1:] if argv is None else argv)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.output, f"Command: `{command}`\n\n{text}".encode())
     return text
 
 

@@ -1,6 +1,6 @@
-"""The pure-torch benchmarks (1)-(3) and (6) run end to end at a tiny size and report sane ratios (fast)."""
+"""The pure-torch benchmarks (1)-(3) and (6) and the optimizer-step benchmark run end to end at a tiny size (fast)."""
 
-from benchmarks import ddp, trunk
+from benchmarks import ddp, optimizer_steps, trunk
 from benchmarks.common import TrunkSpec
 
 
@@ -22,3 +22,11 @@ def test_ddp_benchmark_tiny():
     assert stats["ESGD-Max"]["n_curv"] == 1 and stats["Adam"]["n_curv"] == 0
     assert stats["ESGD-Max"]["reduces"] == [1]  # one all-reduce per curvature step
     assert stats["identical"]
+
+
+def test_optimizer_steps_writes_its_table_with_its_command(one_thread, tmp_path):
+    out = tmp_path / "steps.md"
+    text = optimizer_steps.main(["--names", "adam", "esgd", "--block", "2", "--rounds", "1", "--output", str(out)])
+    written = out.read_text()
+    assert written.startswith("Command: `python -m benchmarks.optimizer_steps --names adam esgd --block 2")
+    assert written.endswith(text) and "| esgd |" in text and "| adam |" in text
