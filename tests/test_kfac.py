@@ -115,6 +115,39 @@ def test_factored_damping_damps_each_factor():
     assert torch.allclose(u, expected, atol=1e-10)
 
 
+
+def test_damped_inverse_of_a_rounded_rank_deficient_factor_clamps_its_negative_eigenvalues():
+    """A float32 factor of rank 20 whose rounding leaves eigenvalues below -shift: Cholesky fails there, and the
+    inverse comes from the eigendecomposition with the eigenvalues clamped at 0, as it would without rounding."""
+    torch.manual_seed(0)
+    a = torch.randn(512, 20) @ torch.randn(20, 64)
+    A = (a.T @ a / 512) * 1e6
+    d = torch.linalg.eigvalsh(0.5 * (A + A.T).double())
+    shift = 1e-6
+    assert d.min() < -shift  # the case that needs the clamp
+    d, q = torch.linalg.eigh(0.5 * (A + A.T).double())
+    expected = (q / (d.clamp_min(0.0) + shift)) @ q.T
+    got = damped_inverse(A, shift)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_factored_damping_follows_a_changed_damping_between_refreshes():
+    """The damped inverses keep the shift they were made with: a group's new damping applies from the next step,
+    as it does without factored damping, even when no refresh is due."""
+    net = _mlp()
+    opt = KFAC(net, lr=0.1, damping=0.1, factored_damping=True, precondition_frequency=100)
+    x, y = _batch()
+    for damping in (0.1, 0.4):
+        opt.param_groups[0]["damping"] = damping
+        opt.zero_grad()
+        (net(x) - y).square().mean().backward()
+        opt.step()
+    state = opt.state[net[0].weight]
+    assert state["kfac_inverse_updates"] == 2 and state["kfac_inv_shift"] == 0.4**0.5
+    expected = torch.linalg.inv(state["kfac_A"].double() + 0.4**0.5 * torch.eye(state["kfac_A"].shape[0]))
+    assert torch.allclose(state["kfac_invA"].double(), expected, atol=1e-6)
+
 def test_kfac_adam_is_adam_on_each_batch_preconditioned_gradient():
     """Two steps on two batches: each step preconditions with that batch's factors alone (the published code's
     running-average parameter 1), damped by sqrt(0.1) per factor, and torch.optim.Adam steps on the result."""

@@ -59,16 +59,23 @@ def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tens
 
 
 def damped_inverse(matrix: Tensor, shift: float) -> Tensor:
-    r""":math:`(M + c I)^{-1}` of the symmetric part of a positive semi-definite ``matrix``, for ``shift`` :math:`c > 0`.
+    r""":math:`(M_+ + c I)^{-1}`, :math:`M_+` the symmetric part of a positive semi-definite ``matrix`` with its
+    eigenvalues clamped at 0, for ``shift`` :math:`c > 0`; in float64, returned in ``matrix``'s dtype.
 
-    From a Cholesky factorisation in float64, returned in ``matrix``'s dtype. With factored damping,
-    :math:`\big((A + c I) \otimes (G + c I)\big)^{-1} \mathrm{vec}(\nabla)` is
-    ``damped_inverse(G, c) @ grad @ damped_inverse(A, c)``: the same maths as through the eigendecompositions,
-    at a third of their cost on a CPU.
+    With factored damping, :math:`\big((A + c I) \otimes (G + c I)\big)^{-1} \mathrm{vec}(\nabla)` is
+    ``damped_inverse(G, c) @ grad @ damped_inverse(A, c)``. From a Cholesky factorisation (a third of the cost of an
+    eigendecomposition on a CPU), which ignores the clamp: rounding leaves a factor's zero eigenvalues within about
+    float32's epsilon times its norm of 0, far below the default shift. Where that is not so (a tiny ``shift``, a
+    huge or rank-deficient factor) and the factorisation fails, from the eigendecomposition with the clamp.
     """
     m = matrix.detach().to(torch.float64)
-    m = 0.5 * (m + m.T) + shift * torch.eye(m.shape[0], dtype=torch.float64, device=m.device)
-    return torch.cholesky_inverse(torch.linalg.cholesky(m)).to(matrix.dtype)
+    m = 0.5 * (m + m.T)
+    eye = torch.eye(m.shape[0], dtype=torch.float64, device=m.device)
+    chol, info = torch.linalg.cholesky_ex(m + shift * eye)
+    if int(info) == 0:
+        return torch.cholesky_inverse(chol).to(matrix.dtype)
+    d, q = torch.linalg.eigh(m)
+    return ((q / (d.clamp_min(0.0) + shift)) @ q.T).to(matrix.dtype)
 
 
 class KFAC(CheckedOptimizer):
@@ -303,15 +310,21 @@ class KFAC(CheckedOptimizer):
 
     def _precondition(self, grad: Tensor, state: Dict[str, Any], group: Dict[str, Any], refresh: bool) -> Tensor:
         """A layer's preconditioned gradient ``[out, in(+1)]``, refreshing the damped factors' inverses (factored
-        damping) or the factors' eigendecompositions (damping of their product) first when ``refresh`` or absent."""
+        damping, kept with the shift they were made with) or the factors' eigendecompositions (damping of their
+        product) first when ``refresh``, when absent, or when the shift is not the group's."""
         if group["factored_damping"]:
-            if refresh or "kfac_invA" not in state:
-                c = math.sqrt(group["damping"])
+            c = math.sqrt(group["damping"])
+            if refresh or state.get("kfac_inv_shift") != c:  # absent: first step, or the other damping's state
+                for key in ("kfac_QA", "kfac_dA", "kfac_QG", "kfac_dG"):
+                    state.pop(key, None)
                 state["kfac_invA"] = damped_inverse(state["kfac_A"], c)
                 state["kfac_invG"] = damped_inverse(state["kfac_G"], c)
+                state["kfac_inv_shift"] = c
                 state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
             return state["kfac_invG"] @ grad @ state["kfac_invA"]
         if refresh or "kfac_QA" not in state:
+            for key in ("kfac_invA", "kfac_invG", "kfac_inv_shift"):
+                state.pop(key, None)
             state["kfac_QA"], state["kfac_dA"] = self._eigh(state["kfac_A"])
             state["kfac_QG"], state["kfac_dG"] = self._eigh(state["kfac_G"])
             state["kfac_inverse_updates"] = int(state.get("kfac_inverse_updates", 0)) + 1
