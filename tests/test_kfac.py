@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from gnerf.optim.kfac import KFAC, damped_inverse, kfac_precondition
+from gnerf.optim.base import damped_inverse
+from gnerf.optim.kfac import KFAC, kfac_precondition
 from gnerf.optim.kfac_adam import KFACAdam
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (tests/conftest.py)
@@ -115,7 +116,6 @@ def test_factored_damping_damps_each_factor():
     assert torch.allclose(u, expected, atol=1e-10)
 
 
-
 def test_damped_inverse_of_a_rounded_rank_deficient_factor_clamps_its_negative_eigenvalues():
     """A float32 factor of rank 20 whose rounding leaves eigenvalues below -shift: Cholesky fails there, and the
     inverse comes from the eigendecomposition with the eigenvalues clamped at 0, as it would without rounding."""
@@ -147,6 +147,7 @@ def test_factored_damping_follows_a_changed_damping_between_refreshes():
     assert state["kfac_inverse_updates"] == 2 and state["kfac_inv_shift"] == 0.4**0.5
     expected = torch.linalg.inv(state["kfac_A"].double() + 0.4**0.5 * torch.eye(state["kfac_A"].shape[0]))
     assert torch.allclose(state["kfac_invA"].double(), expected, atol=1e-6)
+
 
 def test_kfac_adam_is_adam_on_each_batch_preconditioned_gradient():
     """Two steps on two batches: each step preconditions with that batch's factors alone (the published code's

@@ -39,11 +39,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, new_counter, symmetric_eigh
+from gnerf.optim.base import CheckedOptimizer, check_hyperparameters, damped_inverse, new_counter, symmetric_eigh
 from gnerf.optim.defaults import check_cadence, is_preconditioning_step
 from gnerf.optim.distributed import is_distributed
 
-__all__ = ["KFAC", "damped_inverse", "kfac_precondition"]
+__all__ = ["KFAC", "kfac_precondition"]
 
 
 def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tensor, damping: float) -> Tensor:
@@ -56,26 +56,6 @@ def kfac_precondition(grad: Tensor, qa: Tensor, da: Tensor, qg: Tensor, dg: Tens
     v = qg.T @ grad @ qa
     v = v / (dg[:, None] * da[None, :] + damping)
     return qg @ v @ qa.T
-
-
-def damped_inverse(matrix: Tensor, shift: float) -> Tensor:
-    r""":math:`(M_+ + c I)^{-1}`, :math:`M_+` the symmetric part of a positive semi-definite ``matrix`` with its
-    eigenvalues clamped at 0, for ``shift`` :math:`c > 0`; in float64, returned in ``matrix``'s dtype.
-
-    With factored damping, :math:`\big((A + c I) \otimes (G + c I)\big)^{-1} \mathrm{vec}(\nabla)` is
-    ``damped_inverse(G, c) @ grad @ damped_inverse(A, c)``. From a Cholesky factorisation (a third of the cost of an
-    eigendecomposition on a CPU), which ignores the clamp: rounding leaves a factor's zero eigenvalues within about
-    float32's epsilon times its norm of 0, far below the default shift. Where that is not so (a tiny ``shift``, a
-    huge or rank-deficient factor) and the factorisation fails, from the eigendecomposition with the clamp.
-    """
-    m = matrix.detach().to(torch.float64)
-    m = 0.5 * (m + m.T)
-    eye = torch.eye(m.shape[0], dtype=torch.float64, device=m.device)
-    chol, info = torch.linalg.cholesky_ex(m + shift * eye)
-    if int(info) == 0:
-        return torch.cholesky_inverse(chol).to(matrix.dtype)
-    d, q = torch.linalg.eigh(m)
-    return ((q / (d.clamp_min(0.0) + shift)) @ q.T).to(matrix.dtype)
 
 
 class KFAC(CheckedOptimizer):
