@@ -374,6 +374,7 @@ def _section(
         "",
     ]
     base_targets = {p: v for p, v in finals.get(baseline, {}).items() if v is not None}
+    whose = "the paper's Adam" if baseline == "adam" else "the baseline"
     if base_targets:
         out += _ttq_lines(
             runs,
@@ -382,7 +383,7 @@ def _section(
             epochs,
             base_targets,
             best,
-            f"(a) the paper's Adam's (`{baseline}`) final PSNR on the photo",
+            f"(a) {whose}'s (`{baseline}`) final PSNR on the photo",
         ) + [""]
     else:
         out += [f"(a) waits for `{baseline}` to finish a photo.", ""]
