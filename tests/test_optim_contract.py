@@ -70,8 +70,8 @@ class ToySGDConfig(OptimizerConfig):
 
 #: Options that make a short run use every part of the state: preconditioner refreshes (ESGD's curvature,
 #: Shampoo's inverse roots, K-FAC's eigendecompositions or damped inverses) on a cadence of a few steps,
-#: ESGDAdamStart's switch from Adam to ESGD, momentum buffers. Passed to each optimizer that takes them; the round-trip
-#: and foreach checks use them, the learning check does not.
+#: ESGDAdamStart's switch from Adam to ESGD, momentum buffers. Passed to each optimizer that takes them; the
+#: round-trip and foreach checks use them, the learning check does not.
 SHORT_RUN = {"precondition_warmup_steps": 2, "precondition_frequency": 3, "adam_steps": 3, "momentum": 0.5}
 
 #: A value each hyperparameter must refuse, and how its error message may name it.
